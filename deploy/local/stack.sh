@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# The local stack without Docker: a real Apache Kafka broker (Apache's own jars from Maven
+# Central, one KRaft node), a MongoDB wire-protocol server (SecantusDB), and the four services.
+#
+#   deploy/local/stack.sh infra-up | services-up | up | down | status | env
+#
+# Everything it starts writes logs and pids under one run folder (MPTF_RUN_DIR, default
+# .run/dev), and `down` stops only what that folder records. KAFKA_BOOTSTRAP_SERVERS and
+# MONGODB_URL, when set, point at servers that already exist: then those are not started.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+RUN_DIR="${MPTF_RUN_DIR:-$ROOT/.run/dev}"
+case "$RUN_DIR" in /*) ;; *) RUN_DIR="$ROOT/$RUN_DIR" ;; esac
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/deploy/kafka/pom.xml")"
+KAFKA_CACHE="${MPTF_CACHE_DIR:-$HOME/.cache/mptf}/kafka-$KAFKA_VERSION"
+KAFKA_PORT="${MPTF_KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${MPTF_KAFKA_CONTROLLER_PORT:-19093}"
+MONGO_PORT="${MPTF_MONGO_PORT:-27117}"
+PY="${MPTF_PYTHON:-$ROOT/.venv/bin/python}"
+SERVICES=(intake funding monitoring notifications)
+declare -A PORTS=([intake]=8001 [funding]=8002 [monitoring]=8003 [notifications]=8004)
+PORT_OFFSET="${MPTF_HTTP_PORT_OFFSET:-0}"
+
+EXTERNAL_KAFKA="${KAFKA_BOOTSTRAP_SERVERS:-}"
+EXTERNAL_MONGO="${MONGODB_URL:-}"
+BOOTSTRAP="${EXTERNAL_KAFKA:-127.0.0.1:$KAFKA_PORT}"
+MONGO_URL="${EXTERNAL_MONGO:-mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true}"
+
+say() { printf '[stack] %s\n' "$*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+alive() { local f="$RUN_DIR/pids/$1.pid"; [[ -f $f ]] && kill -0 "$(cat "$f")" 2>/dev/null; }
+
+wait_for() { # name seconds command...
+  local name=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@"; do
+    if ((SECONDS >= deadline)); then
+      say "$name not ready after ${secs}s; last log lines:"
+      tail -n 20 "$RUN_DIR/logs/$name.log" >&2 2>/dev/null || true
+      return 1
+    fi
+    alive "$name" || { say "$name exited; log:"; tail -n 30 "$RUN_DIR/logs/$name.log" >&2 || true; return 1; }
+    sleep 0.2
+  done
+}
+
+start_bg() { # name command... : start detached, record pid
+  local name=$1; shift
+  mkdir -p "$RUN_DIR/logs" "$RUN_DIR/pids"
+  setsid "$@" >>"$RUN_DIR/logs/$name.log" 2>&1 < /dev/null &
+  echo $! >"$RUN_DIR/pids/$name.pid"
+}
+
+kafka_jars() {
+  if [[ ! -f "$KAFKA_CACHE/lib/.complete" ]]; then
+    say "resolving Apache Kafka $KAFKA_VERSION jars from Maven Central into $KAFKA_CACHE (once)"
+    mkdir -p "$KAFKA_CACHE/lib"
+    mvn -q -B -f "$ROOT/deploy/kafka/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$KAFKA_CACHE/lib" >&2
+    touch "$KAFKA_CACHE/lib/.complete"
+  fi
+}
+
+kafka_up() {
+  if [[ -n $EXTERNAL_KAFKA ]]; then say "using Kafka at $EXTERNAL_KAFKA"; return; fi
+  if alive kafka; then say "Kafka already running (pid $(cat "$RUN_DIR/pids/kafka.pid"))"; return; fi
+  port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken by something this stack did not start"
+  kafka_jars
+  local dir="$RUN_DIR/kafka"
+  mkdir -p "$dir/data" "$RUN_DIR/logs"
+  sed -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+      -e "s#@DATA@#$dir/data#g" "$ROOT/deploy/kafka/server.properties.in" >"$dir/server.properties"
+  if [[ ! -f "$dir/data/meta.properties" ]]; then
+    local cid
+    cid="$("$PY" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+    java -cp "$KAFKA_CACHE/lib/*" kafka.tools.StorageTool format --standalone -t "$cid" \
+      -c "$dir/server.properties" >>"$RUN_DIR/logs/kafka.log" 2>&1 || die "Kafka storage format failed"
+  fi
+  start_bg kafka java -Xms256m -Xmx512m -XX:+UseG1GC \
+    -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.yaml" \
+    -cp "$KAFKA_CACHE/lib/*" kafka.Kafka "$dir/server.properties"
+  wait_for kafka 60 port_open "$KAFKA_PORT"
+  say "Kafka $KAFKA_VERSION ready on 127.0.0.1:$KAFKA_PORT"
+}
+
+mongo_up() {
+  if [[ -n $EXTERNAL_MONGO ]]; then say "using MongoDB at $EXTERNAL_MONGO"; return; fi
+  if alive mongo; then say "Mongo server already running"; return; fi
+  port_open "$MONGO_PORT" && die "port $MONGO_PORT is taken by something this stack did not start"
+  mkdir -p "$RUN_DIR/mongo"
+  start_bg mongo "$(dirname "$PY")/secantusd-py" --host 127.0.0.1 --port "$MONGO_PORT" \
+    --storage-path "$RUN_DIR/mongo/data" --log-level WARNING
+  wait_for mongo 60 port_open "$MONGO_PORT"
+  say "SecantusDB ready on 127.0.0.1:$MONGO_PORT"
+}
+
+topics_up() {
+  KAFKA_BOOTSTRAP_SERVERS="$BOOTSTRAP" "$PY" -c '
+import asyncio
+from shared.kafka import ensure_topics
+from shared.settings import ServiceSettings
+asyncio.run(ensure_topics(ServiceSettings()))' || die "could not create topics"
+  say "topics ready (6 partitions each, with .dlq companions)"
+}
+
+service_env() { # name
+  local name=$1
+  echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
+  echo "MONGODB_URL=$MONGO_URL"
+  echo "MPTF_HTTP_PORT=$((${PORTS[$name]} + PORT_OFFSET))"
+  echo "MPTF_OTEL_EXPORTER=${MPTF_OTEL_EXPORTER:-file}"
+  echo "MPTF_OTEL_FILE=${MPTF_OTEL_FILE:-$RUN_DIR/traces/$name.jsonl}"
+}
+
+ready_http() { curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; }
+
+services_up() {
+  mkdir -p "$RUN_DIR/traces"
+  for s in "${SERVICES[@]}"; do
+    if alive "$s"; then say "$s already running"; continue; fi
+    # shellcheck disable=SC2046
+    start_bg "$s" env $(service_env "$s") "$PY" -m "services.$s"
+  done
+  for s in "${SERVICES[@]}"; do
+    local port=$((${PORTS[$s]} + PORT_OFFSET))
+    wait_for "$s" 90 ready_http "$port"
+    say "$s ready on http://127.0.0.1:$port"
+  done
+}
+
+stop_one() {
+  local name=$1 f="$RUN_DIR/pids/$1.pid" pid
+  [[ -f $f ]] || return 0
+  pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
+    say "stopped $name (pid $pid)"
+  fi
+  rm -f "$f"
+}
+
+down() {
+  for s in "${SERVICES[@]}"; do stop_one "$s"; done
+  stop_one kafka
+  stop_one mongo
+}
+
+status() {
+  for n in kafka mongo "${SERVICES[@]}"; do
+    if alive "$n"; then printf '%-14s running (pid %s)\n' "$n" "$(cat "$RUN_DIR/pids/$n.pid")"
+    else printf '%-14s stopped\n' "$n"; fi
+  done
+}
+
+summary() {
+  cat <<MSG
+
+  Migration MPTF is running (run folder: $RUN_DIR)
+    Kafka        $BOOTSTRAP        topics: mptf.inbound.concept-notes, mptf.programmes, ...
+    MongoDB      $MONGO_URL
+    intake       http://127.0.0.1:$((8001 + PORT_OFFSET))/docs   (AsyncAPI: /asyncapi.json)
+    funding      http://127.0.0.1:$((8002 + PORT_OFFSET))/docs
+    monitoring   http://127.0.0.1:$((8003 + PORT_OFFSET))/docs
+    notifications http://127.0.0.1:$((8004 + PORT_OFFSET))/docs
+    logs         $RUN_DIR/logs/      traces (JSON lines) $RUN_DIR/traces/
+    stop         ./dev down
+MSG
+}
+
+cmd="${1:-status}"
+case "$cmd" in
+  infra-up) mongo_up; kafka_up; topics_up ;;
+  services-up) services_up ;;
+  up) mongo_up; kafka_up; topics_up; services_up; summary ;;
+  down) down ;;
+  status) status ;;
+  env) echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"; echo "MONGODB_URL=$MONGO_URL" ;;
+  jars) kafka_jars ;;
+  *) die "unknown command $cmd (infra-up | services-up | up | down | status | env | jars)" ;;
+esac

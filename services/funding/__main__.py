@@ -1,0 +1,3 @@
+from services.funding.app import main
+
+main()

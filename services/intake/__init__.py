@@ -1,0 +1,1 @@
+"""Intake: concept notes from entity systems and people, screening, the programme pipeline."""

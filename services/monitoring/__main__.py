@@ -1,0 +1,3 @@
+from services.monitoring.app import main
+
+main()

@@ -1,0 +1,31 @@
+"""Monitoring's wiring. The service runs the shared runtime (health, readiness, metrics, AsyncAPI,
+outbox relay) on its own database; its domain, store, handlers and routes come with its issue."""
+
+from __future__ import annotations
+
+from shared.http import create_app
+from shared.runtime import Runtime
+from shared.settings import ServiceSettings
+from shared.store import Store
+
+
+class MonitoringSettings(ServiceSettings):
+    service_name: str = "monitoring"
+    http_port: int = 8003
+
+
+def build(settings: MonitoringSettings | None = None):  # type: ignore[no-untyped-def]
+    settings = settings or MonitoringSettings()
+    store = Store(settings)
+    runtime = Runtime(settings, store)
+    app = create_app(runtime, title="Migration MPTF — monitoring", description="Monitoring service.")
+    app.state.store = store
+    return app, runtime
+
+
+def main() -> None:
+    from shared.runtime import serve
+
+    settings = MonitoringSettings()
+    app, _ = build(settings)
+    serve(app, settings)

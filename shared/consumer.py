@@ -1,0 +1,280 @@
+"""Consuming facts, the same way in every service.
+
+`subscribe()` registers a FastStream batch subscriber with a deliberate delivery policy:
+
+* Offsets are committed only after the batch's effects are durable (AckPolicy.NACK_ON_ERROR:
+  success commits, an exception seeks back so the batch is redelivered). FastStream's Kafka
+  default, ACK_FIRST, commits before the handler runs and would lose work on a crash.
+* Each record is decoded here (envelope, contract lookup, pydantic validation). A record that
+  can never succeed goes to `<topic>.dlq` with its reason and original bytes and headers, and
+  the consumer moves on: no crash loop.
+* The service's handler receives the valid events of a batch at once, so it can make one
+  store transaction per batch; it dedupes with `UnitOfWork.claim` in that transaction.
+* A transient failure (store or broker unreachable) is retried with exponential backoff.
+  An unexpected exception is retried one record at a time; the record that still fails is
+  dead-lettered with the error as its reason.
+* Every record gets a consumer span continuing the producer's trace (W3C traceparent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import ConsumerRecord, TopicPartition
+from faststream import AckPolicy
+from faststream.exceptions import NackMessage
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import BaseModel, ValidationError
+
+from shared.contracts import REGISTRY
+from shared.envelope import Envelope, decode
+from shared.errors import PermanentMessageError
+from shared.kafka import DeadLetters
+from shared.logging import get_logger
+from shared.metrics import CONSUMER_LAG, EVENTS_CONSUMED, HANDLER_SECONDS
+from shared.settings import ServiceSettings
+from shared.store import is_transient
+from shared.telemetry import context_from, tracer
+
+log = get_logger("mptf.consumer")
+
+
+@dataclass
+class Incoming:
+    """One decoded, validated event from a consumed record."""
+
+    record: ConsumerRecord
+    envelope: Envelope
+    event: BaseModel
+    span: trace.Span | None = None
+
+    @property
+    def id(self) -> str:
+        return self.envelope.id
+
+    @property
+    def type(self) -> str:
+        return self.envelope.type
+
+    @property
+    def subject(self) -> str | None:
+        return self.envelope.subject
+
+    @property
+    def traceparent(self) -> str | None:
+        """The traceparent of this record's consumer span: facts emitted because of it carry
+        it on, so the programme's trace continues into the next service."""
+        if self.span is None:
+            return self.envelope.traceparent
+        ctx = self.span.get_span_context()
+        return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+
+
+@dataclass
+class Rejection:
+    """A handler's verdict that an event can never succeed: it is dead-lettered."""
+
+    incoming: Incoming
+    reason: str
+    detail: str = ""
+
+
+Handler = Callable[[list[Incoming]], Awaitable[Iterable[Rejection] | None]]
+
+
+@dataclass
+class _Backoff:
+    failures: int = 0
+    cap: float = 10.0
+
+    async def sleep(self) -> None:
+        self.failures += 1
+        delay = min(self.cap, 0.1 * 2 ** min(self.failures, 10))
+        await asyncio.sleep(delay * (0.5 + random.random() / 2))  # jitter
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass
+class Subscription:
+    topic: str
+    name: str
+    accepts: frozenset[str]
+    handler: Handler
+    settings: ServiceSettings
+    dead_letters: Callable[[], DeadLetters]
+    strict_types: bool = True
+    backoff: _Backoff = field(default_factory=_Backoff)
+
+    def _decode(self, rec: ConsumerRecord) -> Incoming | None:
+        env, data = decode(rec.headers, rec.value, max_bytes=self.settings.max_body_bytes)
+        contract = REGISTRY.get(env.type)
+        if contract is None:
+            raise PermanentMessageError("unknown-type", f"no contract for type {env.type!r}")
+        if env.type not in self.accepts:
+            if self.strict_types:
+                raise PermanentMessageError(
+                    "unexpected-type", f"{env.type} is not accepted on {self.topic}")
+            return None  # a fact this service does not act on
+        try:
+            event = contract.model.model_validate(data)
+        except ValidationError as e:
+            detail = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+                for err in e.errors(include_url=False, include_input=False))
+            raise PermanentMessageError("invalid", detail) from e
+        return Incoming(rec, env, event)
+
+    async def process(self, records: tuple[ConsumerRecord, ...], consumer: Any) -> None:
+        start = time.perf_counter()
+        dead: list[tuple[ConsumerRecord, str, str]] = []
+        events: list[Incoming] = []
+        for rec in records:
+            try:
+                inc = self._decode(rec)
+            except PermanentMessageError as e:
+                dead.append((rec, e.reason, e.detail))
+                continue
+            if inc is None:
+                EVENTS_CONSUMED.labels(rec.topic, "-", "ignored").inc()
+            else:
+                events.append(inc)
+
+        spans = self._open_spans(events)
+        try:
+            rejections = await self._run(events)
+        except BaseException as e:
+            for s in spans:
+                s.set_status(Status(StatusCode.ERROR, repr(e)[:200]))
+                s.end()
+            if is_transient(e):
+                log.warning("consume_transient_failure", topic=self.topic, error=repr(e),
+                            attempt=self.backoff.failures + 1)
+                await self.backoff.sleep()
+                raise NackMessage() from e
+            raise
+        for s in spans:
+            s.end()
+        for r in rejections:
+            dead.append((r.incoming.record, r.reason, r.detail))
+        try:
+            dl = self.dead_letters()
+            for rec, reason, detail in dead:
+                await dl.send(rec, reason, f"{self.name}: {detail}")
+        except Exception as e:
+            log.warning("dead_letter_failed", error=repr(e))
+            await self.backoff.sleep()
+            raise NackMessage() from e
+        self.backoff.reset()
+        rejected = {id(r.incoming) for r in rejections}
+        for inc in events:
+            EVENTS_CONSUMED.labels(inc.record.topic, inc.type,
+                                   "rejected" if id(inc) in rejected else "ok").inc()
+        HANDLER_SECONDS.labels(self.topic, self.name).observe(time.perf_counter() - start)
+        self._report_lag(records, consumer)
+
+    async def _run(self, events: list[Incoming]) -> list[Rejection]:
+        if not events:
+            return []
+        try:
+            return list(await self.handler(events) or [])
+        except Exception as e:
+            if is_transient(e) or len(events) == 1:
+                if len(events) == 1 and not is_transient(e):
+                    log.exception("handler_failed", event_id=events[0].id,
+                                  programme_id=events[0].subject)
+                    return [Rejection(events[0], "handler-error", repr(e)[:500])]
+                raise
+            log.warning("batch_failed_retrying_singly", error=repr(e), size=len(events))
+        out: list[Rejection] = []
+        for inc in events:  # isolate the record that fails; transient errors propagate
+            out += await self._run([inc])
+        return out
+
+    def _open_spans(self, events: list[Incoming]) -> list[trace.Span]:
+        spans = []
+        for inc in events:
+            s = tracer().start_span(
+                f"consume {inc.type}", context=context_from(inc.envelope.traceparent,
+                                                            inc.envelope.tracestate),
+                kind=SpanKind.CONSUMER,
+                attributes={"messaging.system": "kafka",
+                            "messaging.destination.name": inc.record.topic,
+                            "messaging.kafka.partition": inc.record.partition,
+                            "messaging.kafka.offset": inc.record.offset,
+                            "mptf.handler": self.name, "mptf.event_type": inc.type,
+                            "mptf.event_id": inc.id,
+                            "mptf.programme_id": inc.subject or ""})
+            inc.span = s
+            spans.append(s)
+        return spans
+
+    def _report_lag(self, records: tuple[ConsumerRecord, ...], consumer: Any) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for r in records:
+            last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
+        for (topic, part), off in last.items():
+            try:
+                hw = consumer.highwater(TopicPartition(topic, part))
+            except Exception:  # noqa: BLE001 - lag is best effort
+                continue
+            if hw is not None:
+                CONSUMER_LAG.labels(topic, str(part)).set(max(0, hw - off - 1))
+
+
+async def _tolerant_parser(records: Any, original: Any) -> Any:
+    """FastStream's parser decodes headers as strict UTF-8 and would fail (and redeliver, for
+    ever) on a hostile header. Parse a sanitised copy, but keep the original records so the
+    dead letter carries the exact bytes."""
+    try:
+        return await original(records)
+    except UnicodeDecodeError:
+        recs = records if isinstance(records, tuple) else (records,)
+        clean = tuple(dataclasses.replace(r, headers=[
+            (k, v.decode("utf-8", "replace").encode() if isinstance(v, bytes) else v)
+            for k, v in (r.headers or ())]) for r in recs)
+        msg = await original(clean if isinstance(records, tuple) else clean[0])
+        msg.raw_message = records
+        return msg
+
+
+async def _raw(msg: Any, original: Any = None) -> Any:
+    """Decoder that leaves bytes alone: decoding (and dead-lettering) happens in `process`."""
+    return None
+
+
+def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, name: str,
+              accepts: Iterable[str], handler: Handler,
+              dead_letters: Callable[[], DeadLetters], strict_types: bool = True,
+              description: str = "") -> Subscription:
+    sub = Subscription(settings.topic(topic), name, frozenset(accepts), handler, settings,
+                       dead_letters, strict_types)
+
+    @broker.subscriber(
+        settings.topic(topic),
+        group_id=settings.group_id,
+        batch=True,
+        max_records=settings.consumer_batch_max,
+        batch_timeout_ms=50,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=_raw,
+        parser=_tolerant_parser,
+        title=f"{name}:{topic}",
+        description=description,
+    )
+    async def _consume(msg: KafkaMessage) -> None:
+        records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
+        await sub.process(records, msg.consumer)
+
+    return sub

@@ -1,0 +1,27 @@
+"""Contracts owned by notifications: facts on mptf.notifications."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from shared import topics
+from shared.contracts.base import Fact, register
+
+
+@register(topic=topics.NOTIFICATIONS, owner="notifications", key="programme_id", example={
+    "notification_id": "n-1b2c", "fact_id": "6c0e8f8e-8a53-4a55-b0c4-4f7b4f4f1f10",
+    "fact_type": "org.migrationmptf.programme.submitted.v1", "programme_id": "jp-3f1c0c1e9b7a4d2e",
+    "recipient": "IOM", "channel": "inbox", "delivered_at": "2026-11-23T10:00:01Z"})
+class NotificationDelivered(Fact):
+    """A recipient was told of a fact through one channel."""
+
+    TYPE = "org.migrationmptf.notification.delivered.v1"
+
+    notification_id: str
+    fact_id: str
+    fact_type: str
+    programme_id: str | None = None
+    recipient: str
+    channel: Literal["inbox", "webhook", "email"]
+    delivered_at: datetime

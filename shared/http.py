@@ -1,0 +1,162 @@
+"""The HTTP side every service shares: problem+json errors (RFC 9457), a body-size limit,
+server spans continuing the caller's W3C trace, RED metrics, and the operational routes
+(/healthz, /readyz, /metrics, /asyncapi.json; OpenAPI at /openapi.json and /docs)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from opentelemetry.trace import SpanKind
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import MptfError
+from shared.logging import get_logger
+from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from shared.telemetry import span
+
+if TYPE_CHECKING:
+    from shared.runtime import Runtime
+
+PROBLEM = "application/problem+json"
+log = get_logger("mptf.http")
+
+
+def problem(status: int, code: str, title: str, detail: str = "", *,
+            errors: list[dict[str, Any]] | None = None, **extra: Any) -> JSONResponse:
+    body: dict[str, Any] = {"type": f"https://migrationmptf.org/problems/{code}",
+                            "title": title, "status": status, "code": code}
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def field_errors(errs: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for e in errs:
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        out.append({"field": ".".join(loc) or "(body)", "reason": e.get("msg", ""),
+                    "type": e.get("type", "")})
+    return out
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class EdgeMiddleware:
+    """Pure ASGI: refuses oversized bodies (413) before they are read whole, opens the server
+    span (continuing `traceparent`), and records RED metrics by route template."""
+
+    def __init__(self, app: ASGIApp, max_body: int) -> None:
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        method = scope["method"]
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            resp = problem(413, "payload-too-large", "Payload too large",
+                           f"body of {declared} bytes exceeds {self.max_body}")
+            return await resp(scope, receive, send)
+        seen = 0
+        status = {"code": 500}
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_body:
+                    raise _TooLarge()
+            return msg
+
+        async def capture_send(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                status["code"] = msg["status"]
+            await send(msg)
+
+        start = time.perf_counter()
+        with span(f"{method} {scope['path']}", parent=headers.get("traceparent"),
+                  kind=SpanKind.SERVER,
+                  attributes={"http.request.method": method, "url.path": scope["path"]}) as sp:
+            try:
+                await self.app(scope, limited_receive, capture_send)
+            except _TooLarge:
+                status["code"] = 413
+                resp = problem(413, "payload-too-large", "Payload too large",
+                               f"body exceeds {self.max_body} bytes")
+                await resp(scope, receive, send)
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "(unmatched)"
+            sp.update_name(f"{method} {template}")
+            sp.set_attribute("http.route", template)
+            sp.set_attribute("http.response.status_code", status["code"])
+            pid = (scope.get("path_params") or {}).get("programme_id")
+            if pid:
+                sp.set_attribute("mptf.programme_id", pid)
+        HTTP_REQUESTS.labels(method, template, str(status["code"])).inc()
+        HTTP_SECONDS.labels(method, template).observe(time.perf_counter() - start)
+
+
+def create_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
+    app = FastAPI(title=title, description=description, version="1.0.0",
+                  lifespan=runtime.lifespan)
+    app.state.settings = runtime.settings
+    app.state.runtime = runtime
+
+    @app.exception_handler(MptfError)
+    async def _mptf(_: Request, e: MptfError) -> JSONResponse:
+        return problem(e.status, e.code, e.title, e.detail, errors=e.errors, **e.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        errs = field_errors(e.errors())
+        malformed = any(x["type"] in ("json_invalid", "model_attributes_type") for x in errs)
+        if malformed:
+            return problem(400, "malformed-body", "The body is not a JSON object", errors=errs)
+        return problem(422, "invalid-input", "The input is not valid", errors=errs)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        return problem(e.status_code, f"http-{e.status_code}", str(e.detail))
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, e: Exception) -> JSONResponse:
+        log.exception("unhandled_http_error", error=repr(e))
+        return problem(500, "internal-error", "Internal error")
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive", "service": runtime.settings.service_name}
+
+    @app.get("/readyz", tags=["operations"], summary="Readiness: broker and store reachable",
+             responses={503: {"description": "Not ready"}})
+    async def readyz() -> JSONResponse:
+        checks = await runtime.readiness()
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ready" if ok else "not-ready", "checks": checks},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        await runtime.refresh_gauges()
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi.json", tags=["operations"], summary="AsyncAPI document")
+    async def asyncapi() -> dict[str, Any]:
+        return runtime.asyncapi()
+
+    app.add_middleware(EdgeMiddleware, max_body=runtime.settings.max_body_bytes)
+    return app

@@ -1,0 +1,21 @@
+"""Prometheus metrics, defined once for every service (each process exposes /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+HANDLER_SECONDS = Histogram(
+    "mptf_handler_seconds", "Time to handle one consumed batch", ["topic", "handler"])
+EVENTS_CONSUMED = Counter(
+    "mptf_events_consumed_total", "Events consumed", ["topic", "type", "outcome"])
+DEAD_LETTERS = Counter(
+    "mptf_dead_letters_total", "Records sent to a dead-letter topic", ["topic", "reason"])
+CONSUMER_LAG = Gauge(
+    "mptf_consumer_lag", "Records behind the partition's end", ["topic", "partition"])
+OUTBOX_BACKLOG = Gauge("mptf_outbox_backlog", "Outbox events not yet published")
+OUTBOX_OLDEST_AGE = Gauge("mptf_outbox_oldest_age_seconds", "Age of the oldest unpublished event")
+OUTBOX_PUBLISHED = Counter("mptf_outbox_published_total", "Outbox events published", ["topic"])
+HTTP_REQUESTS = Counter(
+    "mptf_http_requests_total", "HTTP requests", ["method", "route", "status"])
+HTTP_SECONDS = Histogram("mptf_http_request_seconds", "HTTP latency", ["method", "route"])
+BUSINESS = Counter("mptf_business_events_total", "Business facts by kind", ["kind"])

@@ -1,0 +1,155 @@
+"""One service process: settings, logging, tracing, store, broker, producer, outbox relay and
+subscriptions, wired the same way in every service.
+
+Start-up connects in the background with backoff: /healthz answers at once, /readyz says
+"not-ready" until the broker and the store are reachable, and an unreachable dependency never
+crashes the process (no crash loops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
+
+from shared.asyncapi import document
+from shared.consumer import Handler, Subscription, subscribe
+from shared.kafka import DeadLetters, ensure_topics, make_producer
+from shared.logging import get_logger, setup_logging
+from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+from shared.store import Store
+from shared.telemetry import setup_tracing, shutdown_tracing
+
+log = get_logger("mptf.runtime")
+
+
+class Runtime:
+    def __init__(self, settings: ServiceSettings, store: Store) -> None:
+        self.settings = settings
+        setup_logging(settings.service_name, settings.log_level, settings.log_file)
+        setup_tracing(settings.service_name, settings.otel_exporter, settings.otel_endpoint,
+                      settings.otel_file)
+        self.store = store
+        self.broker = KafkaBroker(settings.kafka_bootstrap_servers,
+                                  client_id=f"mptf-{settings.service_name}",
+                                  log_level=logging.DEBUG)
+        # aiokafka clients must be made inside the running loop: see _connect
+        self.producer: Any = None
+        self.relay: OutboxRelay | None = None
+        self.subscriptions: list[Subscription] = []
+        self.receives: dict[str, list[str]] = {}
+        self.ready = asyncio.Event()
+        self._connect_task: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[Any]] = []
+
+    def dead_letters(self, name: str) -> DeadLetters:
+        return DeadLetters(self.producer, f"{self.settings.service_name}.{name}")
+
+    def subscribe(self, topic: str, name: str, accepts: Iterable[str], handler: Handler, *,
+                  strict_types: bool = True) -> Subscription:
+        accepts = list(accepts)
+        self.receives.setdefault(topic, []).extend(accepts)
+        sub = subscribe(self.broker, self.settings, topic=topic, name=name, accepts=accepts,
+                        handler=handler, dead_letters=lambda: self.dead_letters(name),
+                        strict_types=strict_types)
+        self.subscriptions.append(sub)
+        return sub
+
+    def background(self, coro_fn: Any) -> None:
+        """Run a coroutine function (a scheduler, say) once the runtime is ready."""
+        self._background.append(coro_fn)
+
+    def asyncapi(self) -> dict[str, Any]:
+        return document(self.settings.service_name, receives=self.receives)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def _connect(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.store.ensure_indexes()
+                await ensure_topics(self.settings)
+                self.producer = make_producer(self.settings)
+                await self.producer.start()
+                await self.broker.start()
+                break
+            except Exception as e:  # noqa: BLE001 - keep trying; readiness tells the truth
+                log.warning("dependencies_unavailable", error=repr(e), retry_in=delay)
+                if self.producer is not None:
+                    with contextlib.suppress(Exception):
+                        await self.producer.stop()
+                with contextlib.suppress(Exception):
+                    await self.broker.stop()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+        self.relay = OutboxRelay(self.store, self.producer)
+        self.relay.start()
+        self._background = [asyncio.create_task(fn(), name=getattr(fn, "__name__", "bg"))
+                            for fn in self._background]
+        self.ready.set()
+        log.info("service_ready", http_port=self.settings.http_port,
+                 kafka=self.settings.kafka_bootstrap_servers, database=self.settings.database)
+
+    async def start(self) -> None:
+        self._connect_task = asyncio.create_task(self._connect(), name="connect")
+
+    async def stop(self) -> None:
+        if self._connect_task and not self._connect_task.done():
+            self._connect_task.cancel()
+        for t in self._background:
+            if isinstance(t, asyncio.Task):
+                t.cancel()
+        if self.relay is not None:
+            await self.relay.stop()
+        with contextlib.suppress(Exception):
+            await self.broker.stop()
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.producer.stop()
+        await self.store.close()
+        shutdown_tracing()
+
+    @asynccontextmanager
+    async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(self.store.ping(), 2)
+            checks["store"] = "ok"
+        except Exception as e:  # noqa: BLE001
+            checks["store"] = f"unreachable: {type(e).__name__}"
+        try:
+            ok = self.ready.is_set() and await self.broker.ping(timeout=2)
+            checks["broker"] = "ok" if ok else "unreachable"
+        except Exception as e:  # noqa: BLE001
+            checks["broker"] = f"unreachable: {type(e).__name__}"
+        return checks
+
+    async def refresh_gauges(self) -> None:
+        with contextlib.suppress(Exception):
+            n, oldest = await asyncio.wait_for(self.store.outbox_backlog(), 2)
+            OUTBOX_BACKLOG.set(n)
+            from shared.envelope import utcnow
+
+            OUTBOX_OLDEST_AGE.set((utcnow() - oldest).total_seconds() if oldest else 0)
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None,
+                access_log=False, timeout_graceful_shutdown=5)

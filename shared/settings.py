@@ -1,0 +1,96 @@
+"""Typed settings for every service (pydantic-settings: environment variables, then `.env`).
+
+The infrastructure endpoints are read from the same variables everywhere, so one
+`KAFKA_BOOTSTRAP_SERVERS` / `MONGODB_URL` points a whole stack (or the test suite) at real
+servers. Service-specific values take the `MPTF_` prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Principal(BaseModel):
+    """Who a bearer token speaks for."""
+
+    role: Literal["entity", "fmu", "funder", "operator"]
+    entity: str | None = None  # UN entity code, for role entity
+    contributor: str | None = None  # contributor id, for role funder
+    name: str = ""
+
+
+# Local-development tokens. Production injects MPTF_AUTH_TOKENS from a secret store.
+DEV_TOKENS: dict[str, dict[str, Any]] = {
+    "dev-iom": {"role": "entity", "entity": "IOM", "name": "IOM programme system"},
+    "dev-ilo": {"role": "entity", "entity": "ILO", "name": "ILO programme system"},
+    "dev-undp": {"role": "entity", "entity": "UNDP", "name": "UNDP programme system"},
+    "dev-unicef": {"role": "entity", "entity": "UNICEF", "name": "UNICEF programme system"},
+    "dev-fmu": {"role": "fmu", "name": "Fund Management Unit"},
+    "dev-funder-de": {"role": "funder", "contributor": "DEU", "name": "Germany"},
+    "dev-operator": {"role": "operator", "name": "Operator"},
+}
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MPTF_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    service_name: str = "mptf"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:19092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "MPTF_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    mongodb_url: str = Field(
+        "mongodb://127.0.0.1:27117/?directConnection=true",
+        validation_alias=AliasChoices("MONGODB_URL", "MPTF_MONGODB_URL"),
+    )
+    mongodb_database: str = ""  # defaults to mptf_<service_name>
+    # Prefix for every topic name: lets a test run or a tenant use its own topics.
+    topic_prefix: str = ""
+    topic_partitions: int = 6
+    topic_replication: int = 1
+
+    consumer_group: str = ""  # defaults to mptf-<service_name>
+    consumer_batch_max: int = 500
+    max_body_bytes: int = 256 * 1024  # HTTP bodies and Kafka values above this are refused
+
+    outbox_poll_seconds: float = 0.5
+    outbox_batch_max: int = 500
+    outbox_lease_seconds: float = 10.0
+
+    # Telemetry. exporter: none | otlp | zipkin | file | console
+    otel_exporter: Literal["none", "otlp", "zipkin", "file", "console"] = "none"
+    otel_endpoint: str = ""  # OTLP/HTTP traces URL or Zipkin spans URL
+    otel_file: str = ""  # JSON-lines span file for exporter=file
+    log_level: str = "INFO"
+    log_file: str = ""  # also append JSON logs here (stdout always)
+
+    auth_tokens: dict[str, Principal] = Field(default_factory=lambda: {
+        k: Principal(**v) for k, v in DEV_TOKENS.items()
+    })
+
+    @field_validator("auth_tokens", mode="before")
+    @classmethod
+    def _tokens_from_json(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return json.loads(v)
+        return v
+
+    @property
+    def database(self) -> str:
+        return self.mongodb_database or f"mptf_{self.service_name}"
+
+    @property
+    def group_id(self) -> str:
+        return self.consumer_group or f"mptf-{self.service_name}"
+
+    def topic(self, base: str) -> str:
+        return f"{self.topic_prefix}{base}"

@@ -1,0 +1,145 @@
+"""Tracing: one OpenTelemetry setup for every service.
+
+The exporter is a setting (MPTF_OTEL_EXPORTER): `otlp` (OTLP/HTTP, used with the collector
+and Jaeger in docker-compose), `zipkin` (the local Zipkin jar), `file` (JSON lines, one span
+a line: what tests read), `console`, or `none`. W3C trace context travels in Kafka headers
+(`traceparent`) and HTTP headers, so one trace follows a programme across services.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+_TRACER_NAME = "mptf"
+_configured = False
+
+
+class JsonLinesSpanExporter(SpanExporter):
+    """Appends each finished span as one JSON line (trace id, span id, parent, name, service,
+    attributes, start/end in ns)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = []
+        for s in spans:
+            ctx = s.get_span_context()
+            lines.append(json.dumps({
+                "trace_id": format(ctx.trace_id, "032x"),
+                "span_id": format(ctx.span_id, "016x"),
+                "parent_id": format(s.parent.span_id, "016x") if s.parent else None,
+                "name": s.name,
+                "kind": s.kind.name,
+                "service": s.resource.attributes.get("service.name"),
+                "attributes": {k: v if isinstance(v, str | int | float | bool) else list(v)
+                               for k, v in (s.attributes or {}).items()},
+                "links": [format(lk.context.trace_id, "032x") for lk in s.links],
+                "status": s.status.status_code.name,
+                "start": s.start_time,
+                "end": s.end_time,
+            }, default=str))
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        return SpanExportResult.SUCCESS
+
+
+def setup_tracing(service: str, exporter: str, endpoint: str = "", path: str = "") -> None:
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    provider = TracerProvider(resource=Resource.create({"service.name": f"mptf-{service}",
+                                                        "service.namespace": "mptf"}))
+    if exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()))
+    elif exporter == "zipkin":
+        from opentelemetry.exporter.zipkin.json import ZipkinExporter
+
+        provider.add_span_processor(BatchSpanProcessor(
+            ZipkinExporter(endpoint=endpoint or "http://127.0.0.1:9411/api/v2/spans")))
+    elif exporter == "file":
+        provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(path)))
+    elif exporter == "console":
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+    try:
+        from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
+
+        PymongoInstrumentor().instrument()
+    except Exception:  # pragma: no cover - instrumentation is optional at runtime
+        pass
+
+
+def shutdown_tracing() -> None:
+    provider = trace.get_tracer_provider()
+    if hasattr(provider, "force_flush"):
+        provider.force_flush()
+
+
+def tracer() -> trace.Tracer:
+    return trace.get_tracer(_TRACER_NAME)
+
+
+def current_traceparent() -> str | None:
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return carrier.get("traceparent")
+
+
+def trace_ids() -> tuple[str | None, str | None]:
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None, None
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
+
+
+def context_from(traceparent: str | None, tracestate: str | None = None) -> otel_context.Context:
+    carrier = {}
+    if traceparent:
+        carrier["traceparent"] = traceparent
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return extract(carrier)
+
+
+def link_to(traceparent: str | None) -> list[Link]:
+    span = trace.get_current_span(context_from(traceparent))
+    ctx = span.get_span_context()
+    return [Link(ctx)] if ctx.is_valid else []
+
+
+@contextmanager
+def span(name: str, *, parent: str | None = None, kind: SpanKind = SpanKind.INTERNAL,
+         attributes: dict[str, Any] | None = None) -> Iterator[trace.Span]:
+    """A span, optionally continuing the trace named by a W3C traceparent."""
+    ctx = context_from(parent) if parent else None
+    attrs = {k: v for k, v in (attributes or {}).items() if v is not None}
+    with tracer().start_as_current_span(name, context=ctx, kind=kind, attributes=attrs) as sp:
+        try:
+            yield sp
+        except BaseException as e:
+            sp.set_status(Status(StatusCode.ERROR, str(e)[:200]))
+            raise

@@ -1,0 +1,108 @@
+"""The idempotent consumer and dead-letter routing, against the real broker and store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from services.intake.app import IntakeSettings
+from services.intake.app import build as build_intake
+from services.notifications.app import NotificationsSettings
+from services.notifications.app import build as build_notifications
+from services.notifications.store import NotificationsStore
+from shared import topics
+from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeSubmitted, SubmitConceptNote
+from shared.envelope import Envelope
+from tests.integration.conftest import running
+from tests.support import (
+    consumed,
+    event_record,
+    eventually,
+    headers_of,
+    isolated,
+    produce,
+    read_all,
+)
+
+NOTE = SubmitConceptNote.model_validate(CONCEPT_NOTE_EXAMPLE)
+
+
+def submitted(pid: str) -> ProgrammeSubmitted:
+    return ProgrammeSubmitted(programme_id=pid, submitted_by="IOM",
+                              entity_reference=f"ref-{pid}", channel="kafka",
+                              submitted_at="2026-11-23T10:00:00Z", note=NOTE)
+
+
+async def test_redelivered_event_causes_no_second_effect() -> None:
+    settings = isolated(NotificationsSettings)
+    topic = settings.topic(topics.PROGRAMMES)
+    fact = submitted("jp-redelivered")
+    record = event_record(fact, source="/mptf/intake", event_id="evt-1", key="jp-redelivered")
+    async with running(build_notifications, settings) as (_, runtime, http):
+        await produce(topic, [record, record])  # a duplicate in the same batch
+        await eventually(lambda: _n(runtime, "jp-redelivered", 3))
+        await produce(topic, [record])  # and a redelivery after the effect committed
+        await eventually(lambda: _at_least(consumed(topic, ProgrammeSubmitted.TYPE), 3))
+        assert await runtime.store.db.deliveries.count_documents(
+            {"programme_id": "jp-redelivered"}) == 3  # one per PUNO, not per delivery
+        r = await http.get("/v1/inbox", headers={"authorization": "Bearer dev-ilo"})
+        assert r.status_code == 200
+        assert [m["programme_id"] for m in r.json()] == ["jp-redelivered"]
+
+
+async def test_concurrent_claims_of_one_event_admit_exactly_one() -> None:
+    settings = isolated(NotificationsSettings)
+    store = NotificationsStore(settings)
+    await store.ensure_indexes()
+
+    async def claim() -> set[str]:
+        try:
+            got, _ = await store.transaction(lambda uow: uow.claim("c", ["evt-x"]))
+            return got
+        except Exception:  # a conflicting writer may abort outright: that is a refusal too
+            return set()
+
+    results = await asyncio.gather(*(claim() for _ in range(8)))
+    assert sum(1 for r in results if r == {"evt-x"}) == 1
+    assert await store.db.inbox.count_documents({}) == 1
+    await store.close()
+
+
+async def _n(runtime, pid: str, n: int) -> bool:  # type: ignore[no-untyped-def]
+    return await runtime.store.db.deliveries.count_documents({"programme_id": pid}) >= n
+
+
+async def _at_least(v: float, n: float) -> bool:
+    return v >= n
+
+
+async def test_bad_records_go_to_the_dead_letter_topic_and_the_consumer_keeps_going() -> None:
+    settings = isolated(IntakeSettings)
+    inbound = settings.topic(topics.INBOUND_CONCEPT_NOTES)
+    good = NOTE.model_copy(update={"entity_reference": "good-after-bad"})
+    ok_env = Envelope(source="urn:mptf:entity:IOM", type=SubmitConceptNote.TYPE)
+    bad = [
+        (b"k1", b"{not json", ok_env.headers()),
+        (b"k2", json.dumps({"title": 7}).encode(), ok_env.headers()),
+        (b"k3", good.model_dump_json().encode(),
+         Envelope(source="urn:mptf:entity:IOM", type="org.migrationmptf.concept-note.submit.v9")
+         .headers()),
+        (b"k4", good.model_dump_json().encode(), [("ce_id", b"\xff\xfe")]),
+        (b"k5", good.model_dump_json().encode(),
+         Envelope(source="urn:mptf:entity:WFP", type=SubmitConceptNote.TYPE).headers()),
+    ]
+    async with running(build_intake, settings) as (_, runtime, http):
+        await produce(inbound, [*bad, event_record(good, key="good-after-bad")])
+        facts = await read_all(settings.topic(topics.PROGRAMMES), min_count=1)
+        assert [json.loads(r.value)["entity_reference"] for r in facts] == ["good-after-bad"]
+        dead = await read_all(inbound + ".dlq", min_count=5)
+    reasons = {r.key: headers_of(r)["dlq_reason"] for r in dead}
+    assert reasons == {b"k1": "malformed-json", b"k2": "invalid", b"k3": "unknown-type",
+                       b"k4": "bad-header", b"k5": "forbidden"}
+    by_key = {r.key: r for r in dead}
+    # the original bytes and headers travel with the reason
+    assert by_key[b"k1"].value == b"{not json"
+    assert ("ce_id", b"\xff\xfe") in by_key[b"k4"].headers
+    assert "title" in headers_of(by_key[b"k2"])["dlq_detail"]
+    assert headers_of(by_key[b"k1"])["dlq_topic"] == inbound
+    assert headers_of(by_key[b"k1"])["dlq_handler"] == "intake.concept-notes"

@@ -1,0 +1,100 @@
+"""The transactional outbox: a state change and its event commit together; the relay
+publishes it; a relay that dies between publishing and marking only republishes, and the
+consumer's effect still happens exactly once. Run with both MongoDB drivers."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.intake import service as intake_service
+from services.intake.app import IntakeSettings
+from services.intake.store import IntakeStore
+from services.notifications.app import NotificationsSettings
+from services.notifications.app import build as build_notifications
+from shared import topics
+from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeSubmitted, SubmitConceptNote
+from shared.kafka import ensure_topics, make_producer
+from shared.outbox import OutboxRelay
+from tests.integration.conftest import running
+from tests.support import consumed, eventually, headers_of, isolated, read_all, unique
+
+
+class RelayCrashed(Exception):
+    pass
+
+
+class CrashBetweenPublishAndMark(OutboxRelay):
+    async def after_publish(self, docs):  # type: ignore[no-untyped-def]
+        raise RelayCrashed("killed after publishing, before marking sent")
+
+
+@pytest.mark.parametrize("driver", ["motor", "pymongo"])
+async def test_relay_restart_between_publish_and_mark_causes_one_effect(driver: str) -> None:
+    tag = unique()
+    settings = isolated(IntakeSettings, tag=tag)
+    store = IntakeStore(settings, driver=driver)
+    await store.ensure_indexes()
+    await ensure_topics(settings)
+    note = SubmitConceptNote.model_validate(CONCEPT_NOTE_EXAMPLE)
+
+    outcome = await intake_service.submit(store, note, "IOM")
+    assert outcome.created
+    # the state change and its event were committed together
+    assert await store.db.programmes.count_documents({"_id": outcome.programme_id}) == 1
+    assert await store.db.outbox.count_documents({"sent_at": None}) == 1
+
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        with pytest.raises(RelayCrashed):
+            await CrashBetweenPublishAndMark(store, producer).publish_pending()
+        assert await store.db.outbox.count_documents({"sent_at": None}) == 1  # not marked
+
+        # the restarted relay publishes again and marks it
+        assert await OutboxRelay(store, producer).publish_pending() == 1
+        assert await store.db.outbox.count_documents({"sent_at": None}) == 0
+        assert await OutboxRelay(store, producer).publish_pending() == 0
+    finally:
+        await producer.stop()
+
+    records = await read_all(settings.topic(topics.PROGRAMMES), min_count=2)
+    ids = [headers_of(r)["ce_id"] for r in records]
+    assert len(records) == 2 and len(set(ids)) == 1  # one state change, one event id
+    assert {r.key.decode() for r in records} == {outcome.programme_id}
+
+    # downstream, the duplicate causes no second effect: one inbox message per PUNO
+    nset = isolated(NotificationsSettings, tag=tag)
+    async with running(build_notifications, nset) as (_, runtime, http):
+        async def delivered():  # type: ignore[no-untyped-def]
+            return await runtime.store.db.deliveries.count_documents(
+                {"programme_id": outcome.programme_id})
+
+        assert await eventually(delivered) == 3
+        # let any redelivery land, then count again
+        topic = nset.topic(topics.PROGRAMMES)
+
+        async def both_consumed() -> bool:
+            return consumed(topic, ProgrammeSubmitted.TYPE) >= 2
+
+        await eventually(both_consumed)
+        assert await delivered() == 3
+    await store.close()
+
+
+async def test_state_change_and_event_roll_back_together() -> None:
+    settings = isolated(IntakeSettings)
+    store = IntakeStore(settings)
+    await store.ensure_indexes()
+    note = SubmitConceptNote.model_validate(CONCEPT_NOTE_EXAMPLE)
+
+    async def fail_after_writing(uow):  # type: ignore[no-untyped-def]
+        from services.intake.service import make_submission
+
+        await store.record_submission(uow, make_submission(note, "IOM", "http"))
+        raise RuntimeError("crash inside the transaction")
+
+    with pytest.raises(RuntimeError):
+        await store.transaction(fail_after_writing)
+    assert await store.db.programmes.count_documents({}) == 0
+    assert await store.db.outbox.count_documents({}) == 0
+    await store.close()

@@ -1,0 +1,101 @@
+"""Helpers for tests that cross the real broker and store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared.envelope import Envelope
+
+T = TypeVar("T")
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def isolated(settings_cls: type[T], **kw: Any) -> T:
+    """Settings for one test: its own topics (prefix) and its own database."""
+    tag = kw.pop("tag", None) or unique()
+    name = kw.get("service_name") or settings_cls.model_fields["service_name"].default
+    return settings_cls(topic_prefix=f"{tag}.", mongodb_database=f"{tag}_{name}",
+                        consumer_batch_max=200, outbox_poll_seconds=0.2, **kw)
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0,
+                     every: float = 0.1) -> T:
+    """Poll until `check` returns a truthy value; fail with the last value otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+async def produce(topic: str, records: list[tuple[bytes | None, bytes, list]]) -> None:
+    p = AIOKafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                         enable_idempotence=True)
+    await p.start()
+    try:
+        for key, value, headers in records:
+            await p.send_and_wait(topic, value=value, key=key, headers=headers)
+    finally:
+        await p.stop()
+
+
+def event_record(model: Any, *, source: str = "urn:mptf:entity:IOM", event_id: str | None = None,
+                 traceparent: str | None = None, key: str | None = None):
+    env = Envelope(source=source, type=model.TYPE, subject=key, traceparent=traceparent,
+                   **({"id": event_id} if event_id else {}))
+    return (key.encode() if key else None, model.model_dump_json().encode(), env.headers())
+
+
+async def read_all(topic: str, *, min_count: int = 0, timeout: float = 15.0) -> list[Any]:
+    """Every record on `topic` (from the beginning), waiting for at least `min_count`."""
+    c = AIOKafkaConsumer(topic, bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                         auto_offset_reset="earliest", enable_auto_commit=False,
+                         group_id=None)
+    await c.start()
+    out: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            batch = await c.getmany(timeout_ms=300)
+            for recs in batch.values():
+                out.extend(recs)
+            if min_count and len(out) >= min_count:
+                # drain what is already there, then stop
+                more = await c.getmany(timeout_ms=500)
+                for recs in more.values():
+                    out.extend(recs)
+                break
+            if not min_count and not batch and out:
+                break
+    finally:
+        await c.stop()
+    return out
+
+
+def headers_of(record: Any) -> dict[str, str]:
+    return {k: v.decode("utf-8", "replace") for k, v in record.headers or ()}
+
+
+def value_json(record: Any) -> Any:
+    return json.loads(record.value)
+
+
+def consumed(topic: str, type_: str, outcome: str = "ok") -> float:
+    """How many events of `type_` this process's consumers handled from `topic`."""
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(
+        "mptf_events_consumed_total", {"topic": topic, "type": type_, "outcome": outcome}) or 0
