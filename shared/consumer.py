@@ -226,7 +226,7 @@ class Subscription:
         for (topic, part), off in last.items():
             try:
                 hw = consumer.highwater(TopicPartition(topic, part))
-            except Exception:  # noqa: BLE001 - lag is best effort
+            except Exception:  # noqa: S112 - lag is best effort
                 continue
             if hw is not None:
                 CONSUMER_LAG.labels(topic, str(part)).set(max(0, hw - off - 1))

@@ -103,7 +103,7 @@ class OutboxRelay:
                         pass
                     await self._report_backlog()
                 backoff = 0.2
-            except Exception as e:  # noqa: BLE001 - the relay must outlive any one failure
+            except Exception as e:
                 level = log.warning if is_transient(e) else log.exception
                 level("outbox_relay_error", error=repr(e))
                 await asyncio.sleep(backoff)

@@ -81,7 +81,7 @@ class Runtime:
                 await self.producer.start()
                 await self.broker.start()
                 break
-            except Exception as e:  # noqa: BLE001 - keep trying; readiness tells the truth
+            except Exception as e:
                 log.warning("dependencies_unavailable", error=repr(e), retry_in=delay)
                 if self.producer is not None:
                     with contextlib.suppress(Exception):
@@ -130,12 +130,12 @@ class Runtime:
         try:
             await asyncio.wait_for(self.store.ping(), 2)
             checks["store"] = "ok"
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             checks["store"] = f"unreachable: {type(e).__name__}"
         try:
             ok = self.ready.is_set() and await self.broker.ping(timeout=2)
             checks["broker"] = "ok" if ok else "unreachable"
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             checks["broker"] = f"unreachable: {type(e).__name__}"
         return checks
 

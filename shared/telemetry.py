@@ -89,8 +89,10 @@ def setup_tracing(service: str, exporter: str, endpoint: str = "", path: str = "
         from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
 
         PymongoInstrumentor().instrument()
-    except Exception:  # pragma: no cover - instrumentation is optional at runtime
-        pass
+    except Exception as e:  # pragma: no cover - instrumentation is optional at runtime
+        import logging
+
+        logging.getLogger("mptf.telemetry").warning("pymongo instrumentation off: %r", e)
 
 
 def shutdown_tracing() -> None:

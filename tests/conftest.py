@@ -35,7 +35,8 @@ def infra() -> dict[str, str]:
     try:
         _stack("infra-up")
     except subprocess.CalledProcessError as e:
-        raise RuntimeError(f"could not start the test infrastructure:\n{e.stdout}\n{e.stderr}")
+        raise RuntimeError(
+            f"could not start the test infrastructure:\n{e.stdout}\n{e.stderr}") from e
     env = dict(line.split("=", 1) for line in _stack("env").splitlines() if "=" in line)
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = env["KAFKA_BOOTSTRAP_SERVERS"]
     os.environ["MONGODB_URL"] = env["MONGODB_URL"]

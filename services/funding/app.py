@@ -1,5 +1,6 @@
-"""Funding's wiring. The service runs the shared runtime (health, readiness, metrics, AsyncAPI,
-outbox relay) on its own database; its domain, store, handlers and routes come with its issue."""
+"""Funding's wiring. The service runs the shared runtime (health, readiness, metrics,
+AsyncAPI, outbox relay) on its own database; its domain, store, handlers and routes come with
+its issue."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Monitoring's wiring. The service runs the shared runtime (health, readiness, metrics, AsyncAPI,
-outbox relay) on its own database; its domain, store, handlers and routes come with its issue."""
+"""Monitoring's wiring. The service runs the shared runtime (health, readiness, metrics,
+AsyncAPI, outbox relay) on its own database; its domain, store, handlers and routes come with
+its issue."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def build(settings: MonitoringSettings | None = None):  # type: ignore[no-untype
     settings = settings or MonitoringSettings()
     store = Store(settings)
     runtime = Runtime(settings, store)
-    app = create_app(runtime, title="Migration MPTF — monitoring", description="Monitoring service.")
+    app = create_app(runtime, title="Migration MPTF — monitoring",
+                     description="Monitoring service.")
     app.state.store = store
     return app, runtime
 

@@ -91,7 +91,7 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_consumer_keeps_go
         (b"k5", good.model_dump_json().encode(),
          Envelope(source="urn:mptf:entity:WFP", type=SubmitConceptNote.TYPE).headers()),
     ]
-    async with running(build_intake, settings) as (_, runtime, http):
+    async with running(build_intake, settings):
         await produce(inbound, [*bad, event_record(good, key="good-after-bad")])
         facts = await read_all(settings.topic(topics.PROGRAMMES), min_count=1)
         assert [json.loads(r.value)["entity_reference"] for r in facts] == ["good-after-bad"]

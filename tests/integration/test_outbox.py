@@ -64,7 +64,7 @@ async def test_relay_restart_between_publish_and_mark_causes_one_effect(driver: 
 
     # downstream, the duplicate causes no second effect: one inbox message per PUNO
     nset = isolated(NotificationsSettings, tag=tag)
-    async with running(build_notifications, nset) as (_, runtime, http):
+    async with running(build_notifications, nset) as (_, runtime, _http):
         async def delivered():  # type: ignore[no-untyped-def]
             return await runtime.store.db.deliveries.count_documents(
                 {"programme_id": outcome.programme_id})

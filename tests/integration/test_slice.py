@@ -46,7 +46,7 @@ async def test_note_travels_from_intake_to_notifications_in_one_trace(tmp_path: 
              for s, p in ports.items()}
     try:
         async with httpx.AsyncClient(timeout=10) as http:
-            for s, p in ports.items():
+            for p in ports.values():
                 async def ready(p: int = p) -> bool:
                     try:
                         return (await http.get(f"http://127.0.0.1:{p}/readyz")).status_code == 200

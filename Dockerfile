@@ -1,0 +1,10 @@
+# One image for the four services; the command picks the service (python -m services.<name>).
+FROM python:3.11-slim
+WORKDIR /app
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+COPY pyproject.toml ./
+COPY shared ./shared
+COPY services ./services
+RUN pip install --no-cache-dir .
+USER 10001
+ENV MPTF_HTTP_HOST=0.0.0.0
