@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,7 +18,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.errors import MptfError
 from shared.logging import get_logger
 from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS
-from shared.telemetry import span
 
 if TYPE_CHECKING:
     from shared.runtime import Runtime
@@ -53,8 +52,9 @@ class _TooLarge(Exception):
 
 
 class EdgeMiddleware:
-    """Pure ASGI: refuses oversized bodies (413) before they are read whole, opens the server
-    span (continuing `traceparent`), and records RED metrics by route template."""
+    """Pure ASGI: refuses oversized bodies (413) before they are read whole and records RED
+    metrics by route template. The server span is FastAPI's native telemetry (W3C
+    `traceparent` extracted); we add the programme id to it."""
 
     def __init__(self, app: ASGIApp, max_body: int) -> None:
         self.app = app
@@ -63,9 +63,9 @@ class EdgeMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         method = scope["method"]
-        declared = headers.get("content-length")
+        declared = next((v.decode("latin-1") for k, v in scope["headers"]
+                         if k == b"content-length"), None)
         if declared and declared.isdigit() and int(declared) > self.max_body:
             resp = problem(413, "payload-too-large", "Payload too large",
                            f"body of {declared} bytes exceeds {self.max_body}")
@@ -88,24 +88,18 @@ class EdgeMiddleware:
             await send(msg)
 
         start = time.perf_counter()
-        with span(f"{method} {scope['path']}", parent=headers.get("traceparent"),
-                  kind=SpanKind.SERVER,
-                  attributes={"http.request.method": method, "url.path": scope["path"]}) as sp:
-            try:
-                await self.app(scope, limited_receive, capture_send)
-            except _TooLarge:
-                status["code"] = 413
-                resp = problem(413, "payload-too-large", "Payload too large",
-                               f"body exceeds {self.max_body} bytes")
-                await resp(scope, receive, send)
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "(unmatched)"
-            sp.update_name(f"{method} {template}")
-            sp.set_attribute("http.route", template)
-            sp.set_attribute("http.response.status_code", status["code"])
-            pid = (scope.get("path_params") or {}).get("programme_id")
-            if pid:
-                sp.set_attribute("mptf.programme_id", pid)
+        try:
+            await self.app(scope, limited_receive, capture_send)
+        except _TooLarge:
+            status["code"] = 413
+            resp = problem(413, "payload-too-large", "Payload too large",
+                           f"body exceeds {self.max_body} bytes")
+            await resp(scope, receive, send)
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "(unmatched)"
+        pid = (scope.get("path_params") or {}).get("programme_id")
+        if pid:  # FastAPI's own server span (it continues the caller's traceparent)
+            trace.get_current_span().set_attribute("mptf.programme_id", pid)
         HTTP_REQUESTS.labels(method, template, str(status["code"])).inc()
         HTTP_SECONDS.labels(method, template).observe(time.perf_counter() - start)
 

@@ -145,3 +145,13 @@ def span(name: str, *, parent: str | None = None, kind: SpanKind = SpanKind.INTE
         except BaseException as e:
             sp.set_status(Status(StatusCode.ERROR, str(e)[:200]))
             raise
+
+
+def tag_programme(programme_id: str | None) -> None:
+    """Name the programme on the current span and in every log line that follows."""
+    if not programme_id:
+        return
+    trace.get_current_span().set_attribute("mptf.programme_id", programme_id)
+    import structlog
+
+    structlog.contextvars.bind_contextvars(programme_id=programme_id)

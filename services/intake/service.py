@@ -18,6 +18,7 @@ from shared.contracts.intake import SubmitConceptNote
 from shared.envelope import utcnow
 from shared.errors import MptfError
 from shared.store import UnitOfWork
+from shared.telemetry import tag_programme
 
 INBOUND_CONSUMER = "intake.concept-notes"
 
@@ -32,6 +33,7 @@ def make_submission(note: SubmitConceptNote, entity: str, channel: str) -> Submi
 async def submit(store: IntakeStore, note: SubmitConceptNote, entity: str,
                  channel: str = "http") -> SubmissionOutcome:
     sub = make_submission(note, entity, channel)
+    tag_programme(sub.programme_id)
     for attempt in range(2):
         try:
             outcome, _ = await store.transaction(lambda uow: store.record_submission(uow, sub))
