@@ -37,12 +37,12 @@ from pydantic import BaseModel, ValidationError
 
 from shared.contracts import REGISTRY
 from shared.envelope import Envelope, decode
-from shared.errors import PermanentMessageError
+from shared.errors import MptfError, PermanentMessageError
 from shared.kafka import DeadLetters
 from shared.logging import get_logger
 from shared.metrics import CONSUMER_LAG, EVENTS_CONSUMED, HANDLER_SECONDS
 from shared.settings import ServiceSettings
-from shared.store import is_transient
+from shared.store import Store, UnitOfWork, is_transient
 from shared.telemetry import context_from, tracer
 
 log = get_logger("mptf.consumer")
@@ -81,11 +81,13 @@ class Incoming:
 
 @dataclass
 class Rejection:
-    """A handler's verdict that an event can never succeed: it is dead-lettered."""
+    """A handler's verdict that an event can never succeed: it is dead-lettered. `value`
+    replaces the original bytes only where they must not be kept (personal data)."""
 
     incoming: Incoming
     reason: str
     detail: str = ""
+    value: bytes | None = None
 
 
 Handler = Callable[[list[Incoming]], Awaitable[Iterable[Rejection] | None]]
@@ -137,13 +139,13 @@ class Subscription:
 
     async def process(self, records: tuple[ConsumerRecord, ...], consumer: Any) -> None:
         start = time.perf_counter()
-        dead: list[tuple[ConsumerRecord, str, str]] = []
+        dead: list[tuple[ConsumerRecord, str, str, bytes | None]] = []
         events: list[Incoming] = []
         for rec in records:
             try:
                 inc = self._decode(rec)
             except PermanentMessageError as e:
-                dead.append((rec, e.reason, e.detail))
+                dead.append((rec, e.reason, e.detail, None))
                 continue
             if inc is None:
                 EVENTS_CONSUMED.labels(rec.topic, "-", "ignored").inc()
@@ -166,11 +168,11 @@ class Subscription:
         for s in spans:
             s.end()
         for r in rejections:
-            dead.append((r.incoming.record, r.reason, r.detail))
+            dead.append((r.incoming.record, r.reason, r.detail, r.value))
         try:
             dl = self.dead_letters()
-            for rec, reason, detail in dead:
-                await dl.send(rec, reason, f"{self.name}: {detail}")
+            for rec, reason, detail, value in dead:
+                await dl.send(rec, reason, f"{self.name}: {detail}", value=value)
         except Exception as e:
             log.warning("dead_letter_failed", error=repr(e))
             await self.backoff.sleep()
@@ -230,6 +232,37 @@ class Subscription:
                 continue
             if hw is not None:
                 CONSUMER_LAG.labels(topic, str(part)).set(max(0, hw - off - 1))
+
+
+async def apply_each(store: Store, consumer: str, batch: list[Incoming],
+                     apply: Callable[[UnitOfWork, Incoming], Awaitable[None]]
+                     ) -> list[Rejection]:
+    """The usual way to consume a batch: one transaction; redeliveries skipped; each fresh
+    event applied; an event the rules refuse (an MptfError, raised before `apply` writes
+    anything) is dead-lettered with its code and not marked seen; the rest are marked seen
+    with their effects."""
+    rejections: list[Rejection] = []
+
+    async def work(uow: UnitOfWork) -> None:
+        rejections.clear()  # the transaction may run more than once
+        fresh = await uow.unseen(consumer, [i.id for i in batch])
+        done: list[str] = []
+        for inc in batch:
+            if inc.id not in fresh or inc.id in done:
+                continue
+            try:
+                await apply(uow, inc)
+            except MptfError as e:
+                if is_transient(e.__cause__ or e):
+                    raise
+                rejections.append(Rejection(inc, getattr(e, "reason", e.code), e.detail,
+                                            getattr(e, "redacted", None)))
+                continue
+            done.append(inc.id)
+        await uow.mark_seen(consumer, done)
+
+    await store.transaction(work)
+    return rejections
 
 
 async def _tolerant_parser(records: Any, original: Any) -> Any:

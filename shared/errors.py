@@ -48,6 +48,17 @@ class InvalidInput(MptfError):
     status, code, title = 422, "invalid-input", "The input is not valid"
 
 
+class PersonalData(InvalidInput):
+    """Input that carries personal data of individuals: refused, never stored."""
+
+    code, title = "personal-data", "Personal data of individuals is not accepted"
+
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]], redacted: bytes | None = None
+                 ) -> None:
+        super().__init__(detail, errors=errors)
+        self.redacted = redacted
+
+
 class IllegalTransition(Conflict):
     code, title = "illegal-transition", "The programme cannot move to that status"
 

@@ -70,8 +70,13 @@ class DeadLetters:
         self.producer = producer
         self.handler = handler
 
-    async def send(self, record: Any, reason: str, detail: str) -> None:
+    async def send(self, record: Any, reason: str, detail: str, *,
+                   value: bytes | None = None) -> None:
+        """`value` replaces the original bytes only where they must not be kept (personal
+        data of migrants): the record then says so in `dlq_redacted`."""
         headers = list(record.headers or ())
+        if value is not None:
+            headers.append(("dlq_redacted", b"personal-data"))
         headers += [
             ("dlq_reason", reason.encode()),
             ("dlq_detail", detail[:2000].encode("utf-8", "replace")),
@@ -82,7 +87,8 @@ class DeadLetters:
             ("dlq_time", utcnow().isoformat().encode()),
         ]
         await self.producer.send_and_wait(
-            T.dlq(record.topic), value=record.value, key=record.key, headers=headers)
+            T.dlq(record.topic), value=record.value if value is None else value,
+            key=record.key, headers=headers)
         DEAD_LETTERS.labels(record.topic, reason).inc()
         log.warning("dead_lettered", topic=record.topic, partition=record.partition,
                     offset=record.offset, reason=reason, detail=detail[:300])

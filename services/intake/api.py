@@ -2,43 +2,76 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request, Response
-from pydantic import BaseModel
+from bson import Decimal128
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from services.intake import service
+from services.intake.domain import ALL_STATUSES, GATEWAY_STATUS, Status
 from services.intake.store import IntakeStore
 from shared.auth import require
-from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
+from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, Reason, SubmitConceptNote
 from shared.errors import NotFound
 from shared.http import PROBLEM
 from shared.settings import Principal
 
-router = APIRouter(prefix="/v1", tags=["concept notes"])
+router = APIRouter(prefix="/v1")
+StatusName = StrEnum("StatusName", {s: s for s in sorted(ALL_STATUSES)})  # type: ignore[misc]
 
-PROBLEMS: dict[int | str, dict[str, Any]] = {
-    s: {"description": d, "content": {PROBLEM: {}}}
-    for s, d in [(400, "Malformed body"), (401, "No or unknown token"),
-                 (403, "Not a PUNO of this note / wrong role"), (404, "No such programme"),
-                 (409, "Reference already used for other content"),
-                 (413, "Body too large"), (422, "Invalid fields (named in errors[])")]
-}
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    words = {400: "Malformed body or cursor", 401: "No or unknown bearer token",
+             403: "Wrong role, or not a PUNO of this note", 404: "No such programme (or not "
+             "yours to see)", 409: "Conflicts with the programme's state", 413: "Body too large",
+             422: "Invalid fields, or personal data (each named in errors[])"}
+    return {c: {"description": words[c], "content": {PROBLEM: {}}} for c in codes}
 
 
 class SubmissionAccepted(BaseModel):
     programme_id: str
-    created: bool
+    created: bool = Field(description="false: an identical earlier submission")
+    status: str
+    eligible: bool | None = None
+    reasons: list[Reason] = Field(default_factory=list)
     status_url: str
+
+
+class Withdrawal(BaseModel):
+    reason: str = Field(min_length=1, max_length=1000)
 
 
 def _store(request: Request) -> IntakeStore:
     return request.app.state.store
 
 
+def _visible(doc: dict[str, Any], who: Principal) -> bool:
+    """Entities see the programmes they take part in; funders see approved ones onwards (the
+    public pipeline); the FMU and operators see all."""
+    if who.role == "entity":
+        return (who.entity or "").upper() in doc["punos"]
+    if who.role == "funder":
+        return doc["status"] in {Status.APPROVED, Status.FUNDED, Status.ON_GOING,
+                                 Status.OPERATIONALLY_CLOSED, Status.FINANCIALLY_CLOSED}
+    return True
+
+
+def _out(doc: dict[str, Any]) -> dict[str, Any]:
+    doc = {k: v for k, v in doc.items() if k != "fingerprint"}
+    doc["programme_id"] = doc.pop("_id")
+    doc["gateway_status"] = GATEWAY_STATUS.get(doc["status"])
+    for k, v in list(doc.items()):
+        if isinstance(v, Decimal128):
+            doc[k] = format(v.to_decimal(), "f")
+    return doc
+
+
 @router.post("/concept-notes", status_code=201, response_model=SubmissionAccepted,
+             tags=["concept notes"],
              responses={200: {"description": "Identical resubmission: the same programme"},
-                        **PROBLEMS},
+                        **_problems(400, 401, 403, 409, 413, 422)},
              summary="Submit a concept note (role entity; the caller must be one of its PUNOs)")
 async def submit_concept_note(
     note: Annotated[SubmitConceptNote, Body(openapi_examples={
@@ -46,25 +79,77 @@ async def submit_concept_note(
     request: Request, response: Response,
     who: Annotated[Principal, Depends(require("entity"))],
 ) -> SubmissionAccepted:
-    outcome = await service.submit(_store(request), note, who.entity or "", "http")
-    url = f"/v1/programmes/{outcome.programme_id}"
+    """The note is screened at once: the answer says whether it is eligible and, if not,
+    gives every failed rule with its code. Personal data of individuals is refused (422)."""
+    out = await service.submit(_store(request), request.app.state.rules, note,
+                               who.entity or "", "http")
+    url = f"/v1/programmes/{out.programme_id}"
     response.headers["Location"] = url
-    if not outcome.created:
+    if not out.created:
         response.status_code = 200
-    return SubmissionAccepted(programme_id=outcome.programme_id, created=outcome.created,
-                              status_url=url)
+    return SubmissionAccepted(
+        programme_id=out.programme_id, created=out.created, status=out.status,
+        eligible=(not out.reasons) if out.created else None, reasons=list(out.reasons),
+        status_url=url)
 
 
-@router.get("/programmes/{programme_id}", responses=PROBLEMS, tags=["programmes"],
-            summary="A programme's status, history, PUNOs and budget")
+@router.get("/programmes/{programme_id}", tags=["programmes"], responses=_problems(401, 404),
+            summary="A programme: status, history, PUNOs, budget, screening reasons")
 async def get_programme(
     programme_id: str, request: Request,
     who: Annotated[Principal, Depends(require("entity", "fmu", "operator", "funder"))],
 ) -> dict[str, Any]:
     doc = await _store(request).get(programme_id)
-    # an entity sees only programmes it takes part in; others learn nothing, not even existence
-    if doc is None or (who.role == "entity" and (who.entity or "").upper() not in doc["punos"]):
+    # what a caller may not see is answered exactly like what does not exist
+    if doc is None or not _visible(doc, who):
         raise NotFound(f"no programme {programme_id}")
-    doc["programme_id"] = doc.pop("_id")
-    doc.pop("fingerprint", None)
-    return doc
+    return _out(doc)
+
+
+@router.get("/programmes", tags=["programmes"], responses=_problems(400, 401),
+            summary="Programmes, newest first, with filters and cursor pagination")
+async def list_programmes(
+    request: Request,
+    who: Annotated[Principal, Depends(require("entity", "fmu", "operator", "funder"))],
+    status: StatusName | None = None,
+    country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
+    thematic_area: Annotated[int | None, Query(ge=1, le=5)] = None,
+    objective: Annotated[int | None, Query(ge=1, le=23)] = None,
+    puno: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    q: dict[str, Any] = {}
+    status = status.value if status else None
+    if status:
+        q["status"] = status
+    if country:
+        q["countries"] = country.upper()
+    if thematic_area:
+        q["primary_thematic_area"] = thematic_area
+    if objective:
+        q["gcm_objectives"] = objective
+    punos = [puno.upper()] if puno else []
+    if who.role == "entity":
+        punos.append((who.entity or "").upper())
+    if punos:
+        q["punos"] = {"$all": punos}
+    if who.role == "funder":
+        public = [Status.APPROVED, Status.FUNDED, Status.ON_GOING,
+                  Status.OPERATIONALLY_CLOSED, Status.FINANCIALLY_CLOSED]
+        q["status"] = {"$in": [s for s in public if status in (None, s)]}
+    docs, nxt = await _store(request).search(q, cursor, limit)
+    return {"items": [_out(d) for d in docs], "next_cursor": nxt}
+
+
+@router.post("/programmes/{programme_id}/withdraw", tags=["programmes"],
+             responses=_problems(401, 403, 404, 409, 422),
+             summary="Withdraw a programme before it is funded (role entity, a PUNO of it)")
+async def withdraw_programme(
+    programme_id: str, body: Withdrawal, request: Request,
+    who: Annotated[Principal, Depends(require("entity"))],
+) -> dict[str, Any]:
+    previous = await service.withdraw(_store(request), programme_id, who.entity or "",
+                                      body.reason)
+    return {"programme_id": programme_id, "status": Status.WITHDRAWN,
+            "previous_status": previous}

@@ -1,27 +1,70 @@
-"""Intake's wiring: settings, store, runtime, handlers, routes."""
+"""Intake's wiring: settings (the Fund's screening parameters), store, runtime, handlers,
+routes."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from pydantic import Field, field_validator
+
 from services.intake import api, handlers
+from services.intake.screening import ScreeningRules
 from services.intake.store import IntakeStore
 from shared.http import create_app
+from shared.reference import DEFAULT_AREA_OBJECTIVES, DEFAULT_REGIONS, NETWORK_MEMBERS
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
 
 class IntakeSettings(ServiceSettings):
+    """Screening parameters (domain.md marks them as parameters): env MPTF_<NAME>."""
+
     service_name: str = "intake"
     http_port: int = 8001
+
+    budget_ceiling_usd: Decimal = Decimal("3000000")
+    max_duration_months: int = 36
+    marker_scale_max: int = 3
+    min_gender_marker: int = 2
+    min_human_rights_marker: int = 2
+    min_child_sensitivity_marker: int = 2
+    require_rc_endorsement: bool = False
+    area_objectives: dict[int, list[int]] = Field(
+        default_factory=lambda: dict(DEFAULT_AREA_OBJECTIVES))
+    extra_entities: list[str] = Field(default_factory=list)
+    extra_regions: list[str] = Field(default_factory=list)
+
+    @field_validator("extra_entities")
+    @classmethod
+    def _upper(cls, v: list[str]) -> list[str]:
+        return [e.upper() for e in v]
+
+    def rules(self) -> ScreeningRules:
+        return ScreeningRules(
+            budget_ceiling_usd=self.budget_ceiling_usd,
+            max_duration_months=self.max_duration_months,
+            marker_scale_max=self.marker_scale_max,
+            min_gender_marker=self.min_gender_marker,
+            min_human_rights_marker=self.min_human_rights_marker,
+            min_child_sensitivity_marker=self.min_child_sensitivity_marker,
+            require_rc_endorsement=self.require_rc_endorsement,
+            area_objectives=dict(self.area_objectives),
+            known_entities=frozenset(NETWORK_MEMBERS) | frozenset(self.extra_entities),
+            regions=DEFAULT_REGIONS | frozenset(self.extra_regions),
+        )
 
 
 def build(settings: IntakeSettings | None = None):  # type: ignore[no-untyped-def]
     settings = settings or IntakeSettings()
+    rules = settings.rules()
     store = IntakeStore(settings)
     runtime = Runtime(settings, store)
-    handlers.register(runtime, store)
+    handlers.register(runtime, store, rules)
     app = create_app(runtime, title="Migration MPTF — intake",
-                     description="Concept notes, screening and the programme pipeline.")
+                     description="Concept notes from entity systems and people, eligibility "
+                                 "screening, and the programme pipeline.")
     app.state.store = store
+    app.state.rules = rules
     app.include_router(api.router)
     return app, runtime
 

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 from services.intake import service
+from services.intake.domain import FACT_TARGETS
+from services.intake.screening import ScreeningRules
 from services.intake.store import IntakeStore
 from shared import topics
 from shared.contracts.intake import SubmitConceptNote
 from shared.runtime import Runtime
 
 
-def register(runtime: Runtime, store: IntakeStore) -> None:
+def register(runtime: Runtime, store: IntakeStore, rules: ScreeningRules) -> None:
     async def on_concept_notes(batch):  # type: ignore[no-untyped-def]
-        return await service.handle_inbound(store, batch)
+        return await service.handle_inbound(store, rules, batch)
+
+    async def on_lifecycle_facts(batch):  # type: ignore[no-untyped-def]
+        return await service.handle_facts(store, batch)
 
     runtime.subscribe(topics.INBOUND_CONCEPT_NOTES, "concept-notes",
                       [SubmitConceptNote.TYPE], on_concept_notes)
+    # decisions, allocations and transfers move the programme's status in our read model
+    runtime.subscribe(topics.FUNDING, "lifecycle-facts", list(FACT_TARGETS), on_lifecycle_facts,
+                      strict_types=False)

@@ -1,7 +1,11 @@
-"""Intake's use cases, called by both entrypoints (HTTP routes and the inbound-topic handler)
-so a concept note is treated the same however it arrives."""
+"""Intake's use cases, called by both entrypoints (HTTP routes and Kafka handlers) so a
+concept note is treated the same however it arrives."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import date
 
 from pymongo.errors import DuplicateKeyError
 
@@ -9,18 +13,23 @@ from services.intake.domain import (
     Submission,
     SubmissionOutcome,
     check_submitter,
+    entity_from_source,
     fingerprint,
     programme_id,
+    target_for,
 )
+from services.intake.screening import ScreeningRules, find_personal_data, redact, screen
 from services.intake.store import IntakeStore
-from shared.consumer import Incoming, Rejection
+from shared.consumer import Incoming, Rejection, apply_each
 from shared.contracts.intake import SubmitConceptNote
 from shared.envelope import utcnow
-from shared.errors import MptfError
+from shared.errors import PersonalData
+from shared.metrics import BUSINESS
 from shared.store import UnitOfWork
 from shared.telemetry import tag_programme
 
 INBOUND_CONSUMER = "intake.concept-notes"
+FACTS_CONSUMER = "intake.lifecycle-facts"
 
 
 def make_submission(note: SubmitConceptNote, entity: str, channel: str) -> Submission:
@@ -30,44 +39,77 @@ def make_submission(note: SubmitConceptNote, entity: str, channel: str) -> Submi
                       note, channel, utcnow())
 
 
-async def submit(store: IntakeStore, note: SubmitConceptNote, entity: str,
-                 channel: str = "http") -> SubmissionOutcome:
+def refuse_personal_data(note: SubmitConceptNote, rules: ScreeningRules, today: date) -> None:
+    """Personal data of individuals is refused at the door and never stored. The answer
+    still lists every other failed rule, so the sender can fix everything at once."""
+    data = note.model_dump(mode="json")
+    hits = find_personal_data(data)
+    if not hits:
+        return
+    others = [r for r in screen(note, rules, today) if r.code != "personal-data"]
+    raise PersonalData(
+        f"{len(hits)} field(s) carry personal data of individuals; nothing was stored",
+        errors=[{"field": r.field, "code": r.code, "reason": r.message} for r in hits + others],
+        redacted=json.dumps(redact(data, hits)).encode())
+
+
+async def submit(store: IntakeStore, rules: ScreeningRules, note: SubmitConceptNote,
+                 entity: str, channel: str = "http") -> SubmissionOutcome:
     sub = make_submission(note, entity, channel)
     tag_programme(sub.programme_id)
+    refuse_personal_data(note, rules, sub.at.date())
     for attempt in range(2):
         try:
-            outcome, _ = await store.transaction(lambda uow: store.record_submission(uow, sub))
-            return outcome
+            outcome, _ = await store.transaction(
+                lambda uow: store.record_submission(uow, sub, rules, sub.at.date()))
+            break
         except DuplicateKeyError:
             if attempt:  # a concurrent identical submission committed first: now we see it
                 raise
-    raise AssertionError("unreachable")
+    if outcome.created:
+        BUSINESS.labels("notes_received").inc()
+        BUSINESS.labels("notes_eligible" if not outcome.reasons else "notes_ineligible").inc()
+    else:
+        doc = await store.get(outcome.programme_id)
+        outcome = replace(outcome, status=doc["status"] if doc else "")
+    return outcome
 
 
-async def handle_inbound(store: IntakeStore, batch: list[Incoming]) -> list[Rejection]:
-    """One transaction for the whole batch: redeliveries are skipped, refused notes are
-    dead-lettered with their reason, the rest are recorded with their facts."""
-    from services.intake.domain import entity_from_source
+async def withdraw(store: IntakeStore, programme_id: str, entity: str, reason: str) -> str:
+    tag_programme(programme_id)
+    at = utcnow()
+    previous, _ = await store.transaction(
+        lambda uow: store.withdraw(uow, programme_id, entity.upper(), reason, at))
+    return previous
 
-    rejections: list[Rejection] = []
 
-    async def work(uow: UnitOfWork) -> None:
-        rejections.clear()
-        fresh = await uow.unseen(INBOUND_CONSUMER, [i.id for i in batch])
-        done: list[str] = []
-        for inc in batch:
-            if inc.id not in fresh or inc.id in done:
-                continue
-            note = inc.event
-            assert isinstance(note, SubmitConceptNote)
-            try:
-                sub = make_submission(note, entity_from_source(inc.envelope.source), "kafka")
-                await store.record_submission(uow, sub, traceparent=inc.traceparent)
-            except MptfError as e:
-                rejections.append(Rejection(inc, e.code, e.detail))
-                continue
-            done.append(inc.id)
-        await uow.mark_seen(INBOUND_CONSUMER, done)
+async def handle_inbound(store: IntakeStore, rules: ScreeningRules, batch: list[Incoming]
+                         ) -> list[Rejection]:
+    """Concept notes from entity systems: one transaction per batch."""
 
-    await store.transaction(work)
-    return rejections
+    async def apply(uow: UnitOfWork, inc: Incoming) -> None:
+        note = inc.event
+        assert isinstance(note, SubmitConceptNote)
+        sub = make_submission(note, entity_from_source(inc.envelope.source), "kafka")
+        refuse_personal_data(note, rules, sub.at.date())
+        out = await store.record_submission(uow, sub, rules, sub.at.date(),
+                                            traceparent=inc.traceparent)
+        if out.created:
+            BUSINESS.labels("notes_received").inc()
+
+    return await apply_each(store, INBOUND_CONSUMER, batch, apply)
+
+
+async def handle_facts(store: IntakeStore, batch: list[Incoming]) -> list[Rejection]:
+    """Other services' facts move the programme's status in intake's read model."""
+
+    async def apply(uow: UnitOfWork, inc: Incoming) -> None:
+        pid = inc.subject or getattr(inc.event, "programme_id", "")
+        current = await store.status_of(uow, pid)
+        target = target_for(inc.type, current)
+        if target is None:
+            return  # a fact that changes nothing here (a later tranche, say)
+        await store.move(uow, pid, target, at=inc.envelope.time,
+                         by=inc.envelope.source, detail={"fact": inc.type, "fact_id": inc.id})
+
+    return await apply_each(store, FACTS_CONSUMER, batch, apply)

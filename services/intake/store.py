@@ -1,45 +1,173 @@
-"""Intake's MongoDB adapter: the `programmes` collection (its own database)."""
+"""Intake's MongoDB adapter: the `programmes` collection in intake's own database.
+
+A programme document is its read model: current status, history (every transition with who,
+when and why), the note, PUNOs, budget. Status changes are conditional updates on the
+status read (compare-and-set), so two concurrent changes cannot both apply.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
-from pymongo import ASCENDING
+from bson import Decimal128
+from pymongo import ASCENDING, DESCENDING
 
-from services.intake.domain import Submission, SubmissionOutcome, resolve_duplicate
-from shared.contracts.intake import ProgrammeSubmitted
+from services.intake.domain import (
+    Status,
+    Submission,
+    SubmissionOutcome,
+    resolve_duplicate,
+    transition,
+)
+from services.intake.screening import ScreeningRules, screen
+from shared.contracts.intake import (
+    BudgetLine,
+    ProgrammeScreened,
+    ProgrammeSubmitted,
+    ProgrammeSummary,
+    ProgrammeWithdrawn,
+)
+from shared.errors import BadRequest, Conflict, NotFound
 from shared.store import Store, UnitOfWork
+
+
+def summary_of(sub: Submission) -> ProgrammeSummary:
+    note = sub.note
+    return ProgrammeSummary(
+        title=note.title, submitted_by=sub.submitted_by,
+        countries=[c.upper() for c in note.countries], region=note.region,
+        punos=[BudgetLine(entity=p.entity.upper(), convening=p.convening,
+                          budget_usd=p.budget_usd) for p in note.punos],
+        total_budget_usd=sum((p.budget_usd for p in note.punos), Decimal(0)),
+        gcm_objectives=list(note.gcm_objectives),
+        primary_thematic_area=note.primary_thematic_area,
+        duration_months=note.duration_months)
 
 
 class IntakeStore(Store):
     async def indexes(self) -> None:
-        await self.db.programmes.create_index(
-            [("submitted_by", ASCENDING), ("entity_reference", ASCENDING)], unique=True)
-        await self.db.programmes.create_index([("status", ASCENDING)])
+        p = self.db.programmes
+        await p.create_index([("submitted_by", ASCENDING), ("entity_reference", ASCENDING)],
+                             unique=True)
+        await p.create_index([("status", ASCENDING), ("submitted_at", DESCENDING)])
+        await p.create_index([("punos", ASCENDING), ("submitted_at", DESCENDING)])
+        await p.create_index([("countries", ASCENDING)])
+        await p.create_index([("submitted_at", DESCENDING), ("_id", DESCENDING)])
 
-    async def record_submission(self, uow: UnitOfWork, sub: Submission,
-                                traceparent: str | None = None) -> SubmissionOutcome:
+    async def record_submission(self, uow: UnitOfWork, sub: Submission, rules: ScreeningRules,
+                                today: date, traceparent: str | None = None
+                                ) -> SubmissionOutcome:
+        """Store a new note, screen it, and emit ProgrammeSubmitted and ProgrammeScreened, in
+        the caller's transaction. An identical resubmission changes nothing."""
         existing = await self.db.programmes.find_one(
             {"_id": sub.programme_id}, {"fingerprint": 1}, session=uow.session)
         if existing:
             return resolve_duplicate(existing["fingerprint"], sub)
+        reasons = screen(sub.note, rules, today)
+        status = Status.ELIGIBLE if not reasons else Status.INELIGIBLE
+        summary = summary_of(sub)
+        note = sub.note
         await self.db.programmes.insert_one({
             "_id": sub.programme_id,
             "submitted_by": sub.submitted_by,
-            "entity_reference": sub.note.entity_reference,
+            "entity_reference": note.entity_reference,
             "fingerprint": sub.fingerprint,
             "channel": sub.channel,
-            "note": sub.note.model_dump(mode="json"),
-            "punos": [p.entity.upper() for p in sub.note.punos],
-            "status": "submitted",
-            "history": [{"status": "submitted", "at": sub.at, "by": sub.submitted_by}],
+            "title": note.title,
+            "note": note.model_dump(mode="json"),
+            "punos": [p.entity.upper() for p in note.punos],
+            "convening": next((p.entity.upper() for p in note.punos if p.convening), None),
+            "countries": summary.countries,
+            "region": note.region,
+            "gcm_objectives": list(note.gcm_objectives),
+            "primary_thematic_area": note.primary_thematic_area,
+            "requested_budget_usd": Decimal128(summary.total_budget_usd),
+            "status": status,
+            "eligible": not reasons,
+            "reasons": [r.model_dump() for r in reasons],
+            "history": [
+                {"status": Status.SUBMITTED, "at": sub.at, "by": sub.submitted_by,
+                 "via": sub.channel},
+                {"status": status, "at": sub.at, "by": "intake.screening",
+                 "reasons": [r.code for r in reasons]},
+            ],
             "submitted_at": sub.at,
+            "updated_at": sub.at,
         }, session=uow.session)
         uow.emit(ProgrammeSubmitted(
             programme_id=sub.programme_id, submitted_by=sub.submitted_by,
-            entity_reference=sub.note.entity_reference, channel=sub.channel,
-            submitted_at=sub.at, note=sub.note), traceparent=traceparent)
-        return SubmissionOutcome(sub.programme_id, created=True)
+            entity_reference=note.entity_reference, channel=sub.channel,
+            submitted_at=sub.at, note=note), traceparent=traceparent)
+        uow.emit(ProgrammeScreened(
+            programme_id=sub.programme_id, eligible=not reasons, reasons=reasons,
+            screened_at=sub.at, programme=summary), traceparent=traceparent)
+        return SubmissionOutcome(sub.programme_id, created=True, status=status,
+                                 reasons=tuple(reasons))
+
+    async def move(self, uow: UnitOfWork, programme_id: str, target: str, *, at: datetime,
+                   by: str, detail: dict[str, Any] | None = None,
+                   also_set: dict[str, Any] | None = None) -> str:
+        """Apply one lifecycle transition (compare-and-set on the current status); returns
+        the previous status. IllegalTransition / NotFound leave everything unchanged."""
+        doc = await self.db.programmes.find_one({"_id": programme_id},
+                                                {"status": 1}, session=uow.session)
+        if doc is None:
+            raise NotFound(f"no programme {programme_id}")
+        current = doc["status"]
+        transition(current, target)
+        entry = {"status": target, "at": at, "by": by, **(detail or {})}
+        res = await self.db.programmes.update_one(
+            {"_id": programme_id, "status": current},
+            {"$set": {"status": target, "updated_at": at, **(also_set or {})},
+             "$push": {"history": entry}}, session=uow.session)
+        if res.modified_count != 1:  # changed under us: the transaction retries or fails
+            raise Conflict(f"programme {programme_id} changed concurrently")
+        return current
+
+    async def withdraw(self, uow: UnitOfWork, programme_id: str, entity: str, reason: str,
+                       at: datetime, traceparent: str | None = None) -> str:
+        doc = await self.db.programmes.find_one({"_id": programme_id}, {"punos": 1},
+                                                session=uow.session)
+        if doc is None or entity not in doc["punos"]:
+            raise NotFound(f"no programme {programme_id}")
+        previous = await self.move(uow, programme_id, Status.WITHDRAWN, at=at, by=entity,
+                                   detail={"reason": reason})
+        uow.emit(ProgrammeWithdrawn(programme_id=programme_id, withdrawn_by=entity,
+                                    reason=reason, previous_status=previous, withdrawn_at=at),
+                 traceparent=traceparent)
+        return previous
 
     async def get(self, programme_id: str) -> dict[str, Any] | None:
         return await self.db.programmes.find_one({"_id": programme_id})
+
+    async def status_of(self, uow: UnitOfWork, programme_id: str) -> str | None:
+        doc = await self.db.programmes.find_one({"_id": programme_id}, {"status": 1},
+                                                session=uow.session)
+        return doc["status"] if doc else None
+
+    async def search(self, query: dict[str, Any], cursor: str | None, limit: int
+                     ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first, keyset pagination on (submitted_at, _id)."""
+        q = dict(query)
+        if cursor:
+            try:
+                at, pid = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+                at = datetime.fromisoformat(at)
+            except (ValueError, TypeError) as e:
+                raise BadRequest("invalid cursor", errors=[
+                    {"field": "cursor", "reason": "not a cursor this API returned"}]) from e
+            q["$or"] = [{"submitted_at": {"$lt": at}},
+                        {"submitted_at": at, "_id": {"$lt": pid}}]
+        docs = await self.db.programmes.find(q, {"note": 0, "fingerprint": 0}).sort(
+            [("submitted_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1).to_list(None)
+        nxt = None
+        if len(docs) > limit:
+            docs = docs[:limit]
+            last = docs[-1]
+            nxt = base64.urlsafe_b64encode(json.dumps(
+                [last["submitted_at"].isoformat(), last["_id"]]).encode()).decode()
+        return docs, nxt

@@ -121,3 +121,79 @@ class ProgrammeSubmitted(Fact):
     channel: Literal["http", "kafka"]
     submitted_at: datetime
     note: SubmitConceptNote
+
+
+class Reason(BaseModel):
+    """One failed screening rule: a stable code, the field it concerns, and words."""
+
+    model_config = ConfigDict(frozen=True)
+    code: str
+    field: str = ""
+    message: str
+
+
+class BudgetLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    entity: str
+    convening: bool = False
+    budget_usd: Money
+
+
+class ProgrammeSummary(BaseModel):
+    """What other services need to know of a screened programme."""
+
+    model_config = ConfigDict(frozen=True)
+    title: str
+    submitted_by: str
+    countries: list[str]
+    region: str | None = None
+    punos: list[BudgetLine]
+    total_budget_usd: Money
+    gcm_objectives: list[int]
+    primary_thematic_area: int
+    duration_months: int
+
+
+_SUMMARY_EXAMPLE = {
+    "title": "Migration data governance in the Philippines", "submitted_by": "IOM",
+    "countries": ["PH"], "region": None,
+    "punos": [{"entity": "IOM", "convening": True, "budget_usd": "1200000.00"},
+              {"entity": "ILO", "convening": False, "budget_usd": "600000.00"},
+              {"entity": "UN-WOMEN", "convening": False, "budget_usd": "400000.00"}],
+    "total_budget_usd": "2200000.00", "gcm_objectives": [1, 17, 23],
+    "primary_thematic_area": 1, "duration_months": 30}
+
+
+@register(topic=topics.PROGRAMMES, owner="intake", key="programme_id", example={
+    "programme_id": "jp-3f1c0c1e9b7a4d2e", "eligible": False,
+    "reasons": [{"code": "budget.over-ceiling", "field": "punos",
+                 "message": "total USD 3,200,000.00 exceeds the ceiling of USD 3,000,000.00"}],
+    "screened_at": "2026-11-23T10:00:00Z", "programme": _SUMMARY_EXAMPLE})
+class ProgrammeScreened(Fact):
+    """A concept note was screened for eligibility: eligible, or not with every reason.
+
+    Eligible programmes wait in the pipeline for the Steering Committee."""
+
+    TYPE = "org.migrationmptf.programme.screened.v1"
+
+    programme_id: str
+    eligible: bool
+    reasons: list[Reason] = Field(default_factory=list)
+    screened_at: datetime
+    programme: ProgrammeSummary
+
+
+@register(topic=topics.PROGRAMMES, owner="intake", key="programme_id", example={
+    "programme_id": "jp-3f1c0c1e9b7a4d2e", "withdrawn_by": "IOM",
+    "reason": "Merged into a regional programme", "previous_status": "screened-eligible",
+    "withdrawn_at": "2026-11-23T10:00:00Z"})
+class ProgrammeWithdrawn(Fact):
+    """A PUNO of the programme withdrew it before it was funded."""
+
+    TYPE = "org.migrationmptf.programme.withdrawn.v1"
+
+    programme_id: str
+    withdrawn_by: str
+    reason: str
+    previous_status: str
+    withdrawn_at: datetime

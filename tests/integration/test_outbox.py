@@ -12,7 +12,12 @@ from services.intake.store import IntakeStore
 from services.notifications.app import NotificationsSettings
 from services.notifications.app import build as build_notifications
 from shared import topics
-from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeSubmitted, SubmitConceptNote
+from shared.contracts.intake import (
+    CONCEPT_NOTE_EXAMPLE,
+    ProgrammeScreened,
+    ProgrammeSubmitted,
+    SubmitConceptNote,
+)
 from shared.kafka import ensure_topics, make_producer
 from shared.outbox import OutboxRelay
 from tests.integration.conftest import running
@@ -37,29 +42,31 @@ async def test_relay_restart_between_publish_and_mark_causes_one_effect(driver: 
     await ensure_topics(settings)
     note = SubmitConceptNote.model_validate(CONCEPT_NOTE_EXAMPLE)
 
-    outcome = await intake_service.submit(store, note, "IOM")
+    outcome = await intake_service.submit(store, settings.rules(), note, "IOM")
     assert outcome.created
-    # the state change and its event were committed together
+    # the state change and its events (submitted, screened) were committed together
     assert await store.db.programmes.count_documents({"_id": outcome.programme_id}) == 1
-    assert await store.db.outbox.count_documents({"sent_at": None}) == 1
+    assert await store.db.outbox.count_documents({"sent_at": None}) == 2
 
     producer = make_producer(settings)
     await producer.start()
     try:
         with pytest.raises(RelayCrashed):
             await CrashBetweenPublishAndMark(store, producer).publish_pending()
-        assert await store.db.outbox.count_documents({"sent_at": None}) == 1  # not marked
+        assert await store.db.outbox.count_documents({"sent_at": None}) == 2  # not marked
 
-        # the restarted relay publishes again and marks it
-        assert await OutboxRelay(store, producer).publish_pending() == 1
+        # the restarted relay publishes again and marks them
+        assert await OutboxRelay(store, producer).publish_pending() == 2
         assert await store.db.outbox.count_documents({"sent_at": None}) == 0
         assert await OutboxRelay(store, producer).publish_pending() == 0
     finally:
         await producer.stop()
 
-    records = await read_all(settings.topic(topics.PROGRAMMES), min_count=2)
+    records = await read_all(settings.topic(topics.PROGRAMMES), min_count=4)
     ids = [headers_of(r)["ce_id"] for r in records]
-    assert len(records) == 2 and len(set(ids)) == 1  # one state change, one event id
+    assert len(records) == 4 and len(set(ids)) == 2  # each event twice, under its one id
+    assert sorted(headers_of(r)["ce_type"] for r in records) == sorted(
+        [ProgrammeScreened.TYPE, ProgrammeSubmitted.TYPE] * 2)
     assert {r.key.decode() for r in records} == {outcome.programme_id}
 
     # downstream, the duplicate causes no second effect: one inbox message per PUNO
@@ -90,7 +97,8 @@ async def test_state_change_and_event_roll_back_together() -> None:
     async def fail_after_writing(uow):  # type: ignore[no-untyped-def]
         from services.intake.service import make_submission
 
-        await store.record_submission(uow, make_submission(note, "IOM", "http"))
+        sub = make_submission(note, "IOM", "http")
+        await store.record_submission(uow, sub, settings.rules(), sub.at.date())
         raise RuntimeError("crash inside the transaction")
 
     with pytest.raises(RuntimeError):

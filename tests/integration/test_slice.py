@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from shared import topics
-from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
+from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeSubmitted, SubmitConceptNote
 from tests.support import event_record, eventually, produce, read_all, unique
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,8 +68,9 @@ async def test_note_travels_from_intake_to_notifications_in_one_trace(tmp_path: 
             await produce(f"{tag}.{topics.INBOUND_CONCEPT_NOTES}",
                           [event_record(note, source="urn:mptf:entity:ILO", key="ILO-PHL-7")])
 
-            facts = await read_all(f"{tag}.{topics.PROGRAMMES}", min_count=2)
-            by_ref = {json.loads(f.value)["entity_reference"]: f.key.decode() for f in facts}
+            facts = await read_all(f"{tag}.{topics.PROGRAMMES}", min_count=4)
+            by_ref = {json.loads(f.value)["entity_reference"]: f.key.decode() for f in facts
+                      if ("ce_type", ProgrammeSubmitted.TYPE.encode()) in f.headers}
             assert by_ref["IOM-PHL-2026-014"] == http_pid
             kafka_pid = by_ref["ILO-PHL-7"]
 

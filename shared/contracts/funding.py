@@ -1,0 +1,164 @@
+"""Contracts owned by funding: money and Steering Committee decisions on mptf.funding.
+
+Funders may subscribe to mptf.funding directly: key = contribution id for contributions,
+programme id for decisions, allocations and transfers. Amounts are USD strings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared import topics
+from shared.contracts.base import Fact, Money, register
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+@register(topic=topics.FUNDING, owner="funding", key="contribution_id", example={
+    "contribution_id": "c-DEU-2026-01", "contributor": "DEU", "contributor_name": "Germany",
+    "currency": "EUR", "amount": "5000000.00", "year": 2026,
+    "pledged_at": "2026-02-01T09:00:00Z"})
+class ContributionPledged(Fact):
+    """A contributor pledged money to the Fund (not yet usable: only deposits fund)."""
+
+    TYPE = "org.migrationmptf.contribution.pledged.v1"
+
+    contribution_id: str
+    contributor: str
+    contributor_name: str
+    currency: str
+    amount: Money
+    year: int
+    pledged_at: datetime
+
+
+@register(topic=topics.FUNDING, owner="funding", key="contribution_id", example={
+    "contribution_id": "c-DEU-2026-01", "contributor": "DEU", "currency": "EUR",
+    "amount": "5000000.00", "usd_amount": "5400000.00", "fee_usd": "54000.00",
+    "net_usd": "5346000.00", "year": 2026, "deposited_at": "2026-03-01T09:00:00Z"})
+class ContributionDeposited(Fact):
+    """A contribution was deposited with the Administrative Agent; its fee (1%) was taken and
+    the rest joined the Fund's net balance."""
+
+    TYPE = "org.migrationmptf.contribution.deposited.v1"
+
+    contribution_id: str
+    contributor: str
+    currency: str
+    amount: Money
+    usd_amount: Money
+    fee_usd: Money
+    net_usd: Money
+    year: int
+    deposited_at: datetime
+
+
+class ApprovedLine(_Part):
+    entity: str
+    budget_usd: Money
+
+
+@register(topic=topics.FUNDING, owner="funding", key="programme_id", example={
+    "programme_id": "jp-3f1c0c1e9b7a4d2e", "decision_id": "sc-2026-03-07",
+    "approved_budget": [{"entity": "IOM", "budget_usd": "1200000.00"},
+                        {"entity": "ILO", "budget_usd": "500000.00"}],
+    "total_budget_usd": "1700000.00", "priority": 1, "rationale": "Strong data component",
+    "decided_at": "2026-11-23T10:00:00Z"})
+class ProgrammeApproved(Fact):
+    """The Steering Committee approved a programme, with its budget per PUNO (which may differ
+    from the request) and its rank in the funding pipeline (1 = first)."""
+
+    TYPE = "org.migrationmptf.programme.approved.v1"
+
+    programme_id: str
+    decision_id: str
+    approved_budget: list[ApprovedLine]
+    total_budget_usd: Money
+    priority: int
+    rationale: str = ""
+    decided_at: datetime
+
+
+@register(topic=topics.FUNDING, owner="funding", key="programme_id", example={
+    "programme_id": "jp-3f1c0c1e9b7a4d2e", "decision_id": "sc-2026-03-07",
+    "rationale": "Overlaps an ongoing programme", "decided_at": "2026-11-23T10:00:00Z"})
+class ProgrammeRejected(Fact):
+    """The Steering Committee rejected a programme, with its rationale."""
+
+    TYPE = "org.migrationmptf.programme.rejected.v1"
+
+    programme_id: str
+    decision_id: str
+    rationale: str
+    decided_at: datetime
+
+
+@register(topic=topics.FUNDING, owner="funding", key="programme_id", example={
+    "programme_id": "jp-3f1c0c1e9b7a4d2e", "decision_id": "sc-2026-03-07",
+    "rationale": "Awaiting the regional consultation", "decided_at": "2026-11-23T10:00:00Z"})
+class ProgrammeDeferred(Fact):
+    """The Steering Committee deferred its decision on a programme."""
+
+    TYPE = "org.migrationmptf.programme.deferred.v1"
+
+    programme_id: str
+    decision_id: str
+    rationale: str
+    decided_at: datetime
+
+
+class AllocationLine(_Part):
+    entity: str
+    programme_budget_usd: Money
+    support_cost_usd: Money
+    total_usd: Money
+
+
+class FundingSource(_Part):
+    contribution_id: str
+    contributor: str
+    usd: Money
+
+
+@register(topic=topics.FUNDING, owner="funding", key="programme_id", example={
+    "programme_id": "jp-3f1c0c1e9b7a4d2e", "allocation_id": "a-jp-3f1c0c1e9b7a4d2e",
+    "lines": [{"entity": "IOM", "programme_budget_usd": "1200000.00",
+               "support_cost_usd": "84000.00", "total_usd": "1284000.00"},
+              {"entity": "ILO", "programme_budget_usd": "500000.00",
+               "support_cost_usd": "35000.00", "total_usd": "535000.00"}],
+    "total_usd": "1819000.00",
+    "funded_by": [{"contribution_id": "c-DEU-2026-01", "contributor": "DEU",
+                   "usd": "1819000.00"}],
+    "allocated_at": "2026-11-23T10:00:00Z"})
+class AllocationMade(Fact):
+    """An approved programme was allocated its budget per PUNO plus the indirect support cost
+    (7%), from deposited money; `funded_by` names the deposits it drew on."""
+
+    TYPE = "org.migrationmptf.allocation.made.v1"
+
+    programme_id: str
+    allocation_id: str
+    lines: list[AllocationLine]
+    total_usd: Money
+    funded_by: list[FundingSource] = Field(default_factory=list)
+    allocated_at: datetime
+
+
+@register(topic=topics.FUNDING, owner="funding", key="programme_id", example={
+    "programme_id": "jp-3f1c0c1e9b7a4d2e", "transfer_id": "t-jp-3f1c0c1e9b7a4d2e-IOM-1",
+    "entity": "IOM", "tranche": 1, "amount_usd": "1284000.00",
+    "transferred_at": "2026-11-23T10:00:00Z"})
+class FundsTransferred(Fact):
+    """The Administrative Agent transferred a tranche of an allocation to a PUNO."""
+
+    TYPE = "org.migrationmptf.funds.transferred.v1"
+
+    programme_id: str
+    transfer_id: str
+    entity: str
+    tranche: int
+    amount_usd: Money
+    transferred_at: datetime
