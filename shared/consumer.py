@@ -295,7 +295,9 @@ def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, nam
 
     @broker.subscriber(
         settings.topic(topic),
-        group_id=settings.group_id,
+        # one consumer group per subscription: handlers keep their own offsets, and one
+        # joining does not make the service's other consumers rebalance
+        group_id=f"{settings.group_id}.{name}",
         batch=True,
         max_records=settings.consumer_batch_max,
         batch_timeout_ms=50,
