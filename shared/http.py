@@ -154,3 +154,23 @@ def create_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
 
     app.add_middleware(EdgeMiddleware, max_body=runtime.settings.max_body_bytes)
     return app
+
+
+def exact(obj: Any) -> Any:
+    """JSON-ready with money exact: Decimal (and Decimal128) as strings, never floats."""
+    from datetime import datetime
+    from decimal import Decimal
+
+    from bson import Decimal128
+
+    if isinstance(obj, Decimal128):
+        obj = obj.to_decimal()
+    if isinstance(obj, Decimal):
+        return format(obj, "f")
+    if isinstance(obj, datetime):
+        return obj.isoformat()
+    if isinstance(obj, dict):
+        return {str(k): exact(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [exact(v) for v in obj]
+    return obj

@@ -1,1 +1,1 @@
-"""Funding service (its domain arrives with its own issue; today it runs the shared runtime)."""
+"""Funding: the Fund's ledger, Steering Committee decisions, allocations and transfers."""

@@ -1,26 +1,54 @@
-"""Funding's wiring. The service runs the shared runtime (health, readiness, metrics,
-AsyncAPI, outbox relay) on its own database; its domain, store, handlers and routes come with
-its issue."""
+"""Funding's wiring: settings (the Fund's money parameters), store, runtime, routes."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from pydantic import Field
+
+from services.funding import api, handlers
+from services.funding.domain import FundingRules
+from services.funding.store import FundingStore
 from shared.http import create_app
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
-from shared.store import Store
 
 
 class FundingSettings(ServiceSettings):
+    """Money parameters (domain.md): env MPTF_<NAME>."""
+
     service_name: str = "funding"
     http_port: int = 8002
+
+    aa_fee_rate: Decimal = Decimal("0.01")
+    support_cost_rate: Decimal = Decimal("0.07")
+    budget_ceiling_usd: Decimal = Decimal("3000000")
+    transfer_tranches: list[Decimal] = Field(default_factory=lambda: [Decimal("1")])
+    funding_targets_usd: dict[int, Decimal] = Field(default_factory=lambda: {
+        2019: Decimal("25000000"), 2023: Decimal("20000000"), 2024: Decimal("25000000")})
+
+    def rules(self) -> FundingRules:
+        if sum(self.transfer_tranches) != 1 or any(t <= 0 for t in self.transfer_tranches):
+            raise ValueError("MPTF_TRANSFER_TRANCHES must be positive shares summing to 1")
+        return FundingRules(aa_fee_rate=self.aa_fee_rate,
+                            support_cost_rate=self.support_cost_rate,
+                            budget_ceiling_usd=self.budget_ceiling_usd,
+                            tranches=tuple(self.transfer_tranches),
+                            targets_usd=dict(self.funding_targets_usd))
 
 
 def build(settings: FundingSettings | None = None):  # type: ignore[no-untyped-def]
     settings = settings or FundingSettings()
-    store = Store(settings)
+    rules = settings.rules()
+    store = FundingStore(settings)
     runtime = Runtime(settings, store)
-    app = create_app(runtime, title="Migration MPTF — funding", description="Funding service.")
+    handlers.register(runtime, store, rules)
+    app = create_app(runtime, title="Migration MPTF — funding",
+                     description="The Fund's ledger, Steering Committee decisions, "
+                                 "allocations and transfers.")
     app.state.store = store
+    app.state.rules = rules
+    app.include_router(api.router)
     return app, runtime
 
 

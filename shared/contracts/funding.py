@@ -31,6 +31,7 @@ class ContributionPledged(Fact):
     contributor_name: str
     currency: str
     amount: Money
+    usd_estimate: Money | None = None  # for progress to targets; the deposit fixes the value
     year: int
     pledged_at: datetime
 
@@ -162,3 +163,18 @@ class FundsTransferred(Fact):
     tranche: int
     amount_usd: Money
     transferred_at: datetime
+
+
+@register(topic=topics.FUNDING, owner="funding", key="programme_id", example={
+    "programme_id": "jp-3f1c0c1e9b7a4d2e", "refund_id": "r-2029-IOM-01", "entity": "IOM",
+    "amount_usd": "12000.00", "refunded_at": "2029-06-30T00:00:00Z"})
+class FundsRefunded(Fact):
+    """A PUNO refunded unspent money to the Fund; it is available to allocate again."""
+
+    TYPE = "org.migrationmptf.funds.refunded.v1"
+
+    programme_id: str
+    refund_id: str
+    entity: str
+    amount_usd: Money
+    refunded_at: datetime

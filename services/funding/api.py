@@ -1,0 +1,173 @@
+"""Funding's HTTP routes: thin; the FMU (Fund Management Unit / SC secretariat) writes,
+funders read their own contributions and the allocations their money funded."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from services.funding import service
+from services.funding.commands import Decision, Deposit, Pledge, Refund
+from services.funding.domain import fund_view
+from services.funding.store import FundingStore
+from shared.auth import require
+from shared.errors import BadRequest, Forbidden, NotFound
+from shared.http import PROBLEM, exact
+from shared.settings import Principal
+
+router = APIRouter(prefix="/v1")
+FMU = Depends(require("fmu"))
+ANYONE = Depends(require("fmu", "operator", "funder", "entity"))
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    words = {400: "Malformed body or query", 401: "No or unknown bearer token",
+             403: "Wrong role", 404: "Unknown programme or contribution",
+             409: "Conflicts with the current state (already decided, not eligible, "
+                  "exceeds the pledge or the amount held)",
+             422: "Invalid fields (each named in errors[])"}
+    return {c: {"description": words[c], "content": {PROBLEM: {}}} for c in codes}
+
+
+def _store(request: Request) -> FundingStore:
+    return request.app.state.store
+
+
+def _rules(request: Request):  # type: ignore[no-untyped-def]
+    return request.app.state.rules
+
+
+@router.post("/contributions", status_code=201, tags=["contributions"],
+             responses={200: {"description": "Identical repeat"}, **_problems(401, 403, 409, 422)},
+             summary="Record a pledge (role fmu)")
+async def pledge(cmd: Pledge, request: Request, response: Response,
+                 _: Annotated[Principal, FMU]) -> dict[str, Any]:
+    if not await service.pledge(_store(request), cmd):
+        response.status_code = 200
+    return {"contribution_id": cmd.contribution_id, "status": "pledged"}
+
+
+@router.post("/contributions/{contribution_id}/deposits", status_code=201,
+             tags=["contributions"],
+             responses={200: {"description": "This deposit id was already booked"},
+                        **_problems(401, 403, 404, 409, 422)},
+             summary="Record a deposit against a pledge (role fmu); funds the pipeline")
+async def deposit(contribution_id: str, cmd: Deposit, request: Request, response: Response,
+                  _: Annotated[Principal, FMU]) -> dict[str, Any]:
+    fact, funded = await service.deposit(_store(request), _rules(request), contribution_id, cmd)
+    if fact is None:
+        response.status_code = 200
+        return {"contribution_id": contribution_id, "deposit_id": cmd.deposit_id,
+                "status": "already-booked"}
+    return exact({"contribution_id": contribution_id, "deposit_id": cmd.deposit_id,
+                  "fee_usd": fact.fee_usd, "net_usd": fact.net_usd,
+                  "programmes_funded": funded})
+
+
+@router.get("/contributions", tags=["contributions"], responses=_problems(401, 403),
+            summary="Contributions (fmu, operator: all; funder: its own)")
+async def contributions(request: Request, who: Annotated[Principal, ANYONE]
+                        ) -> list[dict[str, Any]]:
+    if who.role == "entity":
+        raise Forbidden("entities do not read contributions")
+    own = who.contributor if who.role == "funder" else None
+    return exact(await _store(request).contributions(own))
+
+
+@router.post("/decisions", status_code=201, tags=["steering committee"],
+             responses=_problems(401, 403, 404, 409, 422),
+             summary="Record a Steering Committee decision (role fmu): approve, reject, defer")
+async def decide(cmd: Decision, request: Request, _: Annotated[Principal, FMU]
+                 ) -> dict[str, Any]:
+    """An approval enters the funding pipeline at its priority and is allocated at once if
+    the Fund's deposited balance covers it and nothing ranks above it."""
+    status, funded = await service.decide(_store(request), _rules(request), cmd)
+    return {"programme_id": cmd.programme_id, "status": status,
+            "allocated": cmd.programme_id in funded, "programmes_funded": funded}
+
+
+@router.get("/pipeline", tags=["steering committee"], responses=_problems(401),
+            summary="Approved programmes waiting for money, in rank order")
+async def pipeline(request: Request, _: Annotated[Principal, ANYONE]) -> list[dict[str, Any]]:
+    docs = await _store(request).programmes({"pipeline": "waiting"})
+    return exact([{"rank": i + 1, "programme_id": d["_id"], "title": d["title"],
+                   "priority": d["priority"], "approved_at": d["approved_at"],
+                   "total_usd": d["total_usd"]} for i, d in enumerate(docs)])
+
+
+def _can_see(doc: dict[str, Any], who: Principal) -> bool:
+    if who.role in ("fmu", "operator"):
+        return True
+    if who.role == "entity":
+        return (who.entity or "").upper() in doc.get("punos", [])
+    return any(s["contributor"] == who.contributor for s in doc.get("funded_by", []))
+
+
+def _allocation(d: dict[str, Any]) -> dict[str, Any]:
+    return {"programme_id": d["_id"], "title": d["title"], "status": d["status"],
+            "pipeline": d.get("pipeline"), "priority": d.get("priority"),
+            "lines": d.get("lines", []), "total_usd": d.get("total_usd"),
+            "funded_by": d.get("funded_by", []), "allocated_at": d.get("allocated_at"),
+            "tranches_released": d.get("tranches_released", 0),
+            "transferred": d.get("transferred", {}), "refunded": d.get("refunded", {})}
+
+
+@router.get("/allocations", tags=["allocations"], responses=_problems(401),
+            summary="Allocations (funder: those its money helped fund; entity: its own)")
+async def allocations(request: Request, who: Annotated[Principal, ANYONE]
+                      ) -> list[dict[str, Any]]:
+    q: dict[str, Any] = {"pipeline": "allocated"}
+    if who.role == "funder":
+        q["funded_by.contributor"] = who.contributor
+    elif who.role == "entity":
+        q["punos"] = (who.entity or "").upper()
+    return exact([_allocation(d) for d in await _store(request).programmes(q)])
+
+
+@router.get("/programmes/{programme_id}/funding", tags=["allocations"],
+            responses=_problems(401, 404),
+            summary="A programme's decision, allocation, transfers and refunds")
+async def programme_funding(programme_id: str, request: Request,
+                            who: Annotated[Principal, ANYONE]) -> dict[str, Any]:
+    doc = await _store(request).programme(programme_id)
+    if doc is None or not _can_see(doc, who):
+        raise NotFound(f"no programme {programme_id}")
+    return exact({**_allocation(doc), "history": doc.get("history", []),
+                  "requested": doc.get("requested"),
+                  "approved_budget": doc.get("approved_budget")})
+
+
+@router.post("/programmes/{programme_id}/tranches", status_code=201, tags=["allocations"],
+             responses=_problems(401, 403, 404, 409),
+             summary="Transfer the next tranche of an allocation (role fmu)")
+async def next_tranche(programme_id: str, request: Request, _: Annotated[Principal, FMU]
+                       ) -> dict[str, Any]:
+    n = await service.release_tranche(_store(request), _rules(request), programme_id)
+    return {"programme_id": programme_id, "tranche": n}
+
+
+@router.post("/programmes/{programme_id}/refunds", status_code=201, tags=["allocations"],
+             responses={200: {"description": "This refund id was already booked"},
+                        **_problems(401, 403, 404, 409, 422)},
+             summary="Book a PUNO's refund of unspent money (role fmu)")
+async def refund(programme_id: str, cmd: Refund, request: Request, response: Response,
+                 _: Annotated[Principal, FMU]) -> dict[str, Any]:
+    booked, funded = await service.refund(_store(request), _rules(request), programme_id, cmd)
+    if not booked:
+        response.status_code = 200
+    return {"programme_id": programme_id, "refund_id": cmd.refund_id,
+            "status": "booked" if booked else "already-booked", "programmes_funded": funded}
+
+
+@router.get("/fund", tags=["fund"], responses=_problems(400, 401),
+            summary="The Fund's status from its journal; as_of answers for a past moment")
+async def fund(request: Request, _: Annotated[Principal, ANYONE],
+               as_of: datetime | None = None) -> dict[str, Any]:
+    if as_of is not None and as_of.tzinfo is None:
+        raise BadRequest("as_of needs a time zone", errors=[
+            {"field": "as_of", "reason": "use ISO 8601 with an offset, e.g. 2026-01-01T00:00Z"}])
+    store = _store(request)
+    view = fund_view(await store.journal(as_of), await store.pledges(as_of), _rules(request))
+    return exact({"as_of": as_of, **view})

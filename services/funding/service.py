@@ -1,0 +1,93 @@
+"""Funding's use cases: each one transaction, and each that adds money or frees a place in
+the pipeline also funds the pipeline in that same transaction."""
+
+from __future__ import annotations
+
+from services.funding.commands import Decision, Deposit, Pledge, Refund
+from services.funding.domain import FundingRules
+from services.funding.store import FundingStore
+from shared.consumer import Incoming, Rejection, apply_each
+from shared.contracts.funding import ContributionDeposited, ContributionPledged
+from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
+from shared.envelope import utcnow
+from shared.logging import get_logger
+from shared.store import UnitOfWork
+from shared.telemetry import tag_programme
+
+log = get_logger("mptf.funding")
+PROGRAMMES_CONSUMER = "funding.programmes"
+
+
+async def pledge(store: FundingStore, cmd: Pledge) -> bool:
+    fact = ContributionPledged(**cmd.model_dump(), pledged_at=utcnow())
+    created, _ = await store.transaction(lambda uow: store.pledge(uow, fact))
+    return created
+
+
+async def deposit(store: FundingStore, rules: FundingRules, contribution_id: str, cmd: Deposit
+                  ) -> tuple[ContributionDeposited | None, list[str]]:
+    at = utcnow()
+
+    async def work(uow: UnitOfWork) -> tuple[ContributionDeposited | None, list[str]]:
+        fact = await store.deposit(uow, contribution_id, cmd.deposit_id, cmd.amount,
+                                   cmd.usd_amount, at, rules)
+        funded = await store.fund_pipeline(uow, rules, at) if fact else []
+        return fact, funded
+
+    result, _ = await store.transaction(work)
+    return result
+
+
+async def decide(store: FundingStore, rules: FundingRules, cmd: Decision
+                 ) -> tuple[str, list[str]]:
+    tag_programme(cmd.programme_id)
+    at = utcnow()
+    budget = [(b.entity, b.budget_usd) for b in cmd.approved_budget or []] or None
+
+    async def work(uow: UnitOfWork) -> tuple[str, list[str]]:
+        status = await store.decide(uow, cmd.programme_id, cmd.decision, cmd.decision_id,
+                                    cmd.rationale, at, rules, cmd.priority, budget)
+        funded = await store.fund_pipeline(uow, rules, at) if status == "approved" else []
+        return status, funded
+
+    result, _ = await store.transaction(work)
+    return result
+
+
+async def release_tranche(store: FundingStore, rules: FundingRules, programme_id: str) -> int:
+    tag_programme(programme_id)
+    at = utcnow()
+    n, _ = await store.transaction(
+        lambda uow: store.release_next_tranche(uow, programme_id, rules, at))
+    return n
+
+
+async def refund(store: FundingStore, rules: FundingRules, programme_id: str, cmd: Refund
+                 ) -> tuple[bool, list[str]]:
+    tag_programme(programme_id)
+    at = utcnow()
+
+    async def work(uow: UnitOfWork) -> tuple[bool, list[str]]:
+        booked = await store.refund(uow, programme_id, cmd.refund_id, cmd.entity,
+                                    cmd.amount_usd, at)
+        return booked, (await store.fund_pipeline(uow, rules, at) if booked else [])
+
+    result, _ = await store.transaction(work)
+    return result
+
+
+async def handle_programme_facts(store: FundingStore, rules: FundingRules,
+                                 batch: list[Incoming]) -> list[Rejection]:
+    """Intake's facts: screened programmes become decidable; withdrawn ones leave the
+    pipeline (which may let the next one be funded)."""
+
+    async def apply(uow: UnitOfWork, inc: Incoming) -> None:
+        ev = inc.event
+        if isinstance(ev, ProgrammeScreened):
+            await store.remember_screened(uow, ev)
+        elif isinstance(ev, ProgrammeWithdrawn):
+            if not await store.remember_withdrawn(uow, ev.programme_id, ev.withdrawn_at):
+                log.warning("withdrawn_after_allocation", programme_id=ev.programme_id)
+            await store.fund_pipeline(uow, rules, utcnow())
+
+    return await apply_each(store, PROGRAMMES_CONSUMER, batch, apply)
