@@ -99,3 +99,52 @@ def consumed(topic: str, type_: str, outcome: str = "ok") -> float:
 
     return REGISTRY.get_sample_value(
         "mptf_events_consumed_total", {"topic": topic, "type": type_, "outcome": outcome}) or 0
+
+
+# -- services as separate processes --------------------------------------------------------
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(service: str, tag: str, port: int, workdir: Any, **env: str) -> Any:
+    """`python -m services.<service>` on its own port, with the test's topics and database."""
+    import subprocess
+    import sys
+
+    full = {**os.environ, "MPTF_TOPIC_PREFIX": f"{tag}.",
+            "MPTF_MONGODB_DATABASE": f"{tag}_{service}", "MPTF_HTTP_PORT": str(port),
+            "MPTF_OTEL_EXPORTER": "file",
+            "MPTF_OTEL_FILE": str(workdir / f"{service}-{port}.spans"),
+            "MPTF_OUTBOX_POLL_SECONDS": "0.2", **env}
+    log = (workdir / f"{service}-{port}.log").open("w")
+    return subprocess.Popen([sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=full,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+async def wait_ready(http: Any, port: int, timeout: float = 60) -> None:
+    import httpx
+
+    async def ready() -> bool:
+        try:
+            return (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    await eventually(ready, timeout=timeout, every=0.3)
+
+
+def stop_all(procs: list[Any]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except Exception:
+            p.kill()

@@ -6,33 +6,23 @@ services."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
 from shared import topics
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeSubmitted, SubmitConceptNote
-from tests.support import event_record, eventually, produce, read_all, unique
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(service: str, tag: str, port: int, spans: Path, logs: Path) -> subprocess.Popen:
-    env = {**os.environ, "MPTF_TOPIC_PREFIX": f"{tag}.", "MPTF_MONGODB_DATABASE":
-           f"{tag}_{service}", "MPTF_HTTP_PORT": str(port), "MPTF_OTEL_EXPORTER": "file",
-           "MPTF_OTEL_FILE": str(spans), "MPTF_OUTBOX_POLL_SECONDS": "0.2"}
-    return subprocess.Popen([sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=env,
-                            stdout=logs.open("w"), stderr=subprocess.STDOUT)
+from tests.support import (
+    event_record,
+    eventually,
+    free_port,
+    produce,
+    read_all,
+    start_service,
+    stop_all,
+    unique,
+    wait_ready,
+)
 
 
 def spans_of(path: Path) -> list[dict]:
@@ -42,18 +32,11 @@ def spans_of(path: Path) -> list[dict]:
 async def test_note_travels_from_intake_to_notifications_in_one_trace(tmp_path: Path) -> None:
     tag = unique()
     ports = {"intake": free_port(), "notifications": free_port()}
-    procs = {s: start(s, tag, p, tmp_path / f"{s}.spans", tmp_path / f"{s}.log")
-             for s, p in ports.items()}
+    procs = {s: start_service(s, tag, p, tmp_path) for s, p in ports.items()}
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             for p in ports.values():
-                async def ready(p: int = p) -> bool:
-                    try:
-                        return (await http.get(f"http://127.0.0.1:{p}/readyz")).status_code == 200
-                    except httpx.TransportError:
-                        return False
-
-                await eventually(ready, timeout=60, every=0.3)
+                await wait_ready(http, p)
 
             # one note over HTTP, from IOM (a PUNO of it)
             r = await http.post(f"http://127.0.0.1:{ports['intake']}/v1/concept-notes",
@@ -85,13 +68,10 @@ async def test_note_travels_from_intake_to_notifications_in_one_trace(tmp_path: 
             assert pairs == sorted((pid, e) for pid in (http_pid, kafka_pid)
                                    for e in ("ILO", "IOM", "UN-WOMEN"))
     finally:
-        for p in procs.values():
-            p.terminate()
-        for p in procs.values():
-            p.wait(timeout=20)
+        stop_all(list(procs.values()))
 
-    intake_spans = spans_of(tmp_path / "intake.spans")
-    notif_spans = spans_of(tmp_path / "notifications.spans")
+    intake_spans = spans_of(tmp_path / f"intake-{ports['intake']}.spans")
+    notif_spans = spans_of(tmp_path / f"notifications-{ports['notifications']}.spans")
     post = next(s for s in intake_spans if s["name"] == "POST /v1/concept-notes"
                 and s["attributes"].get("http.response.status_code") == 201)
     publish = next(s for s in intake_spans if s["name"].startswith("publish ")

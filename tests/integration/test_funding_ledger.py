@@ -1,0 +1,134 @@
+"""Property-based: random sequences of deposits, approvals, withdrawals, tranches and refunds,
+run against funding's real store (the Mongo wire server), never over-allocate and always keep
+the journal balanced and in agreement with the fund's balance document."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from datetime import UTC, datetime
+from decimal import Decimal as D
+
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from services.funding.app import FundingSettings
+from services.funding.domain import CASH_ALLOCATED, CASH_FREE, ZERO, balances
+from services.funding.store import FundingStore, py
+from shared.contracts.funding import ContributionPledged
+from shared.contracts.intake import ProgrammeScreened
+from shared.errors import MptfError
+from tests.support import isolated
+
+AT = datetime(2026, 6, 1, tzinfo=UTC)
+N = 4  # programmes: few, so operations often meet the same one
+budget = st.integers(min_value=1, max_value=400).map(lambda k: D(k) * 1000 + D("0.07"))
+deposit = st.integers(min_value=50, max_value=1500).map(lambda k: D(k) * 1000 + D("0.01"))
+pid = st.integers(0, N - 1)
+approve = st.tuples(st.just("approve"), pid, st.integers(1, 5), budget, budget)
+op = st.one_of(
+    st.tuples(st.just("deposit"), deposit),
+    approve, approve,  # weighted: approvals are what the other operations need
+    st.tuples(st.just("withdraw"), pid),
+    st.tuples(st.just("tranche"), pid),
+    st.tuples(st.just("refund"), pid, st.integers(1, 100)),
+)
+
+
+def screened(i: int) -> ProgrammeScreened:
+    return ProgrammeScreened.model_validate({
+        "programme_id": f"p{i}", "eligible": True, "screened_at": AT.isoformat(),
+        "programme": {"title": f"P{i}", "submitted_by": "IOM", "countries": ["PH"],
+                      "punos": [{"entity": "IOM", "convening": True, "budget_usd": "1"},
+                                {"entity": "ILO", "budget_usd": "1"}],
+                      "total_budget_usd": "2", "gcm_objectives": [1],
+                      "primary_thematic_area": 1, "duration_months": 12}})
+
+
+async def run(ops: list[tuple]) -> None:
+    s = isolated(FundingSettings, transfer_tranches=[D("0.6"), D("0.4")])
+    rules = s.rules()
+    store = FundingStore(s)
+    await store.ensure_indexes()
+
+    async def tx(fn):  # type: ignore[no-untyped-def]
+        try:
+            return (await store.transaction(fn))[0]
+        except MptfError:
+            return None  # refused by the rules: nothing may have changed (checked below)
+
+    await tx(lambda u: store.pledge(u, ContributionPledged(
+        contribution_id="c", contributor="DEU", contributor_name="Germany", currency="USD",
+        amount=D("1000000000"), year=2026, pledged_at=AT)))
+    for i in range(N):
+        await tx(lambda u, i=i: store.remember_screened(u, screened(i)))
+
+    async def apply(u, *, o: tuple, n: int):  # type: ignore[no-untyped-def]
+        if o[0] == "tranche":
+            return await store.release_next_tranche(u, f"p{o[1]}", rules, AT)
+        if o[0] == "deposit":
+            r = await store.deposit(u, "c", f"d{n}", o[1], o[1], AT, rules)
+        elif o[0] == "approve":
+            _, i, prio, a, b = o
+            r = await store.decide(u, f"p{i}", "approve", f"sc{n}", "", AT, rules, prio,
+                                   [("IOM", a), ("ILO", b)])
+        elif o[0] == "withdraw":
+            r = await store.remember_withdrawn(u, f"p{o[1]}", AT)
+        else:
+            prog = await store.db.programmes.find_one({"_id": f"p{o[1]}"}, session=u.session)
+            prog = py(prog or {})
+            held = prog.get("transferred", {}).get("IOM", ZERO) - prog.get(
+                "refunded", {}).get("IOM", ZERO)
+            amount = (held * o[2] / 100).quantize(D("0.01"))
+            r = await store.refund(u, f"p{o[1]}", f"r{n}", "IOM", amount, AT)
+        await store.fund_pipeline(u, rules, AT)  # money in or a place freed: fund the head
+        return r
+
+    for n, o in enumerate(ops):
+        before = await snapshot(store)
+        r = await tx(functools.partial(apply, o=o, n=n))
+        if r is None:
+            assert await snapshot(store) == before, f"a refused {o[0]} changed something"
+        await check_invariants(store)
+    allocated = await store.db.programmes.count_documents({"pipeline": "allocated"})
+    waiting = await store.db.programmes.count_documents({"pipeline": "waiting"})
+    refunds = await store.db.journal.count_documents({"kind": "refund"})
+    event(f"allocated: {min(allocated, 3)}+" if allocated >= 3 else f"allocated: {allocated}")
+    event("some waited" if waiting else "none waiting")
+    event("refunded" if refunds else "no refund")
+    await store.db.client.drop_database(s.database)
+    await store.close()
+
+
+async def snapshot(store: FundingStore) -> tuple:
+    return (await store.fund(), await store.db.journal.count_documents({}),
+            await store.db.outbox.count_documents({}))
+
+
+async def check_invariants(store: FundingStore) -> None:
+    journal = await store.journal()
+    for e in journal:  # every entry balances
+        assert sum(ln["debit"] for ln in e["lines"]) == sum(ln["credit"] for ln in e["lines"])
+    b = balances(journal)
+    fund = await store.fund()
+    available = fund.get("available", ZERO)
+    # never over-allocated, and the balance document agrees with the journal
+    assert available >= 0 and b.get(CASH_FREE, ZERO) == available
+    assert b.get(CASH_ALLOCATED, ZERO) >= 0  # never transferred more than allocated
+    sources = [py(s["remaining"]) async for s in store.db.sources.find()]
+    assert all(x >= 0 for x in sources) and sum(sources, ZERO) == available
+    for p in await store.programmes({}):
+        for ent, t in p.get("transferred", {}).items():
+            assert p.get("refunded", {}).get(ent, ZERO) <= t
+        if p.get("pipeline") == "allocated":
+            assert sum(f["usd"] for f in p["funded_by"]) == p["total_usd"]
+    # waiting programmes wait only because the head of the pipeline does not fit
+    waiting = await store.programmes({"pipeline": "waiting"})
+    if waiting:
+        assert waiting[0]["total_usd"] > available
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(op, min_size=12, max_size=30))
+def test_random_money_movements_never_break_the_ledger(ops: list[tuple]) -> None:
+    asyncio.run(run(ops))
