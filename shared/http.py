@@ -27,14 +27,16 @@ log = get_logger("mptf.http")
 
 
 def problem(status: int, code: str, title: str, detail: str = "", *,
-            errors: list[dict[str, Any]] | None = None, **extra: Any) -> JSONResponse:
+            errors: list[dict[str, Any]] | None = None,
+            extra: dict[str, Any] | None = None) -> JSONResponse:
     body: dict[str, Any] = {"type": f"https://migrationmptf.org/problems/{code}",
                             "title": title, "status": status, "code": code}
     if detail:
         body["detail"] = detail
     if errors:
         body["errors"] = errors
-    body.update(extra)
+    # extension members never overwrite the standard ones
+    body.update({k: v for k, v in exact(extra or {}).items() if k not in body})
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
@@ -112,7 +114,7 @@ def create_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
 
     @app.exception_handler(MptfError)
     async def _mptf(_: Request, e: MptfError) -> JSONResponse:
-        return problem(e.status, e.code, e.title, e.detail, errors=e.errors, **e.extra)
+        return problem(e.status, e.code, e.title, e.detail, errors=e.errors, extra=e.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:

@@ -101,9 +101,9 @@ def check_decidable(status: str | None, programme_id: str) -> None:
         raise NotFound(f"funding knows no screened programme {programme_id}")
     if status == "screened-ineligible":
         raise Conflict(f"{programme_id} was screened ineligible: the SC cannot decide on it",
-                       status=status)
+                       programme_status=status)
     if status not in DECIDABLE:
-        raise Conflict(f"{programme_id} is already {status}", status=status)
+        raise Conflict(f"{programme_id} is already {status}", programme_status=status)
 
 
 # -- the pipeline --------------------------------------------------------------------------
