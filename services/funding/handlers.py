@@ -7,6 +7,7 @@ from services.funding.domain import FundingRules
 from services.funding.store import FundingStore
 from shared import topics
 from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
+from shared.contracts.monitoring import ProgrammeFinanciallyClosed
 from shared.runtime import Runtime
 
 
@@ -17,3 +18,5 @@ def register(runtime: Runtime, store: FundingStore, rules: FundingRules) -> None
     runtime.subscribe(topics.PROGRAMMES, "programme-facts",
                       [ProgrammeScreened.TYPE, ProgrammeWithdrawn.TYPE], on_programme_facts,
                       strict_types=False)
+    runtime.subscribe(topics.MONITORING, "closure-facts", [ProgrammeFinanciallyClosed.TYPE],
+                      on_programme_facts, strict_types=False)

@@ -9,6 +9,7 @@ from services.funding.store import FundingStore
 from shared.consumer import Incoming, Rejection, apply_each
 from shared.contracts.funding import ContributionDeposited, ContributionPledged
 from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
+from shared.contracts.monitoring import ProgrammeFinanciallyClosed
 from shared.envelope import utcnow
 from shared.logging import get_logger
 from shared.store import UnitOfWork
@@ -79,12 +80,20 @@ async def refund(store: FundingStore, rules: FundingRules, programme_id: str, cm
 async def handle_programme_facts(store: FundingStore, rules: FundingRules,
                                  batch: list[Incoming]) -> list[Rejection]:
     """Intake's facts: screened programmes become decidable; withdrawn ones leave the
-    pipeline (which may let the next one be funded)."""
+    pipeline (which may let the next one be funded). Monitoring's financial closure: the
+    declared unspent balances are booked as refunds."""
 
     async def apply(uow: UnitOfWork, inc: Incoming) -> None:
         ev = inc.event
         if isinstance(ev, ProgrammeScreened):
             await store.remember_screened(uow, ev)
+        elif isinstance(ev, ProgrammeFinanciallyClosed):
+            # unspent balances declared at financial closure come back to the Fund
+            for b in ev.balances:
+                if b.refund_usd > 0:
+                    await store.refund(uow, ev.programme_id, f"close-{ev.programme_id}-{b.entity}",
+                                       b.entity, b.refund_usd, ev.closed_at)
+            await store.fund_pipeline(uow, rules, utcnow())
         elif isinstance(ev, ProgrammeWithdrawn):
             if not await store.remember_withdrawn(uow, ev.programme_id, ev.withdrawn_at):
                 log.warning("withdrawn_after_allocation", programme_id=ev.programme_id)

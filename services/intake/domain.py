@@ -131,8 +131,14 @@ def _fact_targets() -> dict[str, str]:
         ProgrammeDeferred,
         ProgrammeRejected,
     )
+    from shared.contracts.monitoring import (
+        ProgrammeFinanciallyClosed,
+        ProgrammeOperationallyClosed,
+    )
 
     return {
+        ProgrammeOperationallyClosed.TYPE: S.OPERATIONALLY_CLOSED,
+        ProgrammeFinanciallyClosed.TYPE: S.FINANCIALLY_CLOSED,
         ProgrammeApproved.TYPE: S.APPROVED,
         ProgrammeRejected.TYPE: S.REJECTED,
         ProgrammeDeferred.TYPE: S.DEFERRED,

@@ -20,6 +20,8 @@ def register(runtime: Runtime, store: IntakeStore, rules: ScreeningRules) -> Non
 
     runtime.subscribe(topics.INBOUND_CONCEPT_NOTES, "concept-notes",
                       [SubmitConceptNote.TYPE], on_concept_notes)
-    # decisions, allocations and transfers move the programme's status in our read model
+    # decisions, allocations, transfers and closures move the status in our read model
     runtime.subscribe(topics.FUNDING, "lifecycle-facts", list(FACT_TARGETS), on_lifecycle_facts,
                       strict_types=False)
+    runtime.subscribe(topics.MONITORING, "closure-facts", list(FACT_TARGETS),
+                      on_lifecycle_facts, strict_types=False)

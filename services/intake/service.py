@@ -18,13 +18,14 @@ from services.intake.domain import (
     programme_id,
     target_for,
 )
-from services.intake.screening import ScreeningRules, find_personal_data, redact, screen
+from services.intake.screening import ScreeningRules, screen
 from services.intake.store import IntakeStore
 from shared.consumer import Incoming, Rejection, apply_each
 from shared.contracts.intake import SubmitConceptNote
 from shared.envelope import utcnow
 from shared.errors import PersonalData
 from shared.metrics import BUSINESS
+from shared.privacy import find_personal_data, redact
 from shared.store import UnitOfWork
 from shared.telemetry import tag_programme
 

@@ -1,1 +1,1 @@
-"""Monitoring service (its domain arrives with its own issue; today it runs the shared runtime)."""
+"""Monitoring: reports, results, spending, overdue detection, closure, the portfolio view."""

@@ -1,27 +1,72 @@
-"""Monitoring's wiring. The service runs the shared runtime (health, readiness, metrics,
-AsyncAPI, outbox relay) on its own database; its domain, store, handlers and routes come with
-its issue."""
+"""Monitoring's wiring: settings (the reporting calendar and risk parameters), store,
+runtime, handlers, scheduler, routes."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from services.monitoring import api, handlers
+from services.monitoring.domain import MonitoringRules
+from services.monitoring.iati import Publisher
+from services.monitoring.service import Scheduler
+from services.monitoring.store import MonitoringStore
 from shared.http import create_app
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
-from shared.store import Store
+
+
+def _month_day(v: str) -> tuple[int, int]:
+    m, d = v.split("-")
+    return int(m), int(d)
 
 
 class MonitoringSettings(ServiceSettings):
+    """The MPTF Office calendar and risk parameters (domain.md): env MPTF_<NAME>."""
+
     service_name: str = "monitoring"
     http_port: int = 8003
+
+    annual_narrative_due: str = "03-31"  # MM-DD of the following year
+    annual_financial_due: str = "04-30"
+    final_narrative_months: int = 3
+    final_financial_due: str = "06-30"  # MM-DD of the year after the end date
+    low_delivery_rate: Decimal = Decimal("0.5")
+    low_delivery_after: Decimal = Decimal("0.75")
+    no_report_months: int = 12
+    refund_threshold_usd: Decimal = Decimal("250")
+    scheduler_interval_seconds: float = 60.0
+    iati_publisher_ref: str = "XM-DAC-41114"
+    iati_publisher_name: str = "UNDP Multi-Partner Trust Fund Office"
+
+    def rules(self) -> MonitoringRules:
+        return MonitoringRules(
+            annual_narrative_due=_month_day(self.annual_narrative_due),
+            annual_financial_due=_month_day(self.annual_financial_due),
+            final_narrative_months=self.final_narrative_months,
+            final_financial_due=_month_day(self.final_financial_due),
+            low_delivery_rate=self.low_delivery_rate,
+            low_delivery_after=self.low_delivery_after,
+            no_report_months=self.no_report_months,
+            refund_threshold_usd=self.refund_threshold_usd)
 
 
 def build(settings: MonitoringSettings | None = None):  # type: ignore[no-untyped-def]
     settings = settings or MonitoringSettings()
-    store = Store(settings)
+    rules = settings.rules()
+    store = MonitoringStore(settings)
     runtime = Runtime(settings, store)
+    handlers.register(runtime, store, rules)
+    scheduler = Scheduler(store, rules, interval=settings.scheduler_interval_seconds)
+    runtime.background(scheduler.run)
     app = create_app(runtime, title="Migration MPTF — monitoring",
-                     description="Monitoring service.")
+                     description="Progress reports, results, spending, overdue detection, "
+                                 "closure, the portfolio view and IATI open data.")
     app.state.store = store
+    app.state.rules = rules
+    app.state.scheduler = scheduler
+    app.state.publisher = Publisher(ref=settings.iati_publisher_ref,
+                                    name=settings.iati_publisher_name)
+    app.include_router(api.router)
     return app, runtime
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from services.intake.screening import ScreeningRules, find_personal_data, redact, screen
+from services.intake.screening import ScreeningRules, screen
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
+from shared.privacy import find_personal_data, redact
 
 TODAY = date(2026, 11, 23)
 RULES = ScreeningRules()

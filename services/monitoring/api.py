@@ -1,0 +1,114 @@
+"""Monitoring's HTTP routes: reports in; the programme's calendar, delivery and risks; the
+portfolio; the IATI export (open data, no token needed)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Request, Response
+
+from services.monitoring import service
+from services.monitoring.domain import delivery, reporting_calendar
+from services.monitoring.iati import export
+from services.monitoring.portfolio import portfolio
+from services.monitoring.store import MonitoringStore, amounts, dates, net_funded
+from shared.auth import require
+from shared.contracts.monitoring import REPORT_EXAMPLE, SubmitProgressReport
+from shared.envelope import utcnow
+from shared.errors import InvalidInput, NotFound
+from shared.http import PROBLEM, exact
+from shared.settings import Principal
+
+router = APIRouter(prefix="/v1")
+ANYONE = Depends(require("fmu", "operator", "funder", "entity"))
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    words = {401: "No or unknown bearer token", 403: "Wrong role",
+             404: "Unknown programme (or not yours)",
+             409: "Not funded yet, or this period's report is already in",
+             422: "Invalid or inconsistent figures, a period out of range, or personal data"}
+    return {c: {"description": words[c], "content": {PROBLEM: {}}} for c in codes}
+
+
+def _store(request: Request) -> MonitoringStore:
+    return request.app.state.store
+
+
+@router.post("/programmes/{programme_id}/reports", status_code=201, tags=["reports"],
+             responses={200: {"description": "This report id was already accepted"},
+                        **_problems(401, 403, 404, 409, 422)},
+             summary="Submit a progress report (role entity, a PUNO of the programme)")
+async def submit_report(
+    programme_id: str, request: Request, response: Response,
+    report: Annotated[SubmitProgressReport, Body(openapi_examples={
+        "annual narrative": {"value": REPORT_EXAMPLE}})],
+    who: Annotated[Principal, Depends(require("entity"))],
+) -> dict[str, Any]:
+    if report.programme_id != programme_id:
+        raise InvalidInput("the body names another programme", errors=[
+            {"field": "programme_id", "reason": f"must be {programme_id}"}])
+    created, doc = await service.submit_report(_store(request), request.app.state.rules,
+                                               report, who.entity or "")
+    if not created:
+        response.status_code = 200
+    return exact({"report_id": doc["_id"], "programme_id": programme_id, "kind": doc["kind"],
+                  "year": doc["year"], "on_time": doc["on_time"], "created": created})
+
+
+def _visible(doc: dict[str, Any], who: Principal) -> bool:
+    return who.role != "entity" or (who.entity or "").upper() in doc.get("punos", [])
+
+
+@router.get("/programmes/{programme_id}", tags=["programmes"], responses=_problems(401, 404),
+            summary="A programme's implementation: calendar, reports in, delivery, risks")
+async def get_programme(programme_id: str, request: Request,
+                        who: Annotated[Principal, ANYONE]) -> dict[str, Any]:
+    doc = await _store(request).programme(programme_id)
+    if doc is None or not _visible(doc, who):
+        raise NotFound(f"no programme {programme_id}")
+    start, end = dates(doc)
+    received = doc.get("received", {})
+    deadlines = reporting_calendar(start, end, request.app.state.rules) if start and end else []
+    cal = [{"kind": d.kind, "year": d.year, "due": d.due, "received": d.key in received,
+            "overdue": d.key not in received and d.due < utcnow().date()} for d in deadlines]
+    return exact({
+        "programme_id": programme_id, "title": doc.get("title"), "status": doc.get("status"),
+        "punos": doc.get("punos", []), "start_date": start, "end_date": end,
+        "calendar": cal, "reports": received, "risk_flags": doc.get("risk_flags", []),
+        "transferred": amounts(doc, "transferred"), "refunded": amounts(doc, "refunded"),
+        "expenditure": amounts(doc, "spent"),
+        "delivery_rate": delivery(amounts(doc, "spent"), net_funded(doc)),
+        "beneficiaries_reached": doc.get("beneficiaries_total", 0),
+        "closure": doc.get("closed", {}), "balances": doc.get("balances")})
+
+
+@router.get("/programmes/{programme_id}/reports", tags=["reports"],
+            responses=_problems(401, 404), summary="A programme's reports")
+async def list_reports(programme_id: str, request: Request,
+                       who: Annotated[Principal, ANYONE]) -> list[dict[str, Any]]:
+    doc = await _store(request).programme(programme_id)
+    if doc is None or not _visible(doc, who):
+        raise NotFound(f"no programme {programme_id}")
+    return exact([{**r["body"], "submitted_by": r["submitted_by"], "at": r["at"],
+                   "on_time": r["on_time"]} for r in await _store(request).reports(
+        {"programme_id": programme_id})])
+
+
+@router.get("/portfolio", tags=["portfolio"], responses=_problems(401),
+            summary="Totals by status, country, thematic area, GCM objective and PUNO; "
+                    "beneficiaries; objective coverage; results by year")
+async def get_portfolio(request: Request, _: Annotated[Principal, ANYONE]) -> dict[str, Any]:
+    store = _store(request)
+    return exact(portfolio(await store.programmes(), await store.reports({})))
+
+
+@router.get("/export/iati", tags=["open data"], response_class=Response,
+            responses={200: {"content": {"application/xml": {}},
+                             "description": "IATI 2.03 activities"}},
+            summary="The portfolio as an IATI activities XML document (public)")
+async def iati(request: Request) -> Response:
+    store = _store(request)
+    body = export(await store.programmes(), await store.reports({}),
+                  request.app.state.publisher, utcnow())
+    return Response(body, media_type="application/xml")

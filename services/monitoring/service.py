@@ -1,0 +1,158 @@
+"""Monitoring's use cases: other services' facts into monitoring's view, reports from both
+entrypoints, and the scheduler that finds overdue reports, risks and closures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from bson import Decimal128
+
+from services.monitoring.domain import MonitoringRules
+from services.monitoring.store import MonitoringStore
+from shared.consumer import Incoming, Rejection, apply_each
+from shared.contracts.funding import (
+    AllocationMade,
+    FundsRefunded,
+    FundsTransferred,
+    ProgrammeApproved,
+    ProgrammeDeferred,
+    ProgrammeRejected,
+)
+from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
+from shared.contracts.monitoring import SubmitProgressReport
+from shared.envelope import utcnow
+from shared.errors import PersonalData
+from shared.logging import get_logger
+from shared.privacy import find_personal_data, redact
+from shared.store import UnitOfWork, is_transient
+from shared.telemetry import tag_programme
+
+log = get_logger("mptf.monitoring")
+FACTS_CONSUMER = "monitoring.facts"
+REPORTS_CONSUMER = "monitoring.reports"
+PROGRAMME_FACTS = [ProgrammeScreened.TYPE, ProgrammeWithdrawn.TYPE]  # on mptf.programmes
+FUNDING_FACTS = [ProgrammeApproved.TYPE, ProgrammeRejected.TYPE, ProgrammeDeferred.TYPE,
+                 AllocationMade.TYPE, FundsTransferred.TYPE, FundsRefunded.TYPE]
+
+
+async def apply_fact(store: MonitoringStore, uow: UnitOfWork, inc: Incoming) -> None:
+    ev: Any = inc.event
+    pid, at = ev.programme_id, inc.envelope.time
+    if isinstance(ev, ProgrammeScreened):
+        p = ev.programme
+        await store.advance(uow, pid, "screened-eligible" if ev.eligible else
+                            "screened-ineligible", at, set_={
+                                "title": p.title, "punos": [x.entity for x in p.punos],
+                                "countries": p.countries, "region": p.region,
+                                "thematic_area": p.primary_thematic_area,
+                                "gcm_objectives": p.gcm_objectives,
+                                "duration_months": p.duration_months,
+                                "requested_usd": Decimal128(p.total_budget_usd)})
+    elif isinstance(ev, ProgrammeWithdrawn):
+        await store.advance(uow, pid, "withdrawn", at)
+    elif isinstance(ev, ProgrammeApproved):
+        await store.advance(uow, pid, "approved", at, set_={
+            "approved_usd": Decimal128(ev.total_budget_usd), "approved_at": ev.decided_at})
+    elif isinstance(ev, ProgrammeRejected):
+        await store.advance(uow, pid, "rejected", at)
+    elif isinstance(ev, ProgrammeDeferred):
+        await store.advance(uow, pid, "deferred", at)
+    elif isinstance(ev, AllocationMade):
+        await store.advance(uow, pid, "funded", at, set_={
+            "allocated_usd": Decimal128(ev.total_usd), "allocated_at": ev.allocated_at,
+            "lines": [{"entity": ln.entity, "total_usd": Decimal128(ln.total_usd)}
+                      for ln in ev.lines],
+            "funded_by": [{"contributor": f.contributor, "usd": Decimal128(f.usd)}
+                          for f in ev.funded_by]})
+    elif isinstance(ev, FundsTransferred):
+        await store.advance(uow, pid, "on-going", at,
+                            inc={f"transferred.{ev.entity}": Decimal128(ev.amount_usd)},
+                            push={"transfers": {"entity": ev.entity, "tranche": ev.tranche,
+                                                "usd": Decimal128(ev.amount_usd),
+                                                "at": ev.transferred_at}})
+        await store.started(uow, pid, ev.transferred_at)
+    elif isinstance(ev, FundsRefunded):
+        await store.advance(uow, pid, None, at,
+                            inc={f"refunded.{ev.entity}": Decimal128(ev.amount_usd)},
+                            push={"refunds": {"entity": ev.entity, "usd": Decimal128(
+                                ev.amount_usd), "at": ev.refunded_at}})
+
+
+async def handle_facts(store: MonitoringStore, batch: list[Incoming]) -> list[Rejection]:
+    return await apply_each(store, FACTS_CONSUMER, batch,
+                            lambda uow, inc: apply_fact(store, uow, inc))
+
+
+def refuse_personal_data(r: SubmitProgressReport) -> None:
+    data = r.model_dump(mode="json")
+    hits = find_personal_data(data)
+    if hits:
+        import json
+
+        raise PersonalData(
+            f"{len(hits)} field(s) carry personal data of individuals; nothing was stored",
+            errors=[{"field": h.field, "code": h.code, "reason": h.message} for h in hits],
+            redacted=json.dumps(redact(data, hits)).encode())
+
+
+async def submit_report(store: MonitoringStore, rules: MonitoringRules,
+                        r: SubmitProgressReport, entity: str, channel: str = "http",
+                        now: datetime | None = None) -> tuple[bool, dict[str, Any]]:
+    tag_programme(r.programme_id)
+    refuse_personal_data(r)
+    at = now or utcnow()
+    result, _ = await store.transaction(
+        lambda uow: store.submit_report(uow, r, entity.upper(), channel, at, rules))
+    return result
+
+
+async def handle_reports(store: MonitoringStore, rules: MonitoringRules,
+                         batch: list[Incoming]) -> list[Rejection]:
+    async def apply(uow: UnitOfWork, inc: Incoming) -> None:
+        r = inc.event
+        assert isinstance(r, SubmitProgressReport)
+        refuse_personal_data(r)
+        entity = inc.envelope.source.removeprefix("urn:mptf:entity:").upper()
+        await store.submit_report(uow, r, entity, "kafka", utcnow(), rules,
+                                  traceparent=inc.traceparent)
+
+    return await apply_each(store, REPORTS_CONSUMER, batch, apply)
+
+
+class Scheduler:
+    """Finds overdue reports, risks and closures. The clock is injectable (tests drive it);
+    ReportOverdue is emitted once per report and deadline however often this runs, on however
+    many instances, because each is recorded under a unique id in the same transaction."""
+
+    def __init__(self, store: MonitoringStore, rules: MonitoringRules,
+                 clock: Callable[[], datetime] = utcnow, interval: float = 60.0) -> None:
+        self.store, self.rules, self.clock, self.interval = store, rules, clock, interval
+
+    async def run_once(self, now: datetime | None = None) -> dict[str, list[str]]:
+        now = now or self.clock()
+        out = {}
+        for pid in await self.store.active_ids():
+            happened, _ = await self.store.transaction(
+                lambda uow, pid=pid: self.store.evaluate(uow, pid, now, self.rules))
+            if happened:
+                out[pid] = happened
+                log.info("scheduler_findings", programme_id=pid, findings=happened)
+        return out
+
+    async def run(self) -> None:
+        backoff = 1.0
+        while True:
+            try:
+                await self.run_once()
+                backoff = 1.0
+                await asyncio.sleep(self.interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                (log.warning if is_transient(e) else log.exception)(
+                    "scheduler_error", error=repr(e))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60)

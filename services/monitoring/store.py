@@ -1,0 +1,244 @@
+"""Monitoring's MongoDB adapter (its own database): programmes as monitoring sees them,
+reports, and the overdue log whose unique ids make each ReportOverdue happen once."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from bson import Decimal128
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+
+from services.monitoring.domain import (
+    ZERO,
+    MonitoringRules,
+    advances,
+    check_report,
+    delivery,
+    end_date,
+    on_time,
+    operationally_closable,
+    overdue,
+    report_key,
+    reporting_calendar,
+    risk_flags,
+    unspent_balances,
+)
+from shared.contracts.monitoring import (
+    ProgrammeAtRisk,
+    ProgrammeFinanciallyClosed,
+    ProgrammeOperationallyClosed,
+    ReportOverdue,
+    ReportSubmitted,
+    SubmitProgressReport,
+    Unspent,
+)
+from shared.errors import Conflict, NotFound
+from shared.metrics import BUSINESS
+from shared.store import Store, UnitOfWork
+
+
+def d128(x: Decimal) -> Decimal128:
+    return Decimal128(x)
+
+
+def dec(x: Any) -> Decimal:
+    return x.to_decimal() if isinstance(x, Decimal128) else Decimal(x or 0)
+
+
+def as_dt(d: date) -> datetime:
+    return datetime.combine(d, time(), tzinfo=UTC)
+
+
+def amounts(doc: dict[str, Any], field: str) -> dict[str, Decimal]:
+    return {k: dec(v) for k, v in (doc.get(field) or {}).items()}
+
+
+def net_funded(doc: dict[str, Any]) -> dict[str, Decimal]:
+    t, r = amounts(doc, "transferred"), amounts(doc, "refunded")
+    return {e: t[e] - r.get(e, ZERO) for e in t}
+
+
+def dates(doc: dict[str, Any]) -> tuple[date | None, date | None]:
+    s, e = doc.get("start_date"), doc.get("end_date")
+    return (s.date() if s else None), (e.date() if e else None)
+
+
+class MonitoringStore(Store):
+    async def indexes(self) -> None:
+        await self.db.programmes.create_index([("status", ASCENDING)])
+        await self.db.reports.create_index([("programme_id", ASCENDING)])
+
+    # -- projections of other services' facts -------------------------------------------------
+    async def _doc(self, uow: UnitOfWork, pid: str) -> dict[str, Any]:
+        return await self.db.programmes.find_one({"_id": pid}, session=uow.session) or {}
+
+    async def advance(self, uow: UnitOfWork, pid: str, status: str | None, at: datetime,
+                      set_: dict[str, Any] | None = None, inc: dict[str, Any] | None = None,
+                      push: dict[str, Any] | None = None) -> None:
+        doc = await self._doc(uow, pid)
+        update: dict[str, Any] = {"$set": {"updated_at": at, **(set_ or {})}}
+        if status and advances(doc.get("status"), status):
+            update["$set"]["status"] = status
+        if inc:
+            update["$inc"] = inc
+        if push:
+            update["$push"] = push
+        await self.db.programmes.update_one({"_id": pid}, update, upsert=True,
+                                            session=uow.session)
+        if set_ and "duration_months" in set_ and doc.get("start_date"):
+            await self._set_calendar(uow, pid)
+
+    async def started(self, uow: UnitOfWork, pid: str, at: datetime) -> None:
+        """Implementation starts with the first transfer."""
+        res = await self.db.programmes.update_one(
+            {"_id": pid, "start_date": None}, {"$set": {"start_date": as_dt(at.date())}},
+            session=uow.session)
+        if res.modified_count:
+            await self._set_calendar(uow, pid)
+
+    async def _set_calendar(self, uow: UnitOfWork, pid: str) -> None:
+        doc = await self._doc(uow, pid)
+        if doc.get("start_date") and doc.get("duration_months"):
+            end = end_date(doc["start_date"].date(), doc["duration_months"])
+            await self.db.programmes.update_one({"_id": pid}, {"$set": {"end_date": as_dt(end)}},
+                                                session=uow.session)
+
+    # -- reports ------------------------------------------------------------------------------
+    async def submit_report(self, uow: UnitOfWork, r: SubmitProgressReport, entity: str,
+                            channel: str, now: datetime, rules: MonitoringRules,
+                            traceparent: str | None = None) -> tuple[bool, dict[str, Any]]:
+        existing = await self.db.reports.find_one({"_id": r.report_id}, session=uow.session)
+        if existing is not None:
+            if existing["body"] != r.model_dump(mode="json"):
+                raise Conflict(f"report id {r.report_id} was already used for another report")
+            return False, existing
+        doc = await self._doc(uow, r.programme_id)
+        if not doc:
+            raise NotFound(f"monitoring knows no programme {r.programme_id}")
+        if entity not in doc.get("punos", []):
+            raise NotFound(f"monitoring knows no programme {r.programme_id}")
+        start, end = dates(doc)
+        received = set(doc.get("received", {}))
+        spent = amounts(doc, "spent")
+        check_report(r, punos=doc.get("punos", []), start=start, end=end, received=received,
+                     net_funded=net_funded(doc), spent=spent)
+        assert start and end
+        deadlines = reporting_calendar(start, end, rules)
+        timely = on_time(r.kind, r.year, deadlines, now)
+        key = report_key(r.kind, r.year)
+        spend = sum((s.amount_usd for s in r.expenditure), ZERO)
+        report = {"_id": r.report_id, "programme_id": r.programme_id, "kind": r.kind,
+                  "year": r.year, "key": key, "submitted_by": entity, "channel": channel,
+                  "at": now, "on_time": timely, "body": r.model_dump(mode="json")}
+        await self.db.reports.insert_one(report, session=uow.session)
+        inc: dict[str, Any] = {f"spent.{s.entity.upper()}": d128(s.amount_usd)
+                               for s in r.expenditure}
+        if r.beneficiaries:
+            inc["beneficiaries_total"] = r.beneficiaries.total
+        upd: dict[str, Any] = {"$set": {f"received.{key}": {"report_id": r.report_id,
+                                                           "at": now, "on_time": timely},
+                                       "last_report_at": now}}
+        if inc:
+            upd["$inc"] = inc
+        await self.db.programmes.update_one({"_id": r.programme_id}, upd, session=uow.session)
+        uow.emit(ReportSubmitted(
+            programme_id=r.programme_id, report_id=r.report_id, kind=r.kind, year=r.year,
+            submitted_by=entity, submitted_at=now, on_time=timely,
+            beneficiaries=r.beneficiaries.total if r.beneficiaries else 0,
+            expenditure_usd=spend), traceparent=traceparent)
+        BUSINESS.labels("reports_submitted").inc()
+        await self.evaluate(uow, r.programme_id, now, rules, traceparent)
+        return True, report
+
+    # -- the scheduler's work, and closure ----------------------------------------------------
+    async def evaluate(self, uow: UnitOfWork, pid: str, now: datetime, rules: MonitoringRules,
+                       traceparent: str | None = None) -> list[str]:
+        """Overdue reports (once per report and deadline), risk flags (on change), closure.
+        Returns what happened, for logs and tests."""
+        doc = await self._doc(uow, pid)
+        start, end = dates(doc)
+        if not start or not end or doc.get("status") not in ("on-going", "operationally-closed"):
+            return []
+        today = now.date()
+        received = set(doc.get("received", {}))
+        deadlines = reporting_calendar(start, end, rules)
+        late = overdue(deadlines, received, today)
+        happened = []
+        for d in late:
+            try:
+                # the unique id makes this once per report and deadline, across restarts
+                # and instances (a concurrent insert conflicts and this transaction retries)
+                await self.db.overdue.insert_one(
+                    {"_id": f"{pid}:{d.key}:{d.due.isoformat()}", "programme_id": pid,
+                     "key": d.key, "due": as_dt(d.due), "detected_at": now},
+                    session=uow.session)
+            except DuplicateKeyError:
+                continue
+            uow.emit(ReportOverdue(programme_id=pid, kind=d.kind, year=d.year, due=d.due,
+                                   detected_at=now, punos=doc.get("punos", [])),
+                     traceparent=traceparent)
+            BUSINESS.labels("reports_overdue").inc()
+            happened.append(f"overdue {d.key}")
+        nf, spent = net_funded(doc), amounts(doc, "spent")
+        rate = delivery(spent, nf)["programme"]
+        last = doc.get("last_report_at")
+        flags = risk_flags(today=today, start=start, end=end, overdue_now=bool(late),
+                           rate=rate, last_report=last.date() if last else None, rules=rules)
+        old = set(doc.get("risk_flags", []))
+        if flags != old:
+            res = await self.db.programmes.update_one(
+                {"_id": pid, "risk_flags": doc.get("risk_flags", [])},
+                {"$set": {"risk_flags": sorted(flags)}}, session=uow.session)
+            if res.modified_count != 1:
+                raise Conflict(f"{pid}'s risk flags changed concurrently")
+            if flags - old:
+                uow.emit(ProgrammeAtRisk(programme_id=pid, flags=sorted(flags),
+                                         new_flags=sorted(flags - old),
+                                         delivery_rate=str(rate) if rate is not None else None,
+                                         detected_at=now), traceparent=traceparent)
+                happened.append(f"at-risk {sorted(flags - old)}")
+        status = doc["status"]
+        if status == "on-going" and operationally_closable(end, received, today):
+            await self._close(uow, pid, "on-going", "operationally-closed", now)
+            uow.emit(ProgrammeOperationallyClosed(programme_id=pid, end_date=end,
+                                                  closed_at=now), traceparent=traceparent)
+            happened.append("operationally-closed")
+            status = "operationally-closed"
+        if status == "operationally-closed" and "final-financial" in received:
+            rows = unspent_balances(nf, spent, amounts(doc, "transferred"), rules)
+            await self._close(uow, pid, "operationally-closed", "financially-closed", now,
+                              {"balances": [{k: d128(v) if isinstance(v, Decimal) else v
+                                             for k, v in r.items()} for r in rows]})
+            uow.emit(ProgrammeFinanciallyClosed(
+                programme_id=pid, closed_at=now, balances=[Unspent(**r) for r in rows],
+                refund_total_usd=sum((r["refund_usd"] for r in rows), ZERO)),
+                traceparent=traceparent)
+            happened.append("financially-closed")
+        return happened
+
+    async def _close(self, uow: UnitOfWork, pid: str, current: str, target: str,
+                     now: datetime, extra: dict[str, Any] | None = None) -> None:
+        res = await self.db.programmes.update_one(
+            {"_id": pid, "status": current},
+            {"$set": {"status": target, f"closed.{target}": now, **(extra or {})}},
+            session=uow.session)
+        if res.modified_count != 1:
+            raise Conflict(f"{pid} changed concurrently")
+        BUSINESS.labels(target.replace("-", "_")).inc()
+
+    async def active_ids(self) -> list[str]:
+        return [d["_id"] async for d in self.db.programmes.find(
+            {"status": {"$in": ["on-going", "operationally-closed"]}}, {"_id": 1})]
+
+    # -- reads --------------------------------------------------------------------------------
+    async def programme(self, pid: str) -> dict[str, Any] | None:
+        return await self.db.programmes.find_one({"_id": pid})
+
+    async def programmes(self, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return await self.db.programmes.find(query or {}).to_list(None)
+
+    async def reports(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self.db.reports.find(query).sort("at", ASCENDING).to_list(None)
