@@ -255,7 +255,9 @@ async def apply_each(store: Store, consumer: str, batch: list[Incoming],
             except MptfError as e:
                 if is_transient(e.__cause__ or e):
                     raise
-                rejections.append(Rejection(inc, getattr(e, "reason", e.code), e.detail,
+                detail = e.detail + "".join(
+                    f"; {x.get('field', '')}: {x.get('reason', '')}" for x in e.errors)
+                rejections.append(Rejection(inc, getattr(e, "reason", e.code), detail,
                                             getattr(e, "redacted", None)))
                 continue
             done.append(inc.id)

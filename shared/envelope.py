@@ -31,6 +31,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class Clock:
+    """The time a service acts at: the wall clock, or a fixed moment where a test (or a
+    replay) sets one."""
+
+    def __init__(self, fixed: datetime | None = None) -> None:
+        self.fixed = fixed
+
+    def now(self) -> datetime:
+        return self.fixed or utcnow()
+
+    def set(self, moment: datetime | None) -> None:
+        self.fixed = moment
+
+
 class Envelope(BaseModel):
     id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     source: str

@@ -49,7 +49,8 @@ async def submit_report(
         raise InvalidInput("the body names another programme", errors=[
             {"field": "programme_id", "reason": f"must be {programme_id}"}])
     created, doc = await service.submit_report(_store(request), request.app.state.rules,
-                                               report, who.entity or "")
+                                               report, who.entity or "",
+                                               now=request.app.state.clock.now())
     if not created:
         response.status_code = 200
     return exact({"report_id": doc["_id"], "programme_id": programme_id, "kind": doc["kind"],
@@ -71,7 +72,8 @@ async def get_programme(programme_id: str, request: Request,
     received = doc.get("received", {})
     deadlines = reporting_calendar(start, end, request.app.state.rules) if start and end else []
     cal = [{"kind": d.kind, "year": d.year, "due": d.due, "received": d.key in received,
-            "overdue": d.key not in received and d.due < utcnow().date()} for d in deadlines]
+            "overdue": d.key not in received and d.due < request.app.state.clock.now().date()}
+           for d in deadlines]
     return exact({
         "programme_id": programme_id, "title": doc.get("title"), "status": doc.get("status"),
         "punos": doc.get("punos", []), "start_date": start, "end_date": end,

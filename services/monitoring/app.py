@@ -10,6 +10,7 @@ from services.monitoring.domain import MonitoringRules
 from services.monitoring.iati import Publisher
 from services.monitoring.service import Scheduler
 from services.monitoring.store import MonitoringStore
+from shared.envelope import Clock
 from shared.http import create_app
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
@@ -56,7 +57,9 @@ def build(settings: MonitoringSettings | None = None):  # type: ignore[no-untype
     store = MonitoringStore(settings)
     runtime = Runtime(settings, store)
     handlers.register(runtime, store, rules)
-    scheduler = Scheduler(store, rules, interval=settings.scheduler_interval_seconds)
+    clock = Clock()
+    scheduler = Scheduler(store, rules, clock=clock.now,
+                          interval=settings.scheduler_interval_seconds)
     runtime.background(scheduler.run)
     app = create_app(runtime, title="Migration MPTF — monitoring",
                      description="Progress reports, results, spending, overdue detection, "
@@ -64,6 +67,7 @@ def build(settings: MonitoringSettings | None = None):  # type: ignore[no-untype
     app.state.store = store
     app.state.rules = rules
     app.state.scheduler = scheduler
+    app.state.clock = clock
     app.state.publisher = Publisher(ref=settings.iati_publisher_ref,
                                     name=settings.iati_publisher_name)
     app.include_router(api.router)

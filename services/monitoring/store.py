@@ -9,7 +9,6 @@ from typing import Any
 
 from bson import Decimal128
 from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError
 
 from services.monitoring.domain import (
     ZERO,
@@ -167,16 +166,18 @@ class MonitoringStore(Store):
         deadlines = reporting_calendar(start, end, rules)
         late = overdue(deadlines, received, today)
         happened = []
+        ids = {d: f"{pid}:{d.key}:{d.due.isoformat()}" for d in late}
+        # a write error aborts a MongoDB transaction, so read what is recorded first; the
+        # unique id still makes this once per report and deadline across restarts and
+        # instances: a concurrent insert conflicts, this transaction retries and sees it
+        known = {x["_id"] async for x in self.db.overdue.find(
+            {"_id": {"$in": list(ids.values())}}, {"_id": 1}, session=uow.session)}
         for d in late:
-            try:
-                # the unique id makes this once per report and deadline, across restarts
-                # and instances (a concurrent insert conflicts and this transaction retries)
-                await self.db.overdue.insert_one(
-                    {"_id": f"{pid}:{d.key}:{d.due.isoformat()}", "programme_id": pid,
-                     "key": d.key, "due": as_dt(d.due), "detected_at": now},
-                    session=uow.session)
-            except DuplicateKeyError:
+            if ids[d] in known:
                 continue
+            await self.db.overdue.insert_one(
+                {"_id": ids[d], "programme_id": pid, "key": d.key, "due": as_dt(d.due),
+                 "detected_at": now}, session=uow.session)
             uow.emit(ReportOverdue(programme_id=pid, kind=d.kind, year=d.year, due=d.due,
                                    detected_at=now, punos=doc.get("punos", [])),
                      traceparent=traceparent)
@@ -189,8 +190,10 @@ class MonitoringStore(Store):
                            rate=rate, last_report=last.date() if last else None, rules=rules)
         old = set(doc.get("risk_flags", []))
         if flags != old:
+            current = ({"risk_flags": doc["risk_flags"]} if "risk_flags" in doc
+                       else {"risk_flags": {"$exists": False}})
             res = await self.db.programmes.update_one(
-                {"_id": pid, "risk_flags": doc.get("risk_flags", [])},
+                {"_id": pid, **current},
                 {"$set": {"risk_flags": sorted(flags)}}, session=uow.session)
             if res.modified_count != 1:
                 raise Conflict(f"{pid}'s risk flags changed concurrently")

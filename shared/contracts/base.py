@@ -14,11 +14,13 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-# Money is Decimal end to end and travels as a JSON string ("1234.56") so no float touches it.
+# Money is Decimal end to end and travels as a JSON string with two decimals ("1234.50"), so
+# no float touches it. At most two places are accepted, so the quantize never rounds.
 Money = Annotated[
     Decimal,
     Field(allow_inf_nan=False, max_digits=18, decimal_places=2),
-    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+    PlainSerializer(lambda d: format(d.quantize(Decimal("0.01")), "f"), return_type=str,
+                    when_used="json"),
 ]
 
 
