@@ -1,16 +1,30 @@
-"""Notifications' HTTP routes."""
+"""Notifications' HTTP routes: the directory, the inbox, the delivery log and its dead
+letters."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import secrets
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
+from services.notifications.domain import FMU, check_webhook_url
 from services.notifications.store import NotificationsStore
 from shared.auth import require
+from shared.envelope import utcnow
+from shared.errors import Forbidden, InvalidInput, NotFound
+from shared.http import PROBLEM, exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
+OPERATOR = Depends(require("operator"))
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    words = {401: "No or unknown bearer token", 403: "Wrong role, or not your entry",
+             404: "Not found", 422: "Invalid fields (a webhook URL that is not allowed, say)"}
+    return {c: {"description": words[c], "content": {PROBLEM: {}}} for c in codes}
 
 
 def _store(request: Request) -> NotificationsStore:
@@ -18,26 +32,111 @@ def _store(request: Request) -> NotificationsStore:
 
 
 def _out(d: dict[str, Any]) -> dict[str, Any]:
+    d = dict(d)
     d["notification_id"] = d.pop("_id")
-    return d
+    for k in ("owner", "lease_until"):
+        d.pop(k, None)
+    return exact(d)
 
 
-@router.get("/deliveries", tags=["delivery log"], summary="The delivery log (role operator)")
+def _me(who: Principal) -> str:
+    if who.role == "entity":
+        return (who.entity or "").upper()
+    if who.role == "funder":
+        return (who.contributor or "").upper()
+    return FMU
+
+
+@router.get("/deliveries", tags=["delivery log"], responses=_problems(401, 403),
+            summary="The delivery log (role operator); status=dead lists the dead letters")
 async def deliveries(
-    request: Request, _: Annotated[Principal, Depends(require("operator"))],
+    request: Request, _: Annotated[Principal, OPERATOR],
     programme_id: str | None = None, recipient: str | None = None,
-    channel: str | None = None, status: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    channel: Literal["inbox", "webhook", "email"] | None = None,
+    status: Literal["pending", "sending", "delivered", "dead"] | None = None,
+    fact_type: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     q = {k: v for k, v in {"programme_id": programme_id, "recipient": recipient,
-                           "channel": channel, "status": status}.items() if v}
+                           "channel": channel, "status": status,
+                           "fact_type": fact_type}.items() if v}
     return [_out(d) for d in await _store(request).deliveries(q, limit)]
 
 
-@router.get("/inbox", tags=["inbox"], summary="The caller's own in-app messages (role entity)")
+@router.post("/deliveries/{notification_id}/replay", tags=["delivery log"],
+             responses=_problems(401, 403, 404),
+             summary="Send a dead delivery again (role operator)")
+async def replay(notification_id: str, request: Request, _: Annotated[Principal, OPERATOR]
+                 ) -> dict[str, Any]:
+    if not await _store(request).replay(notification_id, utcnow()):
+        raise NotFound(f"no dead delivery {notification_id}")
+    request.app.state.dispatcher.wake.set()
+    return {"notification_id": notification_id, "status": "pending"}
+
+
+@router.get("/inbox", tags=["inbox"], responses=_problems(401),
+            summary="The caller's own in-app messages (entity, funder, or the FMU)")
 async def inbox(
-    request: Request, who: Annotated[Principal, Depends(require("entity"))],
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    request: Request, who: Annotated[Principal, Depends(require("entity", "funder", "fmu"))],
+    unread: bool = False, limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[dict[str, Any]]:
-    q = {"recipient": (who.entity or "").upper(), "channel": "inbox"}
+    q: dict[str, Any] = {"recipient": _me(who), "channel": "inbox"}
+    if unread:
+        q["read"] = False
     return [_out(d) for d in await _store(request).deliveries(q, limit)]
+
+
+@router.post("/inbox/{notification_id}/read", tags=["inbox"], responses=_problems(401, 404),
+             summary="Mark one of the caller's messages read")
+async def mark_read(notification_id: str, request: Request,
+                    who: Annotated[Principal, Depends(require("entity", "funder", "fmu"))]
+                    ) -> dict[str, Any]:
+    if not await _store(request).mark_read(notification_id, _me(who)):
+        raise NotFound(f"no message {notification_id} in your inbox")
+    return {"notification_id": notification_id, "read": True}
+
+
+class ContactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, max_length=200)
+    kind: Literal["entity", "rco", "fmu", "contributor"] | None = None
+    webhook_url: str | None = Field(None, max_length=2000)
+    webhook_secret: str | None = Field(None, min_length=16, max_length=200)
+    email: EmailStr | None = None
+    event_types: list[str] = Field(default_factory=lambda: ["*"], max_length=50)
+    mode: Literal["immediate", "digest"] = "immediate"
+
+
+@router.get("/directory", tags=["directory"], responses=_problems(401, 403),
+            summary="Recipients and their contact points (role operator)")
+async def directory(request: Request, _: Annotated[Principal, OPERATOR]
+                    ) -> list[dict[str, Any]]:
+    return [{**{k: v for k, v in d.items() if k != "webhook_secret"}, "code": d["_id"]}
+            for d in await _store(request).directory()]
+
+
+@router.put("/directory/{code}", tags=["directory"], responses=_problems(401, 403, 422),
+            summary="Set a recipient's contact points: operators for anyone, an entity or a "
+                    "funder for itself (a funder registers its webhook here)")
+async def put_contact(code: str, body: ContactIn, request: Request,
+                      who: Annotated[Principal, Depends(require("operator", "entity",
+                                                                "funder"))]
+                      ) -> dict[str, Any]:
+    code = code.upper()
+    if who.role != "operator" and code != _me(who):
+        raise Forbidden("you may only set your own contact points")
+    doc = body.model_dump(exclude_none=True)
+    if body.webhook_url:
+        try:
+            check_webhook_url(body.webhook_url,
+                              allow_private=request.app.state.settings.allow_private_webhooks)
+        except ValueError as e:
+            raise InvalidInput("webhook URL not allowed",
+                               errors=[{"field": "webhook_url", "reason": str(e)}]) from e
+        doc.setdefault("webhook_secret", secrets.token_urlsafe(32))
+    if who.role == "funder":
+        doc["kind"] = "contributor"
+    saved = await _store(request).put_contact(code, doc)
+    # the secret is shown to whoever sets it, so the receiver can verify signatures
+    saved["code"] = saved.pop("_id")
+    return saved

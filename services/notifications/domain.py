@@ -1,13 +1,30 @@
-"""Notifications' rules as plain code: who is told of which fact, through which channel, and
-the identity that makes each notification happen exactly once."""
+"""Notifications' rules as plain code: who is told of which fact, in which words; the
+identity that makes each notification happen once; webhook signatures; retry backoff; the
+circuit breaker; which webhook addresses are acceptable."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import hmac
+import html
+import ipaddress
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
-from shared.contracts.intake import ProgrammeSubmitted
+from shared.contracts import funding as F
+from shared.contracts import intake as I
+from shared.contracts import monitoring as M
+
+FMU = "FMU"
+
+
+def rco(country: str) -> str:
+    """The Resident Coordinator's office of a country, as a directory code."""
+    return f"RCO-{country.upper()}"
 
 
 @dataclass(frozen=True)
@@ -15,10 +32,11 @@ class Notice:
     fact_id: str
     fact_type: str
     programme_id: str | None
-    recipient: str  # entity code (or office / contributor id)
+    recipient: str  # a directory code: entity, RCO-<country>, FMU, or contributor
     channel: str  # inbox | webhook | email
     subject: str
     body: str
+    action: str = ""
 
     @property
     def id(self) -> str:
@@ -26,26 +44,259 @@ class Notice:
         raw = f"{self.fact_id}|{self.recipient}|{self.channel}"
         return "n-" + hashlib.sha256(raw.encode()).hexdigest()[:24]
 
+    def html(self) -> str:
+        paras = "".join(f"<p>{html.escape(p)}</p>" for p in self.body.split("\n") if p)
+        action = f"<p><strong>{html.escape(self.action)}</strong></p>" if self.action else ""
+        return (f"<html><body><h2>{html.escape(self.subject)}</h2>{paras}{action}"
+                "<p style='color:#666'>Migration MPTF notification</p></body></html>")
 
-def programme_view(fact: ProgrammeSubmitted) -> dict[str, Any]:
-    """What notifications remembers of a programme, to address later facts about it."""
+    def text(self) -> str:
+        return f"{self.body}\n\n{self.action}".strip()
+
+
+@dataclass(frozen=True)
+class Programme:
+    """What notifications remembers of a programme, to address facts about it."""
+
+    programme_id: str
+    title: str
+    punos: tuple[str, ...]
+    convening: str | None
+    countries: tuple[str, ...]
+    contributors: tuple[str, ...] = ()
+
+    @staticmethod
+    def from_doc(d: dict[str, Any]) -> Programme:
+        return Programme(d["_id"], d.get("title", d["_id"]), tuple(d.get("punos", [])),
+                         d.get("convening"), tuple(d.get("countries", [])),
+                         tuple(d.get("contributors", [])))
+
+
+def programme_view(fact: I.ProgrammeSubmitted) -> dict[str, Any]:
     note = fact.note
-    return {
-        "_id": fact.programme_id,
-        "title": note.title,
-        "countries": list(note.countries),
-        "punos": [p.entity.upper() for p in note.punos],
-        "convening": next((p.entity.upper() for p in note.punos if p.convening), None),
-    }
+    return {"_id": fact.programme_id, "title": note.title,
+            "countries": [c.upper() for c in note.countries],
+            "punos": [p.entity.upper() for p in note.punos],
+            "convening": next((p.entity.upper() for p in note.punos if p.convening), None)}
 
 
-def notices_for(fact_id: str, fact: Any) -> list[Notice]:
-    if isinstance(fact, ProgrammeSubmitted):
-        view = programme_view(fact)
-        return [Notice(fact_id, fact.TYPE, fact.programme_id, puno, "inbox",
-                       f"Concept note received: {view['title']}",
-                       f"The concept note '{view['title']}' ({fact.programme_id}), submitted by "
-                       f"{fact.submitted_by}, names {puno} as a participating organisation. "
-                       "It is now being screened for eligibility; no action is needed yet.")
-                for puno in view["punos"]]
-    return []
+def _usd(x: Any) -> str:
+    return f"USD {x:,.2f}"
+
+
+@dataclass(frozen=True)
+class Message:
+    recipients: tuple[str, ...]
+    subject: str
+    body: str
+    action: str = ""
+
+
+def message_for(fact: Any, p: Programme | None) -> Message | None:
+    """Who is told of a fact, and in which words: what happened to which programme and
+    what the recipient is expected to do. None: nobody is told."""
+    t = p.title if p else getattr(fact, "programme_id", "")
+    pid = getattr(fact, "programme_id", "")
+    name = f"'{t}' ({pid})"
+    punos = p.punos if p else ()
+    rcos = tuple(rco(c) for c in (p.countries if p else ()))
+    if isinstance(fact, I.ProgrammeSubmitted):
+        return Message(punos, f"Concept note received: {t}",
+                       f"The concept note {name}, submitted by {fact.submitted_by}, names you as "
+                       "a participating organisation. It is being screened for eligibility.",
+                       "No action is needed yet.")
+    if isinstance(fact, I.ProgrammeScreened):
+        if fact.eligible:
+            return Message((*punos, *rcos, FMU), f"Eligible: {t}",
+                           f"The concept note {name} passed eligibility screening and joins "
+                           "the pipeline for the Steering Committee.",
+                           "The FMU will table it at the next Steering Committee meeting.")
+        reasons = "\n".join(f"- {r.code}: {r.message}" for r in fact.reasons)
+        return Message(punos, f"Not eligible: {t}",
+                       f"The concept note {name} did not pass screening:\n{reasons}",
+                       "Address every reason above and submit a revised note under a new "
+                       "reference.")
+    if isinstance(fact, I.ProgrammeWithdrawn):
+        return Message((*punos, *rcos, FMU), f"Withdrawn: {t}",
+                       f"{fact.withdrawn_by} withdrew {name}: {fact.reason}",
+                       "No action is needed.")
+    if isinstance(fact, F.ProgrammeApproved):
+        lines = "\n".join(f"- {a.entity}: {_usd(a.budget_usd)}" for a in fact.approved_budget)
+        return Message((*punos, *rcos), f"Approved by the Steering Committee: {t}",
+                       f"The Steering Committee approved {name} at priority {fact.priority} "
+                       f"with this budget:\n{lines}",
+                       "Prepare to start implementation; the allocation follows when funds "
+                       "are available.")
+    if isinstance(fact, F.ProgrammeRejected):
+        return Message((*punos, *rcos), f"Not approved: {t}",
+                       f"The Steering Committee did not approve {name}: {fact.rationale}",
+                       "No action is needed; a new concept note may be submitted.")
+    if isinstance(fact, F.ProgrammeDeferred):
+        return Message((*punos, *rcos), f"Decision deferred: {t}",
+                       f"The Steering Committee deferred its decision on {name}: "
+                       f"{fact.rationale}", "Be ready to answer the Committee's questions.")
+    if isinstance(fact, F.AllocationMade):
+        lines = "\n".join(f"- {ln.entity}: {_usd(ln.total_usd)} ({_usd(ln.programme_budget_usd)}"
+                          f" + {_usd(ln.support_cost_usd)} support cost)" for ln in fact.lines)
+        donors = tuple(dict.fromkeys(f.contributor for f in fact.funded_by))
+        return Message((*punos, *rcos, *donors), f"Funds allocated: {t}",
+                       f"{name} was allocated {_usd(fact.total_usd)}:\n{lines}",
+                       "PUNOs: expect the transfer from the Administrative Agent.")
+    if isinstance(fact, F.FundsTransferred):
+        return Message((fact.entity,), f"Transfer received: {t}",
+                       f"The Administrative Agent transferred {_usd(fact.amount_usd)} "
+                       f"(tranche {fact.tranche}) for {name}.",
+                       "Implementation can proceed; the reporting calendar has started.")
+    if isinstance(fact, F.FundsRefunded):
+        return Message((fact.entity, FMU), f"Refund booked: {t}",
+                       f"{fact.entity}'s refund of {_usd(fact.amount_usd)} for {name} was "
+                       "booked.", "No action is needed.")
+    if isinstance(fact, F.ContributionDeposited):
+        return Message((fact.contributor, FMU), "Contribution received",
+                       f"The deposit of {fact.amount:,.2f} {fact.currency} "
+                       f"({_usd(fact.usd_amount)}) to contribution {fact.contribution_id} "
+                       f"was received; after the AA's fee, {_usd(fact.net_usd)} is available "
+                       "to the Fund.", "No action is needed. Thank you.")
+    if isinstance(fact, M.ReportOverdue):
+        what = f"{fact.kind.replace('-', ' ')} report" + (f" for {fact.year}" if fact.year
+                                                           else "")
+        return Message((*(fact.punos or punos), *rcos, FMU), f"Report overdue: {t}",
+                       f"The {what} of {name} was due on {fact.due} and has not been received.",
+                       "Submit the report now, or tell the FMU when it will come.")
+    if isinstance(fact, M.ProgrammeAtRisk):
+        lead = (p.convening,) if p and p.convening else punos
+        return Message((*lead, FMU), f"At risk: {t}",
+                       f"{name} was flagged: {', '.join(fact.new_flags)}.",
+                       "Review the programme's delivery and reporting with the FMU.")
+    if isinstance(fact, M.ProgrammeOperationallyClosed):
+        return Message((*punos, *rcos, FMU), f"Operationally closed: {t}",
+                       f"{name} ended on {fact.end_date} and its final narrative report is in.",
+                       "Submit the certified final financial report by its deadline.")
+    if isinstance(fact, M.ProgrammeFinanciallyClosed):
+        contributors = p.contributors if p else ()
+        return Message((*punos, FMU, *contributors), f"Financially closed: {t}",
+                       f"{name} is financially closed; unspent balances to refund: "
+                       f"{_usd(fact.refund_total_usd)}.",
+                       "PUNOs: refund the declared balances to the Administrative Agent.")
+    return None
+
+
+# -- channels ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Contact:
+    code: str
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    email: str | None = None
+    event_types: tuple[str, ...] = ("*",)
+    mode: str = "immediate"  # or "digest"
+
+    def wants(self, fact_type: str) -> bool:
+        return "*" in self.event_types or fact_type in self.event_types
+
+
+def channels(contact: Contact | None, fact_type: str) -> list[str]:
+    """Every known recipient has an inbox; webhook and e-mail where the directory has them
+    and the recipient wants this kind of fact."""
+    out = ["inbox"]
+    if contact and contact.wants(fact_type):
+        if contact.webhook_url:
+            out.append("webhook")
+        if contact.email:
+            out.append("email")
+    return out
+
+
+# -- webhooks -------------------------------------------------------------------------------
+SIGNATURE_HEADER = "X-MPTF-Signature"  # t=<unix seconds>,v1=<hex HMAC-SHA256>
+REPLAY_WINDOW_SECONDS = 300
+
+
+def sign(secret: str, body: bytes, ts: int | None = None) -> str:
+    """HMAC-SHA256 over "<timestamp>.<body>" with the recipient's secret."""
+    ts = int(time.time()) if ts is None else ts
+    mac = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={ts},v1={mac}"
+
+
+def verify(secret: str, header: str, body: bytes, now: int | None = None,
+           window: int = REPLAY_WINDOW_SECONDS) -> bool:
+    try:
+        parts = dict(p.split("=", 1) for p in header.split(","))
+        ts = int(parts["t"])
+    except (ValueError, KeyError):
+        return False
+    now = int(time.time()) if now is None else now
+    if abs(now - ts) > window:
+        return False
+    return hmac.compare_digest(sign(secret, body, ts), header)
+
+
+def check_webhook_url(url: str, *, allow_private: bool) -> str:
+    """An acceptable webhook address: http(s), a host, and (outside tests) never loopback,
+    private, link-local or reserved addresses. Names are checked again when sending."""
+    u = urlsplit(url)
+    if u.scheme not in ("https", "http") or not u.hostname:
+        raise ValueError("a webhook URL is http(s)://host/...")
+    if not allow_private:
+        if u.scheme != "https":
+            raise ValueError("webhooks must use https")
+        check_address(u.hostname)
+    return url
+
+
+def check_address(host: str) -> None:
+    if host.lower() in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        raise ValueError(f"{host} is a loopback name")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return  # a name: resolved and checked at send time
+    if not ip.is_global:
+        raise ValueError(f"{host} is not a public address")
+
+
+# -- retries and the circuit breaker --------------------------------------------------------
+def backoff(attempt: int, base: float, cap: float, rnd: random.Random | None = None) -> float:
+    """Seconds before attempt `attempt + 1`: exponential with full jitter (at least half)."""
+    r = rnd or random
+    d = min(cap, base * 2 ** max(0, attempt - 1))
+    return d / 2 + r.random() * d / 2
+
+
+@dataclass
+class CircuitBreaker:
+    """Per endpoint: after `threshold` consecutive failures it opens for `cooldown`
+    seconds; then one probe is let through (half-open)."""
+
+    threshold: int = 5
+    cooldown: float = 30.0
+    failures: dict[str, int] = field(default_factory=dict)
+    open_until: dict[str, float] = field(default_factory=dict)
+
+    def allow(self, endpoint: str, now: float) -> bool:
+        until = self.open_until.get(endpoint)
+        if until is None:
+            return True
+        if now >= until:
+            self.open_until[endpoint] = now + self.cooldown  # one probe, then wait again
+            return True
+        return False
+
+    def success(self, endpoint: str) -> None:
+        self.failures.pop(endpoint, None)
+        self.open_until.pop(endpoint, None)
+
+    def failure(self, endpoint: str, now: float) -> None:
+        n = self.failures.get(endpoint, 0) + 1
+        self.failures[endpoint] = n
+        if n >= self.threshold:
+            self.open_until[endpoint] = now + self.cooldown
+
+    def reopens_at(self, endpoint: str) -> float | None:
+        return self.open_until.get(endpoint)
+
+
+def next_digest(now: datetime, hour: int) -> datetime:
+    slot = now.replace(hour=hour, minute=0, second=0, microsecond=0)
+    return slot if slot > now else slot + timedelta(days=1)

@@ -1,18 +1,23 @@
-"""Notifications' Kafka entrypoints."""
+"""Notifications' Kafka entrypoints: every fact topic but its own."""
 
 from __future__ import annotations
+
+import asyncio
 
 from services.notifications import service
 from services.notifications.store import NotificationsStore
 from shared import topics
-from shared.contracts.intake import ProgrammeSubmitted
+from shared.contracts import REGISTRY
 from shared.runtime import Runtime
 
 
-def register(runtime: Runtime, store: NotificationsStore) -> None:
-    async def on_programme_facts(batch):  # type: ignore[no-untyped-def]
-        await service.handle_facts(store, batch)
+def register(runtime: Runtime, store: NotificationsStore, *, digest_hour: int,
+             wake: asyncio.Event) -> None:
+    async def on_facts(batch):  # type: ignore[no-untyped-def]
+        return await service.handle_facts(store, batch, digest_hour=digest_hour, wake=wake)
 
-    # fact topics carry many types; those this service does not act on are skipped
-    runtime.subscribe(topics.PROGRAMMES, "programme-facts", [ProgrammeSubmitted.TYPE],
-                      on_programme_facts, strict_types=False)
+    for topic, name in ((topics.PROGRAMMES, "programme-facts"),
+                        (topics.FUNDING, "funding-facts"),
+                        (topics.MONITORING, "monitoring-facts")):
+        types = [c.type for c in REGISTRY.values() if c.topic == topic]
+        runtime.subscribe(topic, name, types, on_facts, strict_types=False)

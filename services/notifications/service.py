@@ -1,28 +1,179 @@
-"""Notifications' use cases."""
+"""Notifications' use cases: facts become notices (once each), and the dispatcher sends the
+webhook and e-mail ones with retries, backoff and a circuit breaker per endpoint."""
 
 from __future__ import annotations
 
-from services.notifications.domain import notices_for, programme_view
+import asyncio
+import os
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from services.notifications.channels import DeliveryError, Senders
+from services.notifications.domain import (
+    CircuitBreaker,
+    Notice,
+    backoff,
+    channels,
+    message_for,
+    programme_view,
+)
 from services.notifications.store import NotificationsStore
-from shared.consumer import Incoming
+from shared.consumer import Incoming, Rejection, apply_each
+from shared.contracts import REGISTRY
+from shared.contracts.funding import (
+    AllocationMade,
+    ContributionDeposited,
+    ContributionPledged,
+    FundsRefunded,
+    FundsTransferred,
+)
 from shared.contracts.intake import ProgrammeSubmitted
-from shared.store import UnitOfWork
+from shared.contracts.monitoring import ReportOverdue
+from shared.envelope import utcnow
+from shared.logging import get_logger
+from shared.store import UnitOfWork, is_transient
 
-FACTS_CONSUMER = "notifications.programmes"
+log = get_logger("mptf.notifications")
+FACTS_CONSUMER = "notifications.facts"
 
 
-async def handle_facts(store: NotificationsStore, batch: list[Incoming]) -> None:
-    """One transaction per batch: redelivered facts are skipped (inbox), each notice is
-    recorded once (its id is derived from fact, recipient and channel)."""
+# Facts that name no recipients of their own: without the programme (its PUNOs, its
+# countries) nobody can be addressed, so they wait for the programme's submission.
+SELF_ADDRESSED = {ProgrammeSubmitted.TYPE, FundsTransferred.TYPE, FundsRefunded.TYPE,
+                  ContributionDeposited.TYPE, ContributionPledged.TYPE, ReportOverdue.TYPE}
 
-    async def work(uow: UnitOfWork) -> None:
-        fresh = await uow.claim(FACTS_CONSUMER, [i.id for i in batch])
-        for inc in batch:
-            if inc.id not in fresh:
-                continue
-            fresh.discard(inc.id)  # the same event twice in one batch acts once
-            if isinstance(inc.event, ProgrammeSubmitted):
-                await store.remember_programme(uow, programme_view(inc.event))
-            await store.deliver_inbox(uow, notices_for(inc.id, inc.event), inc.traceparent)
 
-    await store.transaction(work)
+async def notify(store: NotificationsStore, uow: UnitOfWork, fact_id: str, fact_type: str,
+                 ev: Any, traceparent: str | None, digest_hour: int) -> int:
+    """Record the notices a fact causes (each once); unknown recipients are logged and
+    skipped. Returns how many new notices there are."""
+    pid = getattr(ev, "programme_id", None)
+    msg = message_for(ev, await store.programme(uow, pid))
+    if msg is None or not msg.recipients:
+        return 0
+    recipients = list(dict.fromkeys(msg.recipients))
+    contacts = await store.contacts(uow, recipients)
+    notices = []
+    for r in recipients:
+        if r not in contacts and not r.startswith("RCO-"):
+            log.info("unknown_recipient_skipped", recipient=r, fact_type=fact_type,
+                     programme_id=pid)
+            continue
+        for ch in channels(contacts.get(r), fact_type):
+            notices.append(Notice(fact_id, fact_type, pid, r, ch, msg.subject, msg.body,
+                                  msg.action))
+    return await store.record(uow, notices, contacts, utcnow(), digest_hour, traceparent)
+
+
+async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, digest_hour: int,
+                       wake: asyncio.Event | None = None) -> list[Rejection]:
+    """One transaction per batch: redelivered facts are skipped; each notice is recorded once
+    (its id is fact + recipient + channel). Facts on different topics arrive in no set
+    order: one about a programme not yet known is parked, and notified from when the
+    programme's submission arrives."""
+    created = 0
+
+    async def apply(uow: UnitOfWork, inc: Incoming) -> None:
+        nonlocal created
+        ev: Any = inc.event
+        pid = getattr(ev, "programme_id", None)
+        if isinstance(ev, AllocationMade):
+            await store.add_contributors(uow, pid, [f.contributor for f in ev.funded_by])
+        if isinstance(ev, ProgrammeSubmitted):
+            await store.remember_programme(uow, programme_view(ev))
+        elif pid and inc.type not in SELF_ADDRESSED and not await store.programme(uow, pid):
+            await store.park(uow, inc.id, inc.type, pid, ev.model_dump(mode="json"),
+                             inc.traceparent)
+            return
+        created += await notify(store, uow, inc.id, inc.type, ev, inc.traceparent,
+                                digest_hour)
+        if isinstance(ev, ProgrammeSubmitted):
+            for p in await store.unpark(uow, pid):
+                fact = REGISTRY[p["type"]].model.model_validate(p["data"])
+                created += await notify(store, uow, p["_id"], p["type"], fact,
+                                        p.get("traceparent"), digest_hour)
+
+    rejections = await apply_each(store, FACTS_CONSUMER, batch, apply)
+    if created and wake is not None:
+        wake.set()
+    return rejections
+
+
+class Dispatcher:
+    """Sends due webhook and e-mail deliveries. Each group is sent concurrently with the
+    others, so a slow or dead endpoint never holds up other recipients."""
+
+    def __init__(self, store: NotificationsStore, senders: Senders, *, max_attempts: int,
+                 backoff_base: float, backoff_cap: float, lease_seconds: float,
+                 breaker: CircuitBreaker, batch: int = 200, poll: float = 0.5,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.store, self.senders, self.breaker = store, senders, breaker
+        self.max_attempts, self.backoff_base, self.backoff_cap = (max_attempts, backoff_base,
+                                                                  backoff_cap)
+        self.lease, self.batch, self.poll, self.clock = lease_seconds, batch, poll, clock
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.wake = asyncio.Event()
+
+    async def run_once(self) -> int:
+        now = self.clock()
+        docs = await self.store.claim_due(self.owner, now, self.batch, self.lease)
+        groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+        for d in docs:  # digests go together per recipient and channel
+            key = (d["recipient"], d["channel"], "digest" if d.get("digest") else d["_id"])
+            groups[key].append(d)
+        await asyncio.gather(*(self._send(k[0], k[1], g) for k, g in groups.items()))
+        return len(docs)
+
+    async def _send(self, recipient: str, channel: str, docs: list[dict[str, Any]]) -> None:
+        now = self.clock()
+        contact = await self.store.contact(recipient)
+        if contact is None or (channel == "webhook" and not contact.webhook_url) or (
+                channel == "email" and not contact.email):
+            await self.store.failed(docs, self.owner, now, "the recipient has no such "
+                                    "contact point any more", 1, now)
+            return
+        endpoint = self.senders.endpoint(channel, contact)
+        mono = asyncio.get_running_loop().time()
+        if not self.breaker.allow(endpoint, mono):
+            wait = (self.breaker.reopens_at(endpoint) or mono) - mono
+            await self.store.release(docs, self.owner, now + timedelta(seconds=max(wait, 0.1)))
+            return
+        try:
+            await self.senders.send(channel, contact, docs)
+        except DeliveryError as e:
+            self.breaker.failure(endpoint, asyncio.get_running_loop().time())
+            attempt = max(d.get("attempts", 0) for d in docs) + 1
+            done = self.clock()  # outcomes carry the time they happened
+            due = done + timedelta(seconds=backoff(attempt, self.backoff_base, self.backoff_cap))
+            died = await self.store.failed(docs, self.owner, done, str(e), self.max_attempts,
+                                           due)
+            log.warning("delivery_failed", recipient=recipient, channel=channel,
+                        attempt=attempt, error=str(e)[:200], dead=died,
+                        programme_id=docs[0].get("programme_id"))
+            return
+        self.breaker.success(endpoint)
+        await self.store.delivered(docs, self.owner, self.clock())
+
+    async def run(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                n = await self.run_once()
+                delay = 1.0
+                if n:
+                    continue
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), self.poll)
+                except TimeoutError:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                (log.warning if is_transient(e) else log.exception)(
+                    "dispatcher_error", error=repr(e))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)

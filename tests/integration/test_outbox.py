@@ -74,7 +74,7 @@ async def test_relay_restart_between_publish_and_mark_causes_one_effect(driver: 
     async with running(build_notifications, nset) as (_, runtime, _http):
         async def delivered():  # type: ignore[no-untyped-def]
             return await runtime.store.db.deliveries.count_documents(
-                {"programme_id": outcome.programme_id})
+                {"programme_id": outcome.programme_id, "fact_type": ProgrammeSubmitted.TYPE})
 
         assert await eventually(delivered) == 3
         # let any redelivery land, then count again

@@ -59,6 +59,7 @@ async def test_note_travels_from_intake_to_notifications_in_one_trace(tmp_path: 
 
             async def deliveries() -> list[dict]:
                 r = await http.get(f"http://127.0.0.1:{ports['notifications']}/v1/deliveries",
+                                   params={"fact_type": ProgrammeSubmitted.TYPE},
                                    headers={"authorization": "Bearer dev-operator"})
                 got = r.json()
                 return got if len(got) >= 6 else []

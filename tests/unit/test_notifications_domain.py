@@ -1,28 +1,147 @@
-"""Notifications' rules: who is told of a submission, and notification identity."""
+"""Notifications' rules: who is told of what, in which words; notice identity; webhook
+signatures and their replay window; backoff; the circuit breaker; acceptable webhook URLs."""
 
 from __future__ import annotations
 
-from services.notifications.domain import Notice, notices_for
-from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeSubmitted
+import random
+from datetime import UTC, datetime
 
-FACT = ProgrammeSubmitted.model_validate(
-    {"programme_id": "jp-1", "submitted_by": "IOM", "entity_reference": "R", "channel": "http",
-     "submitted_at": "2026-11-23T10:00:00Z", "note": CONCEPT_NOTE_EXAMPLE})
+import pytest
+
+from services.notifications.domain import (
+    CircuitBreaker,
+    Contact,
+    Notice,
+    Programme,
+    backoff,
+    channels,
+    check_webhook_url,
+    message_for,
+    next_digest,
+    sign,
+    verify,
+)
+from shared.contracts.funding import AllocationMade, ProgrammeApproved
+from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeScreened, ProgrammeSubmitted
+from shared.contracts.monitoring import ReportOverdue
+
+P = Programme("jp-1", "Data governance", ("IOM", "ILO", "UN-WOMEN"), "IOM", ("PH",), ("DEU",))
 
 
-def test_every_puno_of_a_submitted_note_is_told_once() -> None:
-    notices = notices_for("evt-1", FACT)
-    assert sorted(n.recipient for n in notices) == ["ILO", "IOM", "UN-WOMEN"]
-    assert len({n.id for n in notices}) == 3
-    assert all("jp-1" in n.body and n.channel == "inbox" for n in notices)
+def test_a_submission_tells_every_puno() -> None:
+    f = ProgrammeSubmitted.model_validate({
+        "programme_id": "jp-1", "submitted_by": "IOM", "entity_reference": "R",
+        "channel": "http", "submitted_at": "2026-11-23T10:00:00Z", "note": CONCEPT_NOTE_EXAMPLE})
+    m = message_for(f, P)
+    assert m and m.recipients == ("IOM", "ILO", "UN-WOMEN")
 
 
-def test_notice_identity_is_fact_recipient_and_channel() -> None:
-    a = Notice("f", "t", "p", "IOM", "inbox", "s", "b")
+def test_an_approval_tells_the_punos_and_the_rc_office_with_the_budget() -> None:
+    f = ProgrammeApproved.model_validate({
+        "programme_id": "jp-1", "decision_id": "sc", "priority": 2,
+        "approved_budget": [{"entity": "IOM", "budget_usd": "1200000"}],
+        "total_budget_usd": "1200000", "decided_at": "2026-11-23T10:00:00Z"})
+    m = message_for(f, P)
+    assert m and m.recipients == ("IOM", "ILO", "UN-WOMEN", "RCO-PH")
+    assert "jp-1" in m.body and "USD 1,200,000.00" in m.body and "priority 2" in m.body
+    assert m.action  # says what the recipient is expected to do
+
+
+def test_money_facts_tell_the_contributors_whose_money_is_involved() -> None:
+    f = AllocationMade.model_validate({
+        "programme_id": "jp-1", "allocation_id": "a", "total_usd": "107",
+        "lines": [{"entity": "IOM", "programme_budget_usd": "100", "support_cost_usd": "7",
+                   "total_usd": "107"}],
+        "funded_by": [{"contribution_id": "c1", "contributor": "NOR", "usd": "7"},
+                      {"contribution_id": "c2", "contributor": "DEU", "usd": "100"}],
+        "allocated_at": "2026-11-23T10:00:00Z"})
+    m = message_for(f, P)
+    assert m and m.recipients[-2:] == ("NOR", "DEU")
+
+
+def test_ineligible_notes_list_every_reason_to_the_punos() -> None:
+    f = ProgrammeScreened.model_validate({
+        "programme_id": "jp-1", "eligible": False, "screened_at": "2026-11-23T10:00:00Z",
+        "reasons": [{"code": "a.b", "message": "first"}, {"code": "c.d", "message": "second"}],
+        "programme": {"title": "T", "submitted_by": "IOM", "countries": ["PH"],
+                      "punos": [{"entity": "IOM", "budget_usd": "1"}],
+                      "total_budget_usd": "1", "gcm_objectives": [1],
+                      "primary_thematic_area": 1, "duration_months": 1}})
+    m = message_for(f, P)
+    assert m and "a.b: first" in m.body and "c.d: second" in m.body
+    assert m.recipients == ("IOM", "ILO", "UN-WOMEN")
+
+
+def test_overdue_reports_tell_the_punos_the_rc_office_and_the_fmu() -> None:
+    f = ReportOverdue(programme_id="jp-1", kind="annual-financial", year=2027,
+                      due="2028-04-30", detected_at=datetime(2028, 5, 1, tzinfo=UTC),
+                      punos=["IOM", "ILO"])
+    m = message_for(f, P)
+    assert m and m.recipients == ("IOM", "ILO", "RCO-PH", "FMU")
+    assert "annual financial report for 2027" in m.body and "2028-04-30" in m.body
+
+
+def test_notice_identity_and_rendering() -> None:
+    a = Notice("f", "t", "p", "IOM", "inbox", "Subject <b>", "Line 1\nLine 2", "Act")
     assert a.id == Notice("f", "t", "p", "IOM", "inbox", "other", "text").id
     assert a.id != Notice("f", "t", "p", "IOM", "email", "s", "b").id
-    assert a.id != Notice("g", "t", "p", "IOM", "inbox", "s", "b").id
+    assert "<p>Line 1</p><p>Line 2</p>" in a.html() and "&lt;b&gt;" in a.html()
+    assert a.text().endswith("Act")
 
 
-def test_facts_without_rules_notify_nobody() -> None:
-    assert notices_for("evt-2", object()) == []
+def test_channels_follow_contact_points_and_preferences() -> None:
+    assert channels(None, "x") == ["inbox"]
+    c = Contact("IOM", "https://iom.int/h", "s" * 20, "a@iom.int", ("type.a",))
+    assert channels(c, "type.a") == ["inbox", "webhook", "email"]
+    assert channels(c, "type.b") == ["inbox"]
+
+
+def test_signatures_verify_and_refuse_tampering_and_replays() -> None:
+    body = b'{"a":1}'
+    header = sign("secret", body, ts=1_000_000)
+    assert verify("secret", header, body, now=1_000_100)
+    assert not verify("other", header, body, now=1_000_100)
+    assert not verify("secret", header, b'{"a":2}', now=1_000_100)
+    assert not verify("secret", header, body, now=1_000_301)  # outside the 5-minute window
+    assert not verify("secret", "garbage", body, now=1_000_000)
+
+
+def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
+    rnd = random.Random(1)
+    for attempt, (lo, hi) in enumerate([(0.5, 1), (1, 2), (2, 4), (4, 8)], start=1):
+        assert lo <= backoff(attempt, 1, 100, rnd) <= hi
+    assert backoff(30, 1, 60, rnd) <= 60
+
+
+def test_the_circuit_opens_after_the_threshold_and_probes_after_the_cooldown() -> None:
+    b = CircuitBreaker(threshold=3, cooldown=10)
+    for t in range(2):
+        b.failure("e", t)
+    assert b.allow("e", 2)
+    b.failure("e", 3)
+    assert not b.allow("e", 4) and b.allow("other", 4)
+    assert b.allow("e", 13.5)  # one probe
+    assert not b.allow("e", 14)
+    b.success("e")
+    assert b.allow("e", 14)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/x", "https://localhost/x",
+                                 "https://10.0.0.5/x", "https://169.254.169.254/latest",
+                                 "https://[::1]/x", "http://example.org/x", "ftp://x.org/",
+                                 "https:///nohost"])
+def test_private_and_odd_webhook_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        check_webhook_url(url, allow_private=False)
+
+
+def test_public_https_webhooks_and_test_receivers_are_accepted() -> None:
+    assert check_webhook_url("https://hooks.iom.int/mptf", allow_private=False)
+    assert check_webhook_url("http://127.0.0.1:9000/h", allow_private=True)
+
+
+def test_digests_go_at_the_next_slot() -> None:
+    assert next_digest(datetime(2026, 11, 23, 5, tzinfo=UTC), 6) == datetime(
+        2026, 11, 23, 6, tzinfo=UTC)
+    assert next_digest(datetime(2026, 11, 23, 6, tzinfo=UTC), 6) == datetime(
+        2026, 11, 24, 6, tzinfo=UTC)

@@ -1,0 +1,241 @@
+"""Notifications against the real broker and Mongo wire server, a real local HTTP receiver
+and a real SMTP server: every PUNO of an approved programme gets exactly one signed webhook
+and one e-mail; a receiver that fails three times then recovers gets it on the retry; a dead
+receiver ends in the dead letters without delaying the others; a redelivered fact sends
+nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import json
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import uvicorn
+from aiosmtpd.controller import Controller
+from fastapi import FastAPI, Request, Response
+
+from examples.webhook_receiver import verify_signature
+from services.notifications.app import NotificationsSettings
+from services.notifications.app import build as build_notifications
+from shared import topics
+from shared.contracts.funding import ProgrammeApproved
+from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeSubmitted
+from shared.contracts.notifications import NotificationFailed
+from tests.integration.conftest import running
+from tests.support import (
+    event_record,
+    eventually,
+    free_port,
+    headers_of,
+    isolated,
+    produce,
+    read_all,
+)
+
+OPERATOR = {"authorization": "Bearer dev-operator"}
+PUNOS = ["IOM", "ILO", "UNDP", "UNICEF"]
+
+
+class Receiver:
+    """A real HTTP server on loopback: /ok always answers 200, /flaky fails three times
+    first, /dead hangs past the sender's timeout."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, list[tuple[dict[str, str], bytes, float]]] = defaultdict(list)
+        self.ok: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.dead_recovers = False
+        app = FastAPI()
+
+        @app.post("/{mode}/{who}")
+        async def hook(mode: str, who: str, request: Request) -> Response:
+            body = await request.body()
+            self.hits[who].append((dict(request.headers), body, asyncio.get_running_loop()
+                                   .time()))
+            if mode == "flaky" and len(self.hits[who]) <= 3:
+                return Response(status_code=503)
+            if mode == "dead" and not self.dead_recovers:
+                await asyncio.sleep(5)
+                return Response(status_code=500)
+            self.ok[who].append({"headers": dict(request.headers), "body": body})
+            return Response(b'{"status": "ok"}', media_type="application/json")
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", lifespan="off"))
+
+    def url(self, mode: str, who: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{mode}/{who}"
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list[email.message.Message] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(email.message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@asynccontextmanager
+async def receivers() -> AsyncIterator[tuple[Receiver, Mailbox, int]]:
+    rx, box = Receiver(), Mailbox()
+    task = asyncio.create_task(rx.server.serve())
+
+    async def started() -> bool:
+        return rx.server.started
+
+    await eventually(started, every=0.02)
+    smtp_port = free_port()
+    smtp = Controller(box, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    try:
+        yield rx, box, smtp_port
+    finally:
+        smtp.stop()
+        rx.server.should_exit = True
+        await task
+
+
+def facts(pid: str) -> tuple[Any, Any]:
+    note = {**CONCEPT_NOTE_EXAMPLE, "punos": [
+        {"entity": e, "convening": i == 0, "budget_usd": "100000"} for i, e in enumerate(PUNOS)]}
+    submitted = ProgrammeSubmitted.model_validate({
+        "programme_id": pid, "submitted_by": "IOM", "entity_reference": "R", "channel": "http",
+        "submitted_at": "2026-11-23T10:00:00Z", "note": note})
+    approved = ProgrammeApproved.model_validate({
+        "programme_id": pid, "decision_id": "sc-7", "priority": 1,
+        "approved_budget": [{"entity": e, "budget_usd": "100000"} for e in PUNOS],
+        "total_budget_usd": "400000", "decided_at": "2026-11-23T11:00:00Z"})
+    return submitted, approved
+
+
+async def test_webhooks_and_email_to_every_puno_with_retries_and_dead_letters() -> None:
+    async with receivers() as (rx, box, smtp_port):
+        s = isolated(NotificationsSettings, allow_private_webhooks=True, smtp_port=smtp_port,
+                     backoff_base_seconds=0.05, backoff_cap_seconds=0.2, max_attempts=4,
+                     send_timeout_seconds=0.5, breaker_threshold=10,
+                     dispatcher_poll_seconds=0.05)
+        async with running(build_notifications, s) as (_app, rt, http):
+            secrets = {}
+            modes = {"IOM": "ok", "ILO": "flaky", "UNDP": "ok", "UNICEF": "dead"}
+            for who, mode in modes.items():
+                r = await http.put(f"/v1/directory/{who}", headers=OPERATOR, json={
+                    "webhook_url": rx.url(mode, who), "email": f"mptf@{who.lower()}.org",
+                    "event_types": [ProgrammeApproved.TYPE]})
+                assert r.status_code == 200, r.text
+                secrets[who] = r.json()["webhook_secret"]
+
+            submitted, approved = facts("jp-n1")
+            approved_record = event_record(approved, source="/mptf/funding", key="jp-n1",
+                                           event_id="evt-approved-1")
+            await produce(s.topic(topics.PROGRAMMES), [
+                event_record(submitted, source="/mptf/intake", key="jp-n1")])
+            await produce(s.topic(topics.FUNDING), [approved_record])
+
+            async def states() -> list[tuple]:
+                return [(d["recipient"], d["channel"], d["status"], d.get("last_error"))
+                        async for d in rt.store.db.deliveries.find({
+                            "fact_type": ProgrammeApproved.TYPE, "channel": {"$ne": "inbox"}})]
+
+            async def settled() -> bool:
+                return sum(1 for x in await states() if x[2] in ("delivered", "dead")) == 8
+
+            try:
+                await eventually(settled, timeout=30)
+            except AssertionError as e:
+                every = [(d["recipient"], d["channel"], d["fact_type"][-12:], d["status"])
+                         async for d in rt.store.db.deliveries.find()]
+                parked = await rt.store.db.parked.find().to_list(None)
+                raise AssertionError(f"deliveries did not settle: {every} {parked}") from e
+            # the redelivered fact (same event id) creates and sends nothing new
+            await produce(s.topic(topics.FUNDING), [approved_record])
+            await asyncio.sleep(1.5)
+            log = (await http.get("/v1/deliveries", headers=OPERATOR, params={
+                "fact_type": ProgrammeApproved.TYPE, "limit": 100})).json()
+            dead = (await http.get("/v1/deliveries", headers=OPERATOR,
+                                   params={"status": "dead"})).json()
+
+            # the dead receiver can be replayed once it recovers
+            rx.dead_recovers = True
+            r = await http.post(f"/v1/deliveries/{dead[0]['notification_id']}/replay",
+                                headers=OPERATOR)
+            assert r.status_code == 200
+
+            async def replayed() -> bool:
+                return len(rx.ok["UNICEF"]) == 1
+
+            await eventually(replayed)
+            fails = await read_all(s.topic(topics.NOTIFICATIONS), min_count=1)
+
+    by = {(d["recipient"], d["channel"]): d for d in log}
+    # 4 PUNOs x inbox, webhook, e-mail, and the RC office's inbox: once each
+    assert sorted(by) == sorted([(w, c) for w in PUNOS for c in ("inbox", "webhook", "email")]
+                                + [("RCO-PH", "inbox")])
+    for who in ("IOM", "ILO", "UNDP"):
+        assert len(rx.ok[who]) == 1
+        hit = rx.ok[who][0]
+        assert verify_signature(secrets[who], hit["headers"]["x-mptf-signature"], hit["body"])
+        assert not verify_signature(secrets["IOM" if who != "IOM" else "ILO"],
+                                    hit["headers"]["x-mptf-signature"], hit["body"])
+        payload = json.loads(hit["body"])
+        assert payload["programme_id"] == "jp-n1" and "Approved" in payload["subject"]
+        assert hit["headers"]["x-mptf-notification-id"] == by[(who, "webhook")][
+            "notification_id"]
+        assert by[(who, "webhook")]["status"] == "delivered"
+    assert len(rx.hits["ILO"]) == 4 and by[("ILO", "webhook")]["attempts"] == 4
+    assert by[("UNICEF", "webhook")]["status"] == "dead"
+    assert [d["recipient"] for d in dead] == ["UNICEF"] and dead[0]["attempts"] == 4
+    # the dead receiver did not delay the others: they were delivered before its first
+    # attempt had even timed out
+    first_dead = datetime.fromisoformat(by[("UNICEF", "webhook")]["history"][0]["at"])
+    for who in ("IOM", "UNDP"):
+        assert datetime.fromisoformat(by[(who, "webhook")]["delivered_at"]) < first_dead
+    mails = [m for m in box.messages if "Approved" in m["Subject"]]
+    assert sorted(m["To"] for m in mails) == sorted(f"mptf@{w.lower()}.org" for w in PUNOS)
+    assert all(m.is_multipart() and "jp-n1" in m.get_payload()[0].get_payload()
+               for m in mails)
+    failed = [json.loads(f.value) for f in fails
+              if headers_of(f)["ce_type"] == NotificationFailed.TYPE]
+    assert [(f["recipient"], f["channel"], f["attempts"]) for f in failed] == [
+        ("UNICEF", "webhook", 4)]
+
+
+async def test_inbox_is_private_and_can_be_marked_read() -> None:
+    s = isolated(NotificationsSettings)
+    async with running(build_notifications, s) as (_app, rt, http):
+        submitted, approved = facts("jp-n2")
+        await produce(s.topic(topics.PROGRAMMES), [event_record(submitted, source="/mptf/intake",
+                                                                key="jp-n2")])
+        await produce(s.topic(topics.FUNDING), [event_record(approved, source="/mptf/funding",
+                                                             key="jp-n2")])
+
+        async def two() -> list[dict[str, Any]]:
+            r = await http.get("/v1/inbox", headers={"authorization": "Bearer dev-undp"})
+            return r.json() if len(r.json()) == 2 else []
+
+        inbox = await eventually(two)
+        assert {m["recipient"] for m in inbox} == {"UNDP"}
+        mid = inbox[0]["notification_id"]
+        r = await http.post(f"/v1/inbox/{mid}/read", headers={"authorization": "Bearer dev-iom"})
+        assert r.status_code == 404  # not IOM's message
+        r = await http.post(f"/v1/inbox/{mid}/read", headers={"authorization": "Bearer dev-undp"})
+        assert r.status_code == 200
+        unread = (await http.get("/v1/inbox", params={"unread": "true"},
+                                 headers={"authorization": "Bearer dev-undp"})).json()
+        assert [m["notification_id"] for m in unread] == [inbox[1]["notification_id"]]
+        # a funder registers its own webhook, not another's; private addresses are refused
+        de = {"authorization": "Bearer dev-funder-de"}
+        r = await http.put("/v1/directory/NOR", headers=de, json={"email": "a@b.org"})
+        assert r.status_code == 403
+        r = await http.put("/v1/directory/DEU", headers=de,
+                           json={"webhook_url": "http://127.0.0.1:9/x"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "webhook_url"
+        r = await http.put("/v1/directory/DEU", headers=de,
+                           json={"webhook_url": "https://hooks.bmz.de/mptf"})
+        assert r.status_code == 200 and len(r.json()["webhook_secret"]) > 20
+        assert await rt.store.db.directory.count_documents({"_id": "DEU"}) == 1
