@@ -86,7 +86,7 @@ async def handle_programme_facts(store: FundingStore, rules: FundingRules,
     async def apply(uow: UnitOfWork, inc: Incoming) -> None:
         ev = inc.event
         if isinstance(ev, ProgrammeScreened):
-            await store.remember_screened(uow, ev)
+            await store.remember_screened(uow, ev, inc.traceparent)
         elif isinstance(ev, ProgrammeFinanciallyClosed):
             # unspent balances declared at financial closure come back to the Fund
             for b in ev.balances:

@@ -88,7 +88,10 @@ class FundingStore(Store):
         await self.db.programmes.create_index([("funded_by.contributor", ASCENDING)])
 
     # -- what intake tells us -----------------------------------------------------------------
-    async def remember_screened(self, uow: UnitOfWork, f: ProgrammeScreened) -> None:
+    async def remember_screened(self, uow: UnitOfWork, f: ProgrammeScreened,
+                                traceparent: str | None = None) -> None:
+        """`traceparent` is the programme's trace: decisions and allocations, made later in
+        other requests, continue it, so one trace follows the programme's journey."""
         p = f.programme
         await self.db.programmes.update_one({"_id": f.programme_id}, {"$setOnInsert": m({
             "status": "screened-eligible" if f.eligible else "screened-ineligible",
@@ -97,7 +100,7 @@ class FundingStore(Store):
             "requested_total_usd": p.total_budget_usd, "countries": p.countries,
             "region": p.region, "thematic_area": p.primary_thematic_area,
             "gcm_objectives": p.gcm_objectives, "screened_at": f.screened_at,
-            "history": []})}, upsert=True, session=uow.session)
+            "traceparent": traceparent, "history": []})}, upsert=True, session=uow.session)
 
     async def remember_withdrawn(self, uow: UnitOfWork, programme_id: str, at: datetime
                                  ) -> bool:
@@ -218,7 +221,7 @@ class FundingStore(Store):
             session=uow.session)
         if res.modified_count != 1:
             raise Conflict(f"{programme_id} changed concurrently")
-        uow.emit(fact)
+        uow.emit(fact, traceparent=doc.get("traceparent"))
         BUSINESS.labels(f"programmes_{status}").inc()
         return status
 
@@ -285,7 +288,7 @@ class FundingStore(Store):
             total_usd=total,
             funded_by=[FundingSource(contribution_id=d.contribution_id, contributor=d.contributor,
                                      usd=d.usd) for d in draws],
-            allocated_at=at))
+            allocated_at=at), traceparent=prog.get("traceparent"))
         BUSINESS.labels("allocations_made").inc()
         await self._release(uow, prog, 0, rules, at)
 
@@ -312,7 +315,7 @@ class FundingStore(Store):
             uow.emit(FundsTransferred(
                 programme_id=pid, transfer_id=f"t-{pid}-{ln['entity']}-{tranche + 1}",
                 entity=ln["entity"], tranche=tranche + 1, amount_usd=amount,
-                transferred_at=at))
+                transferred_at=at), traceparent=prog.get("traceparent"))
         await self.db.fund.update_one({"_id": "fund"},
                                       {"$inc": {"transferred_usd": Decimal128(total)}},
                                       session=uow.session)

@@ -3,6 +3,7 @@ runtime, handlers, scheduler, routes."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 
 from services.monitoring import api, handlers
@@ -36,6 +37,8 @@ class MonitoringSettings(ServiceSettings):
     no_report_months: int = 12
     refund_threshold_usd: Decimal = Decimal("250")
     scheduler_interval_seconds: float = 60.0
+    # time travel for demos and end-to-end runs only: the service acts as of this moment
+    clock_fixed: datetime | None = None
     iati_publisher_ref: str = "XM-DAC-41114"
     iati_publisher_name: str = "UNDP Multi-Partner Trust Fund Office"
 
@@ -57,7 +60,7 @@ def build(settings: MonitoringSettings | None = None):  # type: ignore[no-untype
     store = MonitoringStore(settings)
     runtime = Runtime(settings, store)
     handlers.register(runtime, store, rules)
-    clock = Clock()
+    clock = Clock(settings.clock_fixed)
     scheduler = Scheduler(store, rules, clock=clock.now,
                           interval=settings.scheduler_interval_seconds)
     runtime.background(scheduler.run)
