@@ -90,7 +90,8 @@ class ServiceSettings(BaseSettings):
 
     @property
     def group_id(self) -> str:
-        return self.consumer_group or f"mptf-{self.service_name}"
+        # prefixed like the topics, so an isolated run (a test, a tenant) has its own groups
+        return self.consumer_group or f"{self.topic_prefix}mptf-{self.service_name}"
 
     def topic(self, base: str) -> str:
         return f"{self.topic_prefix}{base}"

@@ -5,6 +5,7 @@ already exist."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,10 @@ def _stack(cmd: str) -> str:
 @pytest.fixture(scope="session")
 def infra() -> dict[str, str]:
     """The endpoints of a real Kafka broker and a real MongoDB wire-protocol server."""
+    _stack("down")  # whatever an interrupted run left behind
+    # the servers this suite starts begin empty: old topics would slow the broker's start
+    for sub in ("kafka", "mongo"):
+        shutil.rmtree(TEST_RUN_DIR / sub, ignore_errors=True)
     try:
         _stack("infra-up")
     except subprocess.CalledProcessError as e:

@@ -1,0 +1,1 @@
+"""`mptf`: the operators' command line (typer + rich)."""

@@ -1,0 +1,60 @@
+"""The operators' tools against the real broker: a report that arrived before its programme
+was known is dead-lettered; once the programme is known, `mptf dlq replay` sends it back and
+it is accepted. `mptf dlq list` and `mptf lag` show what is there."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from typer.testing import CliRunner
+
+from mptf_cli import kafka_tools
+from mptf_cli.main import app as cli
+from services.monitoring.app import MonitoringSettings
+from services.monitoring.app import build as build_monitoring
+from shared import topics
+from shared.contracts.monitoring import SubmitProgressReport
+from tests.integration.conftest import running
+from tests.integration.test_monitoring import funded_programme, publish, report, until_on_going
+from tests.support import event_record, eventually, isolated, produce
+
+
+async def test_a_dead_letter_is_listed_then_replayed_once_its_cause_is_fixed() -> None:
+    s = isolated(MonitoringSettings)
+    bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    inbound = s.topic(topics.INBOUND_PROGRESS_REPORTS)
+    r = SubmitProgressReport.model_validate(report("jp-late", "annual-narrative", 2026))
+    async with running(build_monitoring, s) as (app, rt, http):
+        from datetime import UTC, datetime
+
+        app.state.clock.set(datetime(2026, 11, 1, tzinfo=UTC))
+        await produce(inbound, [event_record(r, key="jp-late")])
+
+        async def dead() -> list[kafka_tools.DeadLetter]:
+            return await kafka_tools.read_dead_letters(bootstrap, inbound + ".dlq", 1)
+
+        (letter,) = await eventually(dead)
+        assert letter.meta("dlq_reason") == "not-found"
+
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MPTF_TOPIC_PREFIX": s.topic_prefix,
+               "COLUMNS": "200"}
+        out = await asyncio.to_thread(CliRunner().invoke, cli, [
+            "dlq", "list", "--topic", topics.INBOUND_PROGRESS_REPORTS], env=env)
+        assert out.exit_code == 0, out.output
+        assert "not-found" in out.output and "1 dead letter(s)" in out.output
+
+        await publish(s, funded_programme("jp-late", "2026-01-15T00:00:00Z", 24))
+        await until_on_going(http, "jp-late")
+        out = await asyncio.to_thread(CliRunner().invoke, cli, [
+            "dlq", "replay", "--topic", topics.INBOUND_PROGRESS_REPORTS,
+            "--reason", "not-found"], env=env)
+        assert out.exit_code == 0 and "replayed 1 of 1" in out.output
+
+        async def accepted() -> bool:
+            return await rt.store.db.reports.count_documents({"programme_id": "jp-late"}) == 1
+
+        await eventually(accepted)
+        rows = await kafka_tools.consumer_lag(bootstrap, s.group_id)
+        assert {row["topic"] for row in rows} >= {inbound}
+        assert all(row["lag"] >= 0 for row in rows)
