@@ -107,13 +107,47 @@ asyncio.run(ensure_topics(ServiceSettings()))' || die "could not create topics"
   say "topics ready (6 partitions each, with .dlq companions)"
 }
 
+ZIPKIN_VERSION=3.5.1
+ZIPKIN_JAR="${MPTF_CACHE_DIR:-$HOME/.cache/mptf}/zipkin-$ZIPKIN_VERSION/zipkin-server-$ZIPKIN_VERSION-exec.jar"
+ZIPKIN_PORT="${MPTF_ZIPKIN_PORT:-9411}"
+PROMETHEUS_PORT="${MPTF_PROMETHEUS_PORT:-9090}"
+
+zipkin_up() { # the trace backend: Zipkin's server jar from Maven Central, in-memory storage
+  if alive zipkin; then return; fi
+  if [[ ! -f $ZIPKIN_JAR ]]; then
+    say "resolving Zipkin $ZIPKIN_VERSION from Maven Central (once)"
+    mvn -q -B dependency:copy -Dartifact="io.zipkin:zipkin-server:$ZIPKIN_VERSION:jar:exec" \
+      -DoutputDirectory="$(dirname "$ZIPKIN_JAR")" >&2 || { say "no Zipkin: traces go to files"; return; }
+  fi
+  port_open "$ZIPKIN_PORT" && { say "port $ZIPKIN_PORT taken: not starting Zipkin"; return; }
+  start_bg zipkin java -Xmx384m -jar "$ZIPKIN_JAR" --server.port="$ZIPKIN_PORT"
+  wait_for zipkin 60 ready_http_path "$ZIPKIN_PORT" /health && say "Zipkin ready on http://127.0.0.1:$ZIPKIN_PORT/zipkin/"
+}
+
+prometheus_up() { # Debian's prometheus package, if installed (apt-get install prometheus)
+  command -v prometheus >/dev/null || { say "Prometheus not installed (optional: apt-get install prometheus)"; return; }
+  if alive prometheus; then return; fi
+  port_open "$PROMETHEUS_PORT" && { say "port $PROMETHEUS_PORT taken: not starting Prometheus"; return; }
+  mkdir -p "$RUN_DIR/prometheus"
+  start_bg prometheus prometheus --config.file="$ROOT/deploy/prometheus/prometheus.local.yml" \
+    --storage.tsdb.path="$RUN_DIR/prometheus" --web.listen-address="127.0.0.1:$PROMETHEUS_PORT"
+  wait_for prometheus 30 ready_http_path "$PROMETHEUS_PORT" /-/ready && say "Prometheus ready on http://127.0.0.1:$PROMETHEUS_PORT"
+}
+
+ready_http_path() { curl -fsS "http://127.0.0.1:$1$2" >/dev/null 2>&1; }
+
 service_env() { # name
   local name=$1
   echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
   echo "MONGODB_URL=$MONGO_URL"
   echo "MPTF_HTTP_PORT=$((${PORTS[$name]} + PORT_OFFSET))"
-  echo "MPTF_OTEL_EXPORTER=${MPTF_OTEL_EXPORTER:-file}"
-  echo "MPTF_OTEL_FILE=${MPTF_OTEL_FILE:-$RUN_DIR/traces/$name.jsonl}"
+  if [[ -z ${MPTF_OTEL_EXPORTER:-} ]] && alive zipkin; then
+    echo "MPTF_OTEL_EXPORTER=zipkin"
+    echo "MPTF_OTEL_ENDPOINT=http://127.0.0.1:$ZIPKIN_PORT/api/v2/spans"
+  else
+    echo "MPTF_OTEL_EXPORTER=${MPTF_OTEL_EXPORTER:-file}"
+    echo "MPTF_OTEL_FILE=${MPTF_OTEL_FILE:-$RUN_DIR/traces/$name.jsonl}"
+  fi
 }
 
 ready_http() { curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; }
@@ -149,10 +183,12 @@ down() {
   for s in "${SERVICES[@]}"; do stop_one "$s"; done
   stop_one kafka
   stop_one mongo
+  stop_one zipkin
+  stop_one prometheus
 }
 
 status() {
-  for n in kafka mongo "${SERVICES[@]}"; do
+  for n in kafka mongo zipkin prometheus "${SERVICES[@]}"; do
     if alive "$n"; then printf '%-14s running (pid %s)\n' "$n" "$(cat "$RUN_DIR/pids/$n.pid")"
     else printf '%-14s stopped\n' "$n"; fi
   done
@@ -168,7 +204,11 @@ summary() {
     funding      http://127.0.0.1:$((8002 + PORT_OFFSET))/docs
     monitoring   http://127.0.0.1:$((8003 + PORT_OFFSET))/docs
     notifications http://127.0.0.1:$((8004 + PORT_OFFSET))/docs
-    logs         $RUN_DIR/logs/      traces (JSON lines) $RUN_DIR/traces/
+    traces       http://127.0.0.1:$ZIPKIN_PORT/zipkin/  (search by tag mptf.programme_id=<id>;
+                 without Zipkin: JSON lines in $RUN_DIR/traces/)
+    metrics      http://127.0.0.1:800[1-4]/metrics   Prometheus http://127.0.0.1:$PROMETHEUS_PORT (if installed)
+    logs         $RUN_DIR/logs/
+    demo         .venv/bin/mptf seed ; .venv/bin/mptf follow <programme id>
     stop         ./dev down
 MSG
 }
@@ -177,7 +217,7 @@ cmd="${1:-status}"
 case "$cmd" in
   infra-up) mongo_up; kafka_up; topics_up ;;
   services-up) services_up ;;
-  up) mongo_up; kafka_up; topics_up; services_up; summary ;;
+  up) mongo_up; kafka_up; topics_up; zipkin_up; prometheus_up; services_up; summary ;;
   down) down ;;
   status) status ;;
   env) echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"; echo "MONGODB_URL=$MONGO_URL" ;;
