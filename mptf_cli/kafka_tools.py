@@ -91,3 +91,17 @@ async def consumer_lag(bootstrap: str, prefix: str = "mptf-") -> list[dict[str, 
         await probe.stop()
         await admin.close()
     return rows
+
+
+async def dead_letter_counts(bootstrap: str, dlq_topics: list[str]) -> dict[str, int]:
+    """How many records each dead-letter topic holds (end minus start offsets). Subscribing
+    without a group assigns every partition of the topics, so their offsets can be read."""
+    probe = AIOKafkaConsumer(*dlq_topics, bootstrap_servers=bootstrap, group_id=None)
+    await probe.start()
+    try:
+        parts = list(probe.assignment())
+        end = await probe.end_offsets(parts) if parts else {}
+        start = await probe.beginning_offsets(parts) if parts else {}
+        return {t: sum(end[p] - start[p] for p in parts if p.topic == t) for t in dlq_topics}
+    finally:
+        await probe.stop()

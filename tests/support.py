@@ -113,8 +113,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(service: str, tag: str, port: int, workdir: Any, **env: str) -> Any:
-    """`python -m services.<service>` on its own port, with the test's topics and database."""
+def start_service(service: str, tag: str, port: int, workdir: Any, *,
+                  module: str | None = None, **env: str) -> Any:
+    """`python -m services.<service>` (or `module`) on its own port, with the test's topics
+    and database."""
     import subprocess
     import sys
 
@@ -124,7 +126,8 @@ def start_service(service: str, tag: str, port: int, workdir: Any, **env: str) -
             "MPTF_OTEL_FILE": str(workdir / f"{service}-{port}.spans"),
             "MPTF_OUTBOX_POLL_SECONDS": "0.2", **env}
     log = (workdir / f"{service}-{port}.log").open("w")
-    return subprocess.Popen([sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=full,
+    return subprocess.Popen([sys.executable, "-m", module or f"services.{service}"], cwd=ROOT,
+                            env=full,
                             stdout=log, stderr=subprocess.STDOUT)
 
 

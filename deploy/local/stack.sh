@@ -164,6 +164,13 @@ services_up() {
     wait_for "$s" 90 ready_http "$port"
     say "$s ready on http://127.0.0.1:$port"
   done
+  if ! alive console; then  # the operator console: reads the services and the broker
+    # shellcheck disable=SC2046
+    start_bg console env $(service_env intake | grep -v MPTF_HTTP_PORT) \
+      MPTF_HTTP_PORT=$((8005 + PORT_OFFSET)) "$PY" -m mptf_cli.console
+    wait_for console 30 ready_http_path $((8005 + PORT_OFFSET)) / && \
+      say "console ready on http://127.0.0.1:$((8005 + PORT_OFFSET))"
+  fi
 }
 
 stop_one() {
@@ -180,6 +187,7 @@ stop_one() {
 }
 
 down() {
+  stop_one console
   for s in "${SERVICES[@]}"; do stop_one "$s"; done
   stop_one kafka
   stop_one mongo
@@ -188,7 +196,7 @@ down() {
 }
 
 status() {
-  for n in kafka mongo zipkin prometheus "${SERVICES[@]}"; do
+  for n in kafka mongo zipkin prometheus "${SERVICES[@]}" console; do
     if alive "$n"; then printf '%-14s running (pid %s)\n' "$n" "$(cat "$RUN_DIR/pids/$n.pid")"
     else printf '%-14s stopped\n' "$n"; fi
   done
@@ -204,6 +212,7 @@ summary() {
     funding      http://127.0.0.1:$((8002 + PORT_OFFSET))/docs
     monitoring   http://127.0.0.1:$((8003 + PORT_OFFSET))/docs
     notifications http://127.0.0.1:$((8004 + PORT_OFFSET))/docs
+    console      http://127.0.0.1:$((8005 + PORT_OFFSET))/   (operator console, live)
     traces       http://127.0.0.1:$ZIPKIN_PORT/zipkin/  (search by tag mptf.programme_id=<id>;
                  without Zipkin: JSON lines in $RUN_DIR/traces/)
     metrics      http://127.0.0.1:800[1-4]/metrics   Prometheus http://127.0.0.1:$PROMETHEUS_PORT (if installed)

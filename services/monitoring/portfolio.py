@@ -91,4 +91,7 @@ def portfolio(docs: list[dict[str, Any]], reports: list[dict[str, Any]]) -> dict
         "objectives_served": sorted(o for o, c in coverage.items() if c["programmes"]),
         "objectives_not_served": sorted(o for o, c in coverage.items() if not c["programmes"]),
         "results_by_year": dict(sorted(series.items())),
+        "at_risk": sorted(({"programme_id": d["_id"], "title": d.get("title"),
+                            "flags": d["risk_flags"]} for d in docs if d.get("risk_flags")),
+                          key=lambda x: x["programme_id"]),
     }

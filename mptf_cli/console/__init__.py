@@ -1,0 +1,1 @@
+"""The operator console: one live page over the four services and the broker."""

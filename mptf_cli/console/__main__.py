@@ -1,0 +1,3 @@
+from mptf_cli.console.app import main
+
+main()
