@@ -19,3 +19,5 @@ HTTP_REQUESTS = Counter(
     "mptf_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_SECONDS = Histogram("mptf_http_request_seconds", "HTTP latency", ["method", "route"])
 BUSINESS = Counter("mptf_business_events_total", "Business facts by kind", ["kind"])
+USD = Counter("mptf_usd_total", "US dollars moved, by kind: deposited, allocated, "
+              "transferred, refunded", ["kind"])

@@ -17,6 +17,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
+from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from opentelemetry import trace
 
 from shared.asyncapi import document
 from shared.consumer import Handler, Subscription, subscribe
@@ -38,9 +40,13 @@ class Runtime:
         setup_tracing(settings.service_name, settings.otel_exporter, settings.otel_endpoint,
                       settings.otel_file)
         self.store = store
+        # FastStream's telemetry middleware spans each consumed batch (linked to every
+        # producer); shared.consumer adds one span per record as a child of its producer
         self.broker = KafkaBroker(settings.kafka_bootstrap_servers,
                                   client_id=f"mptf-{settings.service_name}",
-                                  log_level=logging.DEBUG)
+                                  log_level=logging.DEBUG,
+                                  middlewares=(KafkaTelemetryMiddleware(
+                                      tracer_provider=trace.get_tracer_provider()),))
         # aiokafka clients must be made inside the running loop: see _connect
         self.producer: Any = None
         self.relay: OutboxRelay | None = None

@@ -51,7 +51,7 @@ from shared.contracts.funding import (
 )
 from shared.contracts.intake import ProgrammeScreened
 from shared.errors import Conflict, InvalidInput, NotFound
-from shared.metrics import BUSINESS
+from shared.metrics import BUSINESS, USD  # metrics only: money itself stays Decimal
 from shared.store import Store, UnitOfWork
 
 
@@ -179,6 +179,7 @@ class FundingStore(Store):
             currency=doc["currency"], amount=amount, usd_amount=usd, fee_usd=fee, net_usd=net,
             year=doc["year"], deposited_at=at)
         uow.emit(fact)
+        USD.labels("deposited").inc(float(usd))
         return fact
 
     # -- decisions ----------------------------------------------------------------------------
@@ -290,6 +291,7 @@ class FundingStore(Store):
                                      usd=d.usd) for d in draws],
             allocated_at=at), traceparent=prog.get("traceparent"))
         BUSINESS.labels("allocations_made").inc()
+        USD.labels("allocated").inc(float(total))
         await self._release(uow, prog, 0, rules, at)
 
     async def _release(self, uow: UnitOfWork, prog: dict[str, Any], tranche: int,
@@ -320,6 +322,7 @@ class FundingStore(Store):
                                       {"$inc": {"transferred_usd": Decimal128(total)}},
                                       session=uow.session)
         BUSINESS.labels("tranches_transferred").inc()
+        USD.labels("transferred").inc(float(total))
 
     async def release_next_tranche(self, uow: UnitOfWork, programme_id: str,
                                    rules: FundingRules, at: datetime) -> int:
@@ -368,6 +371,7 @@ class FundingStore(Store):
             "available": amount, "refunded_usd": amount})}, upsert=True, session=uow.session)
         uow.emit(FundsRefunded(programme_id=programme_id, refund_id=refund_id, entity=entity,
                                amount_usd=amount, refunded_at=at))
+        USD.labels("refunded").inc(float(amount))
         return True
 
     # -- reads --------------------------------------------------------------------------------
