@@ -21,8 +21,7 @@ PROGRAMMES_CONSUMER = "funding.programmes"
 
 async def pledge(store: FundingStore, cmd: Pledge) -> bool:
     fact = ContributionPledged(**cmd.model_dump(), pledged_at=utcnow())
-    created, _ = await store.transaction(lambda uow: store.pledge(uow, fact))
-    return created
+    return await store.money(lambda uow: store.pledge(uow, fact))
 
 
 async def deposit(store: FundingStore, rules: FundingRules, contribution_id: str, cmd: Deposit
@@ -35,8 +34,7 @@ async def deposit(store: FundingStore, rules: FundingRules, contribution_id: str
         funded = await store.fund_pipeline(uow, rules, at) if fact else []
         return fact, funded
 
-    result, _ = await store.transaction(work)
-    return result
+    return await store.money(work)
 
 
 async def decide(store: FundingStore, rules: FundingRules, cmd: Decision
@@ -51,16 +49,14 @@ async def decide(store: FundingStore, rules: FundingRules, cmd: Decision
         funded = await store.fund_pipeline(uow, rules, at) if status == "approved" else []
         return status, funded
 
-    result, _ = await store.transaction(work)
-    return result
+    return await store.money(work)
 
 
 async def release_tranche(store: FundingStore, rules: FundingRules, programme_id: str) -> int:
     tag_programme(programme_id)
     at = utcnow()
-    n, _ = await store.transaction(
+    return await store.money(
         lambda uow: store.release_next_tranche(uow, programme_id, rules, at))
-    return n
 
 
 async def refund(store: FundingStore, rules: FundingRules, programme_id: str, cmd: Refund
@@ -73,8 +69,7 @@ async def refund(store: FundingStore, rules: FundingRules, programme_id: str, cm
                                     cmd.amount_usd, at)
         return booked, (await store.fund_pipeline(uow, rules, at) if booked else [])
 
-    result, _ = await store.transaction(work)
-    return result
+    return await store.money(work)
 
 
 async def handle_programme_facts(store: FundingStore, rules: FundingRules,
@@ -99,4 +94,5 @@ async def handle_programme_facts(store: FundingStore, rules: FundingRules,
                 log.warning("withdrawn_after_allocation", programme_id=ev.programme_id)
             await store.fund_pipeline(uow, rules, utcnow())
 
-    return await apply_each(store, PROGRAMMES_CONSUMER, batch, apply)
+    async with store.money_lock:  # withdrawals and closures fund the pipeline too
+        return await apply_each(store, PROGRAMMES_CONSUMER, batch, apply)

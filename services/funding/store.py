@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -78,6 +79,21 @@ def py(x: Any) -> Any:
 
 
 class FundingStore(Store):
+    """Every money movement reads and writes the one `fund` document, so concurrent money
+    transactions conflict; MongoDB aborts all but one and they retry at once, which under
+    load becomes a retry storm. Within a process they therefore take turns (`money_lock`);
+    across instances the conditional update on the balance keeps them correct."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.money_lock = asyncio.Lock()
+
+    async def money(self, fn: Any) -> Any:
+        """Run a transaction that moves money, one at a time in this process."""
+        async with self.money_lock:
+            result, _ = await self.transaction(fn)
+        return result
+
     async def indexes(self) -> None:
         await self.db.programmes.create_index([("pipeline", ASCENDING), ("priority", ASCENDING),
                                                ("approved_at", ASCENDING)])

@@ -1,0 +1,302 @@
+"""The benchmark (figures, not a test). Runs against one broker and Mongo server:
+
+    .venv/bin/python -m tests.bench.pipeline [--programmes 600] [--rate 20] [--seconds 20]
+
+It starts the four services as processes under a fresh topic prefix and prints:
+  * time to ready and RSS per service;
+  * pipeline throughput: concept note in (inbound topic) -> screened -> approved (an SC
+    driver posts each approval as soon as the note is screened) -> allocated -> the
+    allocation notification logged, in programmes per second, offered all at once;
+  * end-to-end latency p50/p95/p99 of the same pipeline at a fixed offered rate;
+  * reference (a): a raw aiokafka consume->produce relay, no database (the client limit);
+  * reference (b): the naive step: one FastStream handler per message awaiting one motor
+    write per message (default ack policy, no batching).
+and writes them, with the machine, to docs/benchmarks.md.
+
+Infrastructure: KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL if set, else the stack script's own
+servers on bench ports (started here, stopped at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from shared import topics  # noqa: E402
+from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote  # noqa: E402
+from shared.envelope import Envelope  # noqa: E402
+from tests.support import free_port, start_service, stop_all  # noqa: E402
+
+FMU = {"authorization": "Bearer dev-fmu"}
+SERVICES = ("intake", "funding", "monitoring", "notifications")
+ALLOCATION = "org.migrationmptf.allocation.made.v1"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values or [0])[0]
+
+
+def infra() -> tuple[dict[str, str], bool]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("MONGODB_URL"):
+        return {}, False
+    env = {**os.environ, "MPTF_RUN_DIR": str(ROOT / ".run/bench"), "MPTF_KAFKA_PORT": "39092",
+           "MPTF_KAFKA_CONTROLLER_PORT": "39093", "MPTF_MONGO_PORT": "38117",
+           "MPTF_PYTHON": sys.executable}
+    subprocess.run([str(ROOT / "deploy/local/stack.sh"), "infra-up"], env=env, check=True)
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = "127.0.0.1:39092"
+    os.environ["MONGODB_URL"] = "mongodb://127.0.0.1:38117/?directConnection=true"
+    return env, True
+
+
+class Pipeline:
+    """The four services, an SC driver that approves each screened note, and a watcher of
+    the allocation notifications."""
+
+    def __init__(self, tag: str, workdir: Path) -> None:
+        self.tag, self.workdir = tag, workdir
+        self.ports = {s: free_port() for s in SERVICES}
+        self.procs: list[Any] = []
+        self.ready_s: dict[str, float] = {}
+        self.sent: dict[str, float] = {}
+        self.pid_of: dict[str, str] = {}
+        self.done: dict[str, float] = {}
+
+    def url(self, s: str) -> str:
+        return f"http://127.0.0.1:{self.ports[s]}"
+
+    async def start(self) -> None:
+        t0 = {}
+        for s, p in self.ports.items():
+            t0[s] = time.perf_counter()
+            self.procs.append(start_service(s, self.tag, p, self.workdir,
+                                            MPTF_LOG_LEVEL="WARNING"))
+        async with httpx.AsyncClient(timeout=5) as http:
+            for s in SERVICES:
+                while True:
+                    try:
+                        if (await http.get(f"{self.url(s)}/readyz")).status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.05)
+                self.ready_s[s] = time.perf_counter() - t0[s]
+            await http.post(f"{self.url('funding')}/v1/contributions", headers=FMU, json={
+                "contribution_id": "bench", "contributor": "DEU", "contributor_name": "DEU",
+                "currency": "USD", "amount": "9000000000000", "year": 2026})
+            await http.post(f"{self.url('funding')}/v1/contributions/bench/deposits",
+                            headers=FMU, json={"deposit_id": "d", "amount": "9000000000000",
+                                               "usd_amount": "9000000000000"})
+
+    async def driver(self, stop: asyncio.Event) -> None:
+        """Approves every eligible screened note as it appears; records allocation
+        notifications as they are logged."""
+        c = AIOKafkaConsumer(f"{self.tag}.{topics.PROGRAMMES}",
+                             f"{self.tag}.{topics.NOTIFICATIONS}",
+                             bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                             group_id=None, auto_offset_reset="earliest")
+        await c.start()
+        sem = asyncio.Semaphore(16)
+        pending: set[asyncio.Task[Any]] = set()
+        async with httpx.AsyncClient(timeout=30) as http:
+            async def approve(pid: str) -> None:
+                async with sem:
+                    for _ in range(50):
+                        r = await http.post(f"{self.url('funding')}/v1/decisions", headers=FMU,
+                                            json={"programme_id": pid, "decision": "approve",
+                                                  "decision_id": "sc", "priority": 1})
+                        if r.status_code != 404:
+                            return
+                        await asyncio.sleep(0.05)  # funding has not consumed it yet
+
+            while not stop.is_set():
+                for recs in (await c.getmany(timeout_ms=100)).values():
+                    for r in recs:
+                        h = {k: v.decode() for k, v in r.headers}
+                        body = json.loads(r.value)
+                        if h["ce_type"].endswith("programme.submitted.v1"):
+                            self.pid_of[body["programme_id"]] = body["entity_reference"]
+                        elif h["ce_type"].endswith("programme.screened.v1") and body["eligible"]:
+                            t = asyncio.create_task(approve(body["programme_id"]))
+                            pending.add(t)
+                            t.add_done_callback(pending.discard)
+                        elif h["ce_type"].endswith("notification.delivered.v1") and body[
+                                "fact_type"] == ALLOCATION and body["recipient"] == "IOM":
+                            self.done.setdefault(body["programme_id"], time.perf_counter())
+        await c.stop()
+
+    async def offer(self, n: int, rate: float | None, run: str) -> None:
+        p = AIOKafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                             enable_idempotence=True, linger_ms=5)
+        await p.start()
+        start = time.perf_counter()
+        futs = []
+        for i in range(n):
+            ref = f"{run}-{i:06}"
+            note = SubmitConceptNote.model_validate({**CONCEPT_NOTE_EXAMPLE,
+                                                     "entity_reference": ref})
+            env = Envelope(source="urn:mptf:entity:IOM", type=note.TYPE)
+            self.sent[ref] = time.perf_counter()
+            futs.append(await p.send(f"{self.tag}.{topics.INBOUND_CONCEPT_NOTES}",
+                                     note.model_dump_json().encode(), key=ref.encode(),
+                                     headers=env.headers()))
+            if rate:
+                await asyncio.sleep(max(0.0, start + (i + 1) / rate - time.perf_counter()))
+        await asyncio.gather(*futs)
+        await p.stop()
+
+    def finished(self, run: str) -> list[float]:
+        return [self.done[pid] - self.sent[ref] for pid, ref in self.pid_of.items()
+                if ref.startswith(run) and pid in self.done]
+
+    async def wait(self, run: str, n: int, timeout: float) -> None:
+        deadline = time.perf_counter() + timeout
+        while len(self.finished(run)) < n and time.perf_counter() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+async def raw_relay(n: int, tag: str) -> float:
+    """Reference (a): consume -> produce with aiokafka, no database."""
+    bs = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    src, dst = f"{tag}.ref.in", f"{tag}.ref.out"
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bs)
+    await admin.start()
+    await admin.create_topics([NewTopic(src, 6, 1), NewTopic(dst, 6, 1)])
+    await admin.close()
+    p = AIOKafkaProducer(bootstrap_servers=bs, enable_idempotence=True, linger_ms=5)
+    await p.start()
+    value = json.dumps(CONCEPT_NOTE_EXAMPLE).encode()
+    await asyncio.gather(*[await p.send(src, value, key=str(i).encode()) for i in range(n)])
+    c = AIOKafkaConsumer(src, bootstrap_servers=bs, group_id=f"{tag}-relay",
+                         auto_offset_reset="earliest", enable_auto_commit=False)
+    await c.start()
+    start, seen = time.perf_counter(), 0
+    while seen < n:
+        batch = await c.getmany(timeout_ms=200, max_records=500)
+        futs = [await p.send(dst, r.value, key=r.key) for recs in batch.values() for r in recs]
+        await asyncio.gather(*futs)
+        await c.commit()
+        seen += len(futs)
+    elapsed = time.perf_counter() - start
+    await c.stop()
+    await p.stop()
+    return n / elapsed
+
+
+async def naive_step(n: int, tag: str) -> float:
+    """Reference (b): one FastStream handler per message awaiting one motor write."""
+    from faststream.kafka import KafkaBroker
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    bs = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    topic = f"{tag}.ref.in"  # the same n records that reference (a) read
+    coll = AsyncIOMotorClient(os.environ["MONGODB_URL"])[f"{tag}_naive"].notes
+    broker = KafkaBroker(bs)
+    seen = 0
+    done = asyncio.Event()
+
+    @broker.subscriber(topic, group_id=f"{tag}-naive", auto_offset_reset="earliest")
+    async def handle(body: dict) -> None:
+        nonlocal seen
+        await coll.insert_one({"note": body})
+        seen += 1
+        if seen >= n:
+            done.set()
+
+    start = time.perf_counter()
+    await broker.start()
+    await asyncio.wait_for(done.wait(), 600)
+    elapsed = time.perf_counter() - start
+    await broker.stop()
+    return n / elapsed
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    tag = f"bench{int(time.time())}"
+    work = Path(tempfile.mkdtemp(prefix="mptf-bench-"))
+    pipe = Pipeline(tag, work)
+    await pipe.start()
+    stop = asyncio.Event()
+    driver = asyncio.create_task(pipe.driver(stop))
+    results: dict[str, Any] = {"time_to_ready_s": {s: round(v, 2) for s, v in
+                                                   pipe.ready_s.items()}}
+    try:
+        t0 = time.perf_counter()
+        await pipe.offer(args.programmes, None, "burst")
+        await pipe.wait("burst", args.programmes, 600)
+        took = time.perf_counter() - t0
+        results["throughput_programmes_per_s"] = round(len(pipe.finished("burst")) / took, 1)
+        results["burst"] = {"programmes": args.programmes,
+                            "completed": len(pipe.finished("burst")), "seconds": round(took, 1)}
+        n = int(args.rate * args.seconds)
+        await pipe.offer(n, args.rate, "paced")
+        await pipe.wait("paced", n, 120)
+        lat = pipe.finished("paced")
+        results["latency_at_fixed_rate"] = {
+            "offered_per_s": args.rate, "programmes": n, "completed": len(lat),
+            "p50_ms": round(pct(lat, 50) * 1000), "p95_ms": round(pct(lat, 95) * 1000),
+            "p99_ms": round(pct(lat, 99) * 1000)}
+        results["rss_mb"] = {s: round(rss_mb(p.pid)) for s, p in zip(SERVICES, pipe.procs,
+                                                                     strict=True)}
+    finally:
+        stop.set()
+        await driver
+        stop_all(pipe.procs)
+    results["reference_a_raw_relay_msgs_per_s"] = round(await raw_relay(args.reference, tag))
+    results["reference_b_naive_step_msgs_per_s"] = round(await naive_step(args.reference, tag))
+    return results
+
+
+def machine() -> str:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                .splitlines() if ln.startswith("model name")), platform.processor())
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    return f"{os.cpu_count()} cores ({cpu}), {mem} GiB, Python {platform.python_version()}"
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--programmes", type=int, default=600)
+    ap.add_argument("--rate", type=float, default=20)
+    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--reference", type=int, default=5000)
+    args = ap.parse_args()
+    env, started = infra()
+    try:
+        res = asyncio.run(main(args))
+    finally:
+        if started:
+            subprocess.run([str(ROOT / "deploy/local/stack.sh"), "down"], env=env, check=False)
+    res["machine"] = machine()
+    print(json.dumps(res, indent=2))
+    out = ROOT / "docs" / "benchmarks.md"
+    out.write_text(
+        "# Benchmarks\n\nProduced by `.venv/bin/python -m tests.bench.pipeline` (figures from "
+        "one run on one broker and Mongo server; see the script's docstring for what each "
+        "figure measures).\n\n"
+        f"Machine: {res['machine']}. Kafka 4.1.1 (one KRaft node), SecantusDB 0.7.0b3.\n\n"
+        "```json\n" + json.dumps(res, indent=2) + "\n```\n")
