@@ -23,8 +23,16 @@ TEST_ENV = {
 }
 
 
+# whether the suite runs its own servers (else KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL named
+# existing ones, which the suite must never stop or restart)
+OWN_SERVERS = not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("MONGODB_URL"))
+
+
 def _stack(cmd: str) -> str:
     env = {**os.environ, **TEST_ENV}
+    if OWN_SERVERS:  # the endpoints exported below are ours, not external ones
+        env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        env.pop("MONGODB_URL", None)
     out = subprocess.run([str(ROOT / "deploy/local/stack.sh"), cmd], env=env, check=True,
                          capture_output=True, text=True, timeout=600)
     return out.stdout + out.stderr

@@ -231,5 +231,7 @@ case "$cmd" in
   status) status ;;
   env) echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"; echo "MONGODB_URL=$MONGO_URL" ;;
   jars) kafka_jars ;;
+  restart-kafka) stop_one kafka; kafka_up ;;   # same data: what a broker restart is
+  restart-mongo) stop_one mongo; mongo_up ;;
   *) die "unknown command $cmd (infra-up | services-up | up | down | status | env | jars)" ;;
 esac

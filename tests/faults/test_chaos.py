@@ -1,0 +1,302 @@
+"""The fault run (`./dev faults`): while a workload of concept notes, SC approvals and
+allocations is under way, service processes are SIGKILLed at random (20 kills, each
+restarted), the Kafka broker is restarted once and the Mongo server once, and hostile inputs
+arrive. Then: no note lost or doubled, no allocation, transfer or notification doubled, the
+ledger invariant holds, every hostile input was answered (4xx or a dead letter with its
+reason), and every service is up (no crash loop). Prints the figures."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaProducer
+
+from shared import topics
+from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
+from shared.envelope import Envelope
+from tests.conftest import OWN_SERVERS, _stack
+from tests.support import free_port, headers_of, read_all, start_service, stop_all, unique
+
+SERVICES = ("intake", "funding", "monitoring", "notifications")
+FMU = {"authorization": "Bearer dev-fmu"}
+N = int(os.environ.get("MPTF_FAULT_NOTES", "120"))
+KILLS = int(os.environ.get("MPTF_FAULT_KILLS", "20"))
+ENTITIES = ["IOM", "ILO", "UNDP", "UNICEF"]
+
+
+class Fleet:
+    def __init__(self, tag: str, workdir: Path) -> None:
+        self.tag, self.workdir = tag, workdir
+        self.ports = {s: free_port() for s in SERVICES}
+        self.procs = {s: self._start(s) for s in SERVICES}
+        self.kills = 0
+
+    def _start(self, s: str) -> Any:
+        return start_service(s, self.tag, self.ports[s], self.workdir,
+                             MPTF_LOG_LEVEL="WARNING", MPTF_OUTBOX_LEASE_SECONDS="3")
+
+    def url(self, s: str) -> str:
+        return f"http://127.0.0.1:{self.ports[s]}"
+
+    def kill_and_restart(self, s: str) -> None:
+        self.procs[s].send_signal(signal.SIGKILL)
+        self.procs[s].wait(timeout=10)
+        self.kills += 1
+        self.procs[s] = self._start(s)
+
+    async def all_ready(self, http: httpx.AsyncClient, timeout: float = 120) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        for s in SERVICES:
+            while True:
+                try:
+                    if (await http.get(f"{self.url(s)}/readyz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert asyncio.get_running_loop().time() < deadline, f"{s} never ready"
+                await asyncio.sleep(0.3)
+
+
+async def call(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
+    """An HTTP call that outlives a killed service: retried until it gets an answer."""
+    for _ in range(200):
+        try:
+            r = await http.request(method, url, **kw)
+            if r.status_code < 500:
+                return r
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"no answer from {url}")
+
+
+def note(i: int, rng: random.Random) -> dict[str, Any]:
+    who, other = rng.sample(ENTITIES, 2)
+    return {**CONCEPT_NOTE_EXAMPLE, "entity_reference": f"F-{i:04}",
+            "duration_months": 60 if i % 7 == 0 else 24,  # some fail screening
+            "punos": [{"entity": who, "convening": True, "budget_usd": "100000"},
+                      {"entity": other, "budget_usd": "50000"}]}
+
+
+async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
+    assert OWN_SERVERS, "the fault run restarts the broker and the store: it needs its own"
+    rng = random.Random(7)
+    tag = unique("fault")
+    fleet = Fleet(tag, tmp_path)
+    figures: Counter[str] = Counter()
+    hostile: list[tuple[str, str]] = []  # (what, expected answer)
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            await fleet.all_ready(http)
+            await call(http, "POST", f"{fleet.url('funding')}/v1/contributions", headers=FMU,
+                       json={"contribution_id": "c", "contributor": "DEU",
+                             "contributor_name": "Germany", "currency": "USD",
+                             "amount": "100000000", "year": 2026})
+            # enough for about two thirds of the eligible notes (160,500 each)
+            usd = f"{160_500 * (N * 2 // 3) / 0.99:.2f}"
+            r = await call(http, "POST", f"{fleet.url('funding')}/v1/contributions/c/deposits",
+                           headers=FMU, json={"deposit_id": "d1", "amount": usd,
+                                              "usd_amount": usd})
+            assert r.status_code == 201, r.text
+            producer = AIOKafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                                        enable_idempotence=True, retry_backoff_ms=500,
+                                        request_timeout_ms=60000)
+            await producer.start()
+            inbound = f"{tag}.{topics.INBOUND_CONCEPT_NOTES}"
+            refs = []
+
+            async def send(topic: str, value: bytes, key: bytes, headers: Any) -> None:
+                """Publish as an entity system would: retried across a broker restart, with
+                the same event id (consumers dedupe it)."""
+                from aiokafka.errors import KafkaError
+
+                for _ in range(240):
+                    try:
+                        await producer.send_and_wait(topic, value, key=key, headers=headers)
+                        return
+                    except KafkaError:
+                        figures["publish retries (broker down)"] += 1
+                        await asyncio.sleep(0.5)
+                raise AssertionError("the broker never came back")
+
+            async def workload() -> None:
+                for i in range(N):
+                    body = note(i, rng)
+                    refs.append(body["entity_reference"])
+                    n = SubmitConceptNote.model_validate(body)
+                    env = Envelope(source=f"urn:mptf:entity:{body['punos'][0]['entity']}",
+                                   type=n.TYPE)
+                    copies = 2 if i % 10 == 0 else 1  # duplicated events (same event id)
+                    for _ in range(copies):
+                        await send(inbound, n.model_dump_json().encode(),
+                                   body["entity_reference"].encode(), env.headers())
+                    figures["notes sent"] += 1
+                    figures["duplicated events sent"] += copies - 1
+                    await asyncio.sleep(0.15)
+
+            async def hostile_inputs() -> None:
+                ok_env = Envelope(source="urn:mptf:entity:IOM", type=SubmitConceptNote.TYPE)
+                bad = [("malformed JSON", b"{nope", ok_env.headers(), "malformed-json"),
+                       ("wrong types", json.dumps({"title": 5}).encode(), ok_env.headers(),
+                        "invalid"),
+                       ("unknown version", json.dumps(CONCEPT_NOTE_EXAMPLE).encode(),
+                        Envelope(source="IOM", type="org.migrationmptf.concept-note.submit.v7")
+                        .headers(), "unknown-type"),
+                       ("oversize payload", b'{"x": "' + b"a" * 300_000 + b'"}',
+                        ok_env.headers(), "oversize"),
+                       ("forged source", json.dumps({**CONCEPT_NOTE_EXAMPLE,
+                                                     "entity_reference": "FORGED"}).encode(),
+                        Envelope(source="urn:mptf:entity:WFP", type=SubmitConceptNote.TYPE)
+                        .headers(), "forbidden")]
+                for what, value, headers, reason in bad:
+                    await send(inbound, value, what.encode(), headers)
+                    hostile.append((what, reason))
+                iom = {"authorization": "Bearer dev-iom"}
+                checks = [
+                    ("forged role decides", "POST", "funding", "/v1/decisions", iom,
+                     {"programme_id": "x", "decision": "approve", "decision_id": "x",
+                      "priority": 1}, 403),
+                    ("forged token", "GET", "intake", "/v1/programmes",
+                     {"authorization": "Bearer stolen"}, None, 401),
+                    ("HTTP wrong types", "POST", "intake", "/v1/concept-notes", iom,
+                     {**CONCEPT_NOTE_EXAMPLE, "duration_months": "long"}, 422),
+                    ("HTTP oversize", "POST", "intake", "/v1/concept-notes", iom,
+                     {"x": "a" * 300_000}, 413),
+                    ("negative deposit", "POST", "funding", "/v1/contributions/c/deposits",
+                     FMU, {"deposit_id": "neg", "amount": "-1", "usd_amount": "-1"}, 422)]
+                for what, method, svc, path, hdrs, body, status in checks:
+                    r = await call(http, method, fleet.url(svc) + path, headers=hdrs,
+                                   json=body)
+                    assert r.status_code == status, (what, r.status_code, r.text)
+                    assert r.headers["content-type"] == "application/problem+json"
+                    figures["hostile HTTP answered 4xx"] += 1
+                # out of order: a funding fact about a programme intake never saw
+                from shared.contracts.funding import ProgrammeApproved
+
+                early = ProgrammeApproved.model_validate({
+                    "programme_id": "jp-from-the-future", "decision_id": "x", "priority": 1,
+                    "approved_budget": [{"entity": "IOM", "budget_usd": "1"}],
+                    "total_budget_usd": "1", "decided_at": "2026-01-01T00:00:00Z"})
+                await send(f"{tag}.{topics.FUNDING}", early.model_dump_json().encode(),
+                           b"jp-from-the-future",
+                           Envelope(source="/mptf/funding", type=early.TYPE).headers())
+                figures["events out of order"] += 1
+
+            async def decisions(stop: asyncio.Event) -> None:
+                decided: set[str] = set()
+                while not stop.is_set():
+                    r = await call(http, "GET", f"{fleet.url('intake')}/v1/programmes",
+                                   headers=FMU, params={"status": "screened-eligible",
+                                                        "limit": 200})
+                    for p in r.json()["items"]:
+                        pid = p["programme_id"]
+                        if pid in decided:
+                            continue
+                        d = await call(http, "POST", f"{fleet.url('funding')}/v1/decisions",
+                                       headers=FMU, json={"programme_id": pid,
+                                                          "decision": "approve",
+                                                          "decision_id": "sc",
+                                                          "priority": len(decided) + 1})
+                        if d.status_code in (201, 409):  # 409: decided before a kill
+                            decided.add(pid)
+                    await asyncio.sleep(1)
+
+            async def chaos() -> None:
+                for k in range(KILLS):
+                    await asyncio.sleep(2.5)
+                    fleet.kill_and_restart(rng.choice(SERVICES))
+                    if k == KILLS // 3:
+                        await asyncio.to_thread(_stack, "restart-kafka")
+                        figures["broker restarts"] += 1
+                    if k == 2 * KILLS // 3:
+                        await asyncio.to_thread(_stack, "restart-mongo")
+                        figures["store restarts"] += 1
+
+            stop = asyncio.Event()
+            decider = asyncio.create_task(decisions(stop))
+            await asyncio.gather(workload(), hostile_inputs(), chaos())
+            await fleet.all_ready(http)
+
+            async def settled() -> bool:
+                r = await call(http, "GET", f"{fleet.url('intake')}/v1/programmes",
+                               headers=FMU, params={"status": "screened-eligible",
+                                                    "limit": 200})
+                return not r.json()["items"]
+
+            for _ in range(240):  # every eligible note decided
+                if await settled():
+                    break
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(8)  # let the last facts travel
+            stop.set()
+            await decider
+            await producer.stop()
+
+            programmes = []
+            cursor = None
+            while True:
+                r = await call(http, "GET", f"{fleet.url('intake')}/v1/programmes",
+                               headers=FMU, params={"limit": 200, **({"cursor": cursor}
+                                                                      if cursor else {})})
+                programmes += r.json()["items"]
+                cursor = r.json()["next_cursor"]
+                if not cursor:
+                    break
+            fund = (await call(http, "GET", f"{fleet.url('funding')}/v1/fund",
+                               headers=FMU)).json()
+            allocations = (await call(http, "GET", f"{fleet.url('funding')}/v1/allocations",
+                                      headers=FMU)).json()
+            deliveries = (await call(http, "GET", f"{fleet.url('notifications')}/v1/deliveries",
+                                     headers={"authorization": "Bearer dev-operator"},
+                                     params={"limit": 1000})).json()
+            alive = [s for s in SERVICES if fleet.procs[s].poll() is None]
+        funding_facts = await read_all(f"{tag}.{topics.FUNDING}", min_count=1, timeout=20)
+        dead = await read_all(inbound + ".dlq", min_count=len(hostile), timeout=20)
+    finally:
+        stop_all(list(fleet.procs.values()))
+
+    # nothing lost, nothing doubled
+    by_ref = Counter(p["entity_reference"] for p in programmes if p["entity_reference"] in refs)
+    lost = sorted(set(refs) - set(by_ref))
+    doubled = sorted(r for r, c in by_ref.items() if c > 1)
+    made: dict[str, set[str]] = {}
+    transfers: dict[tuple[str, str], set[str]] = {}
+    for f in funding_facts:
+        h = headers_of(f)
+        body = json.loads(f.value)
+        if h["ce_type"].endswith("allocation.made.v1"):
+            made.setdefault(body["programme_id"], set()).add(h["ce_id"])
+        if h["ce_type"].endswith("funds.transferred.v1"):
+            transfers.setdefault((body["programme_id"], body["entity"]), set()).add(h["ce_id"])
+    allocated = {a["programme_id"] for a in allocations}
+    notices = Counter((d["fact_id"], d["recipient"], d["channel"]) for d in deliveries)
+    dlq_reasons = Counter(headers_of(d)["dlq_reason"] for d in dead)
+    figures.update({"kills": fleet.kills, "notes lost": len(lost),
+                    "notes doubled": len(doubled), "allocations": len(allocated),
+                    "allocations doubled": sum(len(v) > 1 for v in made.values()),
+                    "transfers doubled": sum(len(v) > 1 for v in transfers.values()),
+                    "notifications doubled": sum(c > 1 for c in notices.values()),
+                    "hostile Kafka inputs dead-lettered": sum(dlq_reasons.values()),
+                    "services up at the end": len(alive)})
+    print("\nFAULT RUN FIGURES")
+    for k, v in figures.items():
+        print(f"  {k:36s} {v}")
+    assert fleet.kills >= KILLS and figures["broker restarts"] == 1
+    assert figures["store restarts"] == 1
+    assert not lost and not doubled, (lost, doubled)
+    assert len(allocated) >= N // 3  # money moved under the faults: the checks bite
+    assert set(made) == allocated and all(len(v) == 1 for v in made.values())
+    assert all(len(v) == 1 for v in transfers.values())
+    assert all(c == 1 for c in notices.values())
+    assert fund["journal"]["debits"] == fund["journal"]["credits"]
+    assert float(fund["available_usd"]) >= 0
+    assert all(dlq_reasons[reason] >= 1 for _, reason in hostile), dlq_reasons
+    assert alive == list(SERVICES)
