@@ -159,3 +159,10 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
 
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None,
                 access_log=False, timeout_graceful_shutdown=5)
+
+
+def run_service(build: Any, settings_cls: type[ServiceSettings]) -> None:
+    """A service's process entry point: its settings from the environment, then serve."""
+    settings = settings_cls()
+    app, _ = build(settings)
+    serve(app, settings)

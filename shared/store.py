@@ -16,7 +16,6 @@ w="majority", which on a replica set also implies the journal (writeConcernMajor
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -194,6 +193,3 @@ class Store:
         if asyncio.iscoroutine(r):  # PyMongo's async client closes asynchronously
             await r
 
-
-def json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), default=str).encode()

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 _TRACER_NAME = "mptf"
 _configured = False
@@ -125,12 +125,6 @@ def context_from(traceparent: str | None, tracestate: str | None = None) -> otel
     if tracestate:
         carrier["tracestate"] = tracestate
     return extract(carrier)
-
-
-def link_to(traceparent: str | None) -> list[Link]:
-    span = trace.get_current_span(context_from(traceparent))
-    ctx = span.get_span_context()
-    return [Link(ctx)] if ctx.is_valid else []
 
 
 @contextmanager

@@ -53,8 +53,6 @@ def build(settings: FundingSettings | None = None):  # type: ignore[no-untyped-d
 
 
 def main() -> None:
-    from shared.runtime import serve
+    from shared.runtime import run_service
 
-    settings = FundingSettings()
-    app, _ = build(settings)
-    serve(app, settings)
+    run_service(build, FundingSettings)

@@ -70,8 +70,6 @@ def build(settings: IntakeSettings | None = None):  # type: ignore[no-untyped-de
 
 
 def main() -> None:
-    from shared.runtime import serve
+    from shared.runtime import run_service
 
-    settings = IntakeSettings()
-    app, _ = build(settings)
-    serve(app, settings)
+    run_service(build, IntakeSettings)

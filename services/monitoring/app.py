@@ -78,8 +78,6 @@ def build(settings: MonitoringSettings | None = None):  # type: ignore[no-untype
 
 
 def main() -> None:
-    from shared.runtime import serve
+    from shared.runtime import run_service
 
-    settings = MonitoringSettings()
-    app, _ = build(settings)
-    serve(app, settings)
+    run_service(build, MonitoringSettings)

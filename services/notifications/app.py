@@ -67,8 +67,6 @@ def build(settings: NotificationsSettings | None = None):  # type: ignore[no-unt
 
 
 def main() -> None:
-    from shared.runtime import serve
+    from shared.runtime import run_service
 
-    settings = NotificationsSettings()
-    app, _ = build(settings)
-    serve(app, settings)
+    run_service(build, NotificationsSettings)
