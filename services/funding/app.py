@@ -13,6 +13,8 @@ from shared.http import create_app
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
+_R = FundingRules()
+
 
 class FundingSettings(ServiceSettings):
     """Money parameters (domain.md): env MPTF_<NAME>."""
@@ -20,9 +22,10 @@ class FundingSettings(ServiceSettings):
     service_name: str = "funding"
     http_port: int = 8002
 
-    aa_fee_rate: Decimal = Decimal("0.01")
-    support_cost_rate: Decimal = Decimal("0.07")
-    budget_ceiling_usd: Decimal = Decimal("3000000")
+    # the defaults are the rules' own (services/funding/domain.py), stated once
+    aa_fee_rate: Decimal = _R.aa_fee_rate
+    support_cost_rate: Decimal = _R.support_cost_rate
+    budget_ceiling_usd: Decimal = _R.budget_ceiling_usd
     transfer_tranches: list[Decimal] = Field(default_factory=lambda: [Decimal("1")])
     funding_targets_usd: dict[int, Decimal] = Field(default_factory=lambda: {
         2019: Decimal("25000000"), 2023: Decimal("20000000"), 2024: Decimal("25000000")})

@@ -15,6 +15,8 @@ from shared.reference import DEFAULT_AREA_OBJECTIVES, DEFAULT_REGIONS, NETWORK_M
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
+_R = ScreeningRules()
+
 
 class IntakeSettings(ServiceSettings):
     """Screening parameters (domain.md marks them as parameters): env MPTF_<NAME>."""
@@ -22,13 +24,14 @@ class IntakeSettings(ServiceSettings):
     service_name: str = "intake"
     http_port: int = 8001
 
-    budget_ceiling_usd: Decimal = Decimal("3000000")
-    max_duration_months: int = 36
-    marker_scale_max: int = 3
-    min_gender_marker: int = 2
-    min_human_rights_marker: int = 2
-    min_child_sensitivity_marker: int = 2
-    require_rc_endorsement: bool = False
+    # the defaults are the rules' own (services/intake/screening.py), stated once
+    budget_ceiling_usd: Decimal = _R.budget_ceiling_usd
+    max_duration_months: int = _R.max_duration_months
+    marker_scale_max: int = _R.marker_scale_max
+    min_gender_marker: int = _R.min_gender_marker
+    min_human_rights_marker: int = _R.min_human_rights_marker
+    min_child_sensitivity_marker: int = _R.min_child_sensitivity_marker
+    require_rc_endorsement: bool = _R.require_rc_endorsement
     area_objectives: dict[int, list[int]] = Field(
         default_factory=lambda: dict(DEFAULT_AREA_OBJECTIVES))
     extra_entities: list[str] = Field(default_factory=list)

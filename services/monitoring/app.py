@@ -22,6 +22,9 @@ def _month_day(v: str) -> tuple[int, int]:
     return int(m), int(d)
 
 
+_R = MonitoringRules()
+
+
 class MonitoringSettings(ServiceSettings):
     """The MPTF Office calendar and risk parameters (domain.md): env MPTF_<NAME>."""
 
@@ -30,12 +33,12 @@ class MonitoringSettings(ServiceSettings):
 
     annual_narrative_due: str = "03-31"  # MM-DD of the following year
     annual_financial_due: str = "04-30"
-    final_narrative_months: int = 3
+    final_narrative_months: int = _R.final_narrative_months
     final_financial_due: str = "06-30"  # MM-DD of the year after the end date
-    low_delivery_rate: Decimal = Decimal("0.5")
-    low_delivery_after: Decimal = Decimal("0.75")
-    no_report_months: int = 12
-    refund_threshold_usd: Decimal = Decimal("250")
+    low_delivery_rate: Decimal = _R.low_delivery_rate
+    low_delivery_after: Decimal = _R.low_delivery_after
+    no_report_months: int = _R.no_report_months
+    refund_threshold_usd: Decimal = _R.refund_threshold_usd
     scheduler_interval_seconds: float = 60.0
     # time travel for demos and end-to-end runs only: the service acts as of this moment
     clock_fixed: datetime | None = None
