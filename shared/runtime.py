@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,7 +27,7 @@ from shared.logging import get_logger, setup_logging
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
-from shared.store import Store
+from shared.store import Store, is_transient
 from shared.telemetry import setup_tracing, shutdown_tracing
 
 log = get_logger("mptf.runtime")
@@ -159,6 +159,26 @@ def serve(app: FastAPI, settings: ServiceSettings) -> None:
 
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None,
                 access_log=False, timeout_graceful_shutdown=5)
+
+
+async def keep_running(name: str, step: Callable[[], Awaitable[Any]],
+                       pace: Callable[[Any], Awaitable[None]], cap: float) -> None:
+    """A background worker's loop, the same everywhere: run `step` for ever, `pace(result)`
+    between rounds; an error is logged (a warning when transient) and retried with
+    exponential backoff up to `cap` seconds, so the worker outlives any one failure.
+    Cancellation stops it."""
+    delay = 1.0
+    while True:
+        try:
+            result = await step()
+            delay = 1.0
+            await pace(result)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            (log.warning if is_transient(e) else log.exception)(f"{name}_error", error=repr(e))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cap)
 
 
 def run_service(build: Any, settings_cls: type[ServiceSettings]) -> None:

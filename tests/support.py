@@ -131,7 +131,7 @@ def start_service(service: str, tag: str, port: int, workdir: Any, *,
                             stdout=log, stderr=subprocess.STDOUT)
 
 
-async def wait_ready(http: Any, port: int, timeout: float = 60) -> None:
+async def wait_ready(http: Any, port: int, timeout: float = 60, every: float = 0.3) -> None:
     import httpx
 
     async def ready() -> bool:
@@ -140,7 +140,7 @@ async def wait_ready(http: Any, port: int, timeout: float = 60) -> None:
         except httpx.TransportError:
             return False
 
-    await eventually(ready, timeout=timeout, every=0.3)
+    await eventually(ready, timeout=timeout, every=every)
 
 
 def stop_all(procs: list[Any]) -> None:

@@ -27,7 +27,8 @@ from shared.envelope import utcnow
 from shared.errors import PersonalData
 from shared.logging import get_logger
 from shared.privacy import find_personal_data, redact
-from shared.store import UnitOfWork, is_transient
+from shared.runtime import keep_running
+from shared.store import UnitOfWork
 from shared.telemetry import tag_programme
 
 log = get_logger("mptf.monitoring")
@@ -143,16 +144,5 @@ class Scheduler:
         return out
 
     async def run(self) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                await self.run_once()
-                backoff = 1.0
-                await asyncio.sleep(self.interval)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                (log.warning if is_transient(e) else log.exception)(
-                    "scheduler_error", error=repr(e))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 60)
+        await keep_running("scheduler", self.run_once,
+                           lambda _: asyncio.sleep(self.interval), cap=60)

@@ -4,6 +4,7 @@ webhook and e-mail ones with retries, backoff and a circuit breaker per endpoint
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections import defaultdict
@@ -34,7 +35,8 @@ from shared.contracts.intake import ProgrammeSubmitted
 from shared.contracts.monitoring import ReportOverdue
 from shared.envelope import utcnow
 from shared.logging import get_logger
-from shared.store import UnitOfWork, is_transient
+from shared.runtime import keep_running
+from shared.store import UnitOfWork
 
 log = get_logger("mptf.notifications")
 FACTS_CONSUMER = "notifications.facts"
@@ -157,23 +159,14 @@ class Dispatcher:
         self.breaker.success(endpoint)
         await self.store.delivered(docs, self.owner, self.clock())
 
+    async def _idle(self, sent: int) -> None:
+        """After a round that sent something, go again at once; else wait for new notices
+        (or the poll interval, for retries that fall due)."""
+        if sent:
+            return
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), self.poll)
+
     async def run(self) -> None:
-        delay = 1.0
-        while True:
-            try:
-                n = await self.run_once()
-                delay = 1.0
-                if n:
-                    continue
-                self.wake.clear()
-                try:
-                    await asyncio.wait_for(self.wake.wait(), self.poll)
-                except TimeoutError:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                (log.warning if is_transient(e) else log.exception)(
-                    "dispatcher_error", error=repr(e))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30)
+        await keep_running("dispatcher", self.run_once, self._idle, cap=30)

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from shared import topics  # noqa: E402
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote  # noqa: E402
 from shared.envelope import Envelope  # noqa: E402
-from tests.support import free_port, start_service, stop_all  # noqa: E402
+from tests.support import free_port, start_service, stop_all, wait_ready  # noqa: E402
 
 FMU = {"authorization": "Bearer dev-fmu"}
 SERVICES = ("intake", "funding", "monitoring", "notifications")
@@ -95,13 +95,7 @@ class Pipeline:
                                             MPTF_LOG_LEVEL="WARNING"))
         async with httpx.AsyncClient(timeout=5) as http:
             for s in SERVICES:
-                while True:
-                    try:
-                        if (await http.get(f"{self.url(s)}/readyz")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    await asyncio.sleep(0.05)
+                await wait_ready(http, self.ports[s], every=0.05)
                 self.ready_s[s] = time.perf_counter() - t0[s]
             await http.post(f"{self.url('funding')}/v1/contributions", headers=FMU, json={
                 "contribution_id": "bench", "contributor": "DEU", "contributor_name": "DEU",

@@ -23,7 +23,15 @@ from shared import topics
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from shared.envelope import Envelope
 from tests.conftest import OWN_SERVERS, _stack
-from tests.support import free_port, headers_of, read_all, start_service, stop_all, unique
+from tests.support import (
+    free_port,
+    headers_of,
+    read_all,
+    start_service,
+    stop_all,
+    unique,
+    wait_ready,
+)
 
 SERVICES = ("intake", "funding", "monitoring", "notifications")
 FMU = {"authorization": "Bearer dev-fmu"}
@@ -53,16 +61,8 @@ class Fleet:
         self.procs[s] = self._start(s)
 
     async def all_ready(self, http: httpx.AsyncClient, timeout: float = 120) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
         for s in SERVICES:
-            while True:
-                try:
-                    if (await http.get(f"{self.url(s)}/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert asyncio.get_running_loop().time() < deadline, f"{s} never ready"
-                await asyncio.sleep(0.3)
+            await wait_ready(http, self.ports[s], timeout)
 
 
 async def call(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
