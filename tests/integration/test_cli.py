@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from datetime import UTC, datetime
 
 from typer.testing import CliRunner
 
@@ -21,14 +22,11 @@ from tests.support import event_record, eventually, isolated, produce
 
 
 async def test_a_dead_letter_is_listed_then_replayed_once_its_cause_is_fixed() -> None:
-    s = isolated(MonitoringSettings)
+    s = isolated(MonitoringSettings, clock_fixed=datetime(2026, 11, 1, tzinfo=UTC))
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     inbound = s.topic(topics.INBOUND_PROGRESS_REPORTS)
     r = SubmitProgressReport.model_validate(report("jp-late", "annual-narrative", 2026))
-    async with running(build_monitoring, s) as (app, rt, http):
-        from datetime import UTC, datetime
-
-        app.state.clock.set(datetime(2026, 11, 1, tzinfo=UTC))
+    async with running(build_monitoring, s) as (_app, rt, http):
         await produce(inbound, [event_record(r, key="jp-late")])
 
         async def dead() -> list[kafka_tools.DeadLetter]:

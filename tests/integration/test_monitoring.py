@@ -97,11 +97,12 @@ def at(day: str) -> datetime:
 
 
 async def test_a_programme_reports_goes_overdue_once_and_closes(tmp_path: Path) -> None:
-    settings = isolated(MonitoringSettings, scheduler_interval_seconds=3600)
+    # the clock is fixed before each process starts: its scheduler runs once at startup
+    settings = isolated(MonitoringSettings, scheduler_interval_seconds=3600,
+                        clock_fixed=at("2026-06-01"))
     pid = "jp-tj-1"
     async with running(build_monitoring, settings) as (app, _rt, http):
         await publish(settings, funded_programme(pid, "2026-01-15T00:00:00Z", 12))
-        app.state.clock.set(at("2026-06-01"))
         view = await until_on_going(http, pid)
         assert (view["start_date"], view["end_date"]) == ("2026-01-15", "2027-01-14")
         assert [c["kind"] for c in view["calendar"]] == [
@@ -118,8 +119,8 @@ async def test_a_programme_reports_goes_overdue_once_and_closes(tmp_path: Path) 
         assert await scheduler.run_once(now=at("2027-05-02")) == {}
 
     # a restart: a new process over the same database finds nothing new to announce
-    async with running(build_monitoring, settings) as (app, _rt, http):
-        app.state.clock.set(at("2027-05-03"))
+    restarted = settings.model_copy(update={"clock_fixed": at("2027-05-03")})
+    async with running(build_monitoring, restarted) as (app, _rt, http):
         assert await app.state.scheduler.run_once() == {}
         r = await http.post(f"/v1/programmes/{pid}/reports", headers=ILO, json=report(
             pid, "annual-financial", 2026,
@@ -159,10 +160,9 @@ async def test_a_programme_reports_goes_overdue_once_and_closes(tmp_path: Path) 
 
 
 async def test_bad_reports_are_answered_and_nothing_is_stored() -> None:
-    settings = isolated(MonitoringSettings)
+    settings = isolated(MonitoringSettings, clock_fixed=at("2026-11-01"))
     pid = "jp-bad"
-    async with running(build_monitoring, settings) as (app, rt, http):
-        app.state.clock.set(at("2026-11-01"))
+    async with running(build_monitoring, settings) as (_app, rt, http):
         await publish(settings, funded_programme(pid, "2026-01-15T00:00:00Z", 30))
         await publish(settings, funded_programme("jp-unfunded", "2026-01-15T00:00:00Z", 30)[:2])
         await until_on_going(http, pid)
@@ -243,9 +243,8 @@ def codes(base: Path, name: str) -> set[str]:
 
 
 async def test_the_iati_export_of_a_seeded_portfolio_validates() -> None:
-    settings = isolated(MonitoringSettings)
+    settings = isolated(MonitoringSettings, clock_fixed=at("2026-11-01"))
     async with running(build_monitoring, settings) as (app, _rt, http):
-        app.state.clock.set(at("2026-11-01"))
         await publish(settings, funded_programme("jp-a", "2025-02-01T00:00:00Z", 12))
         await publish(settings, funded_programme("jp-b", "2026-03-01T00:00:00Z", 24,
                                                  countries=["ZA", "MZ", "ZW"]))
