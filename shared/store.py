@@ -9,6 +9,10 @@ State changes happen in a `UnitOfWork` inside one multi-document transaction tha
   * records the ids of the consumed events in `inbox` (idempotent consumer: `_id` is unique,
     so a redelivered event is seen as already processed, in the same atomic write as its
     effect).
+Writes are batched where it pays: `UnitOfWork.docs(name)` loads the documents a Kafka batch
+touches in one query, applies each event's update to them in memory (so the next event of the
+batch sees it), and writes them all with one `bulk_write` per collection when the transaction
+commits: a few round trips per batch instead of a few per message.
 MongoDB documents transactions on replica sets (a one-node replica set is enough); writes use
 w="majority", which on a replica set also implies the journal (writeConcernMajorityJournalDefault).
 """
@@ -16,18 +20,28 @@ w="majority", which on a replica set also implies the journal (writeConcernMajor
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, TypeVar
 
+from bson import Decimal128
 from pydantic import BaseModel
-from pymongo import ASCENDING, WriteConcern
-from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
+from pymongo import ASCENDING, DeleteOne, InsertOne, UpdateOne, WriteConcern
+from pymongo.errors import (
+    BulkWriteError,
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+)
 
 from shared.contracts import contract_for
 from shared.envelope import Envelope, utcnow
+from shared.errors import Conflict
 from shared.settings import ServiceSettings
 from shared.telemetry import current_traceparent
 
@@ -62,14 +76,140 @@ def is_transient(exc: BaseException) -> bool:
                       | ConnectionError | asyncio.TimeoutError)
 
 
+def _add(a: Any, b: Any) -> Any:
+    if isinstance(a, Decimal128) or isinstance(b, Decimal128):
+        dec = [x.to_decimal() if isinstance(x, Decimal128) else Decimal(x) for x in (a, b)]
+        return Decimal128(dec[0] + dec[1])
+    return a + b
+
+
+def _parent(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
+    *head, last = path.split(".")
+    for k in head:
+        doc = doc.setdefault(k, {})
+    return doc, last
+
+
+def apply_update(doc: dict[str, Any] | None, key: Any, update: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """The document `update` (MongoDB's operators, as our stores use them: $set,
+    $setOnInsert, $unset, $inc, $push, $addToSet with or without $each) makes of `doc`; an
+    absent doc is upserted. A copy: the caller's dict is left alone."""
+    inserting = doc is None
+    out = copy.deepcopy(doc) if doc is not None else {"_id": key}
+    for op, fields in update.items():
+        if op == "$setOnInsert" and not inserting:
+            continue
+        for path, value in fields.items():
+            parent, last = _parent(out, path)
+            if op in ("$set", "$setOnInsert"):
+                parent[last] = copy.deepcopy(value)
+            elif op == "$unset":
+                parent.pop(last, None)
+            elif op == "$inc":
+                parent[last] = _add(parent[last], value) if last in parent else value
+            elif op in ("$push", "$addToSet"):
+                items = value["$each"] if isinstance(value, dict) and "$each" in value else [
+                    value]
+                current = parent.setdefault(last, [])
+                for item in items:
+                    if op == "$push" or item not in current:
+                        current.append(copy.deepcopy(item))
+            else:
+                raise ValueError(f"apply_update does not know {op}")
+    return out
+
+
+class Docs:
+    """One collection as a transaction sees it, for batch consumers: `load` the batch's
+    documents in one query, read and update them in memory, and let the transaction write
+    every change with one ordered `bulk_write` before it commits. Each write is checked to
+    have hit exactly the document it expected, or the transaction fails (and retries).
+
+    Reads of this collection that bypass the cache (queries) must come after
+    `UnitOfWork.write()`, which flushes pending writes."""
+
+    def __init__(self, uow: UnitOfWork, name: str) -> None:
+        self.uow, self.coll = uow, uow.db[name]
+        self.cache: dict[Any, dict[str, Any] | None] = {}
+        self.ops: list[Any] = []
+
+    async def load(self, ids: Iterable[Any]) -> None:
+        missing = [i for i in dict.fromkeys(ids) if i is not None and i not in self.cache]
+        if not missing:
+            return
+        found = {d["_id"]: d async for d in self.coll.find(
+            {"_id": {"$in": missing}}, session=self.uow.session)}
+        for i in missing:
+            self.cache[i] = found.get(i)
+
+    async def get(self, key: Any) -> dict[str, Any] | None:
+        if key not in self.cache:
+            await self.load([key])
+        return self.cache[key]
+
+    async def update(self, key: Any, update: dict[str, Any], *, upsert: bool = False
+                     ) -> dict[str, Any] | None:
+        """Apply `update` to the document `key`; None (and nothing written) if there is no
+        such document and no upsert."""
+        doc = await self.get(key)
+        if doc is None and not upsert:
+            return None
+        self.cache[key] = new = apply_update(doc, key, update)
+        self.ops.append(UpdateOne({"_id": key}, update, upsert=upsert))
+        return new
+
+    async def insert(self, doc: dict[str, Any]) -> None:
+        if await self.get(doc["_id"]) is not None:
+            raise Conflict(f"{self.coll.name} {doc['_id']} exists")
+        self.cache[doc["_id"]] = copy.deepcopy(doc)
+        self.ops.append(InsertOne(doc))
+
+    async def delete(self, key: Any) -> None:
+        if await self.get(key) is not None:
+            self.cache[key] = None
+            self.ops.append(DeleteOne({"_id": key}))
+
+    async def flush(self) -> None:
+        if not self.ops:
+            return
+        ops, self.ops = self.ops, []
+        res = await self.coll.bulk_write(ops, ordered=True, session=self.uow.session)
+        hit = res.matched_count + res.upserted_count + res.inserted_count + res.deleted_count
+        if hit != len(ops):
+            raise Conflict(f"{self.coll.name} changed under this transaction "
+                           f"({hit} of {len(ops)} writes applied)")
+
+
+def is_duplicate(exc: BaseException) -> bool:
+    """A unique key taken (by a concurrent writer that committed first), from a single write
+    or a bulk write."""
+    if isinstance(exc, BulkWriteError):
+        return any(e.get("code") == 11000 for e in exc.details.get("writeErrors", []))
+    return isinstance(exc, DuplicateKeyError)
+
+
 class UnitOfWork:
-    """One transaction: state writes through `session`, events through `emit`."""
+    """One transaction: state writes through `session` (or buffered in `docs`), events
+    through `emit`."""
 
     def __init__(self, store: Store, session: Any) -> None:
         self.store = store
         self.session = session
         self.db = store.db
         self._events: list[tuple[Envelope, BaseModel]] = []
+        self._docs: dict[str, Docs] = {}
+
+    def docs(self, name: str) -> Docs:
+        """The transaction's cached, write-batched view of collection `name`."""
+        if name not in self._docs:
+            self._docs[name] = Docs(self, name)
+        return self._docs[name]
+
+    async def write(self) -> None:
+        """Flush buffered writes (one bulk write per collection, in first-use order)."""
+        for d in self._docs.values():
+            await d.flush()
 
     def emit(self, event: BaseModel, *, traceparent: str | None = None) -> Envelope:
         """Queue a fact for the outbox; it is written in this transaction."""
@@ -172,6 +312,7 @@ class Store:
         async def attempt(session: Any) -> T:
             uow = UnitOfWork(self, session)
             result = await fn(uow)
+            await uow.write()
             await uow._flush()
             holder["uow"] = uow
             return result

@@ -7,7 +7,7 @@ import json
 from dataclasses import replace
 from datetime import date
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.intake.domain import (
     Submission,
@@ -20,13 +20,13 @@ from services.intake.domain import (
 )
 from services.intake.screening import ScreeningRules, screen
 from services.intake.store import IntakeStore
-from shared.consumer import Incoming, Rejection, apply_each
+from shared.consumer import Incoming, Rejection, apply_each, programmes_of
 from shared.contracts.intake import SubmitConceptNote
 from shared.envelope import utcnow
 from shared.errors import PersonalData
 from shared.metrics import BUSINESS
 from shared.privacy import find_personal_data, redact
-from shared.store import UnitOfWork
+from shared.store import UnitOfWork, is_duplicate
 from shared.telemetry import tag_programme
 
 INBOUND_CONSUMER = "intake.concept-notes"
@@ -64,8 +64,9 @@ async def submit(store: IntakeStore, rules: ScreeningRules, note: SubmitConceptN
             outcome, _ = await store.transaction(
                 lambda uow: store.record_submission(uow, sub, rules, sub.at.date()))
             break
-        except DuplicateKeyError:
-            if attempt:  # a concurrent identical submission committed first: now we see it
+        except (DuplicateKeyError, BulkWriteError) as e:
+            # a concurrent identical submission committed first: the retry sees it
+            if not is_duplicate(e) or attempt:
                 raise
     if outcome.created:
         BUSINESS.labels("notes_received").inc()
@@ -88,6 +89,11 @@ async def handle_inbound(store: IntakeStore, rules: ScreeningRules, batch: list[
                          ) -> list[Rejection]:
     """Concept notes from entity systems: one transaction per batch."""
 
+    async def preload(uow: UnitOfWork, events: list[Incoming]) -> None:
+        await uow.docs("programmes").load(
+            programme_id(entity_from_source(i.envelope.source).upper(),
+                         i.event.entity_reference) for i in events)
+
     async def apply(uow: UnitOfWork, inc: Incoming) -> None:
         note = inc.event
         assert isinstance(note, SubmitConceptNote)
@@ -98,7 +104,7 @@ async def handle_inbound(store: IntakeStore, rules: ScreeningRules, batch: list[
         if out.created:
             BUSINESS.labels("notes_received").inc()
 
-    return await apply_each(store, INBOUND_CONSUMER, batch, apply)
+    return await apply_each(store, INBOUND_CONSUMER, batch, apply, preload)
 
 
 async def handle_facts(store: IntakeStore, batch: list[Incoming]) -> list[Rejection]:
@@ -113,4 +119,4 @@ async def handle_facts(store: IntakeStore, batch: list[Incoming]) -> list[Reject
         await store.move(uow, pid, target, at=inc.envelope.time,
                          by=inc.envelope.source, detail={"fact": inc.type, "fact_id": inc.id})
 
-    return await apply_each(store, FACTS_CONSUMER, batch, apply)
+    return await apply_each(store, FACTS_CONSUMER, batch, apply, programmes_of())

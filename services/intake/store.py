@@ -31,7 +31,7 @@ from shared.contracts.intake import (
     ProgrammeSummary,
     ProgrammeWithdrawn,
 )
-from shared.errors import BadRequest, Conflict, NotFound
+from shared.errors import BadRequest, NotFound
 from shared.store import Store, UnitOfWork
 
 
@@ -63,15 +63,15 @@ class IntakeStore(Store):
                                 ) -> SubmissionOutcome:
         """Store a new note, screen it, and emit ProgrammeSubmitted and ProgrammeScreened, in
         the caller's transaction. An identical resubmission changes nothing."""
-        existing = await self.db.programmes.find_one(
-            {"_id": sub.programme_id}, {"fingerprint": 1}, session=uow.session)
+        programmes = uow.docs("programmes")
+        existing = await programmes.get(sub.programme_id)
         if existing:
             return resolve_duplicate(existing["fingerprint"], sub)
         reasons = screen(sub.note, rules, today)
         status = Status.ELIGIBLE if not reasons else Status.INELIGIBLE
         summary = summary_of(sub)
         note = sub.note
-        await self.db.programmes.insert_one({
+        await programmes.insert({
             "_id": sub.programme_id,
             "submitted_by": sub.submitted_by,
             "entity_reference": note.entity_reference,
@@ -97,7 +97,7 @@ class IntakeStore(Store):
             ],
             "submitted_at": sub.at,
             "updated_at": sub.at,
-        }, session=uow.session)
+        })
         uow.emit(ProgrammeSubmitted(
             programme_id=sub.programme_id, submitted_by=sub.submitted_by,
             entity_reference=note.entity_reference, channel=sub.channel,
@@ -113,25 +113,23 @@ class IntakeStore(Store):
                    also_set: dict[str, Any] | None = None) -> str:
         """Apply one lifecycle transition (compare-and-set on the current status); returns
         the previous status. IllegalTransition / NotFound leave everything unchanged."""
-        doc = await self.db.programmes.find_one({"_id": programme_id},
-                                                {"status": 1}, session=uow.session)
+        programmes = uow.docs("programmes")
+        doc = await programmes.get(programme_id)
         if doc is None:
             raise NotFound(f"no programme {programme_id}")
         current = doc["status"]
         transition(current, target)
         entry = {"status": target, "at": at, "by": by, **(detail or {})}
-        res = await self.db.programmes.update_one(
-            {"_id": programme_id, "status": current},
-            {"$set": {"status": target, "updated_at": at, **(also_set or {})},
-             "$push": {"history": entry}}, session=uow.session)
-        if res.modified_count != 1:  # changed under us: the transaction retries or fails
-            raise Conflict(f"programme {programme_id} changed concurrently")
+        # written with the transaction: a concurrent change to this document conflicts with
+        # it, and the transaction retries (or fails) rather than apply both
+        await programmes.update(programme_id, {
+            "$set": {"status": target, "updated_at": at, **(also_set or {})},
+            "$push": {"history": entry}})
         return current
 
     async def withdraw(self, uow: UnitOfWork, programme_id: str, entity: str, reason: str,
                        at: datetime, traceparent: str | None = None) -> str:
-        doc = await self.db.programmes.find_one({"_id": programme_id}, {"punos": 1},
-                                                session=uow.session)
+        doc = await uow.docs("programmes").get(programme_id)
         if doc is None or entity not in doc["punos"]:
             raise NotFound(f"no programme {programme_id}")
         previous = await self.move(uow, programme_id, Status.WITHDRAWN, at=at, by=entity,
@@ -145,8 +143,7 @@ class IntakeStore(Store):
         return await self.db.programmes.find_one({"_id": programme_id})
 
     async def status_of(self, uow: UnitOfWork, programme_id: str) -> str | None:
-        doc = await self.db.programmes.find_one({"_id": programme_id}, {"status": 1},
-                                                session=uow.session)
+        doc = await uow.docs("programmes").get(programme_id)
         return doc["status"] if doc else None
 
     async def search(self, query: dict[str, Any], cursor: str | None, limit: int

@@ -1,0 +1,80 @@
+"""The write-batched document view (`UnitOfWork.docs`) against the real Mongo server: one
+transaction's reads see its own pending writes; the writes land together at commit, or not
+at all; a write that no longer hits its document fails the transaction."""
+
+from __future__ import annotations
+
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import monitoring
+
+from shared.errors import Conflict
+from shared.settings import ServiceSettings
+from shared.store import Store, UnitOfWork
+from tests.support import isolated
+
+
+class Counter(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.commands.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_a_batch_reads_its_own_writes_and_writes_once() -> None:
+    store = Store(isolated(ServiceSettings, service_name="batching"))
+    counter = Counter()
+    await store.close()
+    store.client = AsyncIOMotorClient(store.settings.mongodb_url, tz_aware=True,
+                                      event_listeners=[counter])
+    store.db = store.client[store.settings.database]
+    await store.db.things.insert_many([{"_id": f"t{i}", "n": 0, "log": []} for i in range(50)])
+
+    async def work(uow: UnitOfWork) -> None:
+        docs = uow.docs("things")
+        await docs.load([f"t{i}" for i in range(50)] + ["new"])
+        for rnd in range(3):  # three events per document in one batch
+            for i in range(50):
+                doc = await docs.update(f"t{i}", {"$inc": {"n": 1}, "$push": {"log": rnd}})
+                assert doc is not None and doc["n"] == rnd + 1
+        assert await docs.update("absent", {"$set": {"x": 1}}) is None
+        await docs.update("new", {"$setOnInsert": {"n": 7}}, upsert=True)
+        assert (await docs.get("new"))["n"] == 7
+        assert await store.db.things.find_one({"_id": "t0"}, session=uow.session) == {
+            "_id": "t0", "n": 0, "log": []}  # nothing written before the flush
+
+    counter.commands.clear()
+    await store.transaction(work)
+    writes = [c for c in counter.commands if c in ("update", "insert", "delete")]
+    assert writes == ["update"]  # 151 updates in one round trip
+    got = {d["_id"]: d async for d in store.db.things.find()}
+    assert all(got[f"t{i}"]["n"] == 3 and got[f"t{i}"]["log"] == [0, 1, 2] for i in range(50))
+    assert got["new"] == {"_id": "new", "n": 7} and "absent" not in got
+    await store.client.drop_database(store.db.name)
+    await store.close()
+
+
+async def test_a_write_that_misses_its_document_fails_the_whole_transaction() -> None:
+    store = Store(isolated(ServiceSettings, service_name="batching"))
+    await store.db.things.insert_many([{"_id": "a", "n": 0}, {"_id": "b", "n": 0}])
+
+    async def work(uow: UnitOfWork) -> None:
+        docs = uow.docs("things")
+        await docs.load(["a", "b"])
+        await docs.update("a", {"$inc": {"n": 1}})
+        await docs.update("b", {"$inc": {"n": 1}})
+        # the cache believes b exists; another writer (here: this test) removed it
+        await store.db.things.delete_one({"_id": "b"}, session=uow.session)
+
+    with pytest.raises(Conflict, match="1 of 2 writes applied"):
+        await store.transaction(work)
+    assert await store.db.things.find_one({"_id": "a"}) == {"_id": "a", "n": 0}  # rolled back
+    await store.client.drop_database(store.db.name)
+    await store.close()
