@@ -12,7 +12,7 @@ from bson import Decimal128
 
 from services.monitoring.domain import MonitoringRules
 from services.monitoring.store import MonitoringStore
-from shared.consumer import Incoming, Rejection, apply_each
+from shared.consumer import Incoming, Rejection, apply_each, programmes_of
 from shared.contracts.funding import (
     AllocationMade,
     FundsRefunded,
@@ -84,7 +84,7 @@ async def apply_fact(store: MonitoringStore, uow: UnitOfWork, inc: Incoming) -> 
 
 async def handle_facts(store: MonitoringStore, batch: list[Incoming]) -> list[Rejection]:
     return await apply_each(store, FACTS_CONSUMER, batch,
-                            lambda uow, inc: apply_fact(store, uow, inc))
+                            lambda uow, inc: apply_fact(store, uow, inc), programmes_of())
 
 
 def refuse_personal_data(r: SubmitProgressReport) -> None:
@@ -120,7 +120,11 @@ async def handle_reports(store: MonitoringStore, rules: MonitoringRules,
         await store.submit_report(uow, r, entity, "kafka", utcnow(), rules,
                                   traceparent=inc.traceparent)
 
-    return await apply_each(store, REPORTS_CONSUMER, batch, apply)
+    async def preload(uow: UnitOfWork, events: list[Incoming]) -> None:
+        await uow.docs("reports").load(i.event.report_id for i in events)
+        await programmes_of()(uow, events)
+
+    return await apply_each(store, REPORTS_CONSUMER, batch, apply, preload)
 
 
 class Scheduler:

@@ -72,7 +72,7 @@ class MonitoringStore(Store):
 
     # -- projections of other services' facts -------------------------------------------------
     async def _doc(self, uow: UnitOfWork, pid: str) -> dict[str, Any]:
-        return await self.db.programmes.find_one({"_id": pid}, session=uow.session) or {}
+        return await uow.docs("programmes").get(pid) or {}
 
     async def advance(self, uow: UnitOfWork, pid: str, status: str | None, at: datetime,
                       set_: dict[str, Any] | None = None, inc: dict[str, Any] | None = None,
@@ -85,31 +85,29 @@ class MonitoringStore(Store):
             update["$inc"] = inc
         if push:
             update["$push"] = push
-        await self.db.programmes.update_one({"_id": pid}, update, upsert=True,
-                                            session=uow.session)
+        await uow.docs("programmes").update(pid, update, upsert=True)
         if set_ and "duration_months" in set_ and doc.get("start_date"):
             await self._set_calendar(uow, pid)
 
     async def started(self, uow: UnitOfWork, pid: str, at: datetime) -> None:
         """Implementation starts with the first transfer."""
-        res = await self.db.programmes.update_one(
-            {"_id": pid, "start_date": None}, {"$set": {"start_date": as_dt(at.date())}},
-            session=uow.session)
-        if res.modified_count:
+        doc = await self._doc(uow, pid)
+        if doc and doc.get("start_date") is None:
+            await uow.docs("programmes").update(
+                pid, {"$set": {"start_date": as_dt(at.date())}})
             await self._set_calendar(uow, pid)
 
     async def _set_calendar(self, uow: UnitOfWork, pid: str) -> None:
         doc = await self._doc(uow, pid)
         if doc.get("start_date") and doc.get("duration_months"):
             end = end_date(doc["start_date"].date(), doc["duration_months"])
-            await self.db.programmes.update_one({"_id": pid}, {"$set": {"end_date": as_dt(end)}},
-                                                session=uow.session)
+            await uow.docs("programmes").update(pid, {"$set": {"end_date": as_dt(end)}})
 
     # -- reports ------------------------------------------------------------------------------
     async def submit_report(self, uow: UnitOfWork, r: SubmitProgressReport, entity: str,
                             channel: str, now: datetime, rules: MonitoringRules,
                             traceparent: str | None = None) -> tuple[bool, dict[str, Any]]:
-        existing = await self.db.reports.find_one({"_id": r.report_id}, session=uow.session)
+        existing = await uow.docs("reports").get(r.report_id)
         if existing is not None:
             if existing["body"] != r.model_dump(mode="json"):
                 raise Conflict(f"report id {r.report_id} was already used for another report")
@@ -132,7 +130,7 @@ class MonitoringStore(Store):
         report = {"_id": r.report_id, "programme_id": r.programme_id, "kind": r.kind,
                   "year": r.year, "key": key, "submitted_by": entity, "channel": channel,
                   "at": now, "on_time": timely, "body": r.model_dump(mode="json")}
-        await self.db.reports.insert_one(report, session=uow.session)
+        await uow.docs("reports").insert(report)
         inc: dict[str, Any] = {f"spent.{s.entity.upper()}": d128(s.amount_usd)
                                for s in r.expenditure}
         if r.beneficiaries:
@@ -142,7 +140,7 @@ class MonitoringStore(Store):
                                        "last_report_at": now}}
         if inc:
             upd["$inc"] = inc
-        await self.db.programmes.update_one({"_id": r.programme_id}, upd, session=uow.session)
+        await uow.docs("programmes").update(r.programme_id, upd)
         uow.emit(ReportSubmitted(
             programme_id=r.programme_id, report_id=r.report_id, kind=r.kind, year=r.year,
             submitted_by=entity, submitted_at=now, on_time=timely,
@@ -190,13 +188,8 @@ class MonitoringStore(Store):
                            rate=rate, last_report=last.date() if last else None, rules=rules)
         old = set(doc.get("risk_flags", []))
         if flags != old:
-            current = ({"risk_flags": doc["risk_flags"]} if "risk_flags" in doc
-                       else {"risk_flags": {"$exists": False}})
-            res = await self.db.programmes.update_one(
-                {"_id": pid, **current},
-                {"$set": {"risk_flags": sorted(flags)}}, session=uow.session)
-            if res.modified_count != 1:
-                raise Conflict(f"{pid}'s risk flags changed concurrently")
+            # a concurrent evaluation writes the same document: one transaction retries
+            await uow.docs("programmes").update(pid, {"$set": {"risk_flags": sorted(flags)}})
             if flags - old:
                 uow.emit(ProgrammeAtRisk(programme_id=pid, flags=sorted(flags),
                                          new_flags=sorted(flags - old),
@@ -224,12 +217,11 @@ class MonitoringStore(Store):
 
     async def _close(self, uow: UnitOfWork, pid: str, current: str, target: str,
                      now: datetime, extra: dict[str, Any] | None = None) -> None:
-        res = await self.db.programmes.update_one(
-            {"_id": pid, "status": current},
-            {"$set": {"status": target, f"closed.{target}": now, **(extra or {})}},
-            session=uow.session)
-        if res.modified_count != 1:
+        doc = await self._doc(uow, pid)
+        if doc.get("status") != current:
             raise Conflict(f"{pid} changed concurrently")
+        await uow.docs("programmes").update(
+            pid, {"$set": {"status": target, f"closed.{target}": now, **(extra or {})}})
         BUSINESS.labels(target.replace("-", "_")).inc()
 
     async def active_ids(self) -> list[str]:
