@@ -133,6 +133,8 @@ class Docs:
         self.uow, self.coll = uow, uow.db[name]
         self.cache: dict[Any, dict[str, Any] | None] = {}
         self.ops: list[Any] = []
+        # what a caller's `load_where` queries covered completely (its own vocabulary)
+        self.covered: set[Any] = set()
 
     async def load(self, ids: Iterable[Any]) -> None:
         missing = [i for i in dict.fromkeys(ids) if i is not None and i not in self.cache]
@@ -142,6 +144,14 @@ class Docs:
             {"_id": {"$in": missing}}, session=self.uow.session)}
         for i in missing:
             self.cache[i] = found.get(i)
+
+    async def load_where(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Cache every document `query` matches (pending writes first, so it sees them)."""
+        await self.flush()
+        found = [d async for d in self.coll.find(query, session=self.uow.session)]
+        for d in found:
+            self.cache[d["_id"]] = d
+        return found
 
     async def get(self, key: Any) -> dict[str, Any] | None:
         if key not in self.cache:

@@ -22,7 +22,7 @@ from services.notifications.domain import (
     programme_view,
 )
 from services.notifications.store import NotificationsStore
-from shared.consumer import Incoming, Rejection, apply_each
+from shared.consumer import Incoming, Rejection, apply_each, programmes_of
 from shared.contracts import REGISTRY
 from shared.contracts.funding import (
     AllocationMade,
@@ -98,7 +98,11 @@ async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, dige
                 created += await notify(store, uow, p["_id"], p["type"], fact,
                                         p.get("traceparent"), digest_hour)
 
-    rejections = await apply_each(store, FACTS_CONSUMER, batch, apply)
+    async def preload(uow: UnitOfWork, events: list[Incoming]) -> None:
+        await programmes_of()(uow, events)
+        await store.load_deliveries(uow, [i.id for i in events])
+
+    rejections = await apply_each(store, FACTS_CONSUMER, batch, apply, preload)
     if created and wake is not None:
         wake.set()
     return rejections

@@ -37,6 +37,7 @@ class NotificationsStore(Store):
         await d.create_index([("status", ASCENDING), ("due_at", ASCENDING)])
         await d.create_index([("status", ASCENDING), ("lease_until", ASCENDING)])
         await self.db.parked.create_index([("programme_id", ASCENDING)])
+        await d.create_index([("fact_id", ASCENDING)])
 
     async def seed_directory(self) -> None:
         """The Network's members and the FMU, with no contact points yet (inbox only)."""
@@ -48,8 +49,9 @@ class NotificationsStore(Store):
 
     # -- the directory ------------------------------------------------------------------------
     async def contacts(self, uow: UnitOfWork, codes: list[str]) -> dict[str, Contact]:
-        return {d["_id"]: c async for d in self.db.directory.find(
-            {"_id": {"$in": codes}}, session=uow.session) if (c := contact_of(d))}
+        directory = uow.docs("directory")
+        await directory.load(codes)
+        return {code: c for code in codes if (c := contact_of(directory.cache[code]))}
 
     async def contact(self, code: str) -> Contact | None:
         return contact_of(await self.db.directory.find_one({"_id": code}))
@@ -63,19 +65,17 @@ class NotificationsStore(Store):
 
     # -- programmes ---------------------------------------------------------------------------
     async def remember_programme(self, uow: UnitOfWork, view: dict[str, Any]) -> None:
-        await self.db.programmes.update_one({"_id": view["_id"]}, {"$set": view}, upsert=True,
-                                            session=uow.session)
+        await uow.docs("programmes").update(view["_id"], {"$set": view}, upsert=True)
 
     async def add_contributors(self, uow: UnitOfWork, pid: str, contributors: list[str]
                                ) -> None:
-        await self.db.programmes.update_one(
-            {"_id": pid}, {"$addToSet": {"contributors": {"$each": contributors}}},
-            upsert=True, session=uow.session)
+        await uow.docs("programmes").update(
+            pid, {"$addToSet": {"contributors": {"$each": contributors}}}, upsert=True)
 
     async def programme(self, uow: UnitOfWork, pid: str | None) -> Programme | None:
         if not pid:
             return None
-        d = await self.db.programmes.find_one({"_id": pid}, session=uow.session)
+        d = await uow.docs("programmes").get(pid)
         return Programme.from_doc(d) if d and d.get("punos") else None
 
     async def park(self, uow: UnitOfWork, fact_id: str, fact_type: str, pid: str,
@@ -84,19 +84,29 @@ class NotificationsStore(Store):
         document, so it conflicts with a concurrent remember_programme (which writes the same
         document): one transaction retries and sees the other, and no fact is left parked
         (snapshot isolation alone would let both commit, each blind to the other)."""
-        await self.db.programmes.update_one({"_id": pid}, {"$inc": {"parked": 1}},
-                                            upsert=True, session=uow.session)
-        await self.db.parked.update_one(
-            {"_id": fact_id}, {"$setOnInsert": {"type": fact_type, "programme_id": pid,
-                                                "data": data, "traceparent": traceparent}},
-            upsert=True, session=uow.session)
+        await uow.docs("programmes").update(pid, {"$inc": {"parked": 1}}, upsert=True)
+        await uow.docs("parked").update(
+            fact_id, {"$setOnInsert": {"type": fact_type, "programme_id": pid,
+                                       "data": data, "traceparent": traceparent}},
+            upsert=True)
 
     async def unpark(self, uow: UnitOfWork, pid: str) -> list[dict[str, Any]]:
-        docs = await self.db.parked.find({"programme_id": pid}, session=uow.session).to_list(
-            None)
-        if docs:
-            await self.db.parked.delete_many({"programme_id": pid}, session=uow.session)
+        prog = await uow.docs("programmes").get(pid)
+        if not prog or not prog.get("parked"):
+            return []  # nothing was ever parked for it: no query
+        parked = uow.docs("parked")
+        docs = await parked.load_where({"programme_id": pid})
+        for d in docs:
+            await parked.delete(d["_id"])
+        await uow.docs("programmes").update(pid, {"$set": {"parked": 0}})
         return docs
+
+    async def load_deliveries(self, uow: UnitOfWork, fact_ids: list[str]) -> None:
+        """The deliveries already made for these facts, in one query (a redelivered or
+        replayed fact finds its notices there and makes none twice)."""
+        deliveries = uow.docs("deliveries")
+        await deliveries.load_where({"fact_id": {"$in": fact_ids}})
+        deliveries.covered.update(fact_ids)
 
     # -- deliveries ---------------------------------------------------------------------------
     async def record(self, uow: UnitOfWork, notices: list[Notice], contacts: dict[str, Contact],
@@ -105,9 +115,12 @@ class NotificationsStore(Store):
         and e-mail ones wait for the dispatcher (at once, or at the next digest slot)."""
         if not notices:
             return 0
-        have = {d["_id"] async for d in self.db.deliveries.find(
-            {"_id": {"$in": [n.id for n in notices]}}, {"_id": 1}, session=uow.session)}
-        fresh = [n for n in notices if n.id not in have]
+        deliveries = uow.docs("deliveries")
+        for n in notices:
+            if n.fact_id in deliveries.covered:
+                deliveries.cache.setdefault(n.id, None)  # the load found none
+        await deliveries.load(n.id for n in notices)
+        fresh = [n for n in notices if deliveries.cache[n.id] is None]
         docs = []
         for n in fresh:
             inbox = n.channel == "inbox"
@@ -126,8 +139,9 @@ class NotificationsStore(Store):
                     notification_id=n.id, fact_id=n.fact_id, fact_type=n.fact_type,
                     programme_id=n.programme_id, recipient=n.recipient, channel="inbox",
                     delivered_at=now), traceparent=traceparent)
+        for d in docs:
+            await deliveries.insert(d)
         if docs:
-            await self.db.deliveries.insert_many(docs, session=uow.session)
             BUSINESS.labels("notifications_delivered").inc(sum(1 for d in docs
                                                                if d["status"] == "delivered"))
         return len(docs)
@@ -149,14 +163,13 @@ class NotificationsStore(Store):
 
     async def delivered(self, docs: list[dict[str, Any]], owner: str, now: datetime) -> None:
         async def work(uow: UnitOfWork) -> None:
+            deliveries = await self._claimed(uow, docs, owner)
             for d in docs:
-                res = await self.db.deliveries.update_one(
-                    {"_id": d["_id"], "owner": owner, "status": "sending"},
-                    {"$set": {"status": "delivered", "delivered_at": now},
-                     "$inc": {"attempts": 1},
-                     "$push": {"history": {"at": now, "outcome": "delivered"}}},
-                    session=uow.session)
-                if res.modified_count:
+                if d["_id"] in deliveries:
+                    await uow.docs("deliveries").update(d["_id"], {
+                        "$set": {"status": "delivered", "delivered_at": now},
+                        "$inc": {"attempts": 1},
+                        "$push": {"history": {"at": now, "outcome": "delivered"}}})
                     uow.emit(NotificationDelivered(
                         notification_id=d["_id"], fact_id=d["fact_id"],
                         fact_type=d["fact_type"], programme_id=d["programme_id"],
@@ -174,16 +187,18 @@ class NotificationsStore(Store):
 
         async def work(uow: UnitOfWork) -> None:
             died.clear()
+            deliveries = await self._claimed(uow, docs, owner)
             for d in docs:
+                if d["_id"] not in deliveries:
+                    continue
                 attempts = d.get("attempts", 0) + 1
                 dead = attempts >= max_attempts
-                res = await self.db.deliveries.update_one(
-                    {"_id": d["_id"], "owner": owner, "status": "sending"},
-                    {"$set": {"status": "dead" if dead else "pending", "attempts": attempts,
-                              "last_error": error[:500], "due_at": next_due},
-                     "$push": {"history": {"at": now, "outcome": "failed",
-                                           "error": error[:500]}}}, session=uow.session)
-                if res.modified_count and dead:
+                await uow.docs("deliveries").update(d["_id"], {
+                    "$set": {"status": "dead" if dead else "pending", "attempts": attempts,
+                             "last_error": error[:500], "due_at": next_due},
+                    "$push": {"history": {"at": now, "outcome": "failed",
+                                          "error": error[:500]}}})
+                if dead:
                     died.append(d["_id"])
                     uow.emit(NotificationFailed(
                         notification_id=d["_id"], fact_id=d["fact_id"],
@@ -195,6 +210,15 @@ class NotificationsStore(Store):
 
         await self.transaction(work)
         return died
+
+    async def _claimed(self, uow: UnitOfWork, docs: list[dict[str, Any]], owner: str
+                       ) -> set[str]:
+        """Which of these deliveries this dispatcher still holds (its lease may have expired
+        and another taken them): read in one query."""
+        deliveries = uow.docs("deliveries")
+        await deliveries.load(d["_id"] for d in docs)
+        return {d["_id"] for d in docs if (x := deliveries.cache[d["_id"]]) is not None
+                and x.get("owner") == owner and x.get("status") == "sending"}
 
     async def release(self, docs: list[dict[str, Any]], owner: str, due: datetime) -> None:
         """Give back unsent deliveries (an open circuit): not an attempt."""
