@@ -175,6 +175,13 @@ class Docs:
         self.cache[doc["_id"]] = copy.deepcopy(doc)
         self.ops.append(InsertOne(doc))
 
+    async def add(self, doc: dict[str, Any]) -> None:
+        """Insert without reading first, for documents whose deterministic `_id` the
+        transaction's own logic keeps unique (journal entries): a duplicate fails the
+        transaction at the flush."""
+        self.cache[doc["_id"]] = copy.deepcopy(doc)
+        self.ops.append(InsertOne(doc))
+
     async def delete(self, key: Any) -> None:
         if await self.get(key) is not None:
             self.cache[key] = None

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from services.funding import service
-from services.funding.commands import Decision, Deposit, Pledge, Refund
+from services.funding.commands import Decision, Deposit, Meeting, Pledge, Refund
 from services.funding.domain import fund_view
 from services.funding.store import FundingStore
 from shared.auth import require
@@ -86,6 +86,20 @@ async def decide(cmd: Decision, request: Request, _: Annotated[Principal, FMU]
     status, funded = await service.decide(_store(request), _rules(request), cmd)
     return {"programme_id": cmd.programme_id, "status": status,
             "allocated": cmd.programme_id in funded, "programmes_funded": funded}
+
+
+@router.post("/meetings", status_code=201, tags=["steering committee"],
+             responses=_problems(401, 403, 409, 422),
+             summary="Record a Steering Committee meeting's decisions together (role fmu)")
+async def meet(cmd: Meeting, request: Request, _: Annotated[Principal, FMU]
+               ) -> dict[str, Any]:
+    """Each decision is checked as `POST /v1/decisions` would check it; one that the rules
+    refuse changes nothing and comes back with `status: refused` and its problem, and the
+    others stand. The pipeline is funded once, after all of them."""
+    results, funded = await service.meet(_store(request), _rules(request), cmd)
+    for r in results:
+        r["allocated"] = r["programme_id"] in funded
+    return {"meeting_id": cmd.meeting_id, "results": results, "programmes_funded": funded}
 
 
 @router.get("/pipeline", tags=["steering committee"], responses=_problems(401),

@@ -78,6 +78,21 @@ class Decision(_Cmd):
         return self
 
 
+class Meeting(_Cmd):
+    """A Steering Committee meeting's decisions, recorded together: each stands or falls on
+    its own, and the pipeline is funded once after all of them."""
+
+    meeting_id: Id = Field(description="The SC meeting's reference")
+    decisions: list[Decision] = Field(min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _once_each(self) -> Meeting:
+        ids = [d.programme_id for d in self.decisions]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a meeting decides each programme once")
+        return self
+
+
 class Refund(_Cmd):
     refund_id: Id
     entity: Annotated[str, Field(min_length=2, max_length=20)]

@@ -3,16 +3,19 @@ the pipeline also funds the pipeline in that same transaction."""
 
 from __future__ import annotations
 
-from services.funding.commands import Decision, Deposit, Pledge, Refund
+from typing import Any
+
+from services.funding.commands import Decision, Deposit, Meeting, Pledge, Refund
 from services.funding.domain import FundingRules
 from services.funding.store import FundingStore
-from shared.consumer import Incoming, Rejection, apply_each
+from shared.consumer import Incoming, Rejection, apply_each, programmes_of
 from shared.contracts.funding import ContributionDeposited, ContributionPledged
 from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
 from shared.contracts.monitoring import ProgrammeFinanciallyClosed
 from shared.envelope import utcnow
+from shared.errors import MptfError
 from shared.logging import get_logger
-from shared.store import UnitOfWork
+from shared.store import UnitOfWork, is_transient
 from shared.telemetry import tag_programme
 
 log = get_logger("mptf.funding")
@@ -48,6 +51,36 @@ async def decide(store: FundingStore, rules: FundingRules, cmd: Decision
                                     cmd.rationale, at, rules, cmd.priority, budget)
         funded = await store.fund_pipeline(uow, rules, at) if status == "approved" else []
         return status, funded
+
+    return await store.money(work)
+
+
+async def meet(store: FundingStore, rules: FundingRules, meeting: Meeting
+               ) -> tuple[list[dict[str, Any]], list[str]]:
+    """A meeting's decisions in one transaction: its programmes read in one query, each
+    decision checked by the same rules as a single one (a refused decision changes nothing
+    and is reported with its problem), then the pipeline funded once."""
+    at = utcnow()
+
+    async def work(uow: UnitOfWork) -> tuple[list[dict[str, Any]], list[str]]:
+        await uow.docs("programmes").load(d.programme_id for d in meeting.decisions)
+        results: list[dict[str, Any]] = []
+        for cmd in meeting.decisions:
+            budget = [(b.entity, b.budget_usd) for b in cmd.approved_budget or []] or None
+            try:
+                status = await store.decide(uow, cmd.programme_id, cmd.decision,
+                                            cmd.decision_id, cmd.rationale, at, rules,
+                                            cmd.priority, budget)
+            except MptfError as e:
+                if is_transient(e.__cause__ or e):
+                    raise
+                results.append({"programme_id": cmd.programme_id, "status": "refused",
+                                "problem": {"code": e.code, "title": e.title,
+                                            "status": e.status, "detail": e.detail}})
+                continue
+            results.append({"programme_id": cmd.programme_id, "status": status})
+        approved = any(r["status"] == "approved" for r in results)
+        return results, (await store.fund_pipeline(uow, rules, at) if approved else [])
 
     return await store.money(work)
 
@@ -95,4 +128,4 @@ async def handle_programme_facts(store: FundingStore, rules: FundingRules,
             await store.fund_pipeline(uow, rules, utcnow())
 
     async with store.money_lock:  # withdrawals and closures fund the pipeline too
-        return await apply_each(store, PROGRAMMES_CONSUMER, batch, apply)
+        return await apply_each(store, PROGRAMMES_CONSUMER, batch, apply, programmes_of())

@@ -18,10 +18,11 @@ from decimal import Decimal
 from typing import Any
 
 from bson import Decimal128
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 
 from services.funding.domain import (
     ZERO,
+    Draw,
     FundingRules,
     Line,
     Waiting,
@@ -109,28 +110,28 @@ class FundingStore(Store):
         """`traceparent` is the programme's trace: decisions and allocations, made later in
         other requests, continue it, so one trace follows the programme's journey."""
         p = f.programme
-        await self.db.programmes.update_one({"_id": f.programme_id}, {"$setOnInsert": m({
+        await uow.docs("programmes").update(f.programme_id, {"$setOnInsert": m({
             "status": "screened-eligible" if f.eligible else "screened-ineligible",
             "title": p.title, "punos": [x.entity for x in p.punos],
             "requested": [{"entity": x.entity, "budget_usd": x.budget_usd} for x in p.punos],
             "requested_total_usd": p.total_budget_usd, "countries": p.countries,
             "region": p.region, "thematic_area": p.primary_thematic_area,
             "gcm_objectives": p.gcm_objectives, "screened_at": f.screened_at,
-            "traceparent": traceparent, "history": []})}, upsert=True, session=uow.session)
+            "traceparent": traceparent, "history": []})}, upsert=True)
 
     async def remember_withdrawn(self, uow: UnitOfWork, programme_id: str, at: datetime
                                  ) -> bool:
         """Take a withdrawn programme out of the pipeline. False if it was already funded
         (withdrawal raced with allocation): the money is out, a refund must bring it back."""
-        res = await self.db.programmes.update_one(
-            {"_id": programme_id, "pipeline": {"$ne": "allocated"}},
-            {"$set": {"status": "withdrawn", "pipeline": None, "withdrawn_at": at}},
-            session=uow.session)
-        if res.matched_count:
+        programmes = uow.docs("programmes")
+        doc = await programmes.get(programme_id)
+        if doc is None:
+            return True  # never screened here: nothing to take out
+        if doc.get("pipeline") != "allocated":
+            await programmes.update(programme_id, {"$set": {
+                "status": "withdrawn", "pipeline": None, "withdrawn_at": at}})
             return True
-        await self.db.programmes.update_one(
-            {"_id": programme_id}, {"$set": {"withdrawn_after_allocation": at}},
-            session=uow.session)
+        await programmes.update(programme_id, {"$set": {"withdrawn_after_allocation": at}})
         return False
 
     # -- contributions ------------------------------------------------------------------------
@@ -203,7 +204,11 @@ class FundingStore(Store):
                      decision_id: str, rationale: str, at: datetime, rules: FundingRules,
                      priority: int | None = None,
                      budget: list[tuple[str, Decimal]] | None = None) -> str:
-        doc = await self.db.programmes.find_one({"_id": programme_id}, session=uow.session)
+        """One decision; the rules refuse it (raising) before anything is written. Several
+        in one transaction (a meeting) read their programmes once: `uow.docs("programmes")
+        .load(ids)` first."""
+        programmes = uow.docs("programmes")
+        doc = await programmes.get(programme_id)
         check_decidable(doc["status"] if doc else None, programme_id)
         assert doc is not None
         record = {"decision": decision, "decision_id": decision_id, "rationale": rationale,
@@ -232,12 +237,10 @@ class FundingStore(Store):
             status, update = "deferred", {}
             fact = ProgrammeDeferred(programme_id=programme_id, decision_id=decision_id,
                                      rationale=rationale, decided_at=at)
-        res = await self.db.programmes.update_one(
-            {"_id": programme_id, "status": doc["status"]},
-            {"$set": m({"status": status, **update}), "$push": {"history": m(record)}},
-            session=uow.session)
-        if res.modified_count != 1:
-            raise Conflict(f"{programme_id} changed concurrently")
+        # a concurrent decision on this programme writes the same document: the transaction
+        # conflicts and retries, and then the rules see the decision already made
+        await programmes.update(programme_id, {"$set": m({"status": status, **update}),
+                                               "$push": {"history": m(record)}})
         uow.emit(fact, traceparent=doc.get("traceparent"))
         BUSINESS.labels(f"programmes_{status}").inc()
         return status
@@ -246,57 +249,64 @@ class FundingStore(Store):
     async def fund_pipeline(self, uow: UnitOfWork, rules: FundingRules, at: datetime
                             ) -> list[str]:
         """Allocate to waiting programmes, head of the pipeline first, while the available
-        balance covers them. Returns the programmes funded now."""
+        balance covers them; all of them in a few writes (one conditional update of the
+        balance for their sum, one bulk write per collection). Returns the programmes funded
+        now."""
+        programmes = uow.docs("programmes")
         fund = await self.db.fund.find_one({"_id": "fund"}, session=uow.session)
         available = py(fund["available"]) if fund else ZERO
         waiting = [Waiting(d["_id"], d["priority"], d["approved_at"], py(d["total_usd"]))
-                   async for d in self.db.programmes.find(
-                       {"pipeline": "waiting"},
-                       {"priority": 1, "approved_at": 1, "total_usd": 1},
-                       session=uow.session)]
-        funded = []
-        for w in next_allocations(available, waiting):
-            await self._allocate(uow, w, rules, at)
-            funded.append(w.programme_id)
-        return funded
-
-    async def _allocate(self, uow: UnitOfWork, w: Waiting, rules: FundingRules, at: datetime
-                        ) -> None:
-        total = w.total_usd
-        # the invariant, enforced by the store: never below zero, whoever else is allocating
-        fund = await self.db.fund.find_one_and_update(
-            {"_id": "fund", "available": {"$gte": Decimal128(total)}},
-            {"$inc": m({"available": -total, "allocated_usd": total})},
-            return_document=ReturnDocument.AFTER, session=uow.session)
-        if fund is None:
-            raise Conflict("the available balance changed under this allocation")
-        sources = [(s["_id"], s["contributor"], py(s["remaining"]), s.get("contribution_id"))
+                   for d in await programmes.load_where({"pipeline": "waiting"})]
+        chosen = next_allocations(available, waiting)
+        if not chosen:
+            return []
+        sources = [[s["_id"], s["contributor"], py(s["remaining"]), s.get("contribution_id")]
                    async for s in self.db.sources.find(
                        {"remaining": {"$gt": Decimal128("0")}},
                        session=uow.session).sort([("at", ASCENDING), ("_id", ASCENDING)])]
-        draws = draw_fifo(sources, total)
-        for d in draws:
-            res = await self.db.sources.update_one(
-                {"_id": d.source_id, "remaining": {"$gte": Decimal128(d.usd)}},
-                {"$inc": {"remaining": Decimal128(-d.usd)}}, session=uow.session)
-            if res.modified_count != 1:
-                raise Conflict("a funding source changed under this allocation")
-        prog = await self.db.programmes.find_one_and_update(
-            {"_id": w.programme_id, "pipeline": "waiting"},
-            {"$set": m({"pipeline": "allocated", "allocated_at": at, "tranches_released": 0,
-                        "funded_by": [{"source_id": d.source_id, "contributor": d.contributor,
-                                       "contribution_id": d.contribution_id, "usd": d.usd}
-                                      for d in draws]})},
+        drawn: dict[str, Decimal] = {}
+        transferred = ZERO
+        for w in chosen:
+            draws = draw_fifo([tuple(x) for x in sources if x[2] > 0], w.total_usd)
+            for d in draws:
+                drawn[d.source_id] = drawn.get(d.source_id, ZERO) + d.usd
+                next(x for x in sources if x[0] == d.source_id)[2] -= d.usd
+            transferred += await self._allocate(uow, w, draws, rules, at)
+        total = sum((w.total_usd for w in chosen), ZERO)
+        # the invariant, enforced by the store: never below zero, whoever else is allocating
+        fund = await self.db.fund.find_one_and_update(
+            {"_id": "fund", "available": {"$gte": Decimal128(total)}},
+            {"$inc": m({"available": -total, "allocated_usd": total,
+                        "transferred_usd": transferred})},
             return_document=ReturnDocument.AFTER, session=uow.session)
-        if prog is None:
-            raise Conflict(f"{w.programme_id} left the pipeline concurrently")
+        if fund is None:
+            raise Conflict("the available balance changed under this allocation")
+        res = await self.db.sources.bulk_write(
+            [UpdateOne({"_id": sid, "remaining": {"$gte": Decimal128(usd)}},
+                       {"$inc": {"remaining": Decimal128(-usd)}}) for sid, usd in drawn.items()],
+            ordered=True, session=uow.session)
+        if res.modified_count != len(drawn):
+            raise Conflict("a funding source changed under this allocation")
+        return [w.programme_id for w in chosen]
+
+    async def _allocate(self, uow: UnitOfWork, w: Waiting, draws: list[Draw],
+                        rules: FundingRules, at: datetime) -> Decimal:
+        """Book one allocation and its first tranche (the balance is the caller's); returns
+        the amount transferred."""
+        total = w.total_usd
+        prog = await uow.docs("programmes").update(w.programme_id, {"$set": m({
+            "pipeline": "allocated", "allocated_at": at, "tranches_released": 0,
+            "funded_by": [{"source_id": d.source_id, "contributor": d.contributor,
+                           "contribution_id": d.contribution_id, "usd": d.usd}
+                          for d in draws]})})
+        assert prog is not None
         lines = [Line(ln["entity"], py(ln["programme_budget_usd"]), py(ln["support_cost_usd"]))
                  for ln in prog["lines"]]
         dims = {"countries": prog["countries"], "region": prog.get("region"),
                 "thematic_area": prog["thematic_area"], "year": at.year}
-        await self.db.journal.insert_one(m({
+        await uow.docs("journal").add(m({
             "_id": f"alloc:{w.programme_id}",
-            **allocation_entry(w.programme_id, lines, at, **dims)}), session=uow.session)
+            **allocation_entry(w.programme_id, lines, at, **dims)}))
         uow.emit(AllocationMade(
             programme_id=w.programme_id, allocation_id=f"a-{w.programme_id}",
             lines=[AllocationLine(entity=ln.entity, programme_budget_usd=ln.programme_budget_usd,
@@ -308,41 +318,39 @@ class FundingStore(Store):
             allocated_at=at), traceparent=prog.get("traceparent"))
         BUSINESS.labels("allocations_made").inc()
         USD.labels("allocated").inc(float(total))
-        await self._release(uow, prog, 0, rules, at)
+        return await self._release(uow, prog, 0, rules, at)
 
     async def _release(self, uow: UnitOfWork, prog: dict[str, Any], tranche: int,
-                       rules: FundingRules, at: datetime) -> None:
+                       rules: FundingRules, at: datetime) -> Decimal:
+        """Transfer tranche `tranche + 1` to each PUNO; returns the total (the caller books
+        it on the fund document)."""
         pid = prog["_id"]
-        res = await self.db.programmes.update_one(
-            {"_id": pid, "pipeline": "allocated", "tranches_released": tranche},
-            {"$set": {"tranches_released": tranche + 1}}, session=uow.session)
-        if res.modified_count != 1:
+        if prog.get("pipeline") != "allocated" or prog.get("tranches_released", 0) != tranche:
             raise Conflict(f"tranche {tranche + 1} of {pid} was already released")
         dims = {"countries": prog["countries"], "region": prog.get("region"),
                 "thematic_area": prog["thematic_area"], "year": at.year}
         total = ZERO
+        inc: dict[str, Any] = {}
         for ln in prog["lines"]:
             amount = tranche_amounts(py(ln["total_usd"]), rules.tranches)[tranche]
             total += amount
-            await self.db.journal.insert_one(m({
+            await uow.docs("journal").add(m({
                 "_id": f"xfer:{pid}:{ln['entity']}:{tranche + 1}",
-                **transfer_entry(pid, ln["entity"], amount, at, **dims)}), session=uow.session)
-            await self.db.programmes.update_one(
-                {"_id": pid}, {"$inc": {f"transferred.{ln['entity']}": Decimal128(amount)}},
-                session=uow.session)
+                **transfer_entry(pid, ln["entity"], amount, at, **dims)}))
+            inc[f"transferred.{ln['entity']}"] = Decimal128(amount)
             uow.emit(FundsTransferred(
                 programme_id=pid, transfer_id=f"t-{pid}-{ln['entity']}-{tranche + 1}",
                 entity=ln["entity"], tranche=tranche + 1, amount_usd=amount,
                 transferred_at=at), traceparent=prog.get("traceparent"))
-        await self.db.fund.update_one({"_id": "fund"},
-                                      {"$inc": {"transferred_usd": Decimal128(total)}},
-                                      session=uow.session)
+        await uow.docs("programmes").update(pid, {"$set": {"tranches_released": tranche + 1},
+                                                  "$inc": inc})
         BUSINESS.labels("tranches_transferred").inc()
         USD.labels("transferred").inc(float(total))
+        return total
 
     async def release_next_tranche(self, uow: UnitOfWork, programme_id: str,
                                    rules: FundingRules, at: datetime) -> int:
-        prog = await self.db.programmes.find_one({"_id": programme_id}, session=uow.session)
+        prog = await uow.docs("programmes").get(programme_id)
         if prog is None:
             raise NotFound(f"no programme {programme_id}")
         if prog.get("pipeline") != "allocated":
@@ -351,17 +359,19 @@ class FundingStore(Store):
         if done >= len(rules.tranches):
             raise Conflict(f"all {len(rules.tranches)} tranche(s) of {programme_id} were "
                            "already transferred")
-        await self._release(uow, prog, done, rules, at)
+        total = await self._release(uow, prog, done, rules, at)
+        await self.db.fund.update_one({"_id": "fund"},
+                                      {"$inc": {"transferred_usd": Decimal128(total)}},
+                                      session=uow.session)
         return done + 1
 
     async def refund(self, uow: UnitOfWork, programme_id: str, refund_id: str, entity: str,
                      amount: Decimal, at: datetime) -> bool:
         """A PUNO returns unspent money: at most what it was transferred, net of refunds.
         False when this refund id was already booked."""
-        if await self.db.journal.find_one({"_id": f"refund:{refund_id}"}, {"_id": 1},
-                                          session=uow.session):
+        if await uow.docs("journal").get(f"refund:{refund_id}"):
             return False
-        prog = await self.db.programmes.find_one({"_id": programme_id}, session=uow.session)
+        prog = await uow.docs("programmes").get(programme_id)
         if prog is None:
             raise NotFound(f"no programme {programme_id}")
         if amount <= 0:
@@ -371,14 +381,13 @@ class FundingStore(Store):
             prog.get("refunded", {}).get(entity, Decimal128("0")))
         if amount > net:
             raise Conflict(f"{entity} holds {net} of {programme_id}; cannot refund {amount}")
-        await self.db.programmes.update_one(
-            {"_id": programme_id}, {"$inc": {f"refunded.{entity}": Decimal128(amount)}},
-            session=uow.session)
+        await uow.docs("programmes").update(
+            programme_id, {"$inc": {f"refunded.{entity}": Decimal128(amount)}})
         dims = {"countries": prog["countries"], "region": prog.get("region"),
                 "thematic_area": prog["thematic_area"], "year": at.year}
-        await self.db.journal.insert_one(m({
+        await uow.docs("journal").add(m({
             "_id": f"refund:{refund_id}",
-            **refund_entry(programme_id, entity, amount, at, **dims)}), session=uow.session)
+            **refund_entry(programme_id, entity, amount, at, **dims)}))
         await self.db.sources.insert_one(m({
             "_id": f"ref:{refund_id}", "contributor": "refunds", "at": at,
             "contribution_id": f"refund:{refund_id}", "remaining": amount}),

@@ -185,3 +185,52 @@ async def test_tranches_refunds_and_the_fund_as_of_a_moment() -> None:
             return (await http.get("/v1/pipeline", headers=FMU)).json() == []
 
         await eventually(gone)
+
+
+async def test_a_meeting_decides_many_at_once_and_funds_the_pipeline_once() -> None:
+    s = isolated(FundingSettings)
+    async with running(build_funding, s) as (_, rt, http):
+        await setup(http, rt, s, *(screened(f"jp-m{i}") for i in range(1, 5)),
+                    screened("jp-m5", eligible=False))
+        await pledge_and_deposit(http, "c-NLD", "NLD", "500000")  # 495,000 net: two fit
+        decisions = [{"programme_id": f"jp-m{i}", "decision": "approve", "decision_id": "sc7",
+                      "priority": i} for i in (1, 2, 3)] + [
+            {"programme_id": "jp-m4", "decision": "reject", "decision_id": "sc7",
+             "rationale": "outside the Fund's thematic priorities"},
+            {"programme_id": "jp-m5", "decision": "approve", "decision_id": "sc7",
+             "priority": 4},
+            {"programme_id": "jp-nobody", "decision": "defer", "decision_id": "sc7",
+             "rationale": "later"}]
+        r = await http.post("/v1/meetings", headers=FMU,
+                            json={"meeting_id": "sc7", "decisions": decisions})
+        assert r.status_code == 201, r.text
+        body = r.json()
+        got = {x["programme_id"]: (x["status"], x["allocated"], x.get("problem", {}).get(
+            "status")) for x in body["results"]}
+        assert got == {"jp-m1": ("approved", True, None), "jp-m2": ("approved", True, None),
+                       "jp-m3": ("approved", False, None), "jp-m4": ("rejected", False, None),
+                       "jp-m5": ("refused", False, 409), "jp-nobody": ("refused", False, 404)}
+        assert body["programmes_funded"] == ["jp-m1", "jp-m2"]
+        fund = (await http.get("/v1/fund", headers=OPERATOR)).json()
+        assert fund["available_usd"] == "67000.00"  # 495,000 - 2 x 214,000
+        assert [p["programme_id"] for p in (await http.get(
+            "/v1/pipeline", headers=FMU)).json()] == ["jp-m3"]
+        facts = [d["type"].rsplit(".", 2)[-2] async for d in rt.store.db.outbox.find(
+            {"type": {"$regex": "programme|allocation|funds"}}).sort("seq", 1)]
+        assert facts.count("approved") == 3 and facts.count("rejected") == 1
+        assert facts.count("made") == 2 and facts.count("transferred") == 4
+
+        # the same meeting again: every decision is refused, nothing changes
+        again = await http.post("/v1/meetings", headers=FMU,
+                                json={"meeting_id": "sc7", "decisions": decisions})
+        assert {x["status"] for x in again.json()["results"]} == {"refused"}
+        assert (await http.get("/v1/fund", headers=OPERATOR)).json() == fund
+
+        # a meeting that names a programme twice is not a meeting: 422, nothing decided
+        r = await http.post("/v1/meetings", headers=FMU, json={
+            "meeting_id": "sc8", "decisions": [decisions[2], decisions[2]]})
+        assert r.status_code == 422 and r.headers["content-type"].startswith(
+            "application/problem+json")
+        r = await http.post("/v1/meetings", headers=IOM, json={
+            "meeting_id": "sc9", "decisions": decisions[:1]})
+        assert r.status_code == 403
