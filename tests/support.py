@@ -59,6 +59,30 @@ def event_record(model: Any, *, source: str = "urn:mptf:entity:IOM", event_id: s
     return (key.encode() if key else None, model.model_dump_json().encode(), env.headers())
 
 
+async def read_to_end(topic: str, *, timeout: float = 120.0) -> list[Any]:
+    """Every record on `topic` up to its end offsets as of now, however many (read_all stops
+    at the first quiet moment; this stops only at the end)."""
+    c = AIOKafkaConsumer(topic, bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                         auto_offset_reset="earliest", enable_auto_commit=False,
+                         group_id=None, max_partition_fetch_bytes=4 << 20)
+    await c.start()
+    out: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not c.assignment():  # noqa: ASYNC110 - no group: every partition, once known
+            await asyncio.sleep(0.05)
+        parts = sorted(c.assignment())
+        end = await c.end_offsets(parts)
+        while any(await c.position(tp) < end[tp] for tp in parts):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{topic} not read to its end in {timeout} s")
+            for recs in (await c.getmany(timeout_ms=500, max_records=5000)).values():
+                out.extend(recs)
+    finally:
+        await c.stop()
+    return out
+
+
 async def read_all(topic: str, *, min_count: int = 0, timeout: float = 15.0) -> list[Any]:
     """Every record on `topic` (from the beginning), waiting for at least `min_count`."""
     c = AIOKafkaConsumer(topic, bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],

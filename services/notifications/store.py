@@ -148,18 +148,27 @@ class NotificationsStore(Store):
 
     async def claim_due(self, owner: str, now: datetime, limit: int, lease: float
                         ) -> list[dict[str, Any]]:
-        due = {"$or": [{"status": "pending", "due_at": {"$lte": now}},
-                       {"status": "sending", "lease_until": {"$lt": now}}]}
-        ids = [d["_id"] async for d in self.db.deliveries.find(due, {"_id": 1}).sort(
-            "due_at", ASCENDING).limit(limit)]
-        if not ids:
+        """Take up to `limit` deliveries that are due, or whose sender's lease ran out, under
+        a lease of our own. Two plain indexed queries, not one `$or`: the Mongo wire server
+        we run locally scans the whole collection for an `$or`, and this runs every poll."""
+        until = now + timedelta(seconds=lease)
+        claimed: list[Any] = []
+        for due, oldest_first in (({"status": "pending", "due_at": {"$lte": now}}, "due_at"),
+                                  ({"status": "sending", "lease_until": {"$lt": now}},
+                                   "lease_until")):
+            if len(claimed) >= limit:
+                break
+            ids = [d["_id"] async for d in self.db.deliveries.find(due, {"_id": 1}).sort(
+                oldest_first, ASCENDING).limit(limit - len(claimed))]
+            if ids:
+                await self.db.deliveries.update_many(
+                    {"_id": {"$in": ids}, **due},
+                    {"$set": {"status": "sending", "owner": owner, "lease_until": until}})
+                claimed += ids
+        if not claimed:
             return []
-        await self.db.deliveries.update_many(
-            {"_id": {"$in": ids}, **due},
-            {"$set": {"status": "sending", "owner": owner,
-                      "lease_until": now + timedelta(seconds=lease)}})
         return await self.db.deliveries.find(
-            {"_id": {"$in": ids}, "owner": owner, "status": "sending"}).to_list(None)
+            {"_id": {"$in": claimed}, "owner": owner, "status": "sending"}).to_list(None)
 
     async def delivered(self, docs: list[dict[str, Any]], owner: str, now: datetime) -> None:
         async def work(uow: UnitOfWork) -> None:

@@ -5,8 +5,11 @@
 It starts the four services as processes under a fresh topic prefix and prints:
   * time to ready and RSS per service;
   * pipeline throughput: concept note in (inbound topic) -> screened -> approved (an SC
-    driver posts each approval as soon as the note is screened) -> allocated -> the
-    allocation notification logged, in programmes per second, offered all at once;
+    driver meets every 100 ms and approves in one meeting every note screened since) ->
+    allocated -> the allocation notification logged, in programmes per second, offered all
+    at once;
+  * one step's throughput, comparable with reference (b): intake's inbound consumer (note
+    in, validated, screened, stored with its two facts in the outbox, facts published);
   * end-to-end latency p50/p95/p99 of the same pipeline at a fixed offered rate;
   * reference (a): a raw aiokafka consume->produce relay, no database (the client limit);
   * reference (b): the naive step: one FastStream handler per message awaiting one motor
@@ -83,6 +86,8 @@ class Pipeline:
         self.sent: dict[str, float] = {}
         self.pid_of: dict[str, str] = {}
         self.done: dict[str, float] = {}
+        self.screened: dict[str, float] = {}
+        self.meetings = 0
 
     def url(self, s: str) -> str:
         return f"http://127.0.0.1:{self.ports[s]}"
@@ -105,26 +110,36 @@ class Pipeline:
                                                "usd_amount": "9000000000000"})
 
     async def driver(self, stop: asyncio.Event) -> None:
-        """Approves every eligible screened note as it appears; records allocation
-        notifications as they are logged."""
+        """The Steering Committee: meets every 100 ms and approves, in one meeting, the
+        eligible notes screened since (up to 100 a meeting). Records when each note was
+        screened and when its allocation notification was logged."""
         c = AIOKafkaConsumer(f"{self.tag}.{topics.PROGRAMMES}",
                              f"{self.tag}.{topics.NOTIFICATIONS}",
                              bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
                              group_id=None, auto_offset_reset="earliest")
         await c.start()
-        sem = asyncio.Semaphore(16)
-        pending: set[asyncio.Task[Any]] = set()
-        async with httpx.AsyncClient(timeout=30) as http:
-            async def approve(pid: str) -> None:
-                async with sem:
-                    for _ in range(50):
-                        r = await http.post(f"{self.url('funding')}/v1/decisions", headers=FMU,
-                                            json={"programme_id": pid, "decision": "approve",
-                                                  "decision_id": "sc", "priority": 1})
-                        if r.status_code != 404:
-                            return
-                        await asyncio.sleep(0.05)  # funding has not consumed it yet
+        agenda: list[str] = []
+        meetings = 0
 
+        async def committee(http: httpx.AsyncClient) -> None:
+            nonlocal meetings
+            while not stop.is_set() or agenda:
+                await asyncio.sleep(0.1)
+                todo, agenda[:] = agenda[:100], agenda[100:]
+                if not todo:
+                    continue
+                meetings += 1
+                r = await http.post(f"{self.url('funding')}/v1/meetings", headers=FMU, json={
+                    "meeting_id": f"sc{meetings}", "decisions": [
+                        {"programme_id": pid, "decision": "approve", "decision_id": "sc",
+                         "priority": 1} for pid in todo]})
+                r.raise_for_status()
+                for x in r.json()["results"]:
+                    if x["status"] == "refused" and x["problem"]["status"] == 404:
+                        agenda.append(x["programme_id"])  # funding has not consumed it yet
+
+        async with httpx.AsyncClient(timeout=120) as http:
+            sc = asyncio.create_task(committee(http))
             while not stop.is_set():
                 for recs in (await c.getmany(timeout_ms=100)).values():
                     for r in recs:
@@ -133,12 +148,13 @@ class Pipeline:
                         if h["ce_type"].endswith("programme.submitted.v1"):
                             self.pid_of[body["programme_id"]] = body["entity_reference"]
                         elif h["ce_type"].endswith("programme.screened.v1") and body["eligible"]:
-                            t = asyncio.create_task(approve(body["programme_id"]))
-                            pending.add(t)
-                            t.add_done_callback(pending.discard)
+                            self.screened.setdefault(body["programme_id"], time.perf_counter())
+                            agenda.append(body["programme_id"])
                         elif h["ce_type"].endswith("notification.delivered.v1") and body[
                                 "fact_type"] == ALLOCATION and body["recipient"] == "IOM":
                             self.done.setdefault(body["programme_id"], time.perf_counter())
+            await sc
+        self.meetings = meetings
         await c.stop()
 
     async def offer(self, n: int, rate: float | None, run: str) -> None:
@@ -164,6 +180,10 @@ class Pipeline:
     def finished(self, run: str) -> list[float]:
         return [self.done[pid] - self.sent[ref] for pid, ref in self.pid_of.items()
                 if ref.startswith(run) and pid in self.done]
+
+    def screened_by(self, run: str) -> list[float]:
+        return [self.screened[pid] for pid, ref in self.pid_of.items()
+                if ref.startswith(run) and pid in self.screened]
 
     async def wait(self, run: str, n: int, timeout: float) -> None:
         deadline = time.perf_counter() + timeout
@@ -246,6 +266,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results["throughput_programmes_per_s"] = round(len(pipe.finished("burst")) / took, 1)
         results["burst"] = {"programmes": args.programmes,
                             "completed": len(pipe.finished("burst")), "seconds": round(took, 1)}
+        # one step of the pipeline, comparable with reference (b): intake consuming the
+        # inbound notes, screening each and writing it with its two facts (outbox), published
+        screened = pipe.screened_by("burst")
+        results["step_intake_screening_msgs_per_s"] = round(
+            len(screened) / (max(screened) - t0)) if screened else 0
         n = int(args.rate * args.seconds)
         await pipe.offer(n, args.rate, "paced")
         await pipe.wait("paced", n, 120)
@@ -258,8 +283,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                                                                      strict=True)}
     finally:
         stop.set()
-        await driver
-        stop_all(pipe.procs)
+        try:
+            await driver
+        finally:
+            stop_all(pipe.procs)
+    results["sc_meetings"] = pipe.meetings
     results["reference_a_raw_relay_msgs_per_s"] = round(await raw_relay(args.reference, tag))
     results["reference_b_naive_step_msgs_per_s"] = round(await naive_step(args.reference, tag))
     return results
