@@ -18,7 +18,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from shared.envelope import Envelope, utcnow
@@ -59,31 +59,34 @@ class OutboxRelay:
 
     # -- publishing --------------------------------------------------------------------
     async def publish_pending(self) -> int:
-        """Publish one batch of pending events in commit order; return how many."""
+        """Publish the pending events of a few transactions, in commit order; mark their
+        outbox documents sent; return how many events."""
         docs = await self.store.db.outbox.find({"sent_at": None}).sort(
-            "seq", ASCENDING).limit(self.settings.outbox_batch_max).to_list(None)
+            "seq", ASCENDING).limit(max(1, self.settings.outbox_batch_max // 50)).to_list(None)
         if not docs:
             return 0
         futures = []
-        for d in docs:
-            env = Envelope.model_validate(d["envelope"])
-            with span(f"publish {d['type']}", parent=env.traceparent, kind=SpanKind.PRODUCER,
+        for e in (e for d in docs for e in d["events"]):
+            env = Envelope.model_validate(e["envelope"])
+            with span(f"publish {e['type']}", parent=env.traceparent, kind=SpanKind.PRODUCER,
                       attributes={"messaging.system": "kafka",
-                                  "messaging.destination.name": d["topic"],
-                                  "mptf.event_type": d["type"], "mptf.event_id": env.id,
+                                  "messaging.destination.name": e["topic"],
+                                  "mptf.event_type": e["type"], "mptf.event_id": env.id,
                                   "mptf.programme_id": env.subject}):
                 # the consumer's span becomes a child of this publish span
                 env.traceparent = current_traceparent() or env.traceparent
                 futures.append(await self.producer.send(
-                    self.settings.topic(d["topic"]), value=bytes(d["value"]),
-                    key=d["key"].encode() if d["key"] else None, headers=env.headers()))
+                    self.settings.topic(e["topic"]), value=bytes(e["value"]),
+                    key=e["key"].encode() if e["key"] else None, headers=env.headers()))
+            OUTBOX_PUBLISHED.labels(e["topic"]).inc()
         await asyncio.gather(*futures)
         await self.after_publish(docs)
-        await self.store.db.outbox.update_many(
-            {"_id": {"$in": [d["_id"] for d in docs]}}, {"$set": {"sent_at": utcnow()}})
-        for d in docs:
-            OUTBOX_PUBLISHED.labels(d["topic"]).inc()
-        return len(docs)
+        now = utcnow()
+        # one point update per document (an `$in` makes the local server compare every
+        # candidate with every id)
+        await self.store.db.outbox.bulk_write(
+            [UpdateOne({"_id": d["_id"]}, {"$set": {"sent_at": now}}) for d in docs])
+        return len(futures)
 
     async def after_publish(self, docs: list[dict[str, Any]]) -> None:
         """Hook between publishing and marking sent (fault-injection point in tests)."""

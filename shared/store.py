@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 from bson import Decimal128
 from pydantic import BaseModel
-from pymongo import ASCENDING, DeleteOne, InsertOne, UpdateOne, WriteConcern
+from pymongo import ASCENDING, DeleteOne, InsertOne, ReplaceOne, WriteConcern
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -48,6 +48,7 @@ from shared.telemetry import current_traceparent
 T = TypeVar("T")
 
 MAJORITY = WriteConcern(w="majority")
+OUTBOX_CHUNK = 500  # events per outbox document (well under the 16 MiB document limit)
 
 
 def _make_client(url: str, driver: str) -> Any:
@@ -123,18 +124,25 @@ def apply_update(doc: dict[str, Any] | None, key: Any, update: dict[str, Any]
 class Docs:
     """One collection as a transaction sees it, for batch consumers: `load` the batch's
     documents in one query, read and update them in memory, and let the transaction write
-    every change with one ordered `bulk_write` before it commits. Each write is checked to
-    have hit exactly the document it expected, or the transaction fails (and retries).
+    each changed document once (its final state: several events of a batch about one
+    programme cost one write) with one ordered `bulk_write` before it commits. Each write is
+    checked to have hit exactly the document it expected, or the transaction fails (and
+    retries); a concurrent writer of the same document makes one transaction conflict.
 
     Reads of this collection that bypass the cache (queries) must come after
-    `UnitOfWork.write()`, which flushes pending writes."""
+    `UnitOfWork.write()`, which flushes pending writes; `load_where` does that itself."""
 
     def __init__(self, uow: UnitOfWork, name: str) -> None:
         self.uow, self.coll = uow, uow.db[name]
         self.cache: dict[Any, dict[str, Any] | None] = {}
-        self.ops: list[Any] = []
+        self.existed: dict[Any, bool] = {}  # in the store, as far as this transaction knows
+        self.pending: dict[Any, str] = {}  # key -> "insert" | "write" | "delete"
         # what a caller's `load_where` queries covered completely (its own vocabulary)
         self.covered: set[Any] = set()
+
+    def _known(self, key: Any, doc: dict[str, Any] | None) -> None:
+        self.cache[key] = doc
+        self.existed[key] = doc is not None
 
     async def load(self, ids: Iterable[Any]) -> None:
         missing = [i for i in dict.fromkeys(ids) if i is not None and i not in self.cache]
@@ -143,14 +151,14 @@ class Docs:
         found = {d["_id"]: d async for d in self.coll.find(
             {"_id": {"$in": missing}}, session=self.uow.session)}
         for i in missing:
-            self.cache[i] = found.get(i)
+            self._known(i, found.get(i))
 
     async def load_where(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Cache every document `query` matches (pending writes first, so it sees them)."""
         await self.flush()
         found = [d async for d in self.coll.find(query, session=self.uow.session)]
         for d in found:
-            self.cache[d["_id"]] = d
+            self._known(d["_id"], d)
         return found
 
     async def get(self, key: Any) -> dict[str, Any] | None:
@@ -166,31 +174,48 @@ class Docs:
         if doc is None and not upsert:
             return None
         self.cache[key] = new = apply_update(doc, key, update)
-        self.ops.append(UpdateOne({"_id": key}, update, upsert=upsert))
+        self.pending.setdefault(key, "write")
+        if self.pending[key] == "delete":
+            self.pending[key] = "write"
         return new
 
     async def insert(self, doc: dict[str, Any]) -> None:
         if await self.get(doc["_id"]) is not None:
             raise Conflict(f"{self.coll.name} {doc['_id']} exists")
-        self.cache[doc["_id"]] = copy.deepcopy(doc)
-        self.ops.append(InsertOne(doc))
+        await self.add(doc)
 
     async def add(self, doc: dict[str, Any]) -> None:
         """Insert without reading first, for documents whose deterministic `_id` the
         transaction's own logic keeps unique (journal entries): a duplicate fails the
         transaction at the flush."""
-        self.cache[doc["_id"]] = copy.deepcopy(doc)
-        self.ops.append(InsertOne(doc))
+        key = doc["_id"]
+        self.cache[key] = copy.deepcopy(doc)
+        self.pending[key] = "write" if self.pending.get(key) == "delete" else "insert"
 
     async def delete(self, key: Any) -> None:
-        if await self.get(key) is not None:
-            self.cache[key] = None
-            self.ops.append(DeleteOne({"_id": key}))
+        if await self.get(key) is None:
+            return
+        self.cache[key] = None
+        if self.pending.get(key) == "insert":
+            del self.pending[key]  # never written
+        else:
+            self.pending[key] = "delete"
 
     async def flush(self) -> None:
-        if not self.ops:
+        if not self.pending:
             return
-        ops, self.ops = self.ops, []
+        ops: list[Any] = []
+        for key, kind in self.pending.items():
+            doc = self.cache[key]
+            if kind == "insert":
+                ops.append(InsertOne(doc))
+            elif kind == "delete":
+                ops.append(DeleteOne({"_id": key}))
+            else:  # an upsert for a new document: a concurrent insert conflicts with it
+                ops.append(ReplaceOne({"_id": key}, doc, upsert=not self.existed.get(key)))
+        for key in self.pending:
+            self.existed[key] = self.cache[key] is not None
+        self.pending = {}
         res = await self.coll.bulk_write(ops, ordered=True, session=self.uow.session)
         hit = res.matched_count + res.upserted_count + res.inserted_count + res.deleted_count
         if hit != len(ops):
@@ -268,23 +293,22 @@ class UnitOfWork:
         return fresh
 
     async def _flush(self) -> None:
+        """The transaction's events, in order, as outbox documents of up to OUTBOX_CHUNK
+        events each: one document per transaction, not per event, because the Mongo server
+        pays per document written (and the relay writes each again to mark it sent)."""
         if not self._events:
             return
         base = time.time_ns()
-        docs = []
-        for n, (env, event) in enumerate(self._events):
-            c = contract_for(event)
-            docs.append({
-                "_id": env.id,
-                "seq": base + n,
-                "topic": c.topic,
-                "key": env.subject,
-                "type": env.type,
-                "envelope": env.model_dump(mode="json"),
-                "value": event.model_dump_json().encode(),
-                "created_at": env.time,
-                "sent_at": None,
-            })
+        events = []
+        for env, event in self._events:
+            events.append({"id": env.id, "topic": contract_for(event).topic,
+                           "key": env.subject, "type": env.type,
+                           "envelope": env.model_dump(mode="json"),
+                           "value": event.model_dump_json().encode()})
+        docs = [{"_id": chunk[0]["id"], "seq": base + n, "created_at": self._events[0][0].time,
+                 "sent_at": None, "count": len(chunk), "events": chunk}
+                for n, chunk in enumerate(events[i:i + OUTBOX_CHUNK]
+                                          for i in range(0, len(events), OUTBOX_CHUNK))]
         await self.db.outbox.insert_many(docs, session=self.session)
 
     @property
@@ -342,9 +366,18 @@ class Store:
         return result, uow
 
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
-        n = await self.db.outbox.count_documents({"sent_at": None})
-        oldest = await self.db.outbox.find_one({"sent_at": None}, sort=[("seq", ASCENDING)])
-        return n, (oldest or {}).get("created_at")
+        """Events not yet published, and when the oldest of them was committed."""
+        docs = await self.db.outbox.find({"sent_at": None}, {"count": 1, "created_at": 1}
+                                         ).sort("seq", ASCENDING).to_list(None)
+        return sum(d["count"] for d in docs), (docs[0]["created_at"] if docs else None)
+
+    async def outbox_events(self, *, pending: bool | None = None) -> list[dict[str, Any]]:
+        """Every event in the outbox, in commit order, each with its document's `sent_at`
+        (for tests and operators' tools)."""
+        q = {} if pending is None else {"sent_at": None} if pending else {
+            "sent_at": {"$ne": None}}
+        return [{**e, "sent_at": d["sent_at"]} async for d in self.db.outbox.find(q).sort(
+            "seq", ASCENDING) for e in d["events"]]
 
     async def close(self) -> None:
         r = self.client.close()

@@ -229,7 +229,7 @@ async def naive_step(n: int, tag: str) -> float:
     bs = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     topic = f"{tag}.ref.in"  # the same n records that reference (a) read
     coll = AsyncIOMotorClient(os.environ["MONGODB_URL"])[f"{tag}_naive"].notes
-    broker = KafkaBroker(bs)
+    broker = KafkaBroker(bs, logger=None)  # its per-message log lines are not the work
     seen = 0
     done = asyncio.Event()
 

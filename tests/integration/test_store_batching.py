@@ -53,7 +53,7 @@ async def test_a_batch_reads_its_own_writes_and_writes_once() -> None:
     counter.commands.clear()
     await store.transaction(work)
     writes = [c for c in counter.commands if c in ("update", "insert", "delete")]
-    assert writes == ["update"]  # 151 updates in one round trip
+    assert writes == ["update"]  # 151 updates of 51 documents: one round trip
     got = {d["_id"]: d async for d in store.db.things.find()}
     assert all(got[f"t{i}"]["n"] == 3 and got[f"t{i}"]["log"] == [0, 1, 2] for i in range(50))
     assert got["new"] == {"_id": "new", "n": 7} and "absent" not in got
