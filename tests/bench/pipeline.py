@@ -13,7 +13,10 @@ It starts the four services as processes under a fresh topic prefix and prints:
   * end-to-end latency p50/p95/p99 of the same pipeline at a fixed offered rate;
   * reference (a): a raw aiokafka consume->produce relay, no database (the client limit);
   * reference (b): the naive step: one FastStream handler per message awaiting one motor
-    write per message (default ack policy, no batching).
+    write per message (default ack policy, no batching);
+  * the same work through our consumer (shared.consumer): batches, offsets committed after
+    the effect, envelopes validated, event ids checked and recorded, one transaction per
+    batch; the like-for-like comparison with (b).
 and writes them, with the machine, to docs/benchmarks.md.
 
 Infrastructure: KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL if set, else the stack script's own
@@ -204,7 +207,10 @@ async def raw_relay(n: int, tag: str) -> float:
     p = AIOKafkaProducer(bootstrap_servers=bs, enable_idempotence=True, linger_ms=5)
     await p.start()
     value = json.dumps(CONCEPT_NOTE_EXAMPLE).encode()
-    await asyncio.gather(*[await p.send(src, value, key=str(i).encode()) for i in range(n)])
+    # enveloped like an entity system's notes, so our own consumer can read them too
+    await asyncio.gather(*[await p.send(src, value, key=str(i).encode(), headers=Envelope(
+        source="urn:mptf:entity:IOM", type=SubmitConceptNote.TYPE).headers())
+        for i in range(n)])
     c = AIOKafkaConsumer(src, bootstrap_servers=bs, group_id=f"{tag}-relay",
                          auto_offset_reset="earliest", enable_auto_commit=False)
     await c.start()
@@ -249,6 +255,43 @@ async def naive_step(n: int, tag: str) -> float:
     return n / elapsed
 
 
+async def batched_step(n: int, tag: str) -> float:
+    """Reference (b)'s work (one document per message) through our consumer plumbing: a
+    batch subscriber committing offsets after the effect, decoding and validating each
+    envelope, and one transaction per batch that checks and records the event ids (inbox)
+    and writes the documents. More work per message than (b), done a batch at a time."""
+    from shared.consumer import apply_each
+    from shared.runtime import Runtime
+    from shared.settings import ServiceSettings
+    from shared.store import Store
+
+    settings = ServiceSettings(service_name="benchstep", topic_prefix=f"{tag}.")
+    store = Store(settings)
+    runtime = Runtime(settings, store)
+    done, seen = asyncio.Event(), 0
+
+    async def on_notes(batch):  # type: ignore[no-untyped-def]
+        nonlocal seen
+
+        async def apply(uow, inc):  # type: ignore[no-untyped-def]
+            await uow.docs("notes").add({"_id": inc.id, "note": inc.event.model_dump(
+                mode="json")})
+
+        out = await apply_each(store, "bench.step", batch, apply)
+        seen += len(batch)
+        if seen >= n:
+            done.set()
+        return out
+
+    runtime.subscribe("ref.in", "notes", [SubmitConceptNote.TYPE], on_notes)
+    start = time.perf_counter()
+    await runtime.start()
+    await asyncio.wait_for(done.wait(), 600)
+    elapsed = time.perf_counter() - start
+    await runtime.stop()
+    return n / elapsed
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     tag = f"bench{int(time.time())}"
     work = Path(tempfile.mkdtemp(prefix="mptf-bench-"))
@@ -290,6 +333,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     results["sc_meetings"] = pipe.meetings
     results["reference_a_raw_relay_msgs_per_s"] = round(await raw_relay(args.reference, tag))
     results["reference_b_naive_step_msgs_per_s"] = round(await naive_step(args.reference, tag))
+    results["our_consumer_on_reference_b_work_msgs_per_s"] = round(
+        await batched_step(args.reference, tag))
     return results
 
 

@@ -1,9 +1,10 @@
-"""The fault run (`./dev faults`): while a workload of concept notes, SC approvals and
-allocations is under way, service processes are SIGKILLed at random (20 kills, each
-restarted), the Kafka broker is restarted once and the Mongo server once, and hostile inputs
-arrive. Then: no note lost or doubled, no allocation, transfer or notification doubled, the
-ledger invariant holds, every hostile input was answered (4xx or a dead letter with its
-reason), and every service is up (no crash loop). Prints the figures."""
+"""The fault run (`./dev faults`, and part of `./dev test`): while a workload of concept
+notes, SC approvals and allocations is under way (2,000 notes spread over the window of
+faults), service processes are SIGKILLed at random (20 kills, each restarted), the Kafka
+broker is restarted once and the Mongo server once, and hostile inputs arrive. Then: no note
+lost or doubled, no allocation, transfer or notification doubled or lost, the ledger
+invariant holds, every hostile input was answered (4xx or a dead letter with its reason),
+and every service is up (no crash loop). Prints the figures."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 from aiokafka import AIOKafkaProducer
 
+from mptf_cli.kafka_tools import consumer_lag
 from shared import topics
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from shared.envelope import Envelope
@@ -36,8 +38,9 @@ from tests.support import (
 
 SERVICES = ("intake", "funding", "monitoring", "notifications")
 FMU = {"authorization": "Bearer dev-fmu"}
-N = int(os.environ.get("MPTF_FAULT_NOTES", "120"))
+N = int(os.environ.get("MPTF_FAULT_NOTES", "2000"))
 KILLS = int(os.environ.get("MPTF_FAULT_KILLS", "20"))
+KILL_EVERY = 2.5  # seconds: the notes are spread over the whole window of kills
 ENTITIES = ["IOM", "ILO", "UNDP", "UNICEF"]
 
 
@@ -79,6 +82,21 @@ async def call(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> htt
     raise AssertionError(f"no answer from {url}")
 
 
+async def quiescent(fleet: Fleet, http: httpx.AsyncClient, tag: str) -> bool:
+    """Every consumer group caught up and every outbox published (checked twice, a moment
+    apart, by the caller: a fact in flight between the two shows as lag)."""
+    lag = await consumer_lag(os.environ["KAFKA_BOOTSTRAP_SERVERS"], prefix=f"{tag}.")
+    if any(r["lag"] for r in lag):
+        return False
+    for s in SERVICES:
+        text = (await call(http, "GET", f"{fleet.url(s)}/metrics")).text
+        if any(ln.startswith("mptf_outbox_backlog ") and float(ln.split()[1]) > 0
+               for ln in text.splitlines()):
+            return False
+    await asyncio.sleep(1)
+    return True
+
+
 def note(i: int, rng: random.Random) -> dict[str, Any]:
     who, other = rng.sample(ENTITIES, 2)
     return {**CONCEPT_NOTE_EXAMPLE, "entity_reference": f"F-{i:04}",
@@ -97,12 +115,12 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
     try:
         async with httpx.AsyncClient(timeout=30) as http:
             await fleet.all_ready(http)
+            # enough for about two thirds of the eligible notes (160,500 each)
+            usd = f"{160_500 * (N * 2 // 3) / 0.99:.2f}"
             await call(http, "POST", f"{fleet.url('funding')}/v1/contributions", headers=FMU,
                        json={"contribution_id": "c", "contributor": "DEU",
                              "contributor_name": "Germany", "currency": "USD",
-                             "amount": "100000000", "year": 2026})
-            # enough for about two thirds of the eligible notes (160,500 each)
-            usd = f"{160_500 * (N * 2 // 3) / 0.99:.2f}"
+                             "amount": usd, "year": 2026})
             r = await call(http, "POST", f"{fleet.url('funding')}/v1/contributions/c/deposits",
                            headers=FMU, json={"deposit_id": "d1", "amount": usd,
                                               "usd_amount": usd})
@@ -141,7 +159,7 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                                    body["entity_reference"].encode(), env.headers())
                     figures["notes sent"] += 1
                     figures["duplicated events sent"] += copies - 1
-                    await asyncio.sleep(0.15)
+                    await asyncio.sleep(KILLS * KILL_EVERY / N)
 
             async def hostile_inputs() -> None:
                 ok_env = Envelope(source="urn:mptf:entity:IOM", type=SubmitConceptNote.TYPE)
@@ -221,7 +239,7 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
 
             async def chaos() -> None:
                 for k in range(KILLS):
-                    await asyncio.sleep(2.5)
+                    await asyncio.sleep(KILL_EVERY)
                     fleet.kill_and_restart(rng.choice(SERVICES))
                     if k == KILLS // 3:
                         await asyncio.to_thread(_stack, "restart-kafka")
@@ -241,11 +259,14 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                                                     "limit": 200})
                 return not r.json()["items"]
 
-            for _ in range(240):  # every eligible note decided
+            for _ in range(1200):  # every eligible note decided
                 if await settled():
                     break
                 await asyncio.sleep(0.5)
-            await asyncio.sleep(8)  # let the last facts travel
+            for _ in range(600):  # and every fact travelled: no lag, no outbox backlog
+                if await quiescent(fleet, http, tag) and await quiescent(fleet, http, tag):
+                    break
+                await asyncio.sleep(1)
             stop.set()
             await decider
             await producer.stop()
