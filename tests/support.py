@@ -73,7 +73,7 @@ async def read_to_end(topic: str, *, timeout: float = 120.0) -> list[Any]:
             await asyncio.sleep(0.05)
         parts = sorted(c.assignment())
         end = await c.end_offsets(parts)
-        while any(await c.position(tp) < end[tp] for tp in parts):
+        while [tp for tp in parts if await c.position(tp) < end[tp]]:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"{topic} not read to its end in {timeout} s")
             for recs in (await c.getmany(timeout_ms=500, max_records=5000)).values():

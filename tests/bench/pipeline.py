@@ -361,9 +361,16 @@ if __name__ == "__main__":
     res["machine"] = machine()
     print(json.dumps(res, indent=2))
     out = ROOT / "docs" / "benchmarks.md"
-    out.write_text(
-        "# Benchmarks\n\nProduced by `.venv/bin/python -m tests.bench.pipeline` (figures from "
-        "one run on one broker and Mongo server; see the script's docstring for what each "
-        "figure measures).\n\n"
+    figures = (
+        "<!-- figures: written by tests/bench/pipeline.py -->\n"
         f"Machine: {res['machine']}. Kafka 4.1.1 (one KRaft node), SecantusDB 0.7.0b3.\n\n"
-        "```json\n" + json.dumps(res, indent=2) + "\n```\n")
+        "```json\n" + json.dumps(res, indent=2) + "\n```\n<!-- /figures -->")
+    text = out.read_text() if out.exists() else ""
+    if "<!-- figures" in text and "<!-- /figures -->" in text:  # keep the prose around them
+        head, rest = text.split("<!-- figures", 1)
+        text = head + figures + rest.split("<!-- /figures -->", 1)[1]
+    else:
+        text = ("# Benchmarks\n\nProduced by `.venv/bin/python -m tests.bench.pipeline` "
+                "(see the script's docstring for what each figure measures).\n\n"
+                + figures + "\n")
+    out.write_text(text)
