@@ -22,6 +22,7 @@ from opentelemetry import trace
 
 from shared.asyncapi import document
 from shared.consumer import Handler, Subscription, subscribe
+from shared.envelope import utcnow
 from shared.kafka import DeadLetters, ensure_topics, make_producer
 from shared.logging import get_logger, setup_logging
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
@@ -55,6 +56,7 @@ class Runtime:
         self.ready = asyncio.Event()
         self._connect_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[Any]] = []
+        self.background(self._retention)
 
     def dead_letters(self, name: str) -> DeadLetters:
         return DeadLetters(self.producer, f"{self.settings.service_name}.{name}")
@@ -72,6 +74,16 @@ class Runtime:
     def background(self, coro_fn: Any) -> None:
         """Run a coroutine function (a scheduler, say) once the runtime is ready."""
         self._background.append(coro_fn)
+
+    async def _retention(self) -> None:
+        async def prune() -> None:
+            pruned = await self.store.prune(utcnow())
+            if any(pruned.values()):
+                log.info("retention_pruned", **pruned)
+
+        await keep_running("retention", prune,
+                           lambda _: asyncio.sleep(self.settings.retention_every_seconds),
+                           cap=300)
 
     def asyncapi(self) -> dict[str, Any]:
         return document(self.settings.service_name, receives=self.receives)
@@ -149,8 +161,6 @@ class Runtime:
         with contextlib.suppress(Exception):
             n, oldest = await asyncio.wait_for(self.store.outbox_backlog(), 2)
             OUTBOX_BACKLOG.set(n)
-            from shared.envelope import utcnow
-
             OUTBOX_OLDEST_AGE.set((utcnow() - oldest).total_seconds() if oldest else 0)
 
 

@@ -24,7 +24,7 @@ import copy
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -378,6 +378,26 @@ class Store:
             "sent_at": {"$ne": None}}
         return [{**e, "sent_at": d["sent_at"]} async for d in self.db.outbox.find(q).sort(
             "seq", ASCENDING) for e in d["events"]]
+
+    async def prune(self, now: datetime, chunk: int = 1000) -> dict[str, int]:
+        """Retention: drop published outbox documents and consumed event ids older than the
+        settings keep them. Unpublished events are never dropped, however old. Deleted a
+        chunk at a time, by id, so no single write holds a collection for long."""
+        s = self.settings
+        rules = {"outbox": {"sent_at": {"$lt": now - timedelta(hours=s.outbox_keep_sent_hours)}},
+                 "inbox": {"at": {"$lt": now - timedelta(days=s.inbox_keep_days)}}}
+        pruned = {}
+        for name, query in rules.items():
+            pruned[name] = 0
+            while True:
+                ids = [d["_id"] async for d in self.db[name].find(query, {"_id": 1}).limit(chunk)]
+                if not ids:
+                    break
+                res = await self.db[name].bulk_write([DeleteOne({"_id": i}) for i in ids])
+                pruned[name] += res.deleted_count
+                if len(ids) < chunk:
+                    break
+        return pruned
 
     async def close(self) -> None:
         r = self.client.close()
