@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
@@ -42,6 +43,7 @@ from pymongo.errors import (
 from shared.contracts import contract_for
 from shared.envelope import Envelope, utcnow
 from shared.errors import Conflict
+from shared.metrics import TX_RETRIES
 from shared.settings import ServiceSettings
 from shared.telemetry import current_traceparent
 
@@ -344,13 +346,25 @@ class Store:
 
     async def transaction(self, fn: Callable[[UnitOfWork], Awaitable[T]]) -> tuple[T, UnitOfWork]:
         """Run fn in one transaction (retried as a whole on transient transaction errors, with
-        a fresh UnitOfWork each time) and commit its events to the outbox with it."""
+        a fresh UnitOfWork each time) and commit its events to the outbox with it.
+
+        The driver retries a conflicted transaction at once; two batch transactions that
+        touch the same documents then conflict again and again (we measured batches stuck
+        for minutes). So each retry first waits, exponentially longer and jittered, which
+        lets one of them commit."""
         s = self._start_session()
         if asyncio.iscoroutine(s):
             s = await s
         holder: dict[str, UnitOfWork] = {}
+        attempts = 0
 
         async def attempt(session: Any) -> T:
+            nonlocal attempts
+            if attempts:  # nothing has been read yet: the snapshot starts after the wait
+                TX_RETRIES.inc()
+                await asyncio.sleep(min(1.0, 0.01 * 2 ** min(attempts, 7))
+                                    * (0.5 + random.random()))
+            attempts += 1
             uow = UnitOfWork(self, session)
             result = await fn(uow)
             await uow.write()

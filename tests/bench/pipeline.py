@@ -8,6 +8,8 @@ It starts the four services as processes under a fresh topic prefix and prints:
     driver meets every 100 ms and approves in one meeting every note screened since) ->
     allocated -> the allocation notification logged, in programmes per second, offered all
     at once;
+  * the pipeline's steps together, in reference (b)'s unit: messages consumed per second by
+    the four services during the burst;
   * one step's throughput, comparable with reference (b): intake's inbound consumer (note
     in, validated, screened, stored with its two facts in the outbox, facts published);
   * end-to-end latency p50/p95/p99 of the same pipeline at a fixed offered rate;
@@ -184,6 +186,22 @@ class Pipeline:
         return [self.done[pid] - self.sent[ref] for pid, ref in self.pid_of.items()
                 if ref.startswith(run) and pid in self.done]
 
+    async def metric(self, name: str, skip: str = "\0") -> int:
+        """A counter summed over the four services' /metrics (series containing `skip`
+        left out)."""
+        total = 0
+        async with httpx.AsyncClient(timeout=5) as http:
+            for svc in SERVICES:
+                text = (await http.get(f"{self.url(svc)}/metrics")).text
+                total += sum(int(float(ln.rsplit(" ", 1)[1])) for ln in text.splitlines()
+                             if ln.startswith((name + "{", name + " ")) and skip not in ln)
+        return total
+
+    async def consumed(self) -> int:
+        """Events the four services have handled so far (records of types a subscriber
+        does not act on are not counted)."""
+        return await self.metric("mptf_events_consumed_total", skip='outcome="ignored"')
+
     def screened_by(self, run: str) -> list[float]:
         return [self.screened[pid] for pid, ref in self.pid_of.items()
                 if ref.startswith(run) and pid in self.screened]
@@ -227,6 +245,16 @@ async def raw_relay(n: int, tag: str) -> float:
     return n / elapsed
 
 
+async def rate(n: int, consumer: Any, done: asyncio.Event) -> float:
+    """Messages per second from starting `consumer` until it has handled all n."""
+    start = time.perf_counter()
+    await consumer.start()
+    await asyncio.wait_for(done.wait(), 600)
+    elapsed = time.perf_counter() - start
+    await consumer.stop()
+    return n / elapsed
+
+
 async def naive_step(n: int, tag: str) -> float:
     """Reference (b): one FastStream handler per message awaiting one motor write."""
     from faststream.kafka import KafkaBroker
@@ -247,12 +275,7 @@ async def naive_step(n: int, tag: str) -> float:
         if seen >= n:
             done.set()
 
-    start = time.perf_counter()
-    await broker.start()
-    await asyncio.wait_for(done.wait(), 600)
-    elapsed = time.perf_counter() - start
-    await broker.stop()
-    return n / elapsed
+    return await rate(n, broker, done)
 
 
 async def batched_step(n: int, tag: str) -> float:
@@ -260,14 +283,19 @@ async def batched_step(n: int, tag: str) -> float:
     batch subscriber committing offsets after the effect, decoding and validating each
     envelope, and one transaction per batch that checks and records the event ids (inbox)
     and writes the documents. More work per message than (b), done a batch at a time."""
+    from faststream.kafka import KafkaBroker
+
     from shared.consumer import apply_each
     from shared.runtime import Runtime
     from shared.settings import ServiceSettings
     from shared.store import Store
 
-    settings = ServiceSettings(service_name="benchstep", topic_prefix=f"{tag}.")
+    settings = ServiceSettings(service_name="benchstep", topic_prefix=f"{tag}.",
+                               mongodb_database=f"{tag}_benchstep", log_level="WARNING")
     store = Store(settings)
     runtime = Runtime(settings, store)
+    # as (b)'s broker: no per-message log lines (they are not the work being measured)
+    runtime.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None)
     done, seen = asyncio.Event(), 0
 
     async def on_notes(batch):  # type: ignore[no-untyped-def]
@@ -284,12 +312,7 @@ async def batched_step(n: int, tag: str) -> float:
         return out
 
     runtime.subscribe("ref.in", "notes", [SubmitConceptNote.TYPE], on_notes)
-    start = time.perf_counter()
-    await runtime.start()
-    await asyncio.wait_for(done.wait(), 600)
-    elapsed = time.perf_counter() - start
-    await runtime.stop()
-    return n / elapsed
+    return await rate(n, runtime, done)
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -302,6 +325,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"time_to_ready_s": {s: round(v, 2) for s, v in
                                                    pipe.ready_s.items()}}
     try:
+        before = await pipe.consumed()
         t0 = time.perf_counter()
         await pipe.offer(args.programmes, None, "burst")
         await pipe.wait("burst", args.programmes, 600)
@@ -309,6 +333,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results["throughput_programmes_per_s"] = round(len(pipe.finished("burst")) / took, 1)
         results["burst"] = {"programmes": args.programmes,
                             "completed": len(pipe.finished("burst")), "seconds": round(took, 1)}
+        # every step of the pipeline together, in the unit of reference (b): messages
+        # consumed per second by the four services during the burst
+        results["pipeline_steps_msgs_consumed_per_s"] = round(
+            (await pipe.consumed() - before) / took)
         # one step of the pipeline, comparable with reference (b): intake consuming the
         # inbound notes, screening each and writing it with its two facts (outbox), published
         screened = pipe.screened_by("burst")
@@ -322,6 +350,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "offered_per_s": args.rate, "programmes": n, "completed": len(lat),
             "p50_ms": round(pct(lat, 50) * 1000), "p95_ms": round(pct(lat, 95) * 1000),
             "p99_ms": round(pct(lat, 99) * 1000)}
+        results["store_transaction_retries"] = await pipe.metric(
+            "mptf_transaction_retries_total")
         results["rss_mb"] = {s: round(rss_mb(p.pid)) for s, p in zip(SERVICES, pipe.procs,
                                                                      strict=True)}
     finally:
