@@ -92,8 +92,12 @@ mongo_up() {
   if alive mongo; then say "Mongo server already running"; return; fi
   port_open "$MONGO_PORT" && die "port $MONGO_PORT is taken by something this stack did not start"
   mkdir -p "$RUN_DIR/mongo"
+  # The oplog (change streams, which we do not use) is trimmed by count only: trimmed by age
+  # (the default, 1 h), an hour-old burst of writes expires at once and the server prunes it
+  # under its global lock; we measured every client stalled for a minute.
   start_bg mongo "$(dirname "$PY")/secantusd-py" --host 127.0.0.1 --port "$MONGO_PORT" \
-    --storage-path "$RUN_DIR/mongo/data" --log-level WARNING
+    --storage-path "$RUN_DIR/mongo/data" --log-level WARNING \
+    --oplog-retention-seconds 315360000 --oplog-max-entries 50000
   wait_for mongo 60 port_open "$MONGO_PORT"
   say "SecantusDB ready on 127.0.0.1:$MONGO_PORT"
 }
