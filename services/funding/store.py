@@ -8,6 +8,9 @@
   fund.available` is kept in the same transactions.
 * `journal` entries have deterministic ids (`alloc:<programme>`, `xfer:<programme>:<puno>:
   <tranche>`, ...): a movement cannot be booked twice, whatever is redelivered.
+* `programmes` are read and written through the transaction's batched view
+  (`UnitOfWork.docs`): a decision or an allocation checks the state it read, and a
+  concurrent change of the same programme conflicts with it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,11 @@
 """Intake's MongoDB adapter: the `programmes` collection in intake's own database.
 
 A programme document is its read model: current status, history (every transition with who,
-when and why), the note, PUNOs, budget. Status changes are conditional updates on the
-status read (compare-and-set), so two concurrent changes cannot both apply.
+when and why), the note, PUNOs, budget. Documents are read and written through the
+transaction's batched view (`UnitOfWork.docs`): a status change checks the status it read
+and writes the document in the same transaction, and two concurrent changes of one
+programme write the same document, so one of them conflicts and retries against the other's
+result; they cannot both apply.
 """
 
 from __future__ import annotations
@@ -111,7 +114,8 @@ class IntakeStore(Store):
     async def move(self, uow: UnitOfWork, programme_id: str, target: str, *, at: datetime,
                    by: str, detail: dict[str, Any] | None = None,
                    also_set: dict[str, Any] | None = None) -> str:
-        """Apply one lifecycle transition (compare-and-set on the current status); returns
+        """Apply one lifecycle transition (checked against the status read in this
+        transaction; a concurrent change conflicts with it); returns
         the previous status. IllegalTransition / NotFound leave everything unchanged."""
         programmes = uow.docs("programmes")
         doc = await programmes.get(programme_id)

@@ -235,3 +235,50 @@ async def test_bad_http_input_gets_problem_json() -> None:
         assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
         r = await http.get("/v1/programmes", headers={"authorization": "Bearer forged"})
         assert r.status_code == 401
+
+
+async def test_two_concurrent_changes_of_one_programme_cannot_both_apply() -> None:
+    """A withdrawal and a rejection race: both read `screened-eligible`, both want to move
+    on, and each ends the lifecycle. The two transactions write the same document, so the
+    later one conflicts, retries, reads the other's result and is refused by the lifecycle.
+    One transition is recorded."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from services.intake import service as intake_service
+    from services.intake.store import IntakeStore
+    from shared.errors import IllegalTransition
+
+    settings = isolated(IntakeSettings)
+    store = IntakeStore(settings)
+    await store.ensure_indexes()
+    note = SubmitConceptNote.model_validate(CONCEPT_NOTE_EXAMPLE)
+    pid = (await intake_service.submit(store, settings.rules(), note, "IOM")).programme_id
+    both_read = asyncio.Barrier(2)
+    now = datetime.now(UTC)
+
+    def change(target: str, by: str):  # type: ignore[no-untyped-def]
+        first = True
+
+        async def work(uow):  # type: ignore[no-untyped-def]
+            nonlocal first
+            await uow.docs("programmes").get(pid)  # the snapshot: screened-eligible
+            if first:  # the first attempt of each waits until both have read
+                first = False
+                await both_read.wait()
+            return await store.move(uow, pid, target, at=now, by=by)
+
+        return store.transaction(work)
+
+    results = await asyncio.gather(change("withdrawn", "IOM"), change("rejected", "FMU"),
+                                   return_exceptions=True)
+    applied = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(applied) == 1 and applied[0][0] == "screened-eligible", results
+    assert len(refused) == 1 and isinstance(refused[0], IllegalTransition), results
+    doc = await store.get(pid)
+    assert [h["status"] for h in doc["history"]] == [
+        "submitted", "screened-eligible", doc["status"]]
+    assert doc["status"] in ("withdrawn", "rejected")
+    await store.client.drop_database(store.db.name)
+    await store.close()
