@@ -61,8 +61,15 @@ class OutboxRelay:
     async def publish_pending(self) -> int:
         """Publish the pending events of a few transactions, in commit order; mark their
         outbox documents sent; return how many events."""
-        docs = await self.store.db.outbox.find({"sent_at": None}).sort(
-            "seq", ASCENDING).limit(max(1, self.settings.outbox_batch_max // 50)).to_list(None)
+        docs: list[dict[str, Any]] = []
+        events = 0
+        cursor = self.store.db.outbox.find({"sent_at": None}).sort("seq", ASCENDING)
+        async for d in cursor:  # whole transactions, until the round holds outbox_batch_max
+            docs.append(d)
+            events += d["count"]
+            if events >= self.settings.outbox_batch_max:
+                break
+        await cursor.close()
         if not docs:
             return 0
         futures = []

@@ -63,7 +63,7 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = 256 * 1024  # HTTP bodies and Kafka values above this are refused
 
     outbox_poll_seconds: float = 0.5
-    outbox_batch_max: int = 500
+    outbox_batch_max: int = 500  # events per relay round (whole transactions: may be more)
     outbox_lease_seconds: float = 10.0
     # Retention (shared.store.Store.prune, run by each service every retention_every_seconds):
     # published outbox documents are kept for inspection this long; consumed event ids

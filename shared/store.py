@@ -385,11 +385,10 @@ class Store:
                                          ).sort("seq", ASCENDING).to_list(None)
         return sum(d["count"] for d in docs), (docs[0]["created_at"] if docs else None)
 
-    async def outbox_events(self, *, pending: bool | None = None) -> list[dict[str, Any]]:
-        """Every event in the outbox, in commit order, each with its document's `sent_at`
-        (for tests and operators' tools)."""
-        q = {} if pending is None else {"sent_at": None} if pending else {
-            "sent_at": {"$ne": None}}
+    async def outbox_events(self, *, pending: bool = False) -> list[dict[str, Any]]:
+        """The events in the outbox (only the unpublished ones if `pending`), in commit
+        order, each with its document's `sent_at` (for tests and operators' tools)."""
+        q = {"sent_at": None} if pending else {}
         return [{**e, "sent_at": d["sent_at"]} async for d in self.db.outbox.find(q).sort(
             "seq", ASCENDING) for e in d["events"]]
 

@@ -12,8 +12,19 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from shared.envelope import Envelope
+from shared.settings import DEV_TOKENS
 
 T = TypeVar("T")
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The Authorization header of one of the development tokens (DEV_TOKENS)."""
+    assert token in DEV_TOKENS, f"{token} is not a development token"
+    return {"authorization": f"Bearer {token}"}
+
+
+FMU, OPERATOR, DEU = bearer("dev-fmu"), bearer("dev-operator"), bearer("dev-funder-de")
+IOM, ILO, UNDP = bearer("dev-iom"), bearer("dev-ilo"), bearer("dev-undp")
 
 
 def unique(prefix: str = "t") -> str:

@@ -3,6 +3,7 @@ the pipeline also funds the pipeline in that same transaction."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from services.funding.commands import Decision, Deposit, Meeting, Pledge, Refund
@@ -40,15 +41,21 @@ async def deposit(store: FundingStore, rules: FundingRules, contribution_id: str
     return await store.money(work)
 
 
+async def _decide(store: FundingStore, rules: FundingRules, uow: UnitOfWork, cmd: Decision,
+                  at: datetime) -> str:
+    """One decision in the caller's transaction, the same whether alone or in a meeting."""
+    budget = [(b.entity, b.budget_usd) for b in cmd.approved_budget or []] or None
+    return await store.decide(uow, cmd.programme_id, cmd.decision, cmd.decision_id,
+                              cmd.rationale, at, rules, cmd.priority, budget)
+
+
 async def decide(store: FundingStore, rules: FundingRules, cmd: Decision
                  ) -> tuple[str, list[str]]:
     tag_programme(cmd.programme_id)
     at = utcnow()
-    budget = [(b.entity, b.budget_usd) for b in cmd.approved_budget or []] or None
 
     async def work(uow: UnitOfWork) -> tuple[str, list[str]]:
-        status = await store.decide(uow, cmd.programme_id, cmd.decision, cmd.decision_id,
-                                    cmd.rationale, at, rules, cmd.priority, budget)
+        status = await _decide(store, rules, uow, cmd, at)
         funded = await store.fund_pipeline(uow, rules, at) if status == "approved" else []
         return status, funded
 
@@ -66,11 +73,8 @@ async def meet(store: FundingStore, rules: FundingRules, meeting: Meeting
         await uow.docs("programmes").load(d.programme_id for d in meeting.decisions)
         results: list[dict[str, Any]] = []
         for cmd in meeting.decisions:
-            budget = [(b.entity, b.budget_usd) for b in cmd.approved_budget or []] or None
             try:
-                status = await store.decide(uow, cmd.programme_id, cmd.decision,
-                                            cmd.decision_id, cmd.rationale, at, rules,
-                                            cmd.priority, budget)
+                status = await _decide(store, rules, uow, cmd, at)
             except MptfError as e:
                 if is_transient(e.__cause__ or e):
                     raise

@@ -263,18 +263,19 @@ class FundingStore(Store):
         chosen = next_allocations(available, waiting)
         if not chosen:
             return []
-        sources = [[s["_id"], s["contributor"], py(s["remaining"]), s.get("contribution_id")]
+        sources = [(s["_id"], s["contributor"], py(s["remaining"]), s.get("contribution_id"))
                    async for s in self.db.sources.find(
                        {"remaining": {"$gt": Decimal128("0")}},
                        session=uow.session).sort([("at", ASCENDING), ("_id", ASCENDING)])]
-        drawn: dict[str, Decimal] = {}
+        left = {sid: rem for sid, _, rem, _ in sources}  # as the allocations draw on them
         transferred = ZERO
         for w in chosen:
-            draws = draw_fifo([tuple(x) for x in sources if x[2] > 0], w.total_usd)
+            draws = draw_fifo([(sid, who, left[sid], cid) for sid, who, _, cid in sources
+                               if left[sid] > 0], w.total_usd)
             for d in draws:
-                drawn[d.source_id] = drawn.get(d.source_id, ZERO) + d.usd
-                next(x for x in sources if x[0] == d.source_id)[2] -= d.usd
+                left[d.source_id] -= d.usd
             transferred += await self._allocate(uow, w, draws, rules, at)
+        drawn = {sid: rem - left[sid] for sid, _, rem, _ in sources if left[sid] != rem}
         total = sum((w.total_usd for w in chosen), ZERO)
         # the invariant, enforced by the store: never below zero, whoever else is allocating
         fund = await self.db.fund.find_one_and_update(

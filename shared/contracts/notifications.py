@@ -9,14 +9,9 @@ from shared import topics
 from shared.contracts.base import Fact, register
 
 
-@register(topic=topics.NOTIFICATIONS, owner="notifications", key="programme_id", example={
-    "notification_id": "n-1b2c", "fact_id": "6c0e8f8e-8a53-4a55-b0c4-4f7b4f4f1f10",
-    "fact_type": "org.migrationmptf.programme.submitted.v1", "programme_id": "jp-3f1c0c1e9b7a4d2e",
-    "recipient": "IOM", "channel": "inbox", "delivered_at": "2026-11-23T10:00:01Z"})
-class NotificationDelivered(Fact):
-    """A recipient was told of a fact through one channel."""
-
-    TYPE = "org.migrationmptf.notification.delivered.v1"
+class Notice(Fact):
+    """What both outcomes of a notification name: the notification (fact, recipient,
+    channel) and the fact it told of."""
 
     notification_id: str
     fact_id: str
@@ -24,6 +19,17 @@ class NotificationDelivered(Fact):
     programme_id: str | None = None
     recipient: str
     channel: Literal["inbox", "webhook", "email"]
+
+
+@register(topic=topics.NOTIFICATIONS, owner="notifications", key="programme_id", example={
+    "notification_id": "n-1b2c", "fact_id": "6c0e8f8e-8a53-4a55-b0c4-4f7b4f4f1f10",
+    "fact_type": "org.migrationmptf.programme.submitted.v1", "programme_id": "jp-3f1c0c1e9b7a4d2e",
+    "recipient": "IOM", "channel": "inbox", "delivered_at": "2026-11-23T10:00:01Z"})
+class NotificationDelivered(Notice):
+    """A recipient was told of a fact through one channel."""
+
+    TYPE = "org.migrationmptf.notification.delivered.v1"
+
     delivered_at: datetime
 
 
@@ -33,18 +39,12 @@ class NotificationDelivered(Fact):
     "recipient": "IOM", "channel": "webhook", "attempts": 6,
     "last_error": "HTTP 503 from https://iom.example.org/mptf-hook",
     "failed_at": "2026-11-23T10:05:00Z"})
-class NotificationFailed(Fact):
+class NotificationFailed(Notice):
     """A notification could not be delivered through one channel after its last attempt; it
     waits in the delivery dead letters (GET /v1/deliveries?status=dead) for a replay."""
 
     TYPE = "org.migrationmptf.notification.failed.v1"
 
-    notification_id: str
-    fact_id: str
-    fact_type: str
-    programme_id: str | None = None
-    recipient: str
-    channel: Literal["inbox", "webhook", "email"]
     attempts: int
     last_error: str
     failed_at: datetime

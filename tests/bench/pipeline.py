@@ -49,9 +49,14 @@ sys.path.insert(0, str(ROOT))
 from shared import topics  # noqa: E402
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote  # noqa: E402
 from shared.envelope import Envelope  # noqa: E402
-from tests.support import free_port, start_service, stop_all, wait_ready  # noqa: E402
+from tests.support import (  # noqa: E402
+    FMU,
+    free_port,
+    start_service,
+    stop_all,
+    wait_ready,
+)
 
-FMU = {"authorization": "Bearer dev-fmu"}
 SERVICES = ("intake", "funding", "monitoring", "notifications")
 ALLOCATION = "org.migrationmptf.allocation.made.v1"
 

@@ -13,6 +13,8 @@ from playwright.async_api import async_playwright
 from shared import topics
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE
 from tests.support import (
+    FMU,
+    IOM,
     ROOT,
     eventually,
     free_port,
@@ -23,7 +25,6 @@ from tests.support import (
     wait_ready,
 )
 
-FMU = {"authorization": "Bearer dev-fmu"}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]
@@ -51,11 +52,10 @@ async def test_the_console_shows_the_running_system(tmp_path: Path) -> None:
                             json={"deposit_id": "d1", "amount": "2500000",
                                   "usd_amount": "2500000"})  # covers the 2,354,000 allocation
             ok = (await http.post(f"{url['intake']}/v1/concept-notes", json=CONCEPT_NOTE_EXAMPLE,
-                                  headers={"authorization": "Bearer dev-iom"})).json()
-            await http.post(f"{url['intake']}/v1/concept-notes", headers={
-                "authorization": "Bearer dev-iom"}, json={**CONCEPT_NOTE_EXAMPLE,
-                                                         "entity_reference": "X",
-                                                         "duration_months": 60})
+                                  headers=IOM)).json()
+            await http.post(f"{url['intake']}/v1/concept-notes", headers=IOM,
+                            json={**CONCEPT_NOTE_EXAMPLE, "entity_reference": "X",
+                                  "duration_months": 60})
             await produce(f"{tag}.{topics.INBOUND_CONCEPT_NOTES}", [(b"k", b"{broken", [])])
 
             async def decidable() -> bool:

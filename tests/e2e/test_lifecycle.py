@@ -19,6 +19,9 @@ import httpx
 from shared import topics
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from tests.support import (
+    FMU,
+    OPERATOR,
+    bearer,
     event_record,
     eventually,
     free_port,
@@ -29,12 +32,9 @@ from tests.support import (
     wait_ready,
 )
 
-FMU = {"authorization": "Bearer dev-fmu"}
-OPERATOR = {"authorization": "Bearer dev-operator"}
-
 
 def token(entity: str) -> dict[str, str]:
-    return {"authorization": f"Bearer dev-{entity.lower()}"}
+    return bearer(f"dev-{entity.lower()}")
 
 
 def note(ref: str, punos: list[tuple[str, str]], countries: list[str], **kw: Any

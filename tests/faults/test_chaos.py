@@ -26,6 +26,8 @@ from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from shared.envelope import Envelope
 from tests.conftest import OWN_SERVERS, _stack
 from tests.support import (
+    FMU,
+    IOM,
     free_port,
     headers_of,
     read_all,
@@ -37,7 +39,6 @@ from tests.support import (
 )
 
 SERVICES = ("intake", "funding", "monitoring", "notifications")
-FMU = {"authorization": "Bearer dev-fmu"}
 N = int(os.environ.get("MPTF_FAULT_NOTES", "2000"))
 KILLS = int(os.environ.get("MPTF_FAULT_KILLS", "20"))
 KILL_EVERY = 2.5  # seconds: the notes are spread over the whole window of kills
@@ -178,16 +179,15 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                 for what, value, headers, reason in bad:
                     await send(inbound, value, what.encode(), headers)
                     hostile.append((what, reason))
-                iom = {"authorization": "Bearer dev-iom"}
                 checks = [
-                    ("forged role decides", "POST", "funding", "/v1/decisions", iom,
+                    ("forged role decides", "POST", "funding", "/v1/decisions", IOM,
                      {"programme_id": "x", "decision": "approve", "decision_id": "x",
                       "priority": 1}, 403),
                     ("forged token", "GET", "intake", "/v1/programmes",
                      {"authorization": "Bearer stolen"}, None, 401),
-                    ("HTTP wrong types", "POST", "intake", "/v1/concept-notes", iom,
+                    ("HTTP wrong types", "POST", "intake", "/v1/concept-notes", IOM,
                      {**CONCEPT_NOTE_EXAMPLE, "duration_months": "long"}, 422),
-                    ("HTTP oversize", "POST", "intake", "/v1/concept-notes", iom,
+                    ("HTTP oversize", "POST", "intake", "/v1/concept-notes", IOM,
                      {"x": "a" * 300_000}, 413),
                     ("negative deposit", "POST", "funding", "/v1/contributions/c/deposits",
                      FMU, {"deposit_id": "neg", "amount": "-1", "usd_amount": "-1"}, 422)]

@@ -15,6 +15,7 @@ from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeSubmitted, Su
 from shared.envelope import Envelope
 from tests.integration.conftest import running
 from tests.support import (
+    ILO,
     consumed,
     event_record,
     eventually,
@@ -45,7 +46,7 @@ async def test_redelivered_event_causes_no_second_effect() -> None:
         await eventually(lambda: _at_least(consumed(topic, ProgrammeSubmitted.TYPE), 3))
         assert await runtime.store.db.deliveries.count_documents(
             {"programme_id": "jp-redelivered"}) == 3  # one per PUNO, not per delivery
-        r = await http.get("/v1/inbox", headers={"authorization": "Bearer dev-ilo"})
+        r = await http.get("/v1/inbox", headers=ILO)
         assert r.status_code == 200
         assert [m["programme_id"] for m in r.json()] == ["jp-redelivered"]
 

@@ -14,13 +14,7 @@ from services.funding.app import build as build_funding
 from shared import topics
 from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
 from tests.integration.conftest import running
-from tests.support import event_record, eventually, isolated, produce
-
-FMU = {"authorization": "Bearer dev-fmu"}
-IOM = {"authorization": "Bearer dev-iom"}
-UNDP = {"authorization": "Bearer dev-undp"}
-DEU = {"authorization": "Bearer dev-funder-de"}
-OPERATOR = {"authorization": "Bearer dev-operator"}
+from tests.support import DEU, FMU, IOM, OPERATOR, UNDP, event_record, eventually, isolated, produce
 
 
 def screened(pid: str, eligible: bool = True, punos: tuple[str, ...] = ("IOM", "ILO")

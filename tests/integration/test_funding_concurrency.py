@@ -15,6 +15,7 @@ from shared import topics
 from shared.contracts.funding import AllocationMade
 from shared.contracts.intake import ProgrammeScreened
 from tests.support import (
+    FMU,
     event_record,
     eventually,
     free_port,
@@ -27,7 +28,6 @@ from tests.support import (
     wait_ready,
 )
 
-FMU = {"authorization": "Bearer dev-fmu"}
 N = 50
 COST = D("107000.00")  # 2 PUNOs x 50,000 + 7% support cost
 

@@ -14,6 +14,10 @@ from shared.contracts.funding import ProgrammeApproved
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeScreened, SubmitConceptNote
 from tests.integration.conftest import running
 from tests.support import (
+    FMU,
+    ILO,
+    IOM,
+    UNDP,
     event_record,
     eventually,
     headers_of,
@@ -21,11 +25,6 @@ from tests.support import (
     produce,
     read_all,
 )
-
-IOM = {"authorization": "Bearer dev-iom"}
-ILO = {"authorization": "Bearer dev-ilo"}
-UNDP = {"authorization": "Bearer dev-undp"}
-FMU = {"authorization": "Bearer dev-fmu"}
 
 
 def note(**changes: Any) -> dict[str, Any]:

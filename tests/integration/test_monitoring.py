@@ -27,12 +27,19 @@ from shared.contracts.monitoring import (
     SubmitProgressReport,
 )
 from tests.integration.conftest import running
-from tests.support import ROOT, event_record, eventually, headers_of, isolated, produce, read_all
-
-IOM = {"authorization": "Bearer dev-iom"}
-ILO = {"authorization": "Bearer dev-ilo"}
-UNDP = {"authorization": "Bearer dev-undp"}
-FMU = {"authorization": "Bearer dev-fmu"}
+from tests.support import (
+    FMU,
+    ILO,
+    IOM,
+    ROOT,
+    UNDP,
+    event_record,
+    eventually,
+    headers_of,
+    isolated,
+    produce,
+    read_all,
+)
 
 
 def funded_programme(pid: str, start: str, months: int, countries: list[str] | None = None

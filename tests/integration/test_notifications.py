@@ -28,6 +28,10 @@ from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeSubmitted
 from shared.contracts.notifications import NotificationFailed
 from tests.integration.conftest import running
 from tests.support import (
+    DEU,
+    IOM,
+    OPERATOR,
+    UNDP,
     event_record,
     eventually,
     free_port,
@@ -37,7 +41,6 @@ from tests.support import (
     read_all,
 )
 
-OPERATOR = {"authorization": "Bearer dev-operator"}
 PUNOS = ["IOM", "ILO", "UNDP", "UNICEF"]
 
 
@@ -215,27 +218,26 @@ async def test_inbox_is_private_and_can_be_marked_read() -> None:
                                                              key="jp-n2")])
 
         async def two() -> list[dict[str, Any]]:
-            r = await http.get("/v1/inbox", headers={"authorization": "Bearer dev-undp"})
+            r = await http.get("/v1/inbox", headers=UNDP)
             return r.json() if len(r.json()) == 2 else []
 
         inbox = await eventually(two)
         assert {m["recipient"] for m in inbox} == {"UNDP"}
         mid = inbox[0]["notification_id"]
-        r = await http.post(f"/v1/inbox/{mid}/read", headers={"authorization": "Bearer dev-iom"})
+        r = await http.post(f"/v1/inbox/{mid}/read", headers=IOM)
         assert r.status_code == 404  # not IOM's message
-        r = await http.post(f"/v1/inbox/{mid}/read", headers={"authorization": "Bearer dev-undp"})
+        r = await http.post(f"/v1/inbox/{mid}/read", headers=UNDP)
         assert r.status_code == 200
         unread = (await http.get("/v1/inbox", params={"unread": "true"},
-                                 headers={"authorization": "Bearer dev-undp"})).json()
+                                 headers=UNDP)).json()
         assert [m["notification_id"] for m in unread] == [inbox[1]["notification_id"]]
         # a funder registers its own webhook, not another's; private addresses are refused
-        de = {"authorization": "Bearer dev-funder-de"}
-        r = await http.put("/v1/directory/NOR", headers=de, json={"email": "a@b.org"})
+        r = await http.put("/v1/directory/NOR", headers=DEU, json={"email": "a@b.org"})
         assert r.status_code == 403
-        r = await http.put("/v1/directory/DEU", headers=de,
+        r = await http.put("/v1/directory/DEU", headers=DEU,
                            json={"webhook_url": "http://127.0.0.1:9/x"})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "webhook_url"
-        r = await http.put("/v1/directory/DEU", headers=de,
+        r = await http.put("/v1/directory/DEU", headers=DEU,
                            json={"webhook_url": "https://hooks.bmz.de/mptf"})
         assert r.status_code == 200 and len(r.json()["webhook_secret"]) > 20
         assert await rt.store.db.directory.count_documents({"_id": "DEU"}) == 1

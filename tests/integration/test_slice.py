@@ -13,6 +13,8 @@ import httpx
 from shared import topics
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeSubmitted, SubmitConceptNote
 from tests.support import (
+    IOM,
+    OPERATOR,
     event_record,
     eventually,
     free_port,
@@ -41,7 +43,7 @@ async def test_note_travels_from_intake_to_notifications_in_one_trace(tmp_path: 
             # one note over HTTP, from IOM (a PUNO of it)
             r = await http.post(f"http://127.0.0.1:{ports['intake']}/v1/concept-notes",
                                 json=CONCEPT_NOTE_EXAMPLE,
-                                headers={"authorization": "Bearer dev-iom"})
+                                headers=IOM)
             assert r.status_code == 201, r.text
             http_pid = r.json()["programme_id"]
 
@@ -60,7 +62,7 @@ async def test_note_travels_from_intake_to_notifications_in_one_trace(tmp_path: 
             async def deliveries() -> list[dict]:
                 r = await http.get(f"http://127.0.0.1:{ports['notifications']}/v1/deliveries",
                                    params={"fact_type": ProgrammeSubmitted.TYPE},
-                                   headers={"authorization": "Bearer dev-operator"})
+                                   headers=OPERATOR)
                 got = r.json()
                 return got if len(got) >= 6 else []
 
