@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from shared.errors import Conflict, InvalidInput
@@ -160,6 +160,30 @@ def draw_fifo(sources: Iterable[tuple[str, str, Decimal, str]], amount: Decimal)
     if amount > 0:
         raise Conflict("the Fund's sources do not cover this allocation")
     return out
+
+
+def split_refund(funded_by: Iterable[Draw], amount: Decimal) -> list[Draw]:
+    """A refund goes back to the money it came from: shared among the contributions that
+    funded the programme in proportion to what each gave, in cents, the cents left over by
+    rounding to the largest givers first; the shares add up to `amount` exactly. Each share
+    names its contribution, so when the refunded money funds another programme the funder
+    sees it among the allocations its money helped fund."""
+    given: dict[tuple[str, str], Decimal] = {}
+    for d in funded_by:
+        given[(d.contributor, d.contribution_id)] = given.get(
+            (d.contributor, d.contribution_id), ZERO) + d.usd
+    total = sum(given.values(), ZERO)
+    if amount <= 0 or total <= 0:
+        raise InvalidInput("a refund needs a positive amount and the money it came from")
+    cent = Decimal("0.01")
+    shares = {k: (amount * v / total).quantize(cent, rounding=ROUND_DOWN)
+              for k, v in given.items()}
+    order = sorted(given, key=lambda k: (-given[k], k))
+    cents = int((amount - sum(shares.values(), ZERO)) / cent)  # < one per source
+    for k in order[:cents]:
+        shares[k] += cent
+    shares[order[0]] += amount - sum(shares.values(), ZERO)  # only for sub-cent amounts
+    return [Draw("", who, shares[(who, cid)], cid) for who, cid in order if shares[(who, cid)]]
 
 
 # -- the journal (double entry) ----------------------------------------------------------------

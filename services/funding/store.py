@@ -3,9 +3,10 @@
 * `fund` (one document) holds the available balance. An allocation is a conditional update
   `available >= total` in the same transaction as everything it causes, so no interleaving
   of instances can over-allocate; concurrent writers conflict and the transaction retries.
-* `sources` hold each deposit's (and refund's) unallocated remainder, drawn oldest first, so
-  funders can see which allocations their money funded; `sum(sources.remaining) ==
-  fund.available` is kept in the same transactions.
+* `sources` hold each deposit's unallocated remainder, drawn oldest first, so funders can
+  see which allocations their money funded; a refund comes back as sources of the
+  contributions that funded the programme, in proportion (`split_refund`);
+  `sum(sources.remaining) == fund.available` is kept in the same transactions.
 * `journal` entries have deterministic ids (`alloc:<programme>`, `xfer:<programme>:<puno>:
   <tranche>`, ...): a movement cannot be booked twice, whatever is redelivered.
 * `programmes` are read and written through the transaction's batched view
@@ -38,6 +39,7 @@ from services.funding.domain import (
     next_allocations,
     refund_entry,
     split_deposit,
+    split_refund,
     tranche_amounts,
     transfer_entry,
 )
@@ -392,10 +394,13 @@ class FundingStore(Store):
         await uow.docs("journal").add(m({
             "_id": f"refund:{refund_id}",
             **refund_entry(programme_id, entity, amount, at, **dims)}))
-        await self.db.sources.insert_one(m({
-            "_id": f"ref:{refund_id}", "contributor": "refunds", "at": at,
-            "contribution_id": f"refund:{refund_id}", "remaining": amount}),
-            session=uow.session)
+        back = split_refund([Draw(f["source_id"], f["contributor"], py(f["usd"]),
+                                  f.get("contribution_id") or "")
+                             for f in prog.get("funded_by", [])], amount)
+        await self.db.sources.insert_many([m({
+            "_id": f"ref:{refund_id}:{n}", "contributor": d.contributor, "at": at,
+            "contribution_id": d.contribution_id, "refund_id": refund_id, "remaining": d.usd})
+            for n, d in enumerate(back)], session=uow.session)
         await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
             "available": amount, "refunded_usd": amount})}, upsert=True, session=uow.session)
         uow.emit(FundsRefunded(programme_id=programme_id, refund_id=refund_id, entity=entity,

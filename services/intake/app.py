@@ -32,6 +32,8 @@ class IntakeSettings(ServiceSettings):
     min_human_rights_marker: int = _R.min_human_rights_marker
     min_child_sensitivity_marker: int = _R.min_child_sensitivity_marker
     require_rc_endorsement: bool = _R.require_rc_endorsement
+    min_government_partners: int = Field(default=_R.min_government_partners, ge=0)
+    min_stakeholder_partners: int = Field(default=_R.min_stakeholder_partners, ge=0)
     area_objectives: dict[int, list[int]] = Field(
         default_factory=lambda: dict(DEFAULT_AREA_OBJECTIVES))
     extra_entities: list[str] = Field(default_factory=list)
@@ -51,6 +53,8 @@ class IntakeSettings(ServiceSettings):
             min_human_rights_marker=self.min_human_rights_marker,
             min_child_sensitivity_marker=self.min_child_sensitivity_marker,
             require_rc_endorsement=self.require_rc_endorsement,
+            min_government_partners=self.min_government_partners,
+            min_stakeholder_partners=self.min_stakeholder_partners,
             area_objectives=dict(self.area_objectives),
             known_entities=frozenset(NETWORK_MEMBERS) | frozenset(self.extra_entities),
             regions=DEFAULT_REGIONS | frozenset(self.extra_regions),

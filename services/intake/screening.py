@@ -2,7 +2,8 @@
 
 Every rule runs; an ineligible note gets ALL its failed reasons, each with a stable code.
 The parameters (ceiling, duration, marker minimums, objective clusters, known entities,
-regions, whether the RC must endorse) come from IntakeSettings.
+regions, whether the RC must endorse, the whole-of-government and whole-of-society
+minimums) come from IntakeSettings.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class ScreeningRules:
     min_human_rights_marker: int = 2
     min_child_sensitivity_marker: int = 2
     require_rc_endorsement: bool = False
+    # whole-of-government: more than one government entity takes part (the endorsing
+    # authority counts); whole-of-society: civil society, migrants or affected communities.
+    # 0 turns a check off.
+    min_government_partners: int = 2
+    min_stakeholder_partners: int = 1
     area_objectives: dict[int, list[int]] = field(
         default_factory=lambda: dict(DEFAULT_AREA_OBJECTIVES))
     known_entities: frozenset[str] = frozenset(NETWORK_MEMBERS)
@@ -146,6 +152,27 @@ def _endorsements(note: SubmitConceptNote, rules: ScreeningRules, today: date
                  "the Resident Coordinator's endorsement is required")
 
 
+def _names(names: list[str]) -> set[str]:
+    return {" ".join(n.split()).casefold() for n in names}
+
+
+def _partners(note: SubmitConceptNote, rules: ScreeningRules) -> Iterator[Reason]:
+    endorsing = [note.government_endorsement.authority] if note.government_endorsement else []
+    government = _names([*note.partners.government, *endorsing])
+    if len(government) < rules.min_government_partners:
+        yield _r("partners.whole-of-government", "partners.government",
+                 f"a whole-of-government approach needs at least "
+                 f"{rules.min_government_partners} government entities (the endorsing "
+                 f"authority counts); this note names {len(government)}")
+    society = _names(note.partners.stakeholders)
+    if len(society) < rules.min_stakeholder_partners:
+        yield _r("partners.whole-of-society", "partners.stakeholders",
+                 f"a whole-of-society approach needs at least "
+                 f"{rules.min_stakeholder_partners} stakeholder partner(s) (civil society, "
+                 f"migrants' associations, affected communities); this note names "
+                 f"{len(society)}")
+
+
 def screen(note: SubmitConceptNote, rules: ScreeningRules, today: date) -> list[Reason]:
     """Every failed rule, in a stable order; empty means eligible."""
     return [
@@ -156,5 +183,6 @@ def screen(note: SubmitConceptNote, rules: ScreeningRules, today: date) -> list[
         *_markers(note, rules),
         *_geography(note, rules),
         *_endorsements(note, rules, today),
+        *_partners(note, rules),
         *find_personal_data(note.model_dump(mode="json")),
     ]

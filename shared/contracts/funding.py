@@ -136,7 +136,8 @@ class FundingSource(_Part):
     "allocated_at": "2026-11-23T10:00:00Z"})
 class AllocationMade(Fact):
     """An approved programme was allocated its budget per PUNO plus the indirect support cost
-    (7%), from deposited money; `funded_by` names the deposits it drew on."""
+    (7%), from deposited money; `funded_by` names the contributions it drew on (refunded
+    money counts as the contributions it first came from)."""
 
     TYPE = "org.migrationmptf.allocation.made.v1"
 
@@ -169,7 +170,8 @@ class FundsTransferred(Fact):
     "programme_id": "jp-3f1c0c1e9b7a4d2e", "refund_id": "r-2029-IOM-01", "entity": "IOM",
     "amount_usd": "12000.00", "refunded_at": "2029-06-30T00:00:00Z"})
 class FundsRefunded(Fact):
-    """A PUNO refunded unspent money to the Fund; it is available to allocate again."""
+    """A PUNO refunded unspent money to the Fund; it is available to allocate again, still
+    attributed to the contributions that funded the programme, in proportion."""
 
     TYPE = "org.migrationmptf.funds.refunded.v1"
 

@@ -82,6 +82,41 @@ async def test_funders_see_their_own_data_and_entities_cannot_decide() -> None:
             "programme_id"] == "jp-b"
 
 
+async def test_refunded_money_funds_the_next_programme_in_its_contributors_names() -> None:
+    s = isolated(FundingSettings)
+    async with running(build_funding, s) as (_, rt, http):
+        await setup(http, rt, s, screened("jp-a"), screened("jp-b"))
+        await pledge_and_deposit(http, "c-NOR", "NOR", "150000")  # 148,500 net
+        await pledge_and_deposit(http, "c-DEU", "DEU", "100000")  # 99,000 net
+        for i, pid in enumerate(("jp-a", "jp-b"), 1):
+            await http.post("/v1/decisions", headers=FMU, json={
+                "programme_id": pid, "decision": "approve", "decision_id": "sc", "priority": i})
+        # jp-a took Norway's 148,500 and 65,500 of Germany's; jp-b waits for 214,000
+        assert [p["programme_id"] for p in (await http.get(
+            "/v1/pipeline", headers=FMU)).json()] == ["jp-b"]
+        for rid, who, usd in (("r-1", "IOM", "107000.00"), ("r-2", "ILO", "73500.00")):
+            r = await http.post("/v1/programmes/jp-a/refunds", headers=FMU, json={
+                "refund_id": rid, "entity": who, "amount_usd": usd})
+            assert r.status_code == 201, r.text
+        assert (await http.get("/v1/pipeline", headers=FMU)).json() == []  # funded now
+
+        funded = (await http.get("/v1/allocations", headers=DEU)).json()
+        assert sorted(a["programme_id"] for a in funded) == ["jp-a", "jp-b"]
+        b = next(a for a in funded if a["programme_id"] == "jp-b")
+        shares: dict[str, D] = {}
+        for f in b["funded_by"]:
+            shares[f["contribution_id"]] = shares.get(f["contribution_id"], D(0)) + D(f["usd"])
+        # Germany's last 33,500, then the refunds split as jp-a was funded (148.5 : 65.5):
+        # 107,000 -> 74,250 + 32,750; 73,500 -> 51,003.51 + 22,496.49 (the odd cent to Norway)
+        assert shares == {"c-DEU": D("33500") + D("32750") + D("22496.49"),
+                          "c-NOR": D("74250") + D("51003.51")}
+        assert sum(shares.values()) == D("214000")
+        fund = (await http.get("/v1/fund", headers=OPERATOR)).json()
+        assert fund["available_usd"] == "0.00"
+        left = [x["remaining"].to_decimal() async for x in rt.store.db.sources.find()]
+        assert sum(left) == 0  # every source drawn: the sources still sum to the balance
+
+
 async def test_bad_input_is_answered_and_changes_nothing() -> None:
     s = isolated(FundingSettings)
     async with running(build_funding, s) as (_, rt, http):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from services.funding.domain import (
     CASH_ALLOCATED,
     CASH_FREE,
+    Draw,
     FundingRules,
     Waiting,
     allocation_entry,
@@ -28,6 +29,7 @@ from services.funding.domain import (
     next_allocations,
     refund_entry,
     split_deposit,
+    split_refund,
     tranche_amounts,
     transfer_entry,
 )
@@ -106,6 +108,35 @@ def test_allocations_draw_on_the_oldest_money_first() -> None:
     assert [(d.contributor, d.usd) for d in got] == [("DEU", D("100")), ("NOR", D("20"))]
     with pytest.raises(Conflict):
         draw_fifo(sources, D("651"))
+
+
+def test_a_refund_goes_back_to_the_contributions_that_funded_the_programme() -> None:
+    funded_by = [Draw("s1", "DEU", D("600.00"), "c-DEU"), Draw("s2", "NOR", D("300.00"), "c-NOR"),
+                 Draw("s3", "DEU", D("100.00"), "c-DEU")]  # Germany gave 700, Norway 300
+    back = split_refund(funded_by, D("250.00"))
+    assert [(d.contributor, d.contribution_id, d.usd) for d in back] == [
+        ("DEU", "c-DEU", D("175.00")), ("NOR", "c-NOR", D("75.00"))]
+    # the cents left by rounding go to the largest givers first, and the sum is exact
+    thirds = [Draw("a", "A", D("1"), "ca"), Draw("b", "B", D("1"), "cb"),
+              Draw("c", "C", D("1"), "cc")]
+    assert [d.usd for d in split_refund(thirds, D("0.02"))] == [D("0.01"), D("0.01")]
+    assert [d.usd for d in split_refund(thirds, D("100.00"))] == [
+        D("33.34"), D("33.33"), D("33.33")]
+    with pytest.raises(InvalidInput):
+        split_refund([], D("1"))
+
+
+@given(st.lists(st.decimals(min_value=D("0.01"), max_value=D("3000000"), places=2),
+                min_size=1, max_size=8),
+       st.decimals(min_value=D("0.01"), max_value=D("3000000"), places=2))
+def test_refund_shares_add_up_exactly_and_stay_in_proportion(gifts: list[D], amount: D) -> None:
+    funded_by = [Draw(f"s{i}", f"C{i}", g, f"c{i}") for i, g in enumerate(gifts)]
+    back = split_refund(funded_by, amount)
+    assert sum(d.usd for d in back) == amount
+    total = sum(gifts)
+    for d in back:
+        gift = gifts[int(d.contributor[1:])]
+        assert abs(d.usd - amount * gift / total) < D("0.01")
 
 
 def test_every_entry_balances_and_an_unbalanced_one_is_refused() -> None:

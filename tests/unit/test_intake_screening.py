@@ -142,16 +142,42 @@ def test_rc_endorsement_only_where_configuration_requires_it() -> None:
     assert codes(note(), required) == []
 
 
+def test_whole_of_government_needs_two_government_entities_the_endorser_included() -> None:
+    dmw = {**CONCEPT_NOTE_EXAMPLE["government_endorsement"], "authority": "DMW"}
+    one = {"government": ["DMW", " dmw "], "stakeholders": ["Migrant workers' associations"]}
+    two = {**one, "government": ["Philippine Statistics Authority"]}
+    assert codes(note(partners=one, government_endorsement=dmw)) == [
+        "partners.whole-of-government"]  # the same body named twice is one entity
+    assert codes(note(partners=two, government_endorsement=dmw)) == []
+    got = screen(note(partners={**one, "government": []}, government_endorsement=dmw),
+                 RULES, TODAY)
+    assert [(r.code, r.field) for r in got] == [
+        ("partners.whole-of-government", "partners.government")]
+    assert "needs at least 2 government entities" in got[0].message
+    assert codes(note(partners=one, government_endorsement=dmw),
+                 ScreeningRules(min_government_partners=1)) == []
+
+
+def test_whole_of_society_needs_a_stakeholder_partner() -> None:
+    none = {"government": ["PSA", "DMW"], "stakeholders": []}
+    assert codes(note(partners=none)) == ["partners.whole-of-society"]
+    assert codes(note(partners={**none, "stakeholders": ["Returnee cooperative"]})) == []
+    assert codes(note(partners=none), ScreeningRules(min_stakeholder_partners=0)) == []
+    assert codes(note(partners=none), ScreeningRules(min_stakeholder_partners=2)) == [
+        "partners.whole-of-society"]
+
+
 def test_every_failed_rule_is_reported_at_once() -> None:
     bad = note(punos=punos("5000000"), gcm_objectives=[], duration_months=40,
                markers={"gender": 0, "human_rights": 1, "child_sensitivity": 1},
-               countries=["QQ"], government_endorsement=None,
+               countries=["QQ"], government_endorsement=None, partners={},
                summary="Contact Mr. Hassan at +33 6 12 34 56 78")
     assert codes(bad) == [
         "punos.too-few", "objectives.missing", "budget.over-ceiling", "duration.over-maximum",
         "markers.gender-below-minimum", "markers.human-rights-below-minimum",
         "markers.child-sensitivity-below-minimum", "geography.unknown-country",
-        "endorsement.government-missing",
+        "endorsement.government-missing", "partners.whole-of-government",
+        "partners.whole-of-society",
         "personal-data", "personal-data",  # a phone number and a name, both in `summary`
     ]
 
