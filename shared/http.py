@@ -4,7 +4,9 @@ server spans continuing the caller's W3C trace, RED metrics, and the operational
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -156,6 +158,29 @@ def create_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
 
     app.add_middleware(EdgeMiddleware, max_body=runtime.settings.max_body_bytes)
     return app
+
+
+def document_examples(app: FastAPI, examples_file: Path) -> None:
+    """Put each route's example answer into the OpenAPI document FastAPI generates. The
+    examples are real answers kept in a JSON file beside the service's api.py,
+    `{"GET /v1/...": {"status": 200, "example": ...}}` (with `"media_type"` where the answer
+    is not JSON); one naming a route that does not exist fails when the document is built."""
+    examples = json.loads(examples_file.read_text())
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = generate()
+        for key, ex in examples.items():
+            method, path = key.split(" ", 1)
+            responses = doc["paths"][path][method.lower()]["responses"]
+            answer = responses.setdefault(str(ex["status"]), {"description": "Success"})
+            answer.setdefault("content", {}).setdefault(
+                ex.get("media_type", "application/json"), {})["example"] = ex["example"]
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def exact(obj: Any) -> Any:

@@ -136,6 +136,31 @@ def consumed(topic: str, type_: str, outcome: str = "ok") -> float:
         "mptf_events_consumed_total", {"topic": topic, "type": type_, "outcome": outcome}) or 0
 
 
+def documented_fields_missing(openapi: dict[str, Any], method: str, path: str, status: int,
+                             body: Any) -> list[str] | None:
+    """Compare a real answer with the example the OpenAPI document shows for its route:
+    the fields at the top (of the first item, for a list) that one has and the other lacks.
+    None when the route shows no JSON example for that status."""
+    import re
+
+    for template, ops in openapi["paths"].items():
+        if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), path):
+            answer = ops.get(method.lower(), {}).get("responses", {}).get(str(status), {})
+            example = answer.get("content", {}).get("application/json", {}).get("example")
+            break
+    else:
+        return None
+    if example is None:
+        return None
+    if isinstance(example, list):
+        if not (example and body):
+            return []
+        example, body = example[0], body[0]
+    if not isinstance(example, dict):
+        return []
+    return sorted(set(example) ^ set(body))
+
+
 # -- services as separate processes --------------------------------------------------------
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 

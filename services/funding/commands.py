@@ -19,6 +19,11 @@ class _Cmd(BaseModel):
 
 
 class Pledge(_Cmd):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"contribution_id": "c-DEU-2026-01", "contributor": "DEU",
+         "contributor_name": "Germany", "currency": "EUR", "amount": "5000000.00",
+         "usd_estimate": "5400000.00", "year": 2026}]})
+
     contribution_id: Id
     contributor: Annotated[str, Field(min_length=2, max_length=40)] = Field(
         description="ISO 3166 code of a Member State, or an organisation's id")
@@ -42,6 +47,10 @@ class Pledge(_Cmd):
 
 
 class Deposit(_Cmd):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"deposit_id": "AA-2026-0042", "amount": "2500000.00",
+         "usd_amount": "2712500.00"}]})
+
     deposit_id: Id = Field(description="The AA's receipt reference; repeats are idempotent")
     amount: Positive = Field(description="In the pledge's currency")
     usd_amount: Positive = Field(description="USD value at deposit")
@@ -58,6 +67,13 @@ class BudgetLineIn(_Cmd):
 
 
 class Decision(_Cmd):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"programme_id": "jp-3f1c0c1e9b7a4d2e", "decision": "approve",
+         "decision_id": "SC-2026-11-item-4", "priority": 1,
+         "approved_budget": [{"entity": "IOM", "budget_usd": "1100000.00"},
+                             {"entity": "ILO", "budget_usd": "600000.00"},
+                             {"entity": "UN-WOMEN", "budget_usd": "400000.00"}]}]})
+
     programme_id: Annotated[str, Field(min_length=1, max_length=64)]
     decision: Literal["approve", "reject", "defer"]
     decision_id: Id = Field(description="The SC meeting's decision reference")
@@ -82,6 +98,15 @@ class Meeting(_Cmd):
     """A Steering Committee meeting's decisions, recorded together: each stands or falls on
     its own, and the pipeline is funded once after all of them."""
 
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"meeting_id": "SC-2026-11", "decisions": [
+            {"programme_id": "jp-3f1c0c1e9b7a4d2e", "decision": "approve",
+             "decision_id": "SC-2026-11-item-4", "priority": 1},
+            {"programme_id": "jp-91b0d2c4a7e35f18", "decision": "defer",
+             "decision_id": "SC-2026-11-item-5",
+             "rationale": "Resubmit with the RC office's endorsement"}]}]})
+
+
     meeting_id: Id = Field(description="The SC meeting's reference")
     decisions: list[Decision] = Field(min_length=1, max_length=500)
 
@@ -94,6 +119,10 @@ class Meeting(_Cmd):
 
 
 class Refund(_Cmd):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"refund_id": "r-2029-IOM-01", "entity": "IOM",
+         "amount_usd": "12000.00"}]})
+
     refund_id: Id
     entity: Annotated[str, Field(min_length=2, max_length=20)]
     amount_usd: Positive

@@ -427,7 +427,11 @@ class FundingStore(Store):
 
     async def contributions(self, contributor: str | None) -> list[dict[str, Any]]:
         q = {"contributor": contributor} if contributor else {}
-        return [py(c) async for c in self.db.contributions.find(q).sort("pledged_at", 1)]
+        out = []
+        async for d in self.db.contributions.find(q).sort("pledged_at", 1):
+            c = py(d)
+            out.append({"contribution_id": c.pop("_id"), **c})
+        return out
 
     async def programme(self, programme_id: str) -> dict[str, Any] | None:
         d = await self.db.programmes.find_one({"_id": programme_id})

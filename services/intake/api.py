@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from bson import Decimal128
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.intake import service
 from services.intake.domain import ALL_STATUSES, GATEWAY_STATUS, Status
@@ -40,6 +40,9 @@ class SubmissionAccepted(BaseModel):
 
 
 class Withdrawal(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"reason": "Merged into the regional programme for the Guinea-Liberia border"}]})
+
     reason: str = Field(min_length=1, max_length=1000)
 
 

@@ -97,7 +97,13 @@ async def mark_read(notification_id: str, request: Request,
 
 
 class ContactIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "International Labour Organization", "kind": "entity",
+         "webhook_url": "https://mptf-hooks.ilo.org/notifications",
+         "webhook_secret": "change-me-32-bytes-of-randomness",
+         "email": "migration-mptf@ilo.org",
+         "event_types": ["org.migrationmptf.allocation.made.v1",
+                         "org.migrationmptf.report.overdue.v1"], "mode": "immediate"}]})
     name: str | None = Field(None, max_length=200)
     kind: Literal["entity", "rco", "fmu", "contributor"] | None = None
     webhook_url: str | None = Field(None, max_length=2000)
@@ -111,7 +117,8 @@ class ContactIn(BaseModel):
             summary="Recipients and their contact points (role operator)")
 async def directory(request: Request, _: Annotated[Principal, OPERATOR]
                     ) -> list[dict[str, Any]]:
-    return [{**{k: v for k, v in d.items() if k != "webhook_secret"}, "code": d["_id"]}
+    return [{"code": d["_id"], **{k: v for k, v in d.items()
+                                  if k not in ("_id", "webhook_secret")}}
             for d in await _store(request).directory()]
 
 

@@ -22,6 +22,7 @@ from tests.support import (
     FMU,
     OPERATOR,
     bearer,
+    documented_fields_missing,
     event_record,
     eventually,
     free_port,
@@ -62,16 +63,27 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
             for p in ports.values():
                 await wait_ready(http, p)
 
+            docs = {s: (await http.get(f"{u}/openapi.json")).json() for s, u in url.items()}
+            checked: dict[str, list[str]] = {}  # route -> fields the docs and answers disagree on
+
+            def documented(service: str, method: str, path: str, r: httpx.Response) -> None:
+                diff = documented_fields_missing(docs[service], method, path, r.status_code,
+                                                 r.json())
+                if diff is not None:
+                    checked[f"{service} {method} {path.split('/jp-')[0]}"] = diff
+
             async def get(service: str, path: str, headers: dict[str, str] = FMU,
                           **params: Any) -> Any:
                 r = await http.get(url[service] + path, headers=headers, params=params)
                 assert r.status_code == 200, (path, r.text)
+                documented(service, "GET", path, r)
                 return r.json()
 
             async def post(service: str, path: str, body: Any, headers: dict[str, str] = FMU,
                            expect: int = 201) -> Any:
                 r = await http.post(url[service] + path, headers=headers, json=body)
                 assert r.status_code == expect, (path, r.text)
+                documented(service, "POST", path, r)
                 return r.json()
 
             # Member States pledge and deposit
@@ -207,6 +219,10 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
             log = await eventually(notified, timeout=30)
     finally:
         stop_all(procs)
+
+    # the OpenAPI examples show the fields the real answers have
+    assert len(checked) >= 10, sorted(checked)
+    assert {route: diff for route, diff in checked.items() if diff} == {}
 
     per = Counter((d["fact_id"], d["recipient"], d["channel"]) for d in log)
     assert set(per.values()) == {1}

@@ -67,7 +67,7 @@ async def test_funders_see_their_own_data_and_entities_cannot_decide() -> None:
             "priority": 2})).json()["allocated"] is True  # Norway's rest, then Germany's
 
         mine = (await http.get("/v1/contributions", headers=DEU)).json()
-        assert [c["_id"] for c in mine] == ["c-DEU"]
+        assert [c["contribution_id"] for c in mine] == ["c-DEU"]
         funded = (await http.get("/v1/allocations", headers=DEU)).json()
         assert [a["programme_id"] for a in funded] == ["jp-b"]
         shares = {f["contributor"]: f["usd"] for f in funded[0]["funded_by"]}
