@@ -184,7 +184,8 @@ def document_examples(app: FastAPI, examples_file: Path) -> None:
 
 
 def exact(obj: Any) -> Any:
-    """JSON-ready with money exact: Decimal (and Decimal128) as strings, never floats."""
+    """JSON-ready with money exact: Decimal (and Decimal128) as strings, never floats, with
+    at least two places ("1200000.00"; a rate keeps its own, "0.5000")."""
     from datetime import datetime
     from decimal import Decimal
 
@@ -192,8 +193,10 @@ def exact(obj: Any) -> Any:
 
     if isinstance(obj, Decimal128):
         obj = obj.to_decimal()
-    if isinstance(obj, Decimal):
-        return format(obj, "f")
+    if isinstance(obj, Decimal):  # at least two places, so money always reads in cents
+        exponent = obj.as_tuple().exponent
+        return format(obj.quantize(Decimal("0.01")) if isinstance(exponent, int)
+                      and exponent > -2 else obj, "f")
     if isinstance(obj, datetime):
         return obj.isoformat()
     if isinstance(obj, dict):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any
 
-from bson import Decimal128
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,7 +14,7 @@ from services.intake.store import IntakeStore
 from shared.auth import require
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, Reason, SubmitConceptNote
 from shared.errors import NotFound
-from shared.http import PROBLEM
+from shared.http import PROBLEM, exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
@@ -65,10 +64,7 @@ def _out(doc: dict[str, Any]) -> dict[str, Any]:
     doc = {k: v for k, v in doc.items() if k != "fingerprint"}
     doc["programme_id"] = doc.pop("_id")
     doc["gateway_status"] = GATEWAY_STATUS.get(doc["status"])
-    for k, v in list(doc.items()):
-        if isinstance(v, Decimal128):
-            doc[k] = format(v.to_decimal(), "f")
-    return doc
+    return exact(doc)
 
 
 @router.post("/concept-notes", status_code=201, response_model=SubmissionAccepted,

@@ -12,17 +12,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 # Money is Decimal end to end and travels as a JSON string with two decimals ("1234.50"), so
-# no float touches it. At most two places are accepted, so the quantize never rounds; it
-# happens on the way in, so stored and summed amounts are in cents too ("1200000.00").
-CENT = Decimal("0.01")
+# no float touches it. At most two places are accepted, so the quantize never rounds.
 Money = Annotated[
     Decimal,
     Field(allow_inf_nan=False, max_digits=18, decimal_places=2),
-    AfterValidator(lambda d: d.quantize(CENT)),
-    PlainSerializer(lambda d: format(d.quantize(CENT), "f"), return_type=str,
+    PlainSerializer(lambda d: format(d.quantize(Decimal("0.01")), "f"), return_type=str,
                     when_used="json"),
 ]
 
