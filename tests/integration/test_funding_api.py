@@ -194,7 +194,7 @@ async def test_tranches_refunds_and_the_fund_as_of_a_moment() -> None:
         assert now["by_puno"]["IOM"]["net_funded"] == "106750.00"
         assert now["by_country"]["MX"]["allocated"] == "214000.00"
         assert now["by_thematic_area"]["4"]["transferred"] == "214000.00"
-        assert now["targets"]["2024"]["target_usd"] == "25000000"
+        assert now["targets"]["2024"]["target_usd"] == "25000000.00"
         then = (await http.get("/v1/fund", params={"as_of": moment.isoformat()},
                                headers=OPERATOR)).json()
         assert then["with_punos"]["transfers_usd"] == "107000.00"  # only the first tranche
