@@ -48,13 +48,16 @@ def infra() -> dict[str, str]:
     try:
         _stack("infra-up")
     except subprocess.CalledProcessError as e:
+        _stack("down")  # what did start is stopped, not left holding the ports
         raise RuntimeError(
             f"could not start the test infrastructure:\n{e.stdout}\n{e.stderr}") from e
-    env = dict(line.split("=", 1) for line in _stack("env").splitlines() if "=" in line)
-    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = env["KAFKA_BOOTSTRAP_SERVERS"]
-    os.environ["MONGODB_URL"] = env["MONGODB_URL"]
-    yield env
-    _stack("down")
+    try:
+        env = dict(line.split("=", 1) for line in _stack("env").splitlines() if "=" in line)
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = env["KAFKA_BOOTSTRAP_SERVERS"]
+        os.environ["MONGODB_URL"] = env["MONGODB_URL"]
+        yield env
+    finally:
+        _stack("down")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

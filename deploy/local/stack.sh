@@ -75,9 +75,9 @@ kafka_up() {
   sed -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
       -e "s#@DATA@#$dir/data#g" "$ROOT/deploy/kafka/server.properties.in" >"$dir/server.properties"
   if [[ ! -f "$dir/data/meta.properties" ]]; then
-    local cid
+    local cid  # base64 may begin with "-": passed as --cluster-id=<id> so it is never an option
     cid="$("$PY" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
-    java -cp "$KAFKA_CACHE/lib/*" kafka.tools.StorageTool format --standalone -t "$cid" \
+    java -cp "$KAFKA_CACHE/lib/*" kafka.tools.StorageTool format --standalone --cluster-id="$cid" \
       -c "$dir/server.properties" >>"$RUN_DIR/logs/kafka.log" 2>&1 || die "Kafka storage format failed"
   fi
   start_bg kafka java -Xms256m -Xmx512m -XX:+UseG1GC \
