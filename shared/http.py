@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -160,12 +161,14 @@ def create_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
     return app
 
 
-def document_examples(app: FastAPI, examples_file: Path) -> None:
-    """Put each route's example answer into the OpenAPI document FastAPI generates. The
-    examples are real answers kept in a JSON file beside the service's api.py,
-    `{"GET /v1/...": {"status": 200, "example": ...}}` (with `"media_type"` where the answer
-    is not JSON); one naming a route that does not exist fails when the document is built."""
-    examples = json.loads(examples_file.read_text())
+def include_api(app: FastAPI, api: ModuleType) -> None:
+    """Mount a service's routes (`api.router`) and show, in the OpenAPI document FastAPI
+    generates, each route's example answer. The examples are real answers kept in
+    `openapi_examples.json` beside the api module, `{"GET /v1/...": {"status": 200,
+    "example": ...}}` (with `"media_type"` where the answer is not JSON); one naming a route
+    that does not exist fails when the document is built."""
+    app.include_router(api.router)
+    examples = json.loads(Path(api.__file__).with_name("openapi_examples.json").read_text())
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 from pydantic import Field
 
 from services.funding import api, handlers
 from services.funding.domain import FundingRules
 from services.funding.store import FundingStore
-from shared.http import create_app, document_examples
+from shared.http import create_app, include_api
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
@@ -52,8 +51,7 @@ def build(settings: FundingSettings | None = None):  # type: ignore[no-untyped-d
                                  "allocations and transfers.")
     app.state.store = store
     app.state.rules = rules
-    app.include_router(api.router)
-    document_examples(app, Path(api.__file__).with_name("openapi_examples.json"))
+    include_api(app, api)
     return app, runtime
 
 

@@ -3,7 +3,7 @@ finite positive amounts): invalid input is a 422 naming the field; nothing chang
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,11 +18,16 @@ class _Cmd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _example(example: dict[str, Any]) -> ConfigDict:
+    """A command's configuration with the example OpenAPI shows."""
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
+
+
 class Pledge(_Cmd):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = _example(
         {"contribution_id": "c-DEU-2026-01", "contributor": "DEU",
          "contributor_name": "Germany", "currency": "EUR", "amount": "5000000.00",
-         "usd_estimate": "5400000.00", "year": 2026}]})
+         "usd_estimate": "5400000.00", "year": 2026})
 
     contribution_id: Id
     contributor: Annotated[str, Field(min_length=2, max_length=40)] = Field(
@@ -47,9 +52,9 @@ class Pledge(_Cmd):
 
 
 class Deposit(_Cmd):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = _example(
         {"deposit_id": "AA-2026-0042", "amount": "2500000.00",
-         "usd_amount": "2712500.00"}]})
+         "usd_amount": "2712500.00"})
 
     deposit_id: Id = Field(description="The AA's receipt reference; repeats are idempotent")
     amount: Positive = Field(description="In the pledge's currency")
@@ -67,12 +72,12 @@ class BudgetLineIn(_Cmd):
 
 
 class Decision(_Cmd):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = _example(
         {"programme_id": "jp-3f1c0c1e9b7a4d2e", "decision": "approve",
          "decision_id": "SC-2026-11-item-4", "priority": 1,
          "approved_budget": [{"entity": "IOM", "budget_usd": "1100000.00"},
                              {"entity": "ILO", "budget_usd": "600000.00"},
-                             {"entity": "UN-WOMEN", "budget_usd": "400000.00"}]}]})
+                             {"entity": "UN-WOMEN", "budget_usd": "400000.00"}]})
 
     programme_id: Annotated[str, Field(min_length=1, max_length=64)]
     decision: Literal["approve", "reject", "defer"]
@@ -98,13 +103,13 @@ class Meeting(_Cmd):
     """A Steering Committee meeting's decisions, recorded together: each stands or falls on
     its own, and the pipeline is funded once after all of them."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = _example(
         {"meeting_id": "SC-2026-11", "decisions": [
             {"programme_id": "jp-3f1c0c1e9b7a4d2e", "decision": "approve",
              "decision_id": "SC-2026-11-item-4", "priority": 1},
             {"programme_id": "jp-91b0d2c4a7e35f18", "decision": "defer",
              "decision_id": "SC-2026-11-item-5",
-             "rationale": "Resubmit with the RC office's endorsement"}]}]})
+             "rationale": "Resubmit with the RC office's endorsement"}]})
 
 
     meeting_id: Id = Field(description="The SC meeting's reference")
@@ -119,9 +124,9 @@ class Meeting(_Cmd):
 
 
 class Refund(_Cmd):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = _example(
         {"refund_id": "r-2029-IOM-01", "entity": "IOM",
-         "amount_usd": "12000.00"}]})
+         "amount_usd": "12000.00"})
 
     refund_id: Id
     entity: Annotated[str, Field(min_length=2, max_length=20)]

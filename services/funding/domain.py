@@ -168,10 +168,9 @@ def split_refund(funded_by: Iterable[Draw], amount: Decimal) -> list[Draw]:
     rounding to the largest givers first; the shares add up to `amount` exactly. Each share
     names its contribution, so when the refunded money funds another programme the funder
     sees it among the allocations its money helped fund."""
-    given: dict[tuple[str, str], Decimal] = {}
+    given: dict[tuple[str, str], Decimal] = defaultdict(lambda: ZERO)
     for d in funded_by:
-        given[(d.contributor, d.contribution_id)] = given.get(
-            (d.contributor, d.contribution_id), ZERO) + d.usd
+        given[(d.contributor, d.contribution_id)] += d.usd
     total = sum(given.values(), ZERO)
     if amount <= 0 or total <= 0:
         raise InvalidInput("a refund needs a positive amount and the money it came from")

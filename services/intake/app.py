@@ -4,14 +4,13 @@ routes."""
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 
 from pydantic import Field, field_validator
 
 from services.intake import api, handlers
 from services.intake.screening import ScreeningRules
 from services.intake.store import IntakeStore
-from shared.http import create_app, document_examples
+from shared.http import create_app, include_api
 from shared.reference import DEFAULT_AREA_OBJECTIVES, DEFAULT_REGIONS, NETWORK_MEMBERS
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
@@ -73,8 +72,7 @@ def build(settings: IntakeSettings | None = None):  # type: ignore[no-untyped-de
                                  "screening, and the programme pipeline.")
     app.state.store = store
     app.state.rules = rules
-    app.include_router(api.router)
-    document_examples(app, Path(api.__file__).with_name("openapi_examples.json"))
+    include_api(app, api)
     return app, runtime
 
 

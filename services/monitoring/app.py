@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 
 from services.monitoring import api, handlers
 from services.monitoring.domain import MonitoringRules
@@ -13,7 +12,7 @@ from services.monitoring.iati import Publisher
 from services.monitoring.service import Scheduler
 from services.monitoring.store import MonitoringStore
 from shared.envelope import Clock
-from shared.http import create_app, document_examples
+from shared.http import create_app, include_api
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
@@ -77,8 +76,7 @@ def build(settings: MonitoringSettings | None = None):  # type: ignore[no-untype
     app.state.clock = clock
     app.state.publisher = Publisher(ref=settings.iati_publisher_ref,
                                     name=settings.iati_publisher_name)
-    app.include_router(api.router)
-    document_examples(app, Path(api.__file__).with_name("openapi_examples.json"))
+    include_api(app, api)
     return app, runtime
 
 

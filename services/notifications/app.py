@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from services.notifications import api, handlers
 from services.notifications.channels import Senders
 from services.notifications.domain import CircuitBreaker
 from services.notifications.service import Dispatcher
 from services.notifications.store import NotificationsStore
-from shared.http import create_app, document_examples
+from shared.http import create_app, include_api
 from shared.runtime import Runtime
 from shared.settings import ServiceSettings
 
@@ -64,8 +62,7 @@ def build(settings: NotificationsSettings | None = None):  # type: ignore[no-unt
     app.state.store = store
     app.state.dispatcher = dispatcher
     app.state.senders = senders
-    app.include_router(api.router)
-    document_examples(app, Path(api.__file__).with_name("openapi_examples.json"))
+    include_api(app, api)
     return app, runtime
 
 
