@@ -136,6 +136,20 @@ def consumed(topic: str, type_: str, outcome: str = "ok") -> float:
         "mptf_events_consumed_total", {"topic": topic, "type": type_, "outcome": outcome}) or 0
 
 
+async def pledge_and_deposit(http: Any, cid: str, contributor: str, usd: str, *,
+                             base: str = "", pledged: str | None = None,
+                             year: int = 2026) -> None:
+    """A pledge (of `pledged`, or of `usd`) and a deposit of `usd` through funding's HTTP API
+    at `base` (or the client's own base URL), in US dollars."""
+    r = await http.post(f"{base}/v1/contributions", headers=FMU, json={
+        "contribution_id": cid, "contributor": contributor, "contributor_name": contributor,
+        "currency": "USD", "amount": pledged or usd, "year": year})
+    assert r.status_code == 201, r.text
+    r = await http.post(f"{base}/v1/contributions/{cid}/deposits", headers=FMU,
+                        json={"deposit_id": f"{cid}-1", "amount": usd, "usd_amount": usd})
+    assert r.status_code == 201, r.text
+
+
 def documented_fields_missing(openapi: dict[str, Any], method: str, path: str, status: int,
                              body: Any) -> list[str] | None:
     """Compare a real answer with the example the OpenAPI document shows for its route:

@@ -18,6 +18,7 @@ from tests.support import (
     ROOT,
     eventually,
     free_port,
+    pledge_and_deposit,
     produce,
     start_service,
     stop_all,
@@ -45,12 +46,8 @@ async def test_the_console_shows_the_running_system(tmp_path: Path) -> None:
         async with httpx.AsyncClient(timeout=20) as http:
             for p in ports.values():
                 await wait_ready(http, p)
-            await http.post(f"{url['funding']}/v1/contributions", headers=FMU, json={
-                "contribution_id": "c-ESP", "contributor": "ESP", "contributor_name": "Spain",
-                "currency": "USD", "amount": "3000000", "year": 2024})
-            await http.post(f"{url['funding']}/v1/contributions/c-ESP/deposits", headers=FMU,
-                            json={"deposit_id": "d1", "amount": "2500000",
-                                  "usd_amount": "2500000"})  # covers the 2,354,000 allocation
+            await pledge_and_deposit(http, "c-ESP", "ESP", "2500000", base=url["funding"],
+                                     pledged="3000000", year=2024)  # covers 2,354,000
             ok = (await http.post(f"{url['intake']}/v1/concept-notes", json=CONCEPT_NOTE_EXAMPLE,
                                   headers=IOM)).json()
             await http.post(f"{url['intake']}/v1/concept-notes", headers=IOM,

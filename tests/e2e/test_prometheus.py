@@ -15,11 +15,11 @@ import yaml
 
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE
 from tests.support import (
-    FMU,
     IOM,
     ROOT,
     eventually,
     free_port,
+    pledge_and_deposit,
     start_service,
     stop_all,
     unique,
@@ -77,13 +77,7 @@ async def test_prometheus_scrapes_the_services_and_the_dashboard_queries_evaluat
         async with httpx.AsyncClient(timeout=20) as http:
             for p in ports.values():
                 await wait_ready(http, p)
-            await http.post(f"{url['funding']}/v1/contributions", headers=FMU, json={
-                "contribution_id": "c-NOR", "contributor": "NOR", "contributor_name": "Norway",
-                "currency": "USD", "amount": "1000000", "year": 2024})
-            r = await http.post(f"{url['funding']}/v1/contributions/c-NOR/deposits", headers=FMU,
-                                json={"deposit_id": "d1", "amount": "1000000",
-                                      "usd_amount": "1000000"})
-            assert r.status_code == 201, r.text
+            await pledge_and_deposit(http, "c-NOR", "NOR", "1000000", base=url["funding"])
             r = await http.post(f"{url['intake']}/v1/concept-notes", json=CONCEPT_NOTE_EXAMPLE,
                                 headers=IOM)
             assert r.status_code in (200, 201), r.text

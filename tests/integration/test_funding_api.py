@@ -14,7 +14,18 @@ from services.funding.app import build as build_funding
 from shared import topics
 from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
 from tests.integration.conftest import running
-from tests.support import DEU, FMU, IOM, OPERATOR, UNDP, event_record, eventually, isolated, produce
+from tests.support import (
+    DEU,
+    FMU,
+    IOM,
+    OPERATOR,
+    UNDP,
+    event_record,
+    eventually,
+    isolated,
+    pledge_and_deposit,
+    produce,
+)
 
 
 def screened(pid: str, eligible: bool = True, punos: tuple[str, ...] = ("IOM", "ILO")
@@ -37,16 +48,6 @@ async def setup(http: Any, rt: Any, settings: FundingSettings, *facts: Any) -> N
         return await rt.store.db.programmes.count_documents({}) == len(facts)
 
     await eventually(known)
-
-
-async def pledge_and_deposit(http: Any, cid: str, contributor: str, usd: str) -> None:
-    r = await http.post("/v1/contributions", headers=FMU, json={
-        "contribution_id": cid, "contributor": contributor, "contributor_name": contributor,
-        "currency": "USD", "amount": usd, "year": 2026})
-    assert r.status_code == 201, r.text
-    r = await http.post(f"/v1/contributions/{cid}/deposits", headers=FMU,
-                        json={"deposit_id": f"{cid}-1", "amount": usd, "usd_amount": usd})
-    assert r.status_code == 201, r.text
 
 
 async def test_funders_see_their_own_data_and_entities_cannot_decide() -> None:
