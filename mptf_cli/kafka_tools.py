@@ -10,8 +10,29 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from shared.kafka import client_options
+
 DLQ_HEADERS = ("dlq_reason", "dlq_detail", "dlq_handler", "dlq_topic", "dlq_partition",
                "dlq_offset", "dlq_time", "dlq_redacted")
+
+
+def operator_auth(user: str | None = None) -> dict[str, Any]:
+    """The options of the operators' principal (or `user`): the password from KAFKA_PASSWORD
+    or the credentials file (MPTF_KAFKA_CREDENTIALS, by default the local stack's)."""
+    import json
+    import os
+    from pathlib import Path
+
+    user = user or os.environ.get("KAFKA_USERNAME", "operator")
+    password = os.environ.get("KAFKA_PASSWORD", "") if user == os.environ.get(
+        "KAFKA_USERNAME", "operator") else ""
+    if not password:
+        path = Path(os.environ.get("MPTF_KAFKA_CREDENTIALS", ".run/dev/kafka/credentials.json"))
+        if path.exists():
+            password = json.loads(path.read_text()).get(user, "")
+    return client_options(user, password,
+                          protocol=os.environ.get("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+                          ca_file=os.environ.get("KAFKA_CA_FILE", ""))
 
 
 @dataclass
@@ -31,10 +52,11 @@ class DeadLetter:
         return [(k, v) for k, v in self.headers if k not in DLQ_HEADERS]
 
 
-async def read_dead_letters(bootstrap: str, topic: str, timeout: float = 3.0
-                            ) -> list[DeadLetter]:
+async def read_dead_letters(bootstrap: str, topic: str, timeout: float = 3.0, *,
+                            auth: dict[str, Any] | None = None) -> list[DeadLetter]:
     c = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                         auto_offset_reset="earliest", enable_auto_commit=False)
+                         auto_offset_reset="earliest", enable_auto_commit=False,
+                         **(auth or operator_auth()))
     await c.start()
     out: list[DeadLetter] = []
     try:
@@ -54,10 +76,12 @@ async def read_dead_letters(bootstrap: str, topic: str, timeout: float = 3.0
     return sorted(out, key=lambda d: (d.meta("dlq_time"), d.partition, d.offset))
 
 
-async def replay(bootstrap: str, letters: list[DeadLetter]) -> int:
+async def replay(bootstrap: str, letters: list[DeadLetter], *,
+                 auth: dict[str, Any] | None = None) -> int:
     """Send dead letters back to the topic they came from, with their original key, value
     and headers (the consumer dedupes by event id, so a replay is safe)."""
-    p = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True)
+    p = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
+                         **(auth or operator_auth()))
     await p.start()
     try:
         for d in letters:
@@ -70,10 +94,12 @@ async def replay(bootstrap: str, letters: list[DeadLetter]) -> int:
     return sum(1 for d in letters if not d.meta("dlq_redacted"))
 
 
-async def consumer_lag(bootstrap: str, prefix: str = "mptf-") -> list[dict[str, Any]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def consumer_lag(bootstrap: str, prefix: str = "mptf-", *,
+                       auth: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    auth = auth or operator_auth()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **auth)
     await admin.start()
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **auth)
     await probe.start()
     rows: list[dict[str, Any]] = []
     try:
@@ -93,10 +119,12 @@ async def consumer_lag(bootstrap: str, prefix: str = "mptf-") -> list[dict[str, 
     return rows
 
 
-async def dead_letter_counts(bootstrap: str, dlq_topics: list[str]) -> dict[str, int]:
+async def dead_letter_counts(bootstrap: str, dlq_topics: list[str], *,
+                             auth: dict[str, Any] | None = None) -> dict[str, int]:
     """How many records each dead-letter topic holds (end minus start offsets). Subscribing
     without a group assigns every partition of the topics, so their offsets can be read."""
-    probe = AIOKafkaConsumer(*dlq_topics, bootstrap_servers=bootstrap, group_id=None)
+    probe = AIOKafkaConsumer(*dlq_topics, bootstrap_servers=bootstrap, group_id=None,
+                             **(auth or operator_auth()))
     await probe.start()
     try:
         parts = list(probe.assignment())

@@ -29,7 +29,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from mptf_cli import kafka_tools
-from shared import topics
+from shared import kafka_acl, topics
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from shared.envelope import Envelope
 from shared.reference import DEFAULT_AREA_OBJECTIVES, GCM_OBJECTIVES
@@ -65,6 +65,13 @@ def auth(who: str) -> dict[str, str]:
     else:
         tok = env("MPTF_ENTITY_TOKEN_PREFIX", "dev-") + who.lower()
     return {"authorization": f"Bearer {tok}"}
+
+
+def entity_producer(entity: str, **kw: Any) -> Any:
+    """A producer authenticated as an entity system (its principal entity-<CODE>)."""
+    return kafka_tools.AIOKafkaProducer(
+        bootstrap_servers=bootstrap(), enable_idempotence=True,
+        **kafka_tools.operator_auth(kafka_acl.entity_user(entity)), **kw)
 
 
 # -- seed -----------------------------------------------------------------------------------
@@ -120,9 +127,10 @@ async def _seed(notes: int, seed: int) -> dict[str, int]:
                 stats["contributions"] += 1
                 progress.advance(t)
             t = progress.add_task("concept notes", total=notes)
-            producer = kafka_tools.AIOKafkaProducer(bootstrap_servers=bootstrap(),
-                                                    enable_idempotence=True)
-            await producer.start()
+            # each entity system sends on its own topic, as itself (its own Kafka principal)
+            producers = {who: entity_producer(who) for who in ENTITIES_WITH_TOKENS}
+            for p in producers.values():
+                await p.start()
             refs = []
             try:
                 for i in range(notes):
@@ -136,14 +144,15 @@ async def _seed(notes: int, seed: int) -> dict[str, int]:
                     else:
                         n = SubmitConceptNote.model_validate(body)
                         e = Envelope(source=f"urn:mptf:entity:{who}", type=n.TYPE)
-                        await producer.send_and_wait(
-                            prefix() + topics.INBOUND_CONCEPT_NOTES,
+                        await producers[who].send_and_wait(
+                            prefix() + topics.inbound_topic(topics.INBOUND_CONCEPT_NOTES, who),
                             n.model_dump_json().encode(), key=body["entity_reference"].encode(),
                             headers=e.headers())
                         stats["notes_kafka"] += 1
                     progress.advance(t)
             finally:
-                await producer.stop()
+                for p in producers.values():
+                    await p.stop()
             t = progress.add_task("steering committee", total=notes)
             await asyncio.sleep(2)  # let funding learn of the screened notes
             items = (await http.get(f"{url('intake')}/v1/programmes", headers=auth("fmu"),
@@ -234,7 +243,7 @@ def follow(programme_id: str, watch: bool = typer.Option(False, help="Refresh ev
 
 # -- dead letters and lag ---------------------------------------------------------------------
 def _dlq_topics(topic: str | None) -> list[str]:
-    base = [topic] if topic else list(topics.ALL)
+    base = [topic] if topic else list(topics.CONSUMED)
     return [prefix() + topics.dlq(t.removeprefix(prefix())) for t in base]
 
 
@@ -287,11 +296,11 @@ async def _load(rate: float, seconds: float) -> dict[str, Any]:
     sent: dict[str, float] = {}
     pids: dict[str, str] = {}
     lat: list[float] = []
-    producer = kafka_tools.AIOKafkaProducer(bootstrap_servers=bootstrap(), linger_ms=2,
-                                            enable_idempotence=True)
+    producer = entity_producer("IOM", linger_ms=2)
     consumer = kafka_tools.AIOKafkaConsumer(prefix() + topics.PROGRAMMES,
                                             bootstrap_servers=bootstrap(), group_id=None,
-                                            auto_offset_reset="latest")
+                                            auto_offset_reset="latest",
+                                            **kafka_tools.operator_auth())
     await producer.start()
     await consumer.start()
     await consumer.seek_to_end()
@@ -317,7 +326,8 @@ async def _load(rate: float, seconds: float) -> dict[str, Any]:
             n = SubmitConceptNote.model_validate({**CONCEPT_NOTE_EXAMPLE, "entity_reference": ref})
             e = Envelope(source="urn:mptf:entity:IOM", type=n.TYPE)
             sent[ref] = time.perf_counter()
-            await producer.send(prefix() + topics.INBOUND_CONCEPT_NOTES,
+            await producer.send(prefix() + topics.inbound_topic(topics.INBOUND_CONCEPT_NOTES,
+                                                                "IOM"),
                                 n.model_dump_json().encode(), key=ref.encode(),
                                 headers=e.headers())
             i += 1

@@ -33,13 +33,44 @@ HEADERS_SCHEMA: dict[str, Any] = {
 }
 
 CHANNEL_DOCS = {
-    T.INBOUND_CONCEPT_NOTES: "Entity systems submit concept notes (read by intake).",
-    T.INBOUND_PROGRESS_REPORTS: "Entity systems submit progress reports (read by monitoring).",
+    T.INBOUND_CONCEPT_NOTES: "An entity system submits concept notes on its own topic (read by "
+                             "intake). Only that entity's principal may write it, and "
+                             "ce_source must be urn:mptf:entity:<that entity>.",
+    T.INBOUND_PROGRESS_REPORTS: "An entity system submits progress reports on its own topic "
+                                "(read by monitoring); the same binding of sender and topic.",
     T.PROGRAMMES: "Programme facts; written by intake only.",
-    T.FUNDING: "Money and decision facts; written by funding only. Funders subscribe here.",
+    T.FUNDING: "Money and decision facts; written by funding only; read by the services and "
+               "operators (it names every donor's contributions).",
+    T.FUNDERS: "What every funder may see: allocations, transfers and refunds with the "
+               "contributions that funded them; written by funding only, read by funders.",
     T.MONITORING: "Implementation facts; written by monitoring only.",
     T.NOTIFICATIONS: "Delivery facts; written by notifications only.",
 }
+
+# Every client authenticates with SASL/SCRAM-SHA-512 as its own principal; the broker's ACLs
+# (shared.kafka_acl) allow each exactly its part.
+SECURITY_SCHEMES: dict[str, Any] = {
+    "service": {"type": "scramSha512",
+                "description": "A service's own principal svc-<service>: it reads what it "
+                               "subscribes to, writes the facts it owns and its dead letters."},
+    "entity": {"type": "scramSha512",
+               "description": "An entity system's principal entity-<CODE>: it writes only "
+                              "its own inbound topics (mptf.inbound.<kind>.<CODE>)."},
+    "funder": {"type": "scramSha512",
+               "description": "A contributor's principal funder-<CODE>: it reads only "
+                              "mptf.funders, with consumer groups named funder-<CODE>.*."},
+    "operator": {"type": "scramSha512",
+                 "description": "The operators' tools: read every topic and write inbound "
+                                "topics (dead-letter replay)."},
+}
+
+
+def _sec(*names: str) -> list[dict[str, str]]:
+    return [{"$ref": f"#/components/securitySchemes/{n}"} for n in names]
+
+
+def _address(topic: str) -> str:
+    return f"{topic}.{{entity}}" if topic in T.INBOUND else topic
 
 
 def _msg_id(type_: str) -> str:
@@ -75,33 +106,43 @@ def document(service: str | None = None, *, receives: dict[str, list[str]] | Non
                 "payload": c.example}],
             "x-owner": c.owner,
         }
-        ch = channels.setdefault(c.topic.replace(".", "_"), {
-            "address": c.topic, "description": CHANNEL_DOCS.get(c.topic, ""), "messages": {},
-            "bindings": {"kafka": {"partitions": 6}}})
-        ch["messages"][mid] = {"$ref": f"#/components/messages/{mid}"}
+        for topic in c.topics:
+            ch = channels.setdefault(topic.replace(".", "_"), {
+                "address": _address(topic), "description": CHANNEL_DOCS.get(topic, ""),
+                "messages": {}, "bindings": {"kafka": {
+                    "partitions": 3 if topic in T.INBOUND else 6}}, "x-topic": topic})
+            if topic in T.INBOUND:
+                ch["parameters"] = {"entity": {
+                    "description": "The sending entity's code (IOM, ILO, UN-WOMEN, ...): "
+                                   "the topic is its own."}}
+            ch["messages"][mid] = {"$ref": f"#/components/messages/{mid}"}
     for key, ch in channels.items():
-        topic = ch["address"]
-        owner = next(c.owner for c in contracts if c.topic == topic)
-        inbound = any(c.inbound for c in contracts if c.topic == topic)
+        topic = ch.pop("x-topic")
+        owner = next(c.owner for c in contracts if topic in c.topics)
+        inbound = topic in T.INBOUND
+        refs = [{"$ref": f"#/channels/{key}/messages/{m}"} for m in ch["messages"]]
         if service is None or (service == owner and not inbound):
-            if not inbound:
-                operations[f"send_{key}"] = {
-                    "action": "send", "channel": {"$ref": f"#/channels/{key}"},
-                    "summary": f"{owner} publishes (sole writer)",
-                    "messages": [{"$ref": f"#/channels/{key}/messages/{m}"}
-                                 for m in ch["messages"]]}
+            operations[f"send_{key}"] = {
+                "action": "send", "channel": {"$ref": f"#/channels/{key}"},
+                "summary": ("an entity system publishes on its own topic" if inbound
+                            else f"{owner} publishes (sole writer)"),
+                "security": _sec("entity" if inbound else "service"), "messages": refs}
         if service is not None and receives and topic in receives:
             operations[f"receive_{key}"] = {
                 "action": "receive", "channel": {"$ref": f"#/channels/{key}"},
-                "summary": f"{service} consumes",
+                "summary": f"{service} consumes", "security": _sec("service"),
+                # what it acts on of what travels there (a tolerant subscriber accepts a
+                # list of types, some of which another topic carries)
                 "messages": [{"$ref": f"#/channels/{key}/messages/{_msg_id(t)}"}
-                             for t in receives[topic]]}
-        elif service is None and inbound:
+                             for t in receives[topic] if _msg_id(t) in ch["messages"]]}
+        elif service is None and (inbound or topic == T.FUNDERS):
             operations[f"receive_{key}"] = {
                 "action": "receive", "channel": {"$ref": f"#/channels/{key}"},
-                "summary": f"{owner} consumes", "messages": [
-                    {"$ref": f"#/channels/{key}/messages/{m}"} for m in ch["messages"]]}
-        ch.setdefault("x-dead-letter-topic", T.dlq(topic))
+                "summary": "funders consume" if topic == T.FUNDERS else f"{owner} consumes",
+                "security": _sec("funder" if topic == T.FUNDERS else "service"),
+                "messages": refs}
+        if topic in T.CONSUMED:
+            ch["x-dead-letter-topic"] = T.dlq(topic)
     return {
         "asyncapi": "3.0.0",
         "info": {"title": "Migration MPTF events" + (f" ({service})" if service else ""),
@@ -112,10 +153,16 @@ def document(service: str | None = None, *, receives: dict[str, list[str]] | Non
                                 "dlq_reason, dlq_detail, dlq_handler, dlq_topic, "
                                 "dlq_partition, dlq_offset."},
         "defaultContentType": "application/json",
-        "servers": {"local": {"host": "127.0.0.1:19092", "protocol": "kafka"}},
+        "servers": {"local": {"host": "127.0.0.1:19092", "protocol": "kafka",
+                              "description": "SASL/SCRAM-SHA-512 over plaintext (loopback)",
+                              "security": _sec(*SECURITY_SCHEMES)},
+                    "production": {"host": "kafka-bootstrap:9093", "protocol": "kafka-secure",
+                                   "description": "SASL/SCRAM-SHA-512 over TLS",
+                                   "security": _sec(*SECURITY_SCHEMES)}},
         "channels": channels,
         "operations": operations,
-        "components": {"messages": messages, "schemas": schemas},
+        "components": {"messages": messages, "schemas": schemas,
+                       "securitySchemes": SECURITY_SCHEMES},
     }
 
 

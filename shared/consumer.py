@@ -29,12 +29,13 @@ from typing import Any
 from aiokafka import ConsumerRecord, TopicPartition
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.annotations import KafkaMessage
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel, ValidationError
 
+from shared import topics as T
 from shared.contracts import REGISTRY
 from shared.envelope import Envelope, decode
 from shared.errors import MptfError, PermanentMessageError
@@ -46,6 +47,8 @@ from shared.store import Store, UnitOfWork, is_transient
 from shared.telemetry import context_from, tracer
 
 log = get_logger("mptf.consumer")
+
+ENTITY_URN = "urn:mptf:entity:"  # the CloudEvents source of an entity system
 
 
 @dataclass
@@ -120,6 +123,13 @@ class Subscription:
 
     def _decode(self, rec: ConsumerRecord) -> Incoming | None:
         env, data = decode(rec.headers, rec.value, max_bytes=self.settings.max_body_bytes)
+        sender = T.inbound_sender(rec.topic)
+        if sender is not None and env.source != f"{ENTITY_URN}{sender}":
+            # only `sender`'s principal can write this topic (shared.kafka_acl): a record
+            # claiming another source is a forgery, whoever it claims to be
+            raise PermanentMessageError(
+                "forbidden", f"written on {sender}'s own topic but claims source "
+                f"{env.source[:100]!r}; it must be {ENTITY_URN}{sender}")
         contract = REGISTRY.get(env.type)
         if contract is None:
             raise PermanentMessageError("unknown-type", f"no contract for type {env.type!r}")
@@ -310,9 +320,14 @@ def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, nam
               description: str = "") -> Subscription:
     sub = Subscription(settings.topic(topic), name, frozenset(accepts), handler, settings,
                        dead_letters, strict_types)
+    # an inbound kind is one topic per entity system: all of them, by pattern
+    where: dict[str, Any] = ({"pattern": T.inbound_pattern(settings.topic(topic))}
+                             if topic in T.INBOUND else {})
 
     @broker.subscriber(
-        settings.topic(topic),
+        # topics are provisioned by the operators' tooling; services may not create them
+        *(() if where else (Topic(settings.topic(topic), declare=False),)),
+        **where,
         # one consumer group per subscription: handlers keep their own offsets, and one
         # joining does not make the service's other consumers rebalance
         group_id=f"{settings.group_id}.{name}",

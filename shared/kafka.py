@@ -1,5 +1,6 @@
-"""Kafka plumbing shared by every service: the idempotent producer, topic creation, and
-dead-letter routing.
+"""Kafka plumbing shared by every service: authenticated clients, the idempotent producer,
+and dead-letter routing. Topics, users and ACLs are provisioned by the operators' tooling
+(mptf_cli.provision, as the admin principal): services hold no right to create topics.
 
 Producer: `enable_idempotence=True` implies `acks=all` (Kafka documents that idempotence
 requires acks=all; aiokafka enforces it), so a retried send never duplicates within a
@@ -8,12 +9,9 @@ partition and an acknowledged send is on every in-sync replica.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from shared import topics as T
 from shared.envelope import utcnow
@@ -24,6 +22,27 @@ from shared.settings import ServiceSettings
 log = get_logger("mptf.kafka")
 
 
+class KafkaCredentialsMissing(RuntimeError):
+    """No anonymous Kafka client: a process without a user and password does not start."""
+
+
+def client_options(username: str, password: str, *, protocol: str = "SASL_PLAINTEXT",
+                   mechanism: str = "SCRAM-SHA-512", ca_file: str = "") -> dict[str, Any]:
+    """aiokafka's keyword arguments for an authenticated client (SASL/SCRAM, over TLS when
+    `protocol` is SASL_SSL)."""
+    if not username or not password:
+        raise KafkaCredentialsMissing(
+            f"Kafka user {username or '(none)'} has no password: set KAFKA_USERNAME and "
+            "KAFKA_PASSWORD (the broker refuses anonymous clients)")
+    opts: dict[str, Any] = {"security_protocol": protocol, "sasl_mechanism": mechanism,
+                            "sasl_plain_username": username, "sasl_plain_password": password}
+    if protocol == "SASL_SSL":
+        from aiokafka.helpers import create_ssl_context
+
+        opts["ssl_context"] = create_ssl_context(cafile=ca_file or None)
+    return opts
+
+
 def make_producer(settings: ServiceSettings, **kw: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -32,34 +51,9 @@ def make_producer(settings: ServiceSettings, **kw: Any) -> AIOKafkaProducer:
         acks="all",
         linger_ms=2,
         max_request_size=2 * 1024 * 1024,
+        **settings.kafka_options(),
         **kw,
     )
-
-
-async def ensure_topics(settings: ServiceSettings, names: list[str] | None = None,
-                        partitions: int | None = None) -> None:
-    """Create the contract topics and their dead-letter topics if they do not exist."""
-    base = names or [*T.ALL, *(T.dlq(t) for t in T.ALL)]
-    wanted = [settings.topic(n) for n in base]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [n for n in wanted if n not in existing]
-        if missing:
-            try:
-                await admin.create_topics([
-                    NewTopic(n, num_partitions=partitions or settings.topic_partitions,
-                             replication_factor=settings.topic_replication) for n in missing])
-            except TopicAlreadyExistsError:
-                pass  # another instance won the race
-        # wait until metadata shows them (creation is asynchronous in the controller)
-        for _ in range(50):
-            if set(wanted) <= set(await admin.list_topics()):
-                return
-            await asyncio.sleep(0.1)
-    finally:
-        await admin.close()
 
 
 class DeadLetters:

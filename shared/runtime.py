@@ -23,7 +23,7 @@ from opentelemetry import trace
 from shared.asyncapi import document
 from shared.consumer import Handler, Subscription, subscribe
 from shared.envelope import utcnow
-from shared.kafka import DeadLetters, ensure_topics, make_producer
+from shared.kafka import DeadLetters, KafkaCredentialsMissing, make_producer
 from shared.logging import get_logger, setup_logging
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 from shared.outbox import OutboxRelay
@@ -45,6 +45,9 @@ class Runtime:
         # producer); shared.consumer adds one span per record as a child of its producer
         self.broker = KafkaBroker(settings.kafka_bootstrap_servers,
                                   client_id=f"mptf-{settings.service_name}",
+                                  security=self._security(),
+                                  # entity systems added later are found within this time
+                                  metadata_max_age_ms=30_000,
                                   log_level=logging.DEBUG,
                                   middlewares=(KafkaTelemetryMiddleware(
                                       tracer_provider=trace.get_tracer_provider()),))
@@ -57,6 +60,15 @@ class Runtime:
         self._connect_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[Any]] = []
         self.background(self._retention)
+
+    def _security(self) -> Any:
+        """The broker's SASL settings; without credentials none, and `_connect` then refuses
+        to connect at all (no anonymous client), keeping the service not ready."""
+        try:
+            return broker_security(self.settings)
+        except KafkaCredentialsMissing as e:
+            self.credentials_error: str | None = str(e)
+            return None
 
     def dead_letters(self, name: str) -> DeadLetters:
         return DeadLetters(self.producer, f"{self.settings.service_name}.{name}")
@@ -92,9 +104,13 @@ class Runtime:
     async def _connect(self) -> None:
         delay = 0.5
         while True:
+            if getattr(self, "credentials_error", None):
+                log.error("kafka_credentials_missing", error=self.credentials_error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30)
+                continue
             try:
                 await self.store.ensure_indexes()
-                await ensure_topics(self.settings)
                 self.producer = make_producer(self.settings)
                 await self.producer.start()
                 await self.broker.start()
@@ -162,6 +178,17 @@ class Runtime:
             n, oldest = await asyncio.wait_for(self.store.outbox_backlog(), 2)
             OUTBOX_BACKLOG.set(n)
             OUTBOX_OLDEST_AGE.set((utcnow() - oldest).total_seconds() if oldest else 0)
+
+
+def broker_security(settings: ServiceSettings) -> Any:
+    """FastStream's security object for the service's own principal (no anonymous client)."""
+    from faststream.security import SASLScram256, SASLScram512
+
+    opts = settings.kafka_options()
+    cls = SASLScram512 if settings.kafka_sasl_mechanism == "SCRAM-SHA-512" else SASLScram256
+    return cls(opts["sasl_plain_username"], opts["sasl_plain_password"],
+               ssl_context=opts.get("ssl_context"),
+               use_ssl=settings.kafka_security_protocol == "SASL_SSL")
 
 
 def serve(app: FastAPI, settings: ServiceSettings) -> None:

@@ -8,9 +8,10 @@ servers. Service-specific values take the `MPTF_` prefix.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -48,6 +49,23 @@ class ServiceSettings(BaseSettings):
         "127.0.0.1:19092",
         validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "MPTF_KAFKA_BOOTSTRAP_SERVERS"),
     )
+    # Every Kafka client authenticates (SASL/SCRAM); the broker refuses anonymous ones. The
+    # user name defaults to the service's own principal (svc-<service>, shared.kafka_acl).
+    kafka_security_protocol: Literal["SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "SASL_PLAINTEXT",
+        validation_alias=AliasChoices("KAFKA_SECURITY_PROTOCOL", "MPTF_KAFKA_SECURITY_PROTOCOL"))
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = Field(
+        "SCRAM-SHA-512",
+        validation_alias=AliasChoices("KAFKA_SASL_MECHANISM", "MPTF_KAFKA_SASL_MECHANISM"))
+    kafka_username: str = Field(
+        "", validation_alias=AliasChoices("KAFKA_USERNAME", "MPTF_KAFKA_USERNAME"))
+    kafka_password: SecretStr = Field(
+        SecretStr(""), validation_alias=AliasChoices("KAFKA_PASSWORD", "MPTF_KAFKA_PASSWORD"))
+    # a JSON file {user: password} (made by mptf_cli.provision) the password is read from
+    # when KAFKA_PASSWORD is not set
+    kafka_credentials: str = ""
+    kafka_ca_file: str = Field(  # the CA that signed the brokers' certificates (SASL_SSL)
+        "", validation_alias=AliasChoices("KAFKA_CA_FILE", "MPTF_KAFKA_CA_FILE"))
     mongodb_url: str = Field(
         "mongodb://127.0.0.1:27117/?directConnection=true",
         validation_alias=AliasChoices("MONGODB_URL", "MPTF_MONGODB_URL"),
@@ -99,6 +117,25 @@ class ServiceSettings(BaseSettings):
     def group_id(self) -> str:
         # prefixed like the topics, so an isolated run (a test, a tenant) has its own groups
         return self.consumer_group or f"{self.topic_prefix}mptf-{self.service_name}"
+
+    @property
+    def kafka_user(self) -> str:
+        return self.kafka_username or f"svc-{self.service_name}"
+
+    def kafka_options(self) -> dict[str, Any]:
+        """The security options of every aiokafka client this process makes."""
+        from shared.kafka import client_options
+
+        password = self.kafka_password.get_secret_value()
+        if not password and self.kafka_credentials:
+            try:
+                password = json.loads(Path(self.kafka_credentials).read_text()).get(
+                    self.kafka_user, "")
+            except (OSError, ValueError):
+                password = ""
+        return client_options(self.kafka_user, password,
+                              protocol=self.kafka_security_protocol,
+                              mechanism=self.kafka_sasl_mechanism, ca_file=self.kafka_ca_file)
 
     def topic(self, base: str) -> str:
         return f"{self.topic_prefix}{base}"

@@ -303,10 +303,11 @@ class UnitOfWork:
         base = time.time_ns()
         events = []
         for env, event in self._events:
-            events.append({"id": env.id, "topic": contract_for(event).topic,
-                           "key": env.subject, "type": env.type,
-                           "envelope": env.model_dump(mode="json"),
-                           "value": event.model_dump_json().encode()})
+            value = event.model_dump_json().encode()
+            envelope = env.model_dump(mode="json")
+            for topic in contract_for(event).topics:  # one entry per topic, one event id
+                events.append({"id": env.id, "topic": topic, "key": env.subject,
+                               "type": env.type, "envelope": envelope, "value": value})
         docs = [{"_id": chunk[0]["id"], "seq": base + n, "created_at": self._events[0][0].time,
                  "sent_at": None, "count": len(chunk), "events": chunk}
                 for n, chunk in enumerate(events[i:i + OUTBOX_CHUNK]

@@ -33,6 +33,7 @@ def _stack(cmd: str) -> str:
     if OWN_SERVERS:  # the endpoints exported below are ours, not external ones
         env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         env.pop("MONGODB_URL", None)
+        env.pop("MPTF_KAFKA_CREDENTIALS", None)
     out = subprocess.run([str(ROOT / "deploy/local/stack.sh"), cmd], env=env, check=True,
                          capture_output=True, text=True, timeout=600)
     return out.stdout + out.stderr
@@ -55,6 +56,8 @@ def infra() -> dict[str, str]:
         env = dict(line.split("=", 1) for line in _stack("env").splitlines() if "=" in line)
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = env["KAFKA_BOOTSTRAP_SERVERS"]
         os.environ["MONGODB_URL"] = env["MONGODB_URL"]
+        # every principal's password (the services read theirs; the harness uses admin's)
+        os.environ["MPTF_KAFKA_CREDENTIALS"] = env["MPTF_KAFKA_CREDENTIALS"]
         yield env
     finally:
         _stack("down")

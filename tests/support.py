@@ -31,10 +31,48 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
+# -- the secured broker: every client of the tests authenticates as some principal ---------
+# The entity systems and funders the suite's deployments know (each test tag gets their
+# topics and ACLs); the suite's broker has the default users of mptf_cli.provision.
+TEST_ENTITIES = ("IOM", "ILO", "UNDP", "UNICEF")
+TEST_FUNDERS = ("DEU", "NOR")
+_provisioned: set[str] = set()
+
+
+def credentials() -> dict[str, str]:
+    from mptf_cli.provision import load_credentials
+
+    return load_credentials(os.environ["MPTF_KAFKA_CREDENTIALS"])
+
+
+def kafka_auth(user: str = "admin") -> dict[str, Any]:
+    """aiokafka's options for `user` (admin by default: the harness sets up and observes;
+    tests of what a principal may do use that principal)."""
+    from shared.kafka import client_options
+
+    return client_options(user, credentials()[user])
+
+
+def provision(tag: str) -> None:
+    """The topics and ACLs of a test's deployment (prefix `<tag>.`), made once, as admin."""
+    if tag in _provisioned:
+        return
+    from mptf_cli.provision import admin_client, apply
+
+    # a client of its own each time: one kept would log every broker restart of the suite
+    admin = admin_client(os.environ["KAFKA_BOOTSTRAP_SERVERS"], "admin", credentials()["admin"])
+    apply(admin, credentials(), prefix=f"{tag}.", entities=TEST_ENTITIES,
+          funders=TEST_FUNDERS, users=False)
+    _provisioned.add(tag)
+
+
 def isolated(settings_cls: type[T], **kw: Any) -> T:
-    """Settings for one test: its own topics (prefix) and its own database."""
+    """Settings for one test: its own topics (prefix, provisioned with their ACLs) and its own
+    database; the service's own Kafka principal (svc-<name>)."""
     tag = kw.pop("tag", None) or unique()
     name = kw.get("service_name") or settings_cls.model_fields["service_name"].default
+    if "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
+        provision(tag)
     return settings_cls(topic_prefix=f"{tag}.", mongodb_database=f"{tag}_{name}",
                         consumer_batch_max=200, outbox_poll_seconds=0.2, **kw)
 
@@ -52,15 +90,41 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
 
 
-async def produce(topic: str, records: list[tuple[bytes | None, bytes, list]]) -> None:
+async def produce(topic: str, records: list[tuple[bytes | None, bytes, list]], *,
+                  user: str | None = None) -> None:
+    """Send records to `topic` as `user`: by default the principal that may write it (the
+    entity of an inbound topic, the owning service of a fact topic)."""
     p = AIOKafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-                         enable_idempotence=True)
+                         enable_idempotence=True, **kafka_auth(user or writer_of(topic)))
     await p.start()
     try:
         for key, value, headers in records:
             await p.send_and_wait(topic, value=value, key=key, headers=headers)
     finally:
         await p.stop()
+
+
+def writer_of(topic: str) -> str:
+    """The principal that may write `topic` (prefixed or not)."""
+    from shared import kafka_acl
+    from shared import topics as T
+
+    sender = T.inbound_sender(topic)
+    if sender:
+        return kafka_acl.entity_user(sender)
+    for svc, written in kafka_acl.WRITES.items():
+        if any(topic.endswith(t) for t in written):
+            return kafka_acl.service_user(svc)
+    return "admin"
+
+
+def inbound(settings_or_tag: Any, base: str, entity: str = "IOM") -> str:
+    """An entity's own inbound topic of kind `base` in a test's deployment."""
+    from shared import topics as T
+
+    prefix = (settings_or_tag.topic_prefix if hasattr(settings_or_tag, "topic_prefix")
+              else f"{settings_or_tag}.")
+    return prefix + T.inbound_topic(base, entity)
 
 
 def event_record(model: Any, *, source: str = "urn:mptf:entity:IOM", event_id: str | None = None,
@@ -75,7 +139,7 @@ async def read_to_end(topic: str, *, timeout: float = 120.0) -> list[Any]:
     at the first quiet moment; this stops only at the end)."""
     c = AIOKafkaConsumer(topic, bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
                          auto_offset_reset="earliest", enable_auto_commit=False,
-                         group_id=None, max_partition_fetch_bytes=4 << 20)
+                         group_id=None, max_partition_fetch_bytes=4 << 20, **kafka_auth())
     await c.start()
     out: list[Any] = []
     try:
@@ -98,7 +162,7 @@ async def read_all(topic: str, *, min_count: int = 0, timeout: float = 15.0) -> 
     """Every record on `topic` (from the beginning), waiting for at least `min_count`."""
     c = AIOKafkaConsumer(topic, bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
                          auto_offset_reset="earliest", enable_auto_commit=False,
-                         group_id=None)
+                         group_id=None, **kafka_auth())
     await c.start()
     out: list[Any] = []
     try:
@@ -194,6 +258,7 @@ def start_service(service: str, tag: str, port: int, workdir: Any, *,
     import subprocess
     import sys
 
+    provision(tag)
     full = {**os.environ, "MPTF_TOPIC_PREFIX": f"{tag}.",
             "MPTF_MONGODB_DATABASE": f"{tag}_{service}", "MPTF_HTTP_PORT": str(port),
             "MPTF_OTEL_EXPORTER": "file",

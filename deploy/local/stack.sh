@@ -26,6 +26,9 @@ EXTERNAL_KAFKA="${KAFKA_BOOTSTRAP_SERVERS:-}"
 EXTERNAL_MONGO="${MONGODB_URL:-}"
 BOOTSTRAP="${EXTERNAL_KAFKA:-127.0.0.1:$KAFKA_PORT}"
 MONGO_URL="${EXTERNAL_MONGO:-mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true}"
+# Every Kafka principal's password (JSON, mode 0600): made once, on first start. With an
+# external broker, MPTF_KAFKA_CREDENTIALS names that deployment's file.
+CREDENTIALS="${MPTF_KAFKA_CREDENTIALS:-$RUN_DIR/kafka/credentials.json}"
 
 say() { printf '[stack] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -72,13 +75,21 @@ kafka_up() {
   kafka_jars
   local dir="$RUN_DIR/kafka"
   mkdir -p "$dir/data" "$RUN_DIR/logs"
-  sed -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
-      -e "s#@DATA@#$dir/data#g" "$ROOT/deploy/kafka/server.properties.in" >"$dir/server.properties"
+  "$PY" -m mptf_cli.provision credentials "$CREDENTIALS" || die "could not write $CREDENTIALS"
+  local broker_pw admin_pw
+  broker_pw="$(cred broker)"; admin_pw="$(cred admin)"
+  (umask 077; sed -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+      -e "s#@DATA@#$dir/data#g" -e "s#@BROKER_PASSWORD@#$broker_pw#g" \
+      "$ROOT/deploy/kafka/server.properties.in" >"$dir/server.properties")
   if [[ ! -f "$dir/data/meta.properties" ]]; then
     local cid  # base64 may begin with "-": passed as --cluster-id=<id> so it is never an option
     cid="$("$PY" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
+    # the super users exist from the start; provisioning (as admin) adds everyone else
     java -cp "$KAFKA_CACHE/lib/*" kafka.tools.StorageTool format --standalone --cluster-id="$cid" \
-      -c "$dir/server.properties" >>"$RUN_DIR/logs/kafka.log" 2>&1 || die "Kafka storage format failed"
+      -c "$dir/server.properties" \
+      --add-scram "SCRAM-SHA-512=[name=broker,password=$broker_pw]" \
+      --add-scram "SCRAM-SHA-512=[name=admin,password=$admin_pw]" \
+      >>"$RUN_DIR/logs/kafka.log" 2>&1 || die "Kafka storage format failed"
   fi
   start_bg kafka java -Xms256m -Xmx512m -XX:+UseG1GC \
     -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.yaml" \
@@ -102,13 +113,13 @@ mongo_up() {
   say "SecantusDB ready on 127.0.0.1:$MONGO_PORT"
 }
 
-topics_up() {
-  KAFKA_BOOTSTRAP_SERVERS="$BOOTSTRAP" "$PY" -c '
-import asyncio
-from shared.kafka import ensure_topics
-from shared.settings import ServiceSettings
-asyncio.run(ensure_topics(ServiceSettings()))' || die "could not create topics"
-  say "topics ready (6 partitions each, with .dlq companions)"
+cred() { "$PY" -c 'import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$CREDENTIALS" "$1"; }
+
+topics_up() {  # users, topics and ACLs, as the admin principal (idempotent)
+  local out
+  out="$(KAFKA_BOOTSTRAP_SERVERS="$BOOTSTRAP" "$PY" -m mptf_cli.provision apply "$CREDENTIALS")" \
+    || die "could not provision users, topics and ACLs"
+  say "Kafka provisioned: $out (credentials: $CREDENTIALS)"
 }
 
 ZIPKIN_VERSION=3.5.1
@@ -144,7 +155,10 @@ service_env() { # name
   local name=$1
   echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
   echo "MONGODB_URL=$MONGO_URL"
-  echo "MPTF_HTTP_PORT=$((${PORTS[$name]} + PORT_OFFSET))"
+  echo "MPTF_HTTP_PORT=$((${PORTS[$name]:-8005} + PORT_OFFSET))"
+  # the password is read from the credentials file, never put on a command line
+  echo "MPTF_KAFKA_CREDENTIALS=$CREDENTIALS"
+  if [[ $name == console ]]; then echo "KAFKA_USERNAME=operator"; else echo "KAFKA_USERNAME=svc-$name"; fi
   if [[ -z ${MPTF_OTEL_EXPORTER:-} ]] && alive zipkin; then
     echo "MPTF_OTEL_EXPORTER=zipkin"
     echo "MPTF_OTEL_ENDPOINT=http://127.0.0.1:$ZIPKIN_PORT/api/v2/spans"
@@ -170,7 +184,7 @@ services_up() {
   done
   if ! alive console; then  # the operator console: reads the services and the broker
     # shellcheck disable=SC2046
-    start_bg console env $(service_env intake | grep -v MPTF_HTTP_PORT) \
+    start_bg console env $(service_env console | grep -v MPTF_HTTP_PORT) \
       MPTF_HTTP_PORT=$((8005 + PORT_OFFSET)) "$PY" -m mptf_cli.console
     wait_for console 30 ready_http_path $((8005 + PORT_OFFSET)) / && \
       say "console ready on http://127.0.0.1:$((8005 + PORT_OFFSET))"
@@ -233,7 +247,8 @@ case "$cmd" in
   up) mongo_up; kafka_up; topics_up; zipkin_up; prometheus_up; services_up; summary ;;
   down) down ;;
   status) status ;;
-  env) echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"; echo "MONGODB_URL=$MONGO_URL" ;;
+  env) echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"; echo "MONGODB_URL=$MONGO_URL"
+       echo "MPTF_KAFKA_CREDENTIALS=$CREDENTIALS" ;;
   jars) kafka_jars ;;
   restart-kafka) stop_one kafka; kafka_up ;;   # same data: what a broker restart is
   restart-mongo) stop_one mongo; mongo_up ;;

@@ -21,6 +21,10 @@ PAGE = Path(__file__).with_name("index.html")
 
 class ConsoleSettings(ServiceSettings):
     service_name: str = "console"
+
+    @property
+    def kafka_user(self) -> str:  # the operators' principal: reads, never writes facts
+        return self.kafka_username or "operator"
     http_port: int = 8005
     intake_url: str = "http://127.0.0.1:8001"
     funding_url: str = "http://127.0.0.1:8002"
@@ -56,9 +60,11 @@ def build(settings: ConsoleSettings | None = None) -> FastAPI:
                 fetch(http, f"{s.funding_url}/v1/fund"))
         try:
             lag_rows = await kafka_tools.consumer_lag(s.kafka_bootstrap_servers,
-                                                      s.topic_prefix + "mptf-")
+                                                      s.topic_prefix + "mptf-",
+                                                      auth=s.kafka_options())
             dlq = await kafka_tools.dead_letter_counts(
-                s.kafka_bootstrap_servers, [s.topic(topics.dlq(t)) for t in topics.ALL])
+                s.kafka_bootstrap_servers, [s.topic(topics.dlq(t)) for t in topics.CONSUMED],
+                auth=s.kafka_options())
         except Exception as e:
             lag_rows, dlq = [], {"error": str(e)}
         lag: dict[str, int] = {}

@@ -49,6 +49,11 @@ class Contract:
     summary: str
     example: dict[str, Any] = field(default_factory=dict)
     inbound: bool = False
+    also: tuple[str, ...] = ()  # further topics it is published on (same event id)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return (self.topic, *self.also)
 
     @property
     def name(self) -> str:
@@ -59,7 +64,7 @@ REGISTRY: dict[str, Contract] = {}
 
 
 def register(*, topic: str, owner: str, key: str, example: dict[str, Any],
-             inbound: bool = False):
+             inbound: bool = False, also: tuple[str, ...] = ()):
     def deco(model: type[BaseModel]) -> type[BaseModel]:
         t = model.TYPE  # type: ignore[attr-defined]
         if t in REGISTRY:
@@ -67,7 +72,7 @@ def register(*, topic: str, owner: str, key: str, example: dict[str, Any],
         summary = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         # the example must satisfy the contract it illustrates
         model.model_validate(example)
-        REGISTRY[t] = Contract(t, model, topic, owner, key, summary, example, inbound)
+        REGISTRY[t] = Contract(t, model, topic, owner, key, summary, example, inbound, also)
         return model
 
     return deco

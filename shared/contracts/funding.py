@@ -124,7 +124,8 @@ class FundingSource(_Part):
     usd: Money
 
 
-@register(topic=topics.FUNDING, owner="funding", key="programme_id", example={
+@register(topic=topics.FUNDING, also=(topics.FUNDERS,), owner="funding", key="programme_id",
+          example={
     "programme_id": "jp-3f1c0c1e9b7a4d2e", "allocation_id": "a-jp-3f1c0c1e9b7a4d2e",
     "lines": [{"entity": "IOM", "programme_budget_usd": "1200000.00",
                "support_cost_usd": "84000.00", "total_usd": "1284000.00"},
@@ -149,7 +150,8 @@ class AllocationMade(Fact):
     allocated_at: datetime
 
 
-@register(topic=topics.FUNDING, owner="funding", key="programme_id", example={
+@register(topic=topics.FUNDING, also=(topics.FUNDERS,), owner="funding", key="programme_id",
+          example={
     "programme_id": "jp-3f1c0c1e9b7a4d2e", "transfer_id": "t-jp-3f1c0c1e9b7a4d2e-IOM-1",
     "entity": "IOM", "tranche": 1, "amount_usd": "1284000.00",
     "transferred_at": "2026-11-23T10:00:00Z"})
@@ -166,7 +168,8 @@ class FundsTransferred(Fact):
     transferred_at: datetime
 
 
-@register(topic=topics.FUNDING, owner="funding", key="programme_id", example={
+@register(topic=topics.FUNDING, also=(topics.FUNDERS,), owner="funding", key="programme_id",
+          example={
     "programme_id": "jp-3f1c0c1e9b7a4d2e", "refund_id": "r-2029-IOM-01", "entity": "IOM",
     "amount_usd": "12000.00", "refunded_at": "2029-06-30T00:00:00Z"})
 class FundsRefunded(Fact):

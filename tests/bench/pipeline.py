@@ -42,6 +42,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from faststream.security import SASLScram512
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -51,7 +52,9 @@ from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote  # n
 from shared.envelope import Envelope  # noqa: E402
 from tests.support import (  # noqa: E402
     FMU,
+    credentials,
     free_port,
+    kafka_auth,
     start_service,
     stop_all,
     wait_ready,
@@ -75,12 +78,15 @@ def pct(values: list[float], q: int) -> float:
 def infra() -> tuple[dict[str, str], bool]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("MONGODB_URL"):
         return {}, False
-    env = {**os.environ, "MPTF_RUN_DIR": str(ROOT / ".run/bench"), "MPTF_KAFKA_PORT": "39092",
-           "MPTF_KAFKA_CONTROLLER_PORT": "39093", "MPTF_MONGO_PORT": "38117",
+    # below 32768: Linux hands out 32768-60999 as clients' own ports
+    env = {**os.environ, "MPTF_RUN_DIR": str(ROOT / ".run/bench"), "MPTF_KAFKA_PORT": "24092",
+           "MPTF_KAFKA_CONTROLLER_PORT": "24093", "MPTF_MONGO_PORT": "24117",
            "MPTF_PYTHON": sys.executable}
+    env.pop("MPTF_KAFKA_CREDENTIALS", None)
     subprocess.run([str(ROOT / "deploy/local/stack.sh"), "infra-up"], env=env, check=True)
-    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = "127.0.0.1:39092"
-    os.environ["MONGODB_URL"] = "mongodb://127.0.0.1:38117/?directConnection=true"
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = "127.0.0.1:24092"
+    os.environ["MONGODB_URL"] = "mongodb://127.0.0.1:24117/?directConnection=true"
+    os.environ["MPTF_KAFKA_CREDENTIALS"] = str(ROOT / ".run/bench/kafka/credentials.json")
     return env, True
 
 
@@ -126,7 +132,7 @@ class Pipeline:
         c = AIOKafkaConsumer(f"{self.tag}.{topics.PROGRAMMES}",
                              f"{self.tag}.{topics.NOTIFICATIONS}",
                              bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-                             group_id=None, auto_offset_reset="earliest")
+                             group_id=None, auto_offset_reset="earliest", **kafka_auth())
         await c.start()
         agenda: list[str] = []
         meetings = 0
@@ -169,7 +175,7 @@ class Pipeline:
 
     async def offer(self, n: int, rate: float | None, run: str) -> None:
         p = AIOKafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-                             enable_idempotence=True, linger_ms=5)
+                             enable_idempotence=True, linger_ms=5, **kafka_auth("entity-IOM"))
         await p.start()
         start = time.perf_counter()
         futs = []
@@ -179,7 +185,7 @@ class Pipeline:
                                                      "entity_reference": ref})
             env = Envelope(source="urn:mptf:entity:IOM", type=note.TYPE)
             self.sent[ref] = time.perf_counter()
-            futs.append(await p.send(f"{self.tag}.{topics.INBOUND_CONCEPT_NOTES}",
+            futs.append(await p.send(f"{self.tag}.{topics.INBOUND_CONCEPT_NOTES}.IOM",
                                      note.model_dump_json().encode(), key=ref.encode(),
                                      headers=env.headers()))
             if rate:
@@ -223,11 +229,13 @@ async def raw_relay(n: int, tag: str) -> float:
     src, dst = f"{tag}.ref.in", f"{tag}.ref.out"
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bs)
+    # the references are the harness's own topics: it works on them as admin
+    admin = AIOKafkaAdminClient(bootstrap_servers=bs, **kafka_auth())
     await admin.start()
     await admin.create_topics([NewTopic(src, 6, 1), NewTopic(dst, 6, 1)])
     await admin.close()
-    p = AIOKafkaProducer(bootstrap_servers=bs, enable_idempotence=True, linger_ms=5)
+    p = AIOKafkaProducer(bootstrap_servers=bs, enable_idempotence=True, linger_ms=5,
+                         **kafka_auth())
     await p.start()
     value = json.dumps(CONCEPT_NOTE_EXAMPLE).encode()
     # enveloped like an entity system's notes, so our own consumer can read them too
@@ -235,7 +243,7 @@ async def raw_relay(n: int, tag: str) -> float:
         source="urn:mptf:entity:IOM", type=SubmitConceptNote.TYPE).headers())
         for i in range(n)])
     c = AIOKafkaConsumer(src, bootstrap_servers=bs, group_id=f"{tag}-relay",
-                         auto_offset_reset="earliest", enable_auto_commit=False)
+                         auto_offset_reset="earliest", enable_auto_commit=False, **kafka_auth())
     await c.start()
     start, seen = time.perf_counter(), 0
     while seen < n:
@@ -268,7 +276,8 @@ async def naive_step(n: int, tag: str) -> float:
     bs = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     topic = f"{tag}.ref.in"  # the same n records that reference (a) read
     coll = AsyncIOMotorClient(os.environ["MONGODB_URL"])[f"{tag}_naive"].notes
-    broker = KafkaBroker(bs, logger=None)  # its per-message log lines are not the work
+    broker = KafkaBroker(bs, logger=None,  # its per-message log lines are not the work
+                         security=SASLScram512("admin", credentials()["admin"]))
     seen = 0
     done = asyncio.Event()
 
@@ -296,11 +305,13 @@ async def batched_step(n: int, tag: str) -> float:
     from shared.store import Store
 
     settings = ServiceSettings(service_name="benchstep", topic_prefix=f"{tag}.",
+                               kafka_username="admin",
                                mongodb_database=f"{tag}_benchstep", log_level="WARNING")
     store = Store(settings)
     runtime = Runtime(settings, store)
     # as (b)'s broker: no per-message log lines (they are not the work being measured)
-    runtime.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None)
+    runtime.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None,
+                                 security=SASLScram512("admin", credentials()["admin"]))
     done, seen = asyncio.Event(), 0
 
     async def on_notes(batch):  # type: ignore[no-untyped-def]

@@ -53,7 +53,7 @@ async def test_the_console_shows_the_running_system(tmp_path: Path) -> None:
             await http.post(f"{url['intake']}/v1/concept-notes", headers=IOM,
                             json={**CONCEPT_NOTE_EXAMPLE, "entity_reference": "X",
                                   "duration_months": 60})
-            await produce(f"{tag}.{topics.INBOUND_CONCEPT_NOTES}", [(b"k", b"{broken", [])])
+            await produce(f"{tag}.{topics.INBOUND_CONCEPT_NOTES}.IOM", [(b"k", b"{broken", [])])
 
             async def decidable() -> bool:
                 r = await http.get(f"{url['funding']}/v1/programmes/{ok['programme_id']}/funding",

@@ -107,13 +107,13 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
                                                                    **extra), token(who))
                 pid[ref] = r["programme_id"]
             assert r["status"] == "screened-ineligible"
-            inbound = []
             for ref, who, punos, countries in (
                     ("B", "UNDP", [("UNDP", "400000"), ("UNICEF", "100000")], ["MX"]),
                     ("D", "UNICEF", [("UNICEF", "150000"), ("UNHCR", "150000")], ["TJ"])):
                 n = SubmitConceptNote.model_validate(note(ref, punos, countries))
-                inbound.append(event_record(n, source=f"urn:mptf:entity:{who}", key=ref))
-            await produce(f"{tag}.{topics.INBOUND_CONCEPT_NOTES}", inbound)
+                # each entity system on its own topic, as itself
+                await produce(f"{tag}.{topics.inbound_topic(topics.INBOUND_CONCEPT_NOTES, who)}",
+                              [event_record(n, source=f"urn:mptf:entity:{who}", key=ref)])
 
             async def listed() -> dict[str, str]:
                 items = (await get("intake", "/v1/programmes"))["items"]

@@ -20,6 +20,7 @@ from tests.support import (
     eventually,
     free_port,
     headers_of,
+    kafka_auth,
     read_all,
     start_service,
     stop_all,
@@ -43,7 +44,7 @@ async def test_killing_one_of_three_instances_loses_and_doubles_nothing(tmp_path
             for p in ports:
                 await wait_ready(http, p)
         producer = AIOKafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-                                    enable_idempotence=True)
+                                    enable_idempotence=True, **kafka_auth("entity-IOM"))
         await producer.start()
         killed = False
         try:
@@ -52,7 +53,7 @@ async def test_killing_one_of_three_instances_loses_and_doubles_nothing(tmp_path
                 note = SubmitConceptNote.model_validate({**CONCEPT_NOTE_EXAMPLE,
                                                          "entity_reference": ref})
                 env = Envelope(source="urn:mptf:entity:IOM", type=note.TYPE)
-                await producer.send_and_wait(f"{tag}.{topics.INBOUND_CONCEPT_NOTES}",
+                await producer.send_and_wait(f"{tag}.{topics.INBOUND_CONCEPT_NOTES}.IOM",
                                              note.model_dump_json().encode(),
                                              key=ref.encode(), headers=env.headers())
                 if i == N // 3:  # mid-stream, once it is busy

@@ -30,12 +30,14 @@ from tests.support import (
     IOM,
     free_port,
     headers_of,
+    kafka_auth,
     read_all,
     read_to_end,
     start_service,
     stop_all,
     unique,
     wait_ready,
+    writer_of,
 )
 
 SERVICES = ("intake", "funding", "monitoring", "notifications")
@@ -98,6 +100,23 @@ async def quiescent(fleet: Fleet, http: httpx.AsyncClient, tag: str) -> bool:
     return True
 
 
+async def refused(user: str | None, topic: str, headers: Any) -> bool:
+    """Whether the broker refuses a write to `topic` by `user` (None: no credentials)."""
+    from aiokafka.errors import KafkaConnectionError, TopicAuthorizationFailedError
+
+    p = AIOKafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                         enable_idempotence=True, request_timeout_ms=5000,
+                         **(kafka_auth(user) if user else {}))
+    try:
+        await p.start()
+        await p.send_and_wait(topic, b"{}", key=b"forged", headers=headers)
+    except (KafkaConnectionError, TopicAuthorizationFailedError):
+        return True
+    finally:
+        await p.stop()
+    return False
+
+
 def note(i: int, rng: random.Random) -> dict[str, Any]:
     who, other = rng.sample(ENTITIES, 2)
     return {**CONCEPT_NOTE_EXAMPLE, "entity_reference": f"F-{i:04}",
@@ -126,11 +145,19 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                            headers=FMU, json={"deposit_id": "d1", "amount": usd,
                                               "usd_amount": usd})
             assert r.status_code == 201, r.text
-            producer = AIOKafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-                                        enable_idempotence=True, retry_backoff_ms=500,
-                                        request_timeout_ms=60000)
-            await producer.start()
-            inbound = f"{tag}.{topics.INBOUND_CONCEPT_NOTES}"
+            # one producer per principal: each entity system on its own topic, as itself
+            producers: dict[str, AIOKafkaProducer] = {}
+
+            async def producer_of(user: str) -> AIOKafkaProducer:
+                if user not in producers:
+                    producers[user] = AIOKafkaProducer(
+                        bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                        enable_idempotence=True, retry_backoff_ms=500,
+                        request_timeout_ms=60000, **kafka_auth(user))
+                    await producers[user].start()
+                return producers[user]
+
+            inbound = f"{tag}.{topics.INBOUND_CONCEPT_NOTES}"  # the kind; .<ENTITY> each
             refs = []
 
             async def send(topic: str, value: bytes, key: bytes, headers: Any) -> None:
@@ -138,6 +165,7 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                 the same event id (consumers dedupe it)."""
                 from aiokafka.errors import KafkaError
 
+                producer = await producer_of(writer_of(topic))
                 for _ in range(240):
                     try:
                         await producer.send_and_wait(topic, value, key=key, headers=headers)
@@ -156,7 +184,8 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                                    type=n.TYPE)
                     copies = 2 if i % 10 == 0 else 1  # duplicated events (same event id)
                     for _ in range(copies):
-                        await send(inbound, n.model_dump_json().encode(),
+                        await send(f"{inbound}.{body['punos'][0]['entity']}",
+                                   n.model_dump_json().encode(),
                                    body["entity_reference"].encode(), env.headers())
                     figures["notes sent"] += 1
                     figures["duplicated events sent"] += copies - 1
@@ -168,7 +197,8 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                        ("wrong types", json.dumps({"title": 5}).encode(), ok_env.headers(),
                         "invalid"),
                        ("unknown version", json.dumps(CONCEPT_NOTE_EXAMPLE).encode(),
-                        Envelope(source="IOM", type="org.migrationmptf.concept-note.submit.v7")
+                        Envelope(source="urn:mptf:entity:IOM",
+                                 type="org.migrationmptf.concept-note.submit.v7")
                         .headers(), "unknown-type"),
                        ("oversize payload", b'{"x": "' + b"a" * 300_000 + b'"}',
                         ok_env.headers(), "oversize"),
@@ -177,8 +207,16 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                         Envelope(source="urn:mptf:entity:WFP", type=SubmitConceptNote.TYPE)
                         .headers(), "forbidden")]
                 for what, value, headers, reason in bad:
-                    await send(inbound, value, what.encode(), headers)
+                    await send(f"{inbound}.IOM", value, what.encode(), headers)
                     hostile.append((what, reason))
+                # the broker itself refuses what a principal may not do
+                for what, user, topic in (
+                        ("anonymous client", None, f"{inbound}.IOM"),
+                        ("entity writes another's topic", "entity-IOM", f"{inbound}.ILO"),
+                        ("entity writes funding's facts", "entity-IOM",
+                         f"{tag}.{topics.FUNDING}")):
+                    assert await refused(user, topic, ok_env.headers()), what
+                    figures["unauthorised Kafka writes refused"] += 1
                 checks = [
                     ("forged role decides", "POST", "funding", "/v1/decisions", IOM,
                      {"programme_id": "x", "decision": "approve", "decision_id": "x",
@@ -269,7 +307,8 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                 await asyncio.sleep(1)
             stop.set()
             await decider
-            await producer.stop()
+            for p in producers.values():
+                await p.stop()
 
             programmes = []
             cursor = None

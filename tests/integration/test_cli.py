@@ -19,18 +19,20 @@ from shared.contracts.monitoring import SubmitProgressReport
 from tests.integration.conftest import running
 from tests.integration.test_monitoring import funded_programme, publish, report, until_on_going
 from tests.support import event_record, eventually, isolated, produce
+from tests.support import inbound as inbound_topic
 
 
 async def test_a_dead_letter_is_listed_then_replayed_once_its_cause_is_fixed() -> None:
     s = isolated(MonitoringSettings, clock_fixed=datetime(2026, 11, 1, tzinfo=UTC))
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    inbound = s.topic(topics.INBOUND_PROGRESS_REPORTS)
+    inbound = inbound_topic(s, topics.INBOUND_PROGRESS_REPORTS, "IOM")
+    dlq = s.topic(topics.INBOUND_PROGRESS_REPORTS) + ".dlq"
     r = SubmitProgressReport.model_validate(report("jp-late", "annual-narrative", 2026))
     async with running(build_monitoring, s) as (_app, rt, http):
         await produce(inbound, [event_record(r, key="jp-late")])
 
         async def dead() -> list[kafka_tools.DeadLetter]:
-            return await kafka_tools.read_dead_letters(bootstrap, inbound + ".dlq", 1)
+            return await kafka_tools.read_dead_letters(bootstrap, dlq, 1)
 
         (letter,) = await eventually(dead)
         assert letter.meta("dlq_reason") == "not-found"

@@ -24,6 +24,7 @@ from tests.support import (
     produce,
     read_all,
 )
+from tests.support import inbound as inbound_topic
 
 NOTE = SubmitConceptNote.model_validate(CONCEPT_NOTE_EXAMPLE)
 
@@ -79,7 +80,8 @@ async def _at_least(v: float, n: float) -> bool:
 
 async def test_bad_records_go_to_the_dead_letter_topic_and_the_consumer_keeps_going() -> None:
     settings = isolated(IntakeSettings)
-    inbound = settings.topic(topics.INBOUND_CONCEPT_NOTES)
+    inbound = inbound_topic(settings, topics.INBOUND_CONCEPT_NOTES, "IOM")
+    dlq = settings.topic(topics.INBOUND_CONCEPT_NOTES) + ".dlq"
     good = NOTE.model_copy(update={"entity_reference": "good-after-bad"})
     ok_env = Envelope(source="urn:mptf:entity:IOM", type=SubmitConceptNote.TYPE)
     bad = [
@@ -97,7 +99,7 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_consumer_keeps_go
         facts = await read_all(settings.topic(topics.PROGRAMMES), min_count=2)
         assert [json.loads(r.value).get("entity_reference") for r in facts] == [
             "good-after-bad", None]  # ProgrammeSubmitted, then ProgrammeScreened
-        dead = await read_all(inbound + ".dlq", min_count=5)
+        dead = await read_all(dlq, min_count=5)
     reasons = {r.key: headers_of(r)["dlq_reason"] for r in dead}
     assert reasons == {b"k1": "malformed-json", b"k2": "invalid", b"k3": "unknown-type",
                        b"k4": "bad-header", b"k5": "forbidden"}

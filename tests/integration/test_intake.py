@@ -21,6 +21,7 @@ from tests.support import (
     event_record,
     eventually,
     headers_of,
+    inbound,
     isolated,
     produce,
     read_all,
@@ -47,7 +48,7 @@ async def test_notes_over_http_and_over_the_topic_both_end_screened() -> None:
         bad = SubmitConceptNote.model_validate(note(
             entity_reference="ILO-KEN-3", duration_months=48, countries=["XX"],
             markers={"gender": 1, "human_rights": 2, "child_sensitivity": 2}))
-        await produce(settings.topic(topics.INBOUND_CONCEPT_NOTES),
+        await produce(inbound(settings, topics.INBOUND_CONCEPT_NOTES, "ILO"),
                       [event_record(bad, source="urn:mptf:entity:ILO", key="ILO-KEN-3")])
 
         facts = screened(await read_all(settings.topic(topics.PROGRAMMES), min_count=4))
@@ -120,7 +121,7 @@ async def test_personal_data_is_refused_with_every_reason_and_never_stored() -> 
         assert "Okafor" not in r.text and "A1234567" not in r.text
 
         bad = SubmitConceptNote.model_validate({**body, "entity_reference": "PII-2"})
-        await produce(settings.topic(topics.INBOUND_CONCEPT_NOTES),
+        await produce(inbound(settings, topics.INBOUND_CONCEPT_NOTES),
                       [event_record(bad, key="PII-2")])
         (dead,) = await read_all(settings.topic(topics.INBOUND_CONCEPT_NOTES) + ".dlq",
                                  min_count=1)

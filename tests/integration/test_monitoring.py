@@ -36,6 +36,7 @@ from tests.support import (
     event_record,
     eventually,
     headers_of,
+    inbound,
     isolated,
     produce,
     read_all,
@@ -218,9 +219,10 @@ async def test_bad_reports_are_answered_and_nothing_is_stored() -> None:
                                                          report_id="kafka-1", narrative=""))
         good = SubmitProgressReport.model_validate(report(pid, "annual-narrative", 2027,
                                                           report_id="kafka-2"))
-        await produce(settings.topic(topics.INBOUND_PROGRESS_REPORTS), [
-            event_record(bad, key=pid), event_record(good, source="urn:mptf:entity:ILO",
-                                                     key=pid)])
+        await produce(inbound(settings, topics.INBOUND_PROGRESS_REPORTS, "IOM"),
+                      [event_record(bad, key=pid)])
+        await produce(inbound(settings, topics.INBOUND_PROGRESS_REPORTS, "ILO"),
+                      [event_record(good, source="urn:mptf:entity:ILO", key=pid)])
         (dead,) = await read_all(settings.topic(topics.INBOUND_PROGRESS_REPORTS) + ".dlq",
                                  min_count=1)
         assert headers_of(dead)["dlq_reason"] == "invalid-input"

@@ -18,7 +18,7 @@ from shared.contracts.intake import (
     ProgrammeSubmitted,
     SubmitConceptNote,
 )
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import make_producer
 from shared.outbox import OutboxRelay
 from tests.integration.conftest import running
 from tests.support import consumed, eventually, headers_of, isolated, read_all, unique
@@ -39,7 +39,6 @@ async def test_relay_restart_between_publish_and_mark_causes_one_effect(driver: 
     settings = isolated(IntakeSettings, tag=tag)
     store = IntakeStore(settings, driver=driver)
     await store.ensure_indexes()
-    await ensure_topics(settings)
     note = SubmitConceptNote.model_validate(CONCEPT_NOTE_EXAMPLE)
 
     outcome = await intake_service.submit(store, settings.rules(), note, "IOM")

@@ -50,7 +50,7 @@ async def test_note_travels_from_intake_to_notifications_in_one_trace(tmp_path: 
             # one over the inbound topic, from ILO's system
             note = SubmitConceptNote.model_validate(
                 {**CONCEPT_NOTE_EXAMPLE, "entity_reference": "ILO-PHL-7"})
-            await produce(f"{tag}.{topics.INBOUND_CONCEPT_NOTES}",
+            await produce(f"{tag}.{topics.inbound_topic(topics.INBOUND_CONCEPT_NOTES, 'ILO')}",
                           [event_record(note, source="urn:mptf:entity:ILO", key="ILO-PHL-7")])
 
             facts = await read_all(f"{tag}.{topics.PROGRAMMES}", min_count=4)

@@ -1,0 +1,194 @@
+"""Provision a secured Kafka deployment as its admin: SCRAM users, topics and ACLs
+(shared.kafka_acl's plan), idempotently. Used by the local stack, the test suite and
+docker-compose's init container; `mptf kafka provision` runs it by hand.
+
+It speaks librdkafka (confluent-kafka), whose admin API creates SCRAM credentials and ACLs;
+aiokafka's has neither. Passwords live in a credentials file (JSON {user: password}, mode
+0600) that `credentials` creates with random passwords and never overwrites.
+
+    python -m mptf_cli.provision credentials FILE [--entity IOM ...] [--funder DEU ...]
+    python -m mptf_cli.provision apply FILE [--prefix P] [--entity ...] [--funder ...]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from shared import kafka_acl
+from shared.reference import NETWORK_MEMBERS
+
+# the contributors the local stack knows (mptf seed's Member States and the dev token's)
+DEFAULT_FUNDERS = ("DEU", "NLD", "NOR", "DNK", "ESP", "GBR", "USA", "MAR")
+DEFAULT_ENTITIES = tuple(NETWORK_MEMBERS)
+INBOUND_PARTITIONS = 3  # per entity system: its own order, and room for 3 readers
+SCRAM_ITERATIONS = 8192
+
+
+def load_credentials(path: str | Path) -> dict[str, str]:
+    return json.loads(Path(path).read_text())
+
+
+def ensure_credentials(path: str | Path, entities: Iterable[str] = DEFAULT_ENTITIES,
+                       funders: Iterable[str] = DEFAULT_FUNDERS) -> dict[str, str]:
+    """The credentials file with a random password for every principal; existing passwords
+    are kept (a restarted stack keeps its users)."""
+    p = Path(path)
+    creds = load_credentials(p) if p.exists() else {}
+    for user in kafka_acl.principals(entities, funders):
+        creds.setdefault(user, secrets.token_urlsafe(24))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(creds, f, indent=1, sort_keys=True)
+    tmp.replace(p)
+    return creds
+
+
+def admin_client(bootstrap: str, user: str, password: str, *,
+                 protocol: str = "SASL_PLAINTEXT", ca_file: str = "") -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    conf = {"bootstrap.servers": bootstrap, "security.protocol": protocol,
+            "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": user,
+            "sasl.password": password, "socket.timeout.ms": 10000}
+    if ca_file:
+        conf["ssl.ca.location"] = ca_file
+    return AdminClient(conf)
+
+
+def _wait(futures: dict[Any, Any], ignore: tuple[str, ...] = ()) -> None:
+    for what, fut in futures.items():
+        try:
+            fut.result(timeout=30)
+        except Exception as e:
+            code = getattr(getattr(e, "args", [None])[0], "name", lambda: "")
+            name = code() if callable(code) else str(code)
+            if name in ignore:
+                continue
+            raise RuntimeError(f"provisioning {what} failed: {e}") from e
+
+
+def apply(admin: Any, creds: dict[str, str], *, prefix: str = "",
+          entities: Iterable[str] = DEFAULT_ENTITIES, funders: Iterable[str] = DEFAULT_FUNDERS,
+          partitions: int = 6, replication: int = 1, users: bool = True) -> dict[str, int]:
+    """Users (all at once), then missing topics, then the ACLs of `prefix`: one round trip
+    each. Safe to run again: what exists is left as it is."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        NewTopic,
+        ResourcePatternType,
+        ResourceType,
+        ScramCredentialInfo,
+        ScramMechanism,
+        UserScramCredentialUpsertion,
+    )
+
+    entities, funders = list(entities), list(funders)
+    out = {"users": 0, "topics": 0, "acls": 0}
+    if users:
+        wanted = [u for u in kafka_acl.principals(entities, funders)
+                  if u not in kafka_acl.SUPER_USERS]
+        ups = [UserScramCredentialUpsertion(
+            u, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
+            creds[u].encode()) for u in wanted]
+        _wait(admin.alter_user_scram_credentials(ups))
+        out["users"] = len(ups)
+    existing = set(admin.list_topics(timeout=20).topics)
+    inbound = {f"{prefix}{kafka_acl.T.inbound_topic(b, e)}" for e in entities
+               for b in kafka_acl.T.INBOUND}
+    missing = [t for t in kafka_acl.topics_of(prefix, entities) if t not in existing]
+    if missing:
+        try:
+            _wait(admin.create_topics([
+                NewTopic(t, num_partitions=INBOUND_PARTITIONS if t in inbound else partitions,
+                         replication_factor=replication) for t in missing]),
+                  ignore=("TOPIC_ALREADY_EXISTS",))
+        except KafkaException as e:  # pragma: no cover - reported with context
+            raise RuntimeError(f"creating topics failed: {e}") from e
+        out["topics"] = len(missing)
+    bindings = [AclBinding(ResourceType[g.resource], g.name, ResourcePatternType[g.pattern],
+                           f"User:{g.principal}", "*", AclOperation[g.operation],
+                           AclPermissionType.ALLOW)
+                for g in kafka_acl.plan(prefix, entities, funders)]
+    _wait(admin.create_acls(bindings))
+    _until_in_force(admin, bindings)
+    out["acls"] = len(bindings)
+    return out
+
+
+def _until_in_force(admin: Any, bindings: list[Any], timeout: float = 30.0) -> None:
+    """Wait until the broker's authorizer holds every binding: create_acls returns once the
+    controller has committed them, and the broker applies its metadata a moment later (a
+    client starting in between is refused)."""
+    import time
+
+    from confluent_kafka.admin import (
+        AclBindingFilter,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    everything = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                  AclOperation.ANY, AclPermissionType.ANY)
+    wanted = {(b.restype, b.name, b.resource_pattern_type, b.principal, b.operation)
+              for b in bindings}
+    deadline = time.monotonic() + timeout
+    while True:
+        held = {(b.restype, b.name, b.resource_pattern_type, b.principal, b.operation)
+                for b in admin.describe_acls(everything).result(timeout=30)}
+        if wanted <= held:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{len(wanted - held)} ACLs not in force after {timeout} s")
+        time.sleep(0.05)
+
+
+def _args(argv: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    pos: list[str] = []
+    opts: dict[str, list[str]] = {}
+    it = iter(argv)
+    for a in it:
+        if a.startswith("--"):
+            opts.setdefault(a[2:], []).append(next(it))
+        else:
+            pos.append(a)
+    return pos, opts
+
+
+def main(argv: list[str]) -> int:
+    pos, opts = _args(argv)
+    if len(pos) != 2 or pos[0] not in ("credentials", "apply"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    entities = opts.get("entity") or list(DEFAULT_ENTITIES)
+    funders = opts.get("funder") or list(DEFAULT_FUNDERS)
+    if pos[0] == "credentials":
+        ensure_credentials(pos[1], entities, funders)
+        return 0
+    creds = load_credentials(pos[1])
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    admin = admin_client(bootstrap, "admin", creds["admin"],
+                         protocol=os.environ.get("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+                         ca_file=os.environ.get("KAFKA_CA_FILE", ""))
+    done = apply(admin, creds, prefix=(opts.get("prefix") or [""])[0], entities=entities,
+                 funders=funders,
+                 partitions=int((opts.get("partitions") or ["6"])[0]),
+                 replication=int((opts.get("replication") or ["1"])[0]))
+    print(json.dumps(done))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
