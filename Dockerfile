@@ -5,6 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 COPY pyproject.toml ./
 COPY shared ./shared
 COPY services ./services
+COPY mptf_cli ./mptf_cli
 RUN pip install --no-cache-dir .
 USER 10001
 ENV MPTF_HTTP_HOST=0.0.0.0

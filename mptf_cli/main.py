@@ -7,8 +7,10 @@
     mptf load            concept notes at a given rate, with live throughput and latency
 
 Endpoints come from the environment (defaults: the local stack): KAFKA_BOOTSTRAP_SERVERS,
-MPTF_INTAKE_URL, MPTF_FUNDING_URL, MPTF_MONITORING_URL, MPTF_NOTIFICATIONS_URL, and tokens
-MPTF_ENTITY_TOKEN_PREFIX (dev-), MPTF_FMU_TOKEN, MPTF_OPERATOR_TOKEN.
+MPTF_INTAKE_URL, MPTF_FUNDING_URL, MPTF_MONITORING_URL, MPTF_NOTIFICATIONS_URL.
+Tokens: MPTF_FMU_TOKEN, MPTF_OPERATOR_TOKEN,
+MPTF_<ENTITY>_TOKEN when set; else signed here with the local stack's key
+(MPTF_AUTH_SIGNING_KEY, default .run/dev/auth/signing-key.pem), as `mptf token` does.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from rich.table import Table
 
 from mptf_cli import kafka_tools
 from shared import kafka_acl, topics
+from shared.auth import issue
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from shared.envelope import Envelope
 from shared.reference import DEFAULT_AREA_OBJECTIVES, GCM_OBJECTIVES
@@ -57,14 +60,31 @@ def url(service: str) -> str:
     return env(f"MPTF_{service.upper()}_URL", f"http://127.0.0.1:{ports[service]}")
 
 
+def signing_key() -> str:
+    return env("MPTF_AUTH_SIGNING_KEY", ".run/dev/auth/signing-key.pem")
+
+
 def auth(who: str) -> dict[str, str]:
-    if who == "fmu":
-        tok = env("MPTF_FMU_TOKEN", "dev-fmu")
-    elif who == "operator":
-        tok = env("MPTF_OPERATOR_TOKEN", "dev-operator")
-    else:
-        tok = env("MPTF_ENTITY_TOKEN_PREFIX", "dev-") + who.lower()
+    """`fmu`, `operator` or an entity code: a token from the environment, else one signed
+    with the local key."""
+    tok = env(f"MPTF_{who.upper().replace('-', '_')}_TOKEN", "")
+    if not tok:
+        role = who if who in ("fmu", "operator") else "entity"
+        tok = issue(signing_key(), role=role, entity=None if role != "entity" else who,
+                    name=who, ttl_seconds=900)
     return {"authorization": f"Bearer {tok}"}
+
+
+@app.command()
+def token(role: str = typer.Option(..., help="entity | fmu | funder | operator"),
+          entity: str | None = typer.Option(None, help="The UN entity code (role entity)"),
+          contributor: str | None = typer.Option(None, help="The contributor (role funder)"),
+          ttl: int = typer.Option(3600, help="Seconds until it expires")) -> None:
+    """Issue a signed, expiring bearer token with the local stack's key."""
+    if (role == "entity") != bool(entity) or (role == "funder") != bool(contributor):
+        raise typer.BadParameter("role entity needs --entity; role funder needs --contributor")
+    print(issue(signing_key(), role=role, entity=entity, contributor=contributor,
+                name=entity or contributor or role, ttl_seconds=ttl))
 
 
 def entity_producer(entity: str, **kw: Any) -> Any:

@@ -13,10 +13,11 @@ class MptfError(Exception):
     title: str = "Internal error"
 
     def __init__(self, detail: str = "", *, errors: list[dict[str, Any]] | None = None,
-                 **extra: Any) -> None:
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.errors = errors or []
+        self.headers = headers or {}  # HTTP answer headers (WWW-Authenticate on a 401)
         self.extra = extra
 
 

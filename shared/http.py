@@ -52,10 +52,6 @@ def field_errors(errs: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class EdgeMiddleware:
     """Pure ASGI: refuses oversized bodies (413) before they are read whole and records RED
     metrics by route template. The server span is FastAPI's native telemetry (W3C
@@ -75,17 +71,28 @@ class EdgeMiddleware:
             resp = problem(413, "payload-too-large", "Payload too large",
                            f"body of {declared} bytes exceeds {self.max_body}")
             return await resp(scope, receive, send)
-        seen = 0
         status = {"code": 500}
+        # the body is read here, whole and bounded, before the app sees it: a body sent
+        # chunked (no Content-Length) that grows past the limit is a 413 too (raised inside
+        # the app's own read, FastAPI would answer it as a 400 parse error)
+        chunks: list[Message] = []
+        seen = 0
+        while method in ("POST", "PUT", "PATCH", "DELETE"):
+            msg = await receive()
+            chunks.append(msg)
+            if msg["type"] != "http.request":
+                break
+            seen += len(msg.get("body", b""))
+            if seen > self.max_body:
+                HTTP_REQUESTS.labels(method, "(refused)", "413").inc()
+                resp = problem(413, "payload-too-large", "Payload too large",
+                               f"body exceeds {self.max_body} bytes")
+                return await resp(scope, receive, send)
+            if not msg.get("more_body"):
+                break
 
         async def limited_receive() -> Message:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_body:
-                    raise _TooLarge()
-            return msg
+            return chunks.pop(0) if chunks else await receive()
 
         async def capture_send(msg: Message) -> None:
             if msg["type"] == "http.response.start":
@@ -93,13 +100,7 @@ class EdgeMiddleware:
             await send(msg)
 
         start = time.perf_counter()
-        try:
-            await self.app(scope, limited_receive, capture_send)
-        except _TooLarge:
-            status["code"] = 413
-            resp = problem(413, "payload-too-large", "Payload too large",
-                           f"body exceeds {self.max_body} bytes")
-            await resp(scope, receive, send)
+        await self.app(scope, limited_receive, capture_send)
         route = scope.get("route")
         template = getattr(route, "path", None) or "(unmatched)"
         pid = (scope.get("path_params") or {}).get("programme_id")
@@ -110,6 +111,11 @@ class EdgeMiddleware:
 
 
 def create_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
+    s = runtime.settings
+    if s.auth_mode != "development" and not s.auth_jwks:
+        # no default tokens outside development: a service without keys does not start
+        raise RuntimeError("MPTF_AUTH_JWKS (a JWKS file or URL with the token issuer's public "
+                           "keys) is required unless MPTF_AUTH_MODE=development")
     app = FastAPI(title=title, description=description, version="1.0.0",
                   lifespan=runtime.lifespan)
     app.state.settings = runtime.settings
@@ -117,7 +123,9 @@ def create_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
 
     @app.exception_handler(MptfError)
     async def _mptf(_: Request, e: MptfError) -> JSONResponse:
-        return problem(e.status, e.code, e.title, e.detail, errors=e.errors, extra=e.extra)
+        resp = problem(e.status, e.code, e.title, e.detail, errors=e.errors, extra=e.extra)
+        resp.headers.update(e.headers)
+        return resp
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,7 +24,8 @@ class Principal(BaseModel):
     name: str = ""
 
 
-# Local-development tokens. Production injects MPTF_AUTH_TOKENS from a secret store.
+# Named principals of local development: accepted as opaque tokens only when a process runs
+# with MPTF_AUTH_MODE=development; the tests and `mptf token` issue signed JWTs for them.
 DEV_TOKENS: dict[str, dict[str, Any]] = {
     "dev-iom": {"role": "entity", "entity": "IOM", "name": "IOM programme system"},
     "dev-ilo": {"role": "entity", "entity": "ILO", "name": "ILO programme system"},
@@ -98,16 +99,13 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_file: str = ""  # also append JSON logs here (stdout always)
 
-    auth_tokens: dict[str, Principal] = Field(default_factory=lambda: {
-        k: Principal(**v) for k, v in DEV_TOKENS.items()
-    })
-
-    @field_validator("auth_tokens", mode="before")
-    @classmethod
-    def _tokens_from_json(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            return json.loads(v)
-        return v
+    # HTTP identity (shared.auth): JWTs signed by the issuer whose public keys are here.
+    # Development tokens (DEV_TOKENS) are accepted only with auth_mode=development.
+    auth_mode: Literal["production", "development"] = "production"
+    auth_jwks: str = ""  # a JWKS file, or an https URL serving one
+    auth_issuer: str = "mptf-local"
+    auth_audience: str = "mptf"
+    auth_leeway_seconds: float = 30.0  # clock skew allowed on exp and nbf
 
     @property
     def database(self) -> str:

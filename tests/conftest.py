@@ -23,6 +23,16 @@ TEST_ENV = {
 }
 
 
+# HTTP identity: the suite signs its own tokens (tests.support.bearer) with a key made here;
+# every service it builds or starts verifies them with the public half (production mode)
+from shared.auth import make_keys  # noqa: E402
+
+SIGNING_KEY, JWKS = make_keys(TEST_RUN_DIR / "auth")
+os.environ["MPTF_AUTH_JWKS"] = str(JWKS)
+os.environ["MPTF_AUTH_SIGNING_KEY"] = str(SIGNING_KEY)
+os.environ.pop("MPTF_AUTH_MODE", None)
+
+
 # whether the suite runs its own servers (else KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL named
 # existing ones, which the suite must never stop or restart)
 OWN_SERVERS = not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("MONGODB_URL"))

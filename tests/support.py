@@ -17,9 +17,15 @@ from shared.settings import DEV_TOKENS
 T = TypeVar("T")
 
 
-def bearer(token: str) -> dict[str, str]:
-    """The Authorization header of one of the development tokens (DEV_TOKENS)."""
-    assert token in DEV_TOKENS, f"{token} is not a development token"
+def bearer(name: str, **claims: Any) -> dict[str, str]:
+    """The Authorization header of a signed token (JWT) for one of the named development
+    principals (DEV_TOKENS), issued with the suite's key (tests/conftest.py)."""
+    from shared.auth import issue
+
+    assert name in DEV_TOKENS, f"{name} is not a development principal"
+    p = DEV_TOKENS[name]
+    token = issue(os.environ["MPTF_AUTH_SIGNING_KEY"], role=p["role"], entity=p.get("entity"),
+                  contributor=p.get("contributor"), name=p["name"], **claims)
     return {"authorization": f"Bearer {token}"}
 
 

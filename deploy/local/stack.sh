@@ -158,6 +158,11 @@ service_env() { # name
   echo "MPTF_HTTP_PORT=$((${PORTS[$name]:-8005} + PORT_OFFSET))"
   # the password is read from the credentials file, never put on a command line
   echo "MPTF_KAFKA_CREDENTIALS=$CREDENTIALS"
+  # bearer tokens are JWTs signed by the local issuer (mptf token); no development tokens
+  echo "MPTF_AUTH_JWKS=$RUN_DIR/auth/jwks.json"
+  # only the console signs (its own operator tokens); services hold no private key
+  [[ $name == console ]] && echo "MPTF_AUTH_SIGNING_KEY=$RUN_DIR/auth/signing-key.pem"
+  return 0
   if [[ $name == console ]]; then echo "KAFKA_USERNAME=operator"; else echo "KAFKA_USERNAME=svc-$name"; fi
   if [[ -z ${MPTF_OTEL_EXPORTER:-} ]] && alive zipkin; then
     echo "MPTF_OTEL_EXPORTER=zipkin"
@@ -170,8 +175,14 @@ service_env() { # name
 
 ready_http() { curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; }
 
+auth_keys() {  # the local token issuer's key (mptf token signs with it; services verify)
+  "$PY" -c 'import sys; from shared.auth import make_keys; make_keys(sys.argv[1])' "$RUN_DIR/auth" \
+    || die "could not make the token signing key"
+}
+
 services_up() {
   mkdir -p "$RUN_DIR/traces"
+  auth_keys
   for s in "${SERVICES[@]}"; do
     if alive "$s"; then say "$s already running"; continue; fi
     # shellcheck disable=SC2046

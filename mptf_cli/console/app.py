@@ -14,6 +14,7 @@ from fastapi.responses import HTMLResponse
 
 from mptf_cli import kafka_tools
 from shared import topics
+from shared.auth import TokenSource
 from shared.settings import ServiceSettings
 
 PAGE = Path(__file__).with_name("index.html")
@@ -30,7 +31,8 @@ class ConsoleSettings(ServiceSettings):
     funding_url: str = "http://127.0.0.1:8002"
     monitoring_url: str = "http://127.0.0.1:8003"
     notifications_url: str = "http://127.0.0.1:8004"
-    console_token: str = "dev-operator"  # noqa: S105 - the local stack's operator token
+    console_token: str = ""  # an operator's token; else one is issued with the local key
+    auth_signing_key: str = ".run/dev/auth/signing-key.pem"
 
 
 def build(settings: ConsoleSettings | None = None) -> FastAPI:
@@ -38,11 +40,15 @@ def build(settings: ConsoleSettings | None = None) -> FastAPI:
     app = FastAPI(title="Migration MPTF — operator console")
     urls = {"intake": s.intake_url, "funding": s.funding_url, "monitoring": s.monitoring_url,
             "notifications": s.notifications_url}
-    auth = {"authorization": f"Bearer {s.console_token}"}
+    tokens = TokenSource(s.auth_signing_key, role="operator", name="operator console")
+
+    def auth() -> dict[str, str]:
+        return ({"authorization": f"Bearer {s.console_token}"} if s.console_token
+                else tokens.header())
 
     async def fetch(http: httpx.AsyncClient, url: str) -> Any:
         try:
-            r = await http.get(url, headers=auth)
+            r = await http.get(url, headers=auth())
             return r.json() if r.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             return None

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from shared.contracts.base import Money
+from shared.contracts.base import Money, SafeInput
 from shared.reference import CURRENCIES
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Positive = Annotated[Money, Field(gt=0)]
 
 
-class _Cmd(BaseModel):
+class _Cmd(SafeInput):
     model_config = ConfigDict(extra="forbid")
 
 

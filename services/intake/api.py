@@ -12,6 +12,7 @@ from services.intake import service
 from services.intake.domain import ALL_STATUSES, GATEWAY_STATUS, Status
 from services.intake.store import IntakeStore
 from shared.auth import require
+from shared.contracts.base import SafeInput
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, Reason, SubmitConceptNote
 from shared.errors import NotFound
 from shared.http import PROBLEM, exact
@@ -38,7 +39,7 @@ class SubmissionAccepted(BaseModel):
     status_url: str
 
 
-class Withdrawal(BaseModel):
+class Withdrawal(SafeInput):
     model_config = ConfigDict(json_schema_extra={"examples": [
         {"reason": "Merged into the regional programme for the Guinea-Liberia border"}]})
 

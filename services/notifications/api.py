@@ -7,11 +7,12 @@ import secrets
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import ConfigDict, EmailStr, Field
 
 from services.notifications.domain import FMU, check_webhook_url
 from services.notifications.store import NotificationsStore
 from shared.auth import require
+from shared.contracts.base import SafeInput
 from shared.envelope import utcnow
 from shared.errors import Forbidden, InvalidInput, NotFound
 from shared.http import PROBLEM, exact
@@ -96,7 +97,7 @@ async def mark_read(notification_id: str, request: Request,
     return {"notification_id": notification_id, "read": True}
 
 
-class ContactIn(BaseModel):
+class ContactIn(SafeInput):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"name": "International Labour Organization", "kind": "entity",
          "webhook_url": "https://mptf-hooks.ilo.org/notifications",

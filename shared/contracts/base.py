@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    field_validator,
+)
 
 # Money is Decimal end to end and travels as a JSON string with two decimals ("1234.50"), so
 # no float touches it. At most two places are accepted, so the quantize never rounds.
@@ -31,9 +38,58 @@ class Fact(BaseModel):
     TYPE: ClassVar[str]
 
 
-class Command(BaseModel):
+INT64 = (-(2**63), 2**63 - 1)  # what the store (BSON int64) holds
+
+
+def _unsafe_char(ch: str) -> str | None:
+    o = ord(ch)
+    if 0xD800 <= o <= 0xDFFF:
+        return "a lone surrogate (invalid Unicode)"
+    if (o < 0x20 and ch not in "\t\n\r") or 0x7F <= o <= 0x9F:
+        return f"control character U+{o:04X}"
+    if o in (0xFFFE, 0xFFFF):
+        return f"non-character U+{o:04X}"
+    return None
+
+
+def refuse_unsafe(value: Any, path: str = "") -> None:
+    """Raise ValueError naming the place of the first value the store cannot hold or that
+    would break an export later: integers outside int64, invalid Unicode (lone surrogates),
+    NUL and other control characters (tab, LF and CR are text), U+FFFE/U+FFFF."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not INT64[0] <= value <= INT64[1]:
+            raise ValueError(f"{path or 'value'}: integer out of range (at most 2^63-1)")
+    elif isinstance(value, str):
+        for ch in value:
+            why = _unsafe_char(ch)
+            if why:
+                raise ValueError(f"{path or 'value'}: {why} is not allowed")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            refuse_unsafe(k, f"{path}.(key)" if path else "(key)")
+            refuse_unsafe(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            refuse_unsafe(v, f"{path}[{i}]")
+
+
+class SafeInput(BaseModel):
+    """Base of every model that takes input from outside (HTTP bodies, inbound records):
+    each field's raw value is checked by `refuse_unsafe` first, so hostile values are
+    answered (422, or a dead letter `invalid`) with the field named, never stored."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _refuse_unsafe(cls, v: Any, info: ValidationInfo) -> Any:
+        refuse_unsafe(v, info.field_name or "")
+        return v
+
+
+class Command(SafeInput):
     """Base of inbound requests from outside: unknown fields are refused, so a typo (or data
-    that has no place here) is answered instead of silently dropped."""
+    that has no place here) is answered instead of silently dropped; hostile values too."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     TYPE: ClassVar[str]

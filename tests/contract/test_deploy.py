@@ -19,7 +19,8 @@ from services.notifications.app import NotificationsSettings
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = [IntakeSettings, FundingSettings, MonitoringSettings, NotificationsSettings]
 KNOWN = {f"MPTF_{name.upper()}" for cls in SETTINGS for name in cls.model_fields} | {
-    "KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL"}
+    alias for cls in SETTINGS for f in cls.model_fields.values()
+    if f.validation_alias is not None for alias in getattr(f.validation_alias, "choices", [])}
 
 
 def exported_metric_names() -> set[str]:

@@ -58,3 +58,21 @@ def test_the_sender_of_an_inbound_topic_is_its_entity_and_dead_letters_are_share
     assert T.dlq(T.FUNDING) == f"{T.FUNDING}.dlq"
     with pytest.raises(ValueError):
         T.inbound_topic(T.INBOUND_CONCEPT_NOTES, "iom.x")
+
+
+def test_the_kubernetes_users_and_topics_are_generated_from_the_plan() -> None:
+    """deploy/k8s/kafka-access.yaml (Strimzi KafkaTopic and KafkaUser resources) is exactly
+    what `python -m mptf_cli.provision strimzi` makes of shared/kafka_acl.py."""
+    from pathlib import Path
+
+    import yaml
+
+    from mptf_cli.provision import strimzi
+
+    committed = list(yaml.safe_load_all(
+        (Path(__file__).resolve().parents[2] / "deploy/k8s/kafka-access.yaml").read_text()))
+    assert committed == strimzi(), (
+        "regenerate: python -m mptf_cli.provision strimzi > deploy/k8s/kafka-access.yaml")
+    users = {d["metadata"]["name"]: d for d in committed if d["kind"] == "KafkaUser"}
+    assert {"svc-intake", "svc-funding", "operator", "entity-iom", "funder-deu"} <= set(users)
+    assert all(u["spec"]["authentication"]["type"] == "scram-sha-512" for u in users.values())
