@@ -1,52 +1,82 @@
-"""An example webhook receiver for entity systems and funders: it verifies the Migration
-MPTF's signature and replay window, and dedupes by notification id. Standalone: copy it.
+"""An example webhook receiver for entity systems and funders. Standalone: copy it.
 
-    X-MPTF-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>
-    X-MPTF-Notification-Id: the id to dedupe on (deliveries are at-least-once)
-    X-MPTF-Event-Type: the fact's CloudEvents type, or "digest"
+The Migration MPTF signs its webhooks as the Standard Webhooks scheme says, so this receiver
+verifies them with the scheme's own library (`pip install standardwebhooks`), not with code
+of ours:
 
-Run:  MPTF_WEBHOOK_SECRET=... uvicorn examples.webhook_receiver:app --port 9000
+    webhook-id:         the delivery's id (the same on every retry): dedupe on it
+    webhook-timestamp:  unix seconds; a verifier refuses more than 5 minutes off (replays)
+    webhook-signature:  v1,<base64 HMAC-SHA256(secret, "<id>.<timestamp>.<raw body>")>
+    X-MPTF-Event-Type:  the fact's CloudEvents type, or "digest"
+
+The signature covers the id, so a receiver can trust the id it dedupes on. Deliveries are
+at-least-once; this receiver records each id it has handled in a SQLite file, in the same
+transaction as its own effect (here: storing the event), so a restart does not forget them.
+
+Run:  MPTF_WEBHOOK_SECRET=whsec_... MPTF_WEBHOOK_DB=hooks.sqlite \\
+      uvicorn examples.webhook_receiver:app --port 9000
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
-import time
+import sqlite3
+from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
+from standardwebhooks import Webhook, WebhookVerificationError
 
-REPLAY_WINDOW_SECONDS = 300
 
-
-def verify_signature(secret: str, header: str, body: bytes, now: float | None = None) -> bool:
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Whether `headers` sign `body` (and its id) with `secret`, within the replay window."""
     try:
-        fields = dict(part.split("=", 1) for part in header.split(","))
-        ts, given = int(fields["t"]), fields["v1"]
-    except (KeyError, ValueError):
+        Webhook(secret).verify(body, headers, json_parse=False)
+    except (WebhookVerificationError, ValueError):  # ValueError: a malformed signature
         return False
-    if abs((time.time() if now is None else now) - ts) > REPLAY_WINDOW_SECONDS:
-        return False  # too old (or from the future): a replay
-    expected = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, given)
+    return True
+
+
+class Inbox:
+    """Handled delivery ids and what they said, kept durably (SQLite)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.db = sqlite3.connect(str(path), isolation_level=None)
+        self.db.execute("CREATE TABLE IF NOT EXISTS deliveries "
+                        "(id TEXT PRIMARY KEY, event_type TEXT, body TEXT)")
+
+    def handle(self, delivery_id: str, event_type: str, body: bytes) -> bool:
+        """Store a delivery once; False when its id was handled before (a retry)."""
+        try:
+            with self.db:  # one transaction: the id and the effect together
+                self.db.execute("INSERT INTO deliveries VALUES (?, ?, ?)",
+                                (delivery_id, event_type, body.decode()))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0]
 
 
 app = FastAPI(title="Example MPTF webhook receiver")
-seen: set[str] = set()
+_inbox: list[Inbox] = []
+
+
+def inbox() -> Inbox:
+    if not _inbox:
+        _inbox.append(Inbox(os.environ.get("MPTF_WEBHOOK_DB", "mptf-webhooks.sqlite")))
+    return _inbox[0]
 
 
 @app.post("/mptf-hook")
 async def receive(request: Request) -> dict[str, str]:
     body = await request.body()
-    if not verify_signature(os.environ["MPTF_WEBHOOK_SECRET"],
-                            request.headers.get("x-mptf-signature", ""), body):
+    if not verify(os.environ["MPTF_WEBHOOK_SECRET"], dict(request.headers), body):
         raise HTTPException(401, "bad signature")
-    nid = request.headers.get("x-mptf-notification-id", "")
-    if nid in seen:
+    if not inbox().handle(request.headers["webhook-id"],
+                        request.headers.get("x-mptf-event-type", ""), body):
         return {"status": "duplicate ignored"}
-    seen.add(nid)
     event = json.loads(body)
     print(f"{request.headers.get('x-mptf-event-type')}: {event.get('subject', event)}")
     return {"status": "ok"}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -71,6 +72,13 @@ class Incoming:
     @property
     def subject(self) -> str | None:
         return self.envelope.subject
+
+    @property
+    def digest(self) -> str:
+        """What the event says, as a digest: a redelivery has the same; another event
+        under a reused id has not."""
+        return hashlib.sha256(self.type.encode() + b"\0" + self.event.model_dump_json(
+            ).encode()).hexdigest()[:32]
 
     @property
     def traceparent(self) -> str | None:
@@ -144,7 +152,9 @@ class Subscription:
             detail = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
                 for err in e.errors(include_url=False, include_input=False))
-            raise PermanentMessageError("invalid", detail) from e
+            reason = ("personal-data" if any(x["type"] == "personal_data" for x in e.errors())
+                      else "invalid")
+            raise PermanentMessageError(reason, detail) from e
         return Incoming(rec, env, event)
 
     async def process(self, records: tuple[ConsumerRecord, ...], consumer: Any) -> None:
@@ -269,11 +279,19 @@ async def apply_each(store: Store, consumer: str, batch: list[Incoming],
 
     async def work(uow: UnitOfWork) -> None:
         rejections.clear()  # the transaction may run more than once
-        fresh = await uow.unseen(consumer, [i.id for i in batch])
+        seen = await uow.inbox_state(consumer, [i.id for i in batch])
+        fresh = {i.id for i in batch} - set(seen)
         if preload is not None and fresh:
             await preload(uow, [i for i in batch if i.id in fresh])
-        done: list[str] = []
+        done: dict[str, str] = {}  # id -> digest, in order
         for inc in batch:
+            earlier = done.get(inc.id) or seen.get(inc.id)
+            if earlier is not None and earlier != inc.digest:
+                # a producer reused an event id for other content: never silently dropped
+                rejections.append(Rejection(inc, "conflict", (
+                    f"event id {inc.id} was already used for other content; "
+                    "each event needs its own id")))
+                continue
             if inc.id not in fresh or inc.id in done:
                 continue
             try:
@@ -286,8 +304,8 @@ async def apply_each(store: Store, consumer: str, batch: list[Incoming],
                 rejections.append(Rejection(inc, getattr(e, "reason", e.code), detail,
                                             getattr(e, "redacted", None)))
                 continue
-            done.append(inc.id)
-        await uow.mark_seen(consumer, done)
+            done[inc.id] = inc.digest
+        await uow.mark_seen(consumer, list(done), done)
 
     await store.transaction(work)
     return rejections

@@ -133,6 +133,9 @@ def create_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
         malformed = any(x["type"] in ("json_invalid", "model_attributes_type") for x in errs)
         if malformed:
             return problem(400, "malformed-body", "The body is not a JSON object", errors=errs)
+        if any(x["type"] == "personal_data" for x in errs):
+            return problem(422, "personal-data", "Personal data of individuals is not accepted",
+                           "nothing was stored; report aggregate figures only", errors=errs)
         return problem(422, "invalid-input", "The input is not valid", errors=errs)
 
     @app.exception_handler(StarletteHTTPException)

@@ -17,6 +17,7 @@ from shared import topics as T
 from shared.envelope import utcnow
 from shared.logging import get_logger
 from shared.metrics import DEAD_LETTERS
+from shared.privacy import redacted_bytes
 from shared.settings import ServiceSettings
 
 log = get_logger("mptf.kafka")
@@ -67,7 +68,10 @@ class DeadLetters:
     async def send(self, record: Any, reason: str, detail: str, *,
                    value: bytes | None = None) -> None:
         """`value` replaces the original bytes only where they must not be kept (personal
-        data of migrants): the record then says so in `dlq_redacted`."""
+        data of migrants): the record then says so in `dlq_redacted`. Whatever else is wrong
+        with a record, personal data found in it is redacted here before it is kept."""
+        if value is None:
+            value = redacted_bytes(record.value)
         headers = list(record.headers or ())
         if value is not None:
             headers.append(("dlq_redacted", b"personal-data"))

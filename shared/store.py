@@ -268,24 +268,33 @@ class UnitOfWork:
         self._events.append((env, event))
         return env
 
-    async def unseen(self, consumer: str, event_ids: Iterable[str]) -> set[str]:
-        """The ids among `event_ids` that `consumer` has not processed (read in this
-        transaction)."""
-        ids = list(dict.fromkeys(event_ids))
-        keys = {f"{consumer}:{i}": i for i in ids}
-        seen = {d["_id"] async for d in self.db.inbox.find(
-            {"_id": {"$in": list(keys)}}, {"_id": 1}, session=self.session)}
-        return {i for k, i in keys.items() if k not in seen}
+    async def inbox_state(self, consumer: str, event_ids: Iterable[str]
+                          ) -> dict[str, str | None]:
+        """The ids among `event_ids` that `consumer` has processed, each with the digest of
+        the content it had (None for records kept before digests were), read in this
+        transaction."""
+        keys = {f"{consumer}:{i}": i for i in dict.fromkeys(event_ids)}
+        return {keys[d["_id"]]: d.get("digest") async for d in self.db.inbox.find(
+            {"_id": {"$in": list(keys)}}, {"_id": 1, "digest": 1}, session=self.session)}
 
-    async def mark_seen(self, consumer: str, event_ids: Iterable[str]) -> None:
+    async def unseen(self, consumer: str, event_ids: Iterable[str]) -> set[str]:
+        """The ids among `event_ids` that `consumer` has not processed."""
+        ids = list(dict.fromkeys(event_ids))
+        seen = await self.inbox_state(consumer, ids)
+        return {i for i in ids if i not in seen}
+
+    async def mark_seen(self, consumer: str, event_ids: Iterable[str],
+                        digests: dict[str, str] | None = None) -> None:
         """Record processed ids, in the same transaction as their effect. A concurrent
         instance recording the same id makes this insert conflict and the whole transaction
         retry, after which the id is seen: never two effects."""
         ids = list(dict.fromkeys(event_ids))
         if ids:
             now = utcnow()
+            digests = digests or {}
             await self.db.inbox.insert_many(
-                [{"_id": f"{consumer}:{i}", "consumer": consumer, "event_id": i, "at": now}
+                [{"_id": f"{consumer}:{i}", "consumer": consumer, "event_id": i, "at": now,
+                  **({"digest": digests[i]} if i in digests else {})}
                  for i in ids], session=self.session)
 
     async def claim(self, consumer: str, event_ids: Iterable[str]) -> set[str]:

@@ -12,6 +12,7 @@ from services.funding import service
 from services.funding.commands import Decision, Deposit, Meeting, Pledge, Refund
 from services.funding.domain import fund_view
 from services.funding.store import FundingStore
+from shared.access import contributor_lines
 from shared.auth import require
 from shared.errors import BadRequest, Forbidden, NotFound
 from shared.http import PROBLEM, exact
@@ -68,7 +69,8 @@ async def deposit(contribution_id: str, cmd: Deposit, request: Request, response
 
 @router.get("/contributions", tags=["contributions"], responses=_problems(401, 403),
             summary="Contributions (fmu, operator: all; funder: its own)")
-async def contributions(request: Request, who: Annotated[Principal, ANYONE]
+async def contributions(request: Request,
+                        who: Annotated[Principal, Depends(require("fmu", "operator", "funder"))]
                         ) -> list[dict[str, Any]]:
     if who.role == "entity":
         raise Forbidden("entities do not read contributions")
@@ -177,11 +179,13 @@ async def refund(programme_id: str, cmd: Refund, request: Request, response: Res
 
 @router.get("/fund", tags=["fund"], responses=_problems(400, 401),
             summary="The Fund's status from its journal; as_of answers for a past moment")
-async def fund(request: Request, _: Annotated[Principal, ANYONE],
+async def fund(request: Request, who: Annotated[Principal, ANYONE],
                as_of: datetime | None = None) -> dict[str, Any]:
     if as_of is not None and as_of.tzinfo is None:
         raise BadRequest("as_of needs a time zone", errors=[
             {"field": "as_of", "reason": "use ISO 8601 with an offset, e.g. 2026-01-01T00:00Z"}])
     store = _store(request)
     view = fund_view(await store.journal(as_of), await store.pledges(as_of), _rules(request))
+    # another donor's money is not a funder's (or an entity's) to see
+    view["by_contributor"] = contributor_lines(view.get("by_contributor", {}), who)
     return exact({"as_of": as_of, **view})

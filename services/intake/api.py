@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.intake import service
 from services.intake.domain import ALL_STATUSES, GATEWAY_STATUS, Status
 from services.intake.store import IntakeStore
+from shared.access import FUNDER_VISIBLE, may_see_programme
 from shared.auth import require
 from shared.contracts.base import SafeInput
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, Reason, SubmitConceptNote
@@ -51,14 +52,9 @@ def _store(request: Request) -> IntakeStore:
 
 
 def _visible(doc: dict[str, Any], who: Principal) -> bool:
-    """Entities see the programmes they take part in; funders see approved ones onwards (the
-    public pipeline); the FMU and operators see all."""
-    if who.role == "entity":
-        return (who.entity or "").upper() in doc["punos"]
-    if who.role == "funder":
-        return doc["status"] in {Status.APPROVED, Status.FUNDED, Status.ON_GOING,
-                                 Status.OPERATIONALLY_CLOSED, Status.FINANCIALLY_CLOSED}
-    return True
+    """shared.access: entities their own, funders from approval on, the FMU and operators
+    all."""
+    return may_see_programme(who, doc["status"], doc["punos"])
 
 
 def _out(doc: dict[str, Any]) -> dict[str, Any]:
@@ -135,9 +131,7 @@ async def list_programmes(
     if punos:
         q["punos"] = {"$all": punos}
     if who.role == "funder":
-        public = [Status.APPROVED, Status.FUNDED, Status.ON_GOING,
-                  Status.OPERATIONALLY_CLOSED, Status.FINANCIALLY_CLOSED]
-        q["status"] = {"$in": [s for s in public if status in (None, s)]}
+        q["status"] = {"$in": [s for s in sorted(FUNDER_VISIBLE) if status in (None, s)]}
     docs, nxt = await _store(request).search(q, cursor, limit)
     return {"items": [_out(d) for d in docs], "next_cursor": nxt}
 

@@ -12,6 +12,7 @@ from services.monitoring.domain import delivery, reporting_calendar
 from services.monitoring.iati import export
 from services.monitoring.portfolio import portfolio
 from services.monitoring.store import MonitoringStore, amounts, dates, net_funded
+from shared.access import may_see_programme
 from shared.auth import require
 from shared.contracts.monitoring import REPORT_EXAMPLE, SubmitProgressReport
 from shared.envelope import utcnow
@@ -58,7 +59,9 @@ async def submit_report(
 
 
 def _visible(doc: dict[str, Any], who: Principal) -> bool:
-    return who.role != "entity" or (who.entity or "").upper() in doc.get("punos", [])
+    """shared.access: entities their own, funders from approval on, the FMU and operators
+    all."""
+    return may_see_programme(who, doc.get("status"), doc.get("punos", []))
 
 
 @router.get("/programmes/{programme_id}", tags=["programmes"], responses=_problems(401, 404),

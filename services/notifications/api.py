@@ -3,13 +3,20 @@ letters."""
 
 from __future__ import annotations
 
-import secrets
+import asyncio
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import ConfigDict, EmailStr, Field
+from pydantic import ConfigDict, EmailStr, Field, field_validator
 
-from services.notifications.domain import FMU, check_webhook_url
+from services.notifications.domain import (
+    FMU,
+    check_address,
+    check_webhook_secret,
+    check_webhook_url,
+    new_webhook_secret,
+)
 from services.notifications.store import NotificationsStore
 from shared.auth import require
 from shared.contracts.base import SafeInput
@@ -101,14 +108,22 @@ class ContactIn(SafeInput):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"name": "International Labour Organization", "kind": "entity",
          "webhook_url": "https://mptf-hooks.ilo.org/notifications",
-         "webhook_secret": "change-me-32-bytes-of-randomness",
+         "webhook_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw3YLMn0mTiUY=",
          "email": "migration-mptf@ilo.org",
          "event_types": ["org.migrationmptf.allocation.made.v1",
                          "org.migrationmptf.report.overdue.v1"], "mode": "immediate"}]})
+    PRIVACY_EXEMPT = frozenset({"email", "webhook_url", "webhook_secret", "event_types"})
+
     name: str | None = Field(None, max_length=200)
     kind: Literal["entity", "rco", "fmu", "contributor"] | None = None
     webhook_url: str | None = Field(None, max_length=2000)
-    webhook_secret: str | None = Field(None, min_length=16, max_length=200)
+    # Standard Webhooks: whsec_<base64 of >= 32 random bytes>; made here when not given
+    webhook_secret: str | None = Field(None, max_length=200)
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, v: str | None) -> str | None:
+        return None if v is None else check_webhook_secret(v)
     email: EmailStr | None = None
     event_types: list[str] = Field(default_factory=lambda: ["*"], max_length=50)
     mode: Literal["immediate", "digest"] = "immediate"
@@ -135,13 +150,21 @@ async def put_contact(code: str, body: ContactIn, request: Request,
         raise Forbidden("you may only set your own contact points")
     doc = body.model_dump(exclude_none=True)
     if body.webhook_url:
+        allow_private = request.app.state.settings.allow_private_webhooks
         try:
-            check_webhook_url(body.webhook_url,
-                              allow_private=request.app.state.settings.allow_private_webhooks)
+            check_webhook_url(body.webhook_url, allow_private=allow_private)
+            if not allow_private:  # a name that resolves to a private address is refused too
+                host = urlsplit(body.webhook_url).hostname or ""
+                try:
+                    infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+                except OSError:
+                    infos = []  # not resolvable yet: checked again when sending
+                for info in infos:
+                    check_address(str(info[4][0]))
         except ValueError as e:
             raise InvalidInput("webhook URL not allowed",
                                errors=[{"field": "webhook_url", "reason": str(e)}]) from e
-        doc.setdefault("webhook_secret", secrets.token_urlsafe(32))
+        doc.setdefault("webhook_secret", new_webhook_secret())
     if who.role == "funder":
         doc["kind"] = "contributor"
     saved = await _store(request).put_contact(code, doc)

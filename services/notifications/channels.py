@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import aiosmtplib
 import httpx
 
-from services.notifications.domain import SIGNATURE_HEADER, Contact, check_address, sign
+from services.notifications.domain import Contact, check_address, sign
 
 
 class DeliveryError(Exception):
@@ -71,21 +71,32 @@ class Senders:
 
     async def _webhook(self, contact: Contact, docs: list[dict[str, Any]]) -> None:
         url = contact.webhook_url or ""
-        if not self.allow_private:
-            host = urlsplit(url).hostname or ""
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+        u = urlsplit(url)
+        host = u.hostname or ""
+        port = u.port or (443 if u.scheme == "https" else 80)
+        # the name is resolved once, every address it has is checked, and the request goes
+        # to the checked address (the Host header and TLS name stay the name's): a name
+        # that resolves elsewhere a moment later (DNS rebinding) cannot redirect it
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM)
+            if not self.allow_private:
                 for info in infos:
                     check_address(info[4][0])
-            except (ValueError, socket.gaierror) as e:
-                raise DeliveryError(f"refused webhook host {host}: {e}") from e
+        except (ValueError, socket.gaierror) as e:
+            raise DeliveryError(f"refused webhook host {host}: {e}") from e
+        ip = infos[0][4][0]
+        target = u._replace(netloc=f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}").geturl()
         body = json.dumps(payload(docs), separators=(",", ":")).encode()
-        headers = {"content-type": "application/json",
-                   SIGNATURE_HEADER: sign(contact.webhook_secret or "", body),
-                   "X-MPTF-Notification-Id": group_id(docs),
+        nid = group_id(docs)
+        headers = {"content-type": "application/json", "host": u.netloc.rsplit("@", 1)[-1],
+                   **sign(contact.webhook_secret or "", nid, body),
+                   "X-MPTF-Notification-Id": nid,
                    "X-MPTF-Event-Type": docs[0]["fact_type"] if len(docs) == 1 else "digest"}
+        extensions = {"sni_hostname": host} if u.scheme == "https" else {}
         try:
-            async with self.http.stream("POST", url, content=body, headers=headers) as r:
+            async with self.http.stream("POST", target, content=body, headers=headers,
+                                        extensions=extensions) as r:
                 seen = 0
                 async for chunk in r.aiter_bytes():  # read no more than the limit
                     seen += len(chunk)

@@ -4,14 +4,16 @@ circuit breaker; which webhook addresses are acceptable."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import hmac
 import html
 import ipaddress
 import random
+import re
+import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -208,28 +210,57 @@ def channels(contact: Contact | None, fact_type: str) -> list[str]:
 
 
 # -- webhooks -------------------------------------------------------------------------------
-SIGNATURE_HEADER = "X-MPTF-Signature"  # t=<unix seconds>,v1=<hex HMAC-SHA256>
-REPLAY_WINDOW_SECONDS = 300
+# Signed as the Standard Webhooks scheme says (standardwebhooks.com), so a receiver can use an
+# off-the-shelf verifier: `webhook-id` (the delivery's id, to dedupe on), `webhook-timestamp`
+# (unix seconds) and `webhook-signature: v1,<base64 HMAC-SHA256 over "<id>.<timestamp>.<body>">`,
+# with the recipient's secret `whsec_<base64 of at least 32 random bytes>`.
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the scheme's prefix, not a secret
+MIN_SECRET_BYTES = 32
+REPLAY_WINDOW_SECONDS = 300  # the standard's tolerance, which its verifiers apply
 
 
-def sign(secret: str, body: bytes, ts: int | None = None) -> str:
-    """HMAC-SHA256 over "<timestamp>.<body>" with the recipient's secret."""
-    ts = int(time.time()) if ts is None else ts
-    mac = hmac.new(secret.encode(), f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={ts},v1={mac}"
+def new_webhook_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(MIN_SECRET_BYTES)).decode()
 
 
-def verify(secret: str, header: str, body: bytes, now: int | None = None,
-           window: int = REPLAY_WINDOW_SECONDS) -> bool:
+def check_webhook_secret(secret: str) -> str:
+    """A secret a recipient chose: whsec_ and base64 of at least 32 bytes."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError(f"a webhook secret is {SECRET_PREFIX}<base64 of >= 32 random bytes>")
     try:
-        parts = dict(p.split("=", 1) for p in header.split(","))
-        ts = int(parts["t"])
-    except (ValueError, KeyError):
+        raw = base64.b64decode(secret[len(SECRET_PREFIX):], validate=True)
+    except ValueError as e:
+        raise ValueError("a webhook secret's key part must be base64") from e
+    if len(raw) < MIN_SECRET_BYTES:
+        raise ValueError(f"a webhook secret needs at least {MIN_SECRET_BYTES} random bytes")
+    return secret
+
+
+def _webhook(secret: str) -> Any:
+    from standardwebhooks import Webhook
+
+    # secrets kept before the scheme (not whsec_) are used as their bytes
+    return Webhook(secret if secret.startswith(SECRET_PREFIX) else secret.encode())
+
+
+def sign(secret: str, delivery_id: str, body: bytes, ts: int | None = None) -> dict[str, str]:
+    """The Standard Webhooks headers of one delivery."""
+    ts = int(time.time()) if ts is None else ts
+    when = datetime.fromtimestamp(ts, tz=UTC)
+    return {"webhook-id": delivery_id, "webhook-timestamp": str(ts),
+            "webhook-signature": _webhook(secret).sign(delivery_id, when, body.decode())}
+
+
+def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """Whether the headers sign this body and id, within the replay window (as any Standard
+    Webhooks verifier checks)."""
+    from standardwebhooks import WebhookVerificationError
+
+    try:
+        _webhook(secret).verify(body, headers, json_parse=False)
+    except (WebhookVerificationError, ValueError):  # ValueError: a malformed signature
         return False
-    now = int(time.time()) if now is None else now
-    if abs(now - ts) > window:
-        return False
-    return hmac.compare_digest(sign(secret, body, ts), header)
+    return True
 
 
 def check_webhook_url(url: str, *, allow_private: bool) -> str:
@@ -246,14 +277,31 @@ def check_webhook_url(url: str, *, allow_private: bool) -> str:
 
 
 def check_address(host: str) -> None:
+    host = host.lower().rstrip(".")  # "localhost." is localhost
     if host.lower() in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
         raise ValueError(f"{host} is a loopback name")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return  # a name: resolved and checked at send time
+    ip = literal_address(host)
+    if ip is None:
+        return  # a name: resolved and checked at registration and again at send time
     if not ip.is_global:
         raise ValueError(f"{host} is not a public address")
+
+
+def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host literally is, in every form a resolver takes: dotted, short
+    (127.1), decimal (2130706433), hex (0x7f000001), octal, IPv6; None for a name."""
+    import socket
+
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    if re.fullmatch(r"(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}", host, re.I):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            raise ValueError(f"{host} is not a valid address") from None
+    return None
 
 
 # -- retries and the circuit breaker --------------------------------------------------------

@@ -19,7 +19,9 @@ from pydantic import (
     PlainSerializer,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 # Money is Decimal end to end and travels as a JSON string with two decimals ("1234.50"), so
 # no float touches it. At most two places are accepted, so the quantize never rounds.
@@ -78,13 +80,35 @@ def refuse_unsafe(value: Any, path: str = "") -> None:
 class SafeInput(BaseModel):
     """Base of every model that takes input from outside (HTTP bodies, inbound records):
     each field's raw value is checked by `refuse_unsafe` first, so hostile values are
-    answered (422, or a dead letter `invalid`) with the field named, never stored."""
+    answered (422, or a dead letter `invalid`) with the field named, never stored; and its
+    free text is searched for personal data of individuals (shared.privacy), refused with
+    the error type `personal_data` (HTTP 422 `personal-data`, dead letter `personal-data`).
+    Models whose service answers personal data together with its other rules (concept notes,
+    progress reports) set `PRIVACY_BY_SERVICE`."""
+
+    PRIVACY_BY_SERVICE: ClassVar[bool] = False
+    # structured fields that are not free text about people (an organisation's contact
+    # address, a URL, a secret): not searched
+    PRIVACY_EXEMPT: ClassVar[frozenset[str]] = frozenset()
 
     @field_validator("*", mode="before")
     @classmethod
     def _refuse_unsafe(cls, v: Any, info: ValidationInfo) -> Any:
         refuse_unsafe(v, info.field_name or "")
         return v
+
+    @model_validator(mode="after")
+    def _refuse_personal_data(self) -> Any:
+        if self.PRIVACY_BY_SERVICE:
+            return self
+        from shared.privacy import find_personal_data
+
+        hits = find_personal_data(self.model_dump(mode="json", exclude=set(self.PRIVACY_EXEMPT)))
+        if hits:
+            raise PydanticCustomError("personal_data", "{fields}: {message}", {
+                "fields": ", ".join(sorted({h.field for h in hits})),
+                "message": hits[0].message})
+        return self
 
 
 class Command(SafeInput):

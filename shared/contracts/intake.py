@@ -87,6 +87,7 @@ class SubmitConceptNote(Command):
     entity, as `urn:mptf:entity:<CODE>` or the bare code) or POSTed to intake's
     /v1/concept-notes. The same body either way. Budgets are USD strings."""
 
+    PRIVACY_BY_SERVICE = True  # refused with every other failed rule at once
     TYPE = "org.migrationmptf.concept-note.submit.v1"
 
     entity_reference: Annotated[str, Field(min_length=1, max_length=100)]

@@ -75,6 +75,7 @@ class SubmitProgressReport(Command):
     Published by entity systems on mptf.inbound.progress-reports or POSTed to monitoring's
     /v1/programmes/{id}/reports; the same body either way."""
 
+    PRIVACY_BY_SERVICE = True  # refused with every other failed rule at once
     TYPE = "org.migrationmptf.progress-report.submit.v1"
 
     report_id: Annotated[str, Field(min_length=1, max_length=100)]

@@ -52,6 +52,33 @@ async def test_redelivered_event_causes_no_second_effect() -> None:
         assert [m["programme_id"] for m in r.json()] == ["jp-redelivered"]
 
 
+async def test_an_event_id_reused_for_other_content_is_dead_lettered_as_a_conflict() -> None:
+    """A producer that sets one id for a whole run: the first record is applied, the others
+    (other content, the same id) are dead-lettered as conflicts, not dropped as redeliveries;
+    a true redelivery (the same content) is still skipped silently."""
+    settings = isolated(IntakeSettings)
+    topic = inbound_topic(settings, topics.INBOUND_CONCEPT_NOTES, "IOM")
+    first = NOTE.model_copy(update={"entity_reference": "ONE-ID-1"})
+    other = NOTE.model_copy(update={"entity_reference": "ONE-ID-2"})
+    async with running(build_intake, settings) as (_, rt, _http):
+        await produce(topic, [event_record(first, event_id="run-1", key="ONE-ID-1"),
+                              event_record(other, event_id="run-1", key="ONE-ID-2")])
+        (dead,) = await read_all(settings.topic(topics.INBOUND_CONCEPT_NOTES) + ".dlq",
+                                 min_count=1)
+        assert headers_of(dead)["dlq_reason"] == "conflict"
+        assert json.loads(dead.value)["entity_reference"] == "ONE-ID-2"
+        # later, in another batch: the same id with other content again, and a redelivery
+        third = NOTE.model_copy(update={"entity_reference": "ONE-ID-3"})
+        await produce(topic, [event_record(third, event_id="run-1", key="ONE-ID-3"),
+                              event_record(first, event_id="run-1", key="ONE-ID-1")])
+        dead = await read_all(settings.topic(topics.INBOUND_CONCEPT_NOTES) + ".dlq",
+                              min_count=2)
+        assert sorted(json.loads(d.value)["entity_reference"] for d in dead) == [
+            "ONE-ID-2", "ONE-ID-3"]
+        refs = [d["entity_reference"] async for d in rt.store.db.programmes.find()]
+        assert refs == ["ONE-ID-1"]
+
+
 async def test_concurrent_claims_of_one_event_admit_exactly_one() -> None:
     settings = isolated(NotificationsSettings)
     store = NotificationsStore(settings)
@@ -93,16 +120,19 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_consumer_keeps_go
         (b"k4", good.model_dump_json().encode(), [("ce_id", b"\xff\xfe")]),
         (b"k5", good.model_dump_json().encode(),
          Envelope(source="urn:mptf:entity:WFP", type=SubmitConceptNote.TYPE).headers()),
+        # invalid, and holding personal data: the dead letter keeps the rest, not the data
+        (b"k6", json.dumps({"title": 7, "summary": "Call Rosa on +33 6 12 34 56 78"}).encode(),
+         ok_env.headers()),
     ]
     async with running(build_intake, settings):
         await produce(inbound, [*bad, event_record(good, key="good-after-bad")])
         facts = await read_all(settings.topic(topics.PROGRAMMES), min_count=2)
         assert [json.loads(r.value).get("entity_reference") for r in facts] == [
             "good-after-bad", None]  # ProgrammeSubmitted, then ProgrammeScreened
-        dead = await read_all(dlq, min_count=5)
+        dead = await read_all(dlq, min_count=6)
     reasons = {r.key: headers_of(r)["dlq_reason"] for r in dead}
     assert reasons == {b"k1": "malformed-json", b"k2": "invalid", b"k3": "unknown-type",
-                       b"k4": "bad-header", b"k5": "forbidden"}
+                       b"k4": "bad-header", b"k5": "forbidden", b"k6": "invalid"}
     by_key = {r.key: r for r in dead}
     # the original bytes and headers travel with the reason
     assert by_key[b"k1"].value == b"{not json"
@@ -110,3 +140,6 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_consumer_keeps_go
     assert "title" in headers_of(by_key[b"k2"])["dlq_detail"]
     assert headers_of(by_key[b"k1"])["dlq_topic"] == inbound
     assert headers_of(by_key[b"k1"])["dlq_handler"] == "intake.concept-notes"
+    assert b"34 56 78" not in by_key[b"k6"].value
+    assert json.loads(by_key[b"k6"].value)["title"] == 7
+    assert headers_of(by_key[b"k6"])["dlq_redacted"] == "personal-data"

@@ -60,3 +60,49 @@ async def test_a_directory_entry_with_invalid_unicode_is_refused() -> None:
         r = await http.get("/v1/directory", headers=OPERATOR)
         assert r.status_code == 200
         assert "\\udc80" not in r.text
+
+
+async def test_personal_data_is_refused_in_every_free_text_field() -> None:
+    """Withdrawal reasons, decision rationales and directory entries, like notes and
+    reports: 422 personal-data naming the field, never the data, nothing stored."""
+    from services.funding.app import FundingSettings
+    from services.funding.app import build as build_funding
+    from tests.support import FMU
+
+    pii = "Maria Lopez Garcia, 34, from Honduras"
+    s = isolated(IntakeSettings)
+    async with running(build_intake, s) as (_, _rt, http):
+        r = await http.post("/v1/concept-notes", headers=IOM, json=CONCEPT_NOTE_EXAMPLE)
+        pid = r.json()["programme_id"]
+        r = await http.post(f"/v1/programmes/{pid}/withdraw", headers=IOM,
+                            json={"reason": f"Withdrawn after {pii} left"})
+        assert r.status_code == 422 and r.json()["code"] == "personal-data", r.text
+        assert "Lopez" not in r.text and r.json()["errors"][0]["reason"].startswith("reason")
+        assert (await http.get(f"/v1/programmes/{pid}", headers=IOM)).json()["status"] != \
+            "withdrawn"
+    f = isolated(FundingSettings)
+    async with running(build_funding, f) as (_, _rt, http):
+        r = await http.post("/v1/decisions", headers=FMU, json={
+            "programme_id": "jp-x", "decision": "reject", "decision_id": "sc-9",
+            "rationale": "The focal point passport no. X12345678 was shared"})
+        assert r.status_code == 422 and r.json()["code"] == "personal-data", r.text
+    n = isolated(NotificationsSettings)
+    async with running(build_notifications, n) as (_, _rt, http):
+        r = await http.put("/v1/directory/UNHCR", headers=OPERATOR,
+                           json={"name": "Contact ana.perez@gmail.com", "kind": "entity"})
+        assert r.status_code == 422 and r.json()["code"] == "personal-data", r.text
+        assert "ana.perez" not in r.text
+
+
+async def test_webhooks_to_private_addresses_or_weak_secrets_are_refused() -> None:
+    n = isolated(NotificationsSettings)  # outside tests' allowance: private is refused
+    async with running(build_notifications, n) as (_, _rt, http):
+        for url in ("https://127.1/hook", "https://2130706433/hook", "https://0x7f000001/h",
+                    "https://localhost/hook", "https://localhost./hook"):
+            r = await http.put("/v1/directory/UNHCR", headers=OPERATOR,
+                               json={"webhook_url": url})
+            assert r.status_code == 422, (url, r.text)
+            assert r.json()["errors"][0]["field"] == "webhook_url"
+        r = await http.put("/v1/directory/UNHCR", headers=OPERATOR, json={
+            "webhook_url": "https://8.8.8.8/hook", "webhook_secret": "change-me-please"})
+        assert r.status_code == 422 and "webhook_secret" in r.text

@@ -15,8 +15,10 @@ from services.notifications.domain import (
     Programme,
     backoff,
     channels,
+    check_webhook_secret,
     check_webhook_url,
     message_for,
+    new_webhook_secret,
     next_digest,
     sign,
     verify,
@@ -96,14 +98,31 @@ def test_channels_follow_contact_points_and_preferences() -> None:
     assert channels(c, "type.b") == ["inbox"]
 
 
-def test_signatures_verify_and_refuse_tampering_and_replays() -> None:
+def test_signatures_verify_and_refuse_tampering_replays_and_other_ids() -> None:
+    import time
+
     body = b'{"a":1}'
-    header = sign("secret", body, ts=1_000_000)
-    assert verify("secret", header, body, now=1_000_100)
-    assert not verify("other", header, body, now=1_000_100)
-    assert not verify("secret", header, b'{"a":2}', now=1_000_100)
-    assert not verify("secret", header, body, now=1_000_301)  # outside the 5-minute window
-    assert not verify("secret", "garbage", body, now=1_000_000)
+    secret, other = new_webhook_secret(), new_webhook_secret()
+    headers = sign(secret, "n-1", body)
+    assert set(headers) == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    assert verify(secret, headers, body)
+    assert not verify(other, headers, body)
+    assert not verify(secret, headers, b'{"a":2}')
+    assert not verify(secret, {**headers, "webhook-id": "n-2"}, body)  # the id is signed
+    old = sign(secret, "n-1", body, ts=int(time.time()) - 301)  # outside the window
+    assert not verify(secret, old, body)
+    assert not verify(secret, {**headers, "webhook-signature": "garbage"}, body)
+
+
+def test_webhook_secrets_have_at_least_32_random_bytes() -> None:
+    import base64
+
+    s = new_webhook_secret()
+    assert len(base64.b64decode(s.removeprefix("whsec_"))) == 32
+    assert check_webhook_secret(s) == s
+    for bad in ("change-me", "whsec_" + base64.b64encode(b"x" * 31).decode(), "whsec_!!"):
+        with pytest.raises(ValueError):
+            check_webhook_secret(bad)
 
 
 def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
@@ -145,3 +164,17 @@ def test_digests_go_at_the_next_slot() -> None:
         2026, 11, 23, 6, tzinfo=UTC)
     assert next_digest(datetime(2026, 11, 23, 6, tzinfo=UTC), 6) == datetime(
         2026, 11, 24, 6, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("url", ["https://127.1/hook", "https://2130706433/hook",
+                                 "https://0x7f000001/hook", "https://0177.0.0.1/hook",
+                                 "https://[::1]/hook", "https://10.1.2.3/hook",
+                                 "https://169.254.169.254/latest", "https://localhost/hook"])
+def test_private_addresses_are_refused_in_every_form(url: str) -> None:
+    with pytest.raises(ValueError):
+        check_webhook_url(url, allow_private=False)
+
+
+def test_public_addresses_and_names_pass_the_literal_check() -> None:
+    assert check_webhook_url("https://8.8.8.8/hook", allow_private=False)
+    assert check_webhook_url("https://hooks.example.org/mptf", allow_private=False)
