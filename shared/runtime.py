@@ -41,6 +41,7 @@ class Runtime:
         setup_tracing(settings.service_name, settings.otel_exporter, settings.otel_endpoint,
                       settings.otel_file)
         self.store = store
+        self.credentials_error: str | None = None  # set when Kafka credentials are missing
         # FastStream's telemetry middleware spans each consumed batch (linked to every
         # producer); shared.consumer adds one span per record as a child of its producer
         self.broker = KafkaBroker(settings.kafka_bootstrap_servers,
@@ -67,7 +68,7 @@ class Runtime:
         try:
             return broker_security(self.settings)
         except KafkaCredentialsMissing as e:
-            self.credentials_error: str | None = str(e)
+            self.credentials_error = str(e)
             return None
 
     def dead_letters(self, name: str) -> DeadLetters:
@@ -104,7 +105,7 @@ class Runtime:
     async def _connect(self) -> None:
         delay = 0.5
         while True:
-            if getattr(self, "credentials_error", None):
+            if self.credentials_error:
                 log.error("kafka_credentials_missing", error=self.credentials_error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30)

@@ -97,3 +97,13 @@ def test_a_service_without_keys_refuses_to_start_outside_development() -> None:
         build(IntakeSettings(auth_jwks=""))
     app, _ = build(IntakeSettings(auth_jwks="", auth_mode="development"))
     assert app is not None
+
+
+def test_a_service_without_kafka_credentials_never_connects_and_says_why() -> None:
+    """No anonymous Kafka client: without a password the runtime builds no SASL settings
+    and refuses to connect at all (it stays not ready), naming what is missing."""
+    from services.intake.app import IntakeSettings, build
+
+    _, runtime = build(IntakeSettings(kafka_credentials="", kafka_password=""))
+    assert runtime.credentials_error and "KAFKA_PASSWORD" in runtime.credentials_error
+    assert not runtime.ready.is_set()
