@@ -48,6 +48,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from shared import topics  # noqa: E402
+from shared.auth import make_keys  # noqa: E402
+
+# the benchmark's own token issuer (tests.support signs with it; the services verify)
+_KEY, _JWKS = make_keys(ROOT / ".run" / "bench" / "auth")
+os.environ.setdefault("MPTF_AUTH_SIGNING_KEY", str(_KEY))
+os.environ.setdefault("MPTF_AUTH_JWKS", str(_JWKS))
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote  # noqa: E402
 from shared.envelope import Envelope  # noqa: E402
 from tests.support import (  # noqa: E402
