@@ -10,29 +10,26 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared.kafka import client_options
+from shared.settings import ServiceSettings
 
 DLQ_HEADERS = ("dlq_reason", "dlq_detail", "dlq_handler", "dlq_topic", "dlq_partition",
                "dlq_offset", "dlq_time", "dlq_redacted")
 
 
 def operator_auth(user: str | None = None) -> dict[str, Any]:
-    """The options of the operators' principal (or `user`): the password from KAFKA_PASSWORD
-    or the credentials file (MPTF_KAFKA_CREDENTIALS, by default the local stack's)."""
-    import json
-    import os
-    from pathlib import Path
+    """The options of the operators' principal (or `user`), read as a service reads its own
+    (shared.settings): KAFKA_USERNAME/KAFKA_PASSWORD, else the credentials file
+    (MPTF_KAFKA_CREDENTIALS, by default the local stack's)."""
+    from pydantic import SecretStr
 
-    user = user or os.environ.get("KAFKA_USERNAME", "operator")
-    password = os.environ.get("KAFKA_PASSWORD", "") if user == os.environ.get(
-        "KAFKA_USERNAME", "operator") else ""
-    if not password:
-        path = Path(os.environ.get("MPTF_KAFKA_CREDENTIALS", ".run/dev/kafka/credentials.json"))
-        if path.exists():
-            password = json.loads(path.read_text()).get(user, "")
-    return client_options(user, password,
-                          protocol=os.environ.get("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
-                          ca_file=os.environ.get("KAFKA_CA_FILE", ""))
+    s = ServiceSettings()
+    name = user or s.kafka_username or "operator"
+    return s.model_copy(update={
+        "kafka_username": name,
+        # KAFKA_PASSWORD is the password of KAFKA_USERNAME, not of another principal
+        "kafka_password": s.kafka_password if name == s.kafka_username else SecretStr(""),
+        "kafka_credentials": s.kafka_credentials or ".run/dev/kafka/credentials.json",
+    }).kafka_options()
 
 
 @dataclass

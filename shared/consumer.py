@@ -49,7 +49,6 @@ from shared.telemetry import context_from, tracer
 
 log = get_logger("mptf.consumer")
 
-ENTITY_URN = "urn:mptf:entity:"  # the CloudEvents source of an entity system
 
 
 @dataclass
@@ -132,12 +131,12 @@ class Subscription:
     def _decode(self, rec: ConsumerRecord) -> Incoming | None:
         env, data = decode(rec.headers, rec.value, max_bytes=self.settings.max_body_bytes)
         sender = T.inbound_sender(rec.topic)
-        if sender is not None and env.source != f"{ENTITY_URN}{sender}":
+        if sender is not None and env.source != f"{T.ENTITY_URN}{sender}":
             # only `sender`'s principal can write this topic (shared.kafka_acl): a record
             # claiming another source is a forgery, whoever it claims to be
             raise PermanentMessageError(
                 "forbidden", f"written on {sender}'s own topic but claims source "
-                f"{env.source[:100]!r}; it must be {ENTITY_URN}{sender}")
+                f"{env.source[:100]!r}; it must be {T.ENTITY_URN}{sender}")
         contract = REGISTRY.get(env.type)
         if contract is None:
             raise PermanentMessageError("unknown-type", f"no contract for type {env.type!r}")

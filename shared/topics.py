@@ -37,6 +37,8 @@ ALL = (
     NOTIFICATIONS,
 )
 
+ENTITY_URN = "urn:mptf:entity:"  # the CloudEvents source of an entity system, + its code
+
 # UN entity codes as the reference list writes them (upper case, digits, hyphens)
 ENTITY_CODE = r"[A-Z0-9][A-Z0-9-]{0,31}"
 _INBOUND_TOPIC = re.compile(

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shared import topics
 from shared.contracts.intake import SubmitConceptNote
 from shared.errors import Conflict, Forbidden
 
 _NS = uuid.UUID("6f1d7a52-5b8e-4c59-9a55-3b0b0c6b9f10")
-ENTITY_URN = "urn:mptf:entity:"
+ENTITY_URN = topics.ENTITY_URN
 
 
 def programme_id(submitted_by: str, entity_reference: str) -> str:

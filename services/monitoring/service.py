@@ -12,6 +12,7 @@ from bson import Decimal128
 
 from services.monitoring.domain import MonitoringRules
 from services.monitoring.store import MonitoringStore
+from shared import topics
 from shared.consumer import Incoming, Rejection, apply_each, programmes_of
 from shared.contracts.funding import (
     AllocationMade,
@@ -116,7 +117,7 @@ async def handle_reports(store: MonitoringStore, rules: MonitoringRules,
         r = inc.event
         assert isinstance(r, SubmitProgressReport)
         refuse_personal_data(r)
-        entity = inc.envelope.source.removeprefix("urn:mptf:entity:").upper()
+        entity = inc.envelope.source.removeprefix(topics.ENTITY_URN).upper()
         await store.submit_report(uow, r, entity, "kafka", utcnow(), rules,
                                   traceparent=inc.traceparent)
 
