@@ -76,15 +76,21 @@ def auth(who: str) -> dict[str, str]:
 
 
 @app.command()
-def token(role: str = typer.Option(..., help="entity | fmu | funder | operator"),
+def token(role: str = typer.Option(..., help="entity | fmu | funder | operator | rco"),
           entity: str | None = typer.Option(None, help="The UN entity code (role entity)"),
           contributor: str | None = typer.Option(None, help="The contributor (role funder)"),
+          country: str | None = typer.Option(None, help="ISO 3166 code of the Resident "
+                                                        "Coordinator's office (role rco)"),
           ttl: int = typer.Option(3600, help="Seconds until it expires")) -> None:
     """Issue a signed, expiring bearer token with the local stack's key."""
-    if (role == "entity") != bool(entity) or (role == "funder") != bool(contributor):
-        raise typer.BadParameter("role entity needs --entity; role funder needs --contributor")
+    from shared.auth import binding_missing
+
+    if binding_missing(role, entity, contributor, country):
+        raise typer.BadParameter("role entity needs --entity, funder --contributor, rco "
+                                 "--country (and no other)")
     print(issue(signing_key(), role=role, entity=entity, contributor=contributor,
-                name=entity or contributor or role, ttl_seconds=ttl))
+                country=country, name=entity or contributor or country or role,
+                ttl_seconds=ttl))
 
 
 def entity_producer(entity: str, **kw: Any) -> Any:
@@ -235,7 +241,9 @@ def follow(programme_id: str, watch: bool = typer.Option(False, help="Refresh ev
             if f.status_code == 200:
                 fj = f.json()
                 console.print(f"[bold]funding[/]: {fj['status']}, pipeline {fj['pipeline']}, "
-                              f"total {fj['total_usd']}, transferred {fj['transferred']}, "
+                              f"allocated {fj['allocated']}, transferred {fj['transferred']}, "
+                              f"refunded {fj['refunded']}, owed {fj['owed']}, "
+                              f"{fj['duration_months']} months (+{fj['extension_months']}), "
                               f"funded by {[s['contributor'] for s in fj['funded_by']]}")
             m = http.get(f"{url('monitoring')}/v1/programmes/{programme_id}",
                          headers=auth("fmu"))

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from shared.settings import Principal
 
 # the statuses (intake's, and monitoring's projection of them) from approval on
-FUNDER_VISIBLE = frozenset({"approved", "funded", "on-going", "operationally-closed",
-                            "financially-closed"})
+FUNDER_VISIBLE = frozenset({"approved", "funded", "on-going", "suspended",
+                            "operationally-closed", "financially-closed", "cancelled"})
 
 
 def may_see_programme(who: Principal, status: str | None, punos: Iterable[str]) -> bool:

@@ -38,6 +38,9 @@ CHANNEL_DOCS = {
                              "ce_source must be urn:mptf:entity:<that entity>.",
     T.INBOUND_PROGRESS_REPORTS: "An entity system submits progress reports on its own topic "
                                 "(read by monitoring); the same binding of sender and topic.",
+    T.INBOUND_REFUNDS: "An entity system reports the refunds it made to the Fund on its own "
+                       "topic (read by funding, which books each as received); the same "
+                       "binding of sender and topic.",
     T.PROGRAMMES: "Programme facts; written by intake only.",
     T.FUNDING: "Money and decision facts; written by funding only; read by the services and "
                "operators (it names every donor's contributions).",

@@ -3,8 +3,9 @@
 A token is accepted when its signature verifies against one of the configured public keys
 (MPTF_AUTH_JWKS: a JWKS file or an https URL), its issuer and audience are ours, and it is
 within its validity (exp, nbf; a small clock skew allowed). Who it speaks for comes from its
-claims: `role` (entity, fmu, funder, operator), and the binding the role needs (`entity`: a
-UN entity code; `contributor`: a contributor's code), plus `sub` and `name`.
+claims: `role` (entity, fmu, funder, operator, rco), and the binding the role needs
+(`entity`: a UN entity code; `contributor`: a contributor's code; `country`: the ISO 3166
+code of a Resident Coordinator's office), plus `sub` and `name`.
 
 Development tokens (shared.settings.DEV_TOKENS, e.g. `dev-iom`) exist only when the process
 runs with MPTF_AUTH_MODE=development; outside it, a service without keys does not start.
@@ -84,13 +85,21 @@ def verify(settings: ServiceSettings, token: str) -> Principal:
         raise InvalidToken(f"the token cannot be checked: {type(e).__name__}") from None
     try:
         p = Principal(role=claims.get("role"), entity=claims.get("entity"),
-                      contributor=claims.get("contributor"),
+                      contributor=claims.get("contributor"), country=claims.get("country"),
                       name=str(claims.get("name") or claims["sub"])[:200])
     except ValueError:
         raise InvalidToken("the token names no known role") from None
-    if (p.role == "entity") != bool(p.entity) or (p.role == "funder") != bool(p.contributor):
-        raise InvalidToken("the token's role lacks its binding (entity or contributor)")
+    if binding_missing(p.role, p.entity, p.contributor, p.country):
+        raise InvalidToken("the token's role lacks its binding (entity, contributor or "
+                           "country)")
     return p
+
+
+def binding_missing(role: str, entity: str | None, contributor: str | None,
+                    country: str | None) -> bool:
+    """Whether a role's binding is missing or one it does not take is given."""
+    return ((role == "entity") != bool(entity) or (role == "funder") != bool(contributor)
+            or (role == "rco") != bool(country))
 
 
 def authenticate(settings: ServiceSettings, authorization: str | None) -> Principal:
@@ -145,7 +154,8 @@ def make_keys(folder: str | Path) -> tuple[Path, Path]:
 
 
 def issue(key_file: str | Path, *, role: str, entity: str | None = None,
-          contributor: str | None = None, name: str = "", issuer: str = "mptf-local",
+          contributor: str | None = None, country: str | None = None, name: str = "",
+          issuer: str = "mptf-local",
           audience: str = "mptf", ttl_seconds: int = 3600, now: float | None = None) -> str:
     """A signed token for a principal, valid `ttl_seconds` from `now`."""
     import jwt
@@ -155,11 +165,14 @@ def issue(key_file: str | Path, *, role: str, entity: str | None = None,
     t = int(now if now is not None else time.time())
     claims: dict[str, Any] = {"iss": issuer, "aud": audience, "iat": t, "nbf": t,
                               "exp": t + ttl_seconds, "jti": uuid.uuid4().hex, "role": role,
-                              "sub": entity or contributor or role, "name": name or role}
+                              "sub": entity or contributor or (country and f"RCO-{country}")
+                              or role, "name": name or role}
     if entity:
         claims["entity"] = entity
     if contributor:
         claims["contributor"] = contributor
+    if country:
+        claims["country"] = country.upper()
     return jwt.encode(claims, key_file.read_text(), algorithm="ES256",
                       headers={"kid": jwks["keys"][0]["kid"]})
 

@@ -267,19 +267,27 @@ def programmes_of(collection: str = "programmes") -> Preload:
     return preload
 
 
+class _Redo(Exception):
+    """An event refused after it wrote to the store: the transaction is aborted and run
+    again without it, so its partial effects never commit."""
+
+
 async def apply_each(store: Store, consumer: str, batch: list[Incoming],
                      apply: Callable[[UnitOfWork, Incoming], Awaitable[None]],
                      preload: Preload | None = None) -> list[Rejection]:
     """The usual way to consume a batch: one transaction; redeliveries skipped; `preload`
     reads what the fresh events need in one go; each fresh event applied; an event the rules
-    refuse (an MptfError, raised before `apply` writes anything) is dead-lettered with its
-    code and not marked seen; the rest are marked seen with their effects."""
+    refuse (an MptfError) is dead-lettered with its code and not marked seen, and none of
+    its effects stay: what it changed in the transaction's buffers is undone, and if it had
+    already written to the store the transaction is aborted and run again without it. The
+    rest are marked seen with their effects. Every event's effects are all or nothing."""
     rejections: list[Rejection] = []
+    refused: dict[str, Rejection] = {}  # refused after writing: left out of the rerun
 
     async def work(uow: UnitOfWork) -> None:
         rejections.clear()  # the transaction may run more than once
         seen = await uow.inbox_state(consumer, [i.id for i in batch])
-        fresh = {i.id for i in batch} - set(seen)
+        fresh = {i.id for i in batch} - set(seen) - set(refused)
         if preload is not None and fresh:
             await preload(uow, [i for i in batch if i.id in fresh])
         done: dict[str, str] = {}  # id -> digest, in order
@@ -293,6 +301,7 @@ async def apply_each(store: Store, consumer: str, batch: list[Incoming],
                 continue
             if inc.id not in fresh or inc.id in done:
                 continue
+            mark = uow.savepoint()
             try:
                 await apply(uow, inc)
             except MptfError as e:
@@ -300,14 +309,22 @@ async def apply_each(store: Store, consumer: str, batch: list[Incoming],
                     raise
                 detail = e.detail + "".join(
                     f"; {x.get('field', '')}: {x.get('reason', '')}" for x in e.errors)
-                rejections.append(Rejection(inc, getattr(e, "reason", e.code), detail,
-                                            getattr(e, "redacted", None)))
+                rejection = Rejection(inc, getattr(e, "reason", e.code), detail,
+                                      getattr(e, "redacted", None))
+                if not uow.rollback_to(mark):
+                    refused[inc.id] = rejection
+                    raise _Redo() from e
+                rejections.append(rejection)
                 continue
             done[inc.id] = inc.digest
         await uow.mark_seen(consumer, list(done), done)
 
-    await store.transaction(work)
-    return rejections
+    while True:
+        try:
+            await store.transaction(work)
+        except _Redo:
+            continue
+        return [*rejections, *refused.values()]
 
 
 async def _tolerant_parser(records: Any, original: Any) -> Any:

@@ -34,7 +34,7 @@ OPERATOR = "operator"
 # what each service subscribes to (tests/contract checks this against the running wiring)
 READS: dict[str, tuple[str, ...]] = {
     "intake": (T.INBOUND_CONCEPT_NOTES, T.FUNDING, T.MONITORING),
-    "funding": (T.PROGRAMMES, T.MONITORING),
+    "funding": (T.INBOUND_REFUNDS, T.PROGRAMMES, T.MONITORING),
     "monitoring": (T.INBOUND_PROGRESS_REPORTS, T.PROGRAMMES, T.FUNDING),
     "notifications": (T.PROGRAMMES, T.FUNDING, T.MONITORING),
 }

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.contracts.intake import Reason
+if TYPE_CHECKING:  # imported when used: the contracts' own validation calls this module
+    from shared.contracts.intake import Reason
 
 _UP = "A-ZÀ-ÖØ-Þ"
 _LOW = "a-zß-öø-ÿ"
@@ -130,6 +131,8 @@ def find_personal_data(data: Any) -> list[Reason]:
     """Fields that carry personal data of individuals. Results must be aggregates; the Fund
     stores no personal data of migrants. The reasons name the field and the kind of data,
     never the data itself."""
+    from shared.contracts.intake import Reason
+
     out = []
     for path, text in _strings(data):
         for kind in kinds_in(text):

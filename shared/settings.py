@@ -18,9 +18,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Principal(BaseModel):
     """Who a bearer token speaks for."""
 
-    role: Literal["entity", "fmu", "funder", "operator"]
+    role: Literal["entity", "fmu", "funder", "operator", "rco"]
     entity: str | None = None  # UN entity code, for role entity
     contributor: str | None = None  # contributor id, for role funder
+    country: str | None = None  # ISO 3166 code, for role rco (a Resident Coordinator's office)
     name: str = ""
 
 
@@ -34,6 +35,7 @@ DEV_TOKENS: dict[str, dict[str, Any]] = {
     "dev-fmu": {"role": "fmu", "name": "Fund Management Unit"},
     "dev-funder-de": {"role": "funder", "contributor": "DEU", "name": "Germany"},
     "dev-operator": {"role": "operator", "name": "Operator"},
+    "dev-rco-ph": {"role": "rco", "country": "PH", "name": "RC office, Philippines"},
 }
 
 

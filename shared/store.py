@@ -142,6 +142,12 @@ class Docs:
         # what a caller's `load_where` queries covered completely (its own vocabulary)
         self.covered: set[Any] = set()
 
+    def _remember(self, key: Any) -> None:
+        """Note `key`'s state for UnitOfWork.rollback_to (what one event changed)."""
+        self.uow._undo.append((self, key, self.cache.get(key, _MISSING),
+                               self.pending.get(key, _MISSING),
+                               self.existed.get(key, _MISSING)))
+
     def _known(self, key: Any, doc: dict[str, Any] | None) -> None:
         self.cache[key] = doc
         self.existed[key] = doc is not None
@@ -151,14 +157,14 @@ class Docs:
         if not missing:
             return
         found = {d["_id"]: d async for d in self.coll.find(
-            {"_id": {"$in": missing}}, session=self.uow.session)}
+            {"_id": {"$in": missing}}, session=self.uow._session)}  # a read: undoable
         for i in missing:
             self._known(i, found.get(i))
 
     async def load_where(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Cache every document `query` matches (pending writes first, so it sees them)."""
         await self.flush()
-        found = [d async for d in self.coll.find(query, session=self.uow.session)]
+        found = [d async for d in self.coll.find(query, session=self.uow._session)]
         for d in found:
             self._known(d["_id"], d)
         return found
@@ -175,6 +181,7 @@ class Docs:
         doc = await self.get(key)
         if doc is None and not upsert:
             return None
+        self._remember(key)
         self.cache[key] = new = apply_update(doc, key, update)
         self.pending.setdefault(key, "write")
         if self.pending[key] == "delete":
@@ -191,12 +198,14 @@ class Docs:
         transaction's own logic keeps unique (journal entries): a duplicate fails the
         transaction at the flush."""
         key = doc["_id"]
+        self._remember(key)
         self.cache[key] = copy.deepcopy(doc)
         self.pending[key] = "write" if self.pending.get(key) == "delete" else "insert"
 
     async def delete(self, key: Any) -> None:
         if await self.get(key) is None:
             return
+        self._remember(key)
         self.cache[key] = None
         if self.pending.get(key) == "insert":
             del self.pending[key]  # never written
@@ -225,6 +234,9 @@ class Docs:
                            f"({hit} of {len(ops)} writes applied)")
 
 
+_MISSING = object()
+
+
 def is_duplicate(exc: BaseException) -> bool:
     """A unique key taken (by a concurrent writer that committed first), from a single write
     or a bulk write."""
@@ -239,10 +251,42 @@ class UnitOfWork:
 
     def __init__(self, store: Store, session: Any) -> None:
         self.store = store
-        self.session = session
+        self._session = session
         self.db = store.db
         self._events: list[tuple[Envelope, BaseModel]] = []
         self._docs: dict[str, Docs] = {}
+        self._undo: list[tuple[Docs, Any, Any, Any, Any]] = []
+        self._touched = False  # the session was used since the last savepoint
+
+    @property
+    def session(self) -> Any:
+        """The transaction's session. Using it (a direct read or write) means the changes
+        since the last savepoint can no longer be undone in memory."""
+        self._touched = True
+        return self._session
+
+    def savepoint(self) -> tuple[int, int]:
+        """Mark the transaction's state before one event is applied."""
+        self._touched = False
+        return len(self._events), len(self._undo)
+
+    def rollback_to(self, mark: tuple[int, int]) -> bool:
+        """Undo what was done since `mark`, if it was all buffered (no direct write, no
+        flush): True. False: the store saw some of it, and only aborting the whole
+        transaction undoes it."""
+        if self._touched:
+            return False
+        events, undo = mark
+        del self._events[events:]
+        while len(self._undo) > undo:
+            docs, key, cached, pending, existed = self._undo.pop()
+            for d, v in ((docs.cache, cached), (docs.pending, pending),
+                         (docs.existed, existed)):
+                if v is _MISSING:
+                    d.pop(key, None)
+                else:
+                    d[key] = v
+        return True
 
     def docs(self, name: str) -> Docs:
         """The transaction's cached, write-batched view of collection `name`."""

@@ -16,13 +16,14 @@ import re
 
 INBOUND_CONCEPT_NOTES = "mptf.inbound.concept-notes"  # entity systems -> intake (per entity)
 INBOUND_PROGRESS_REPORTS = "mptf.inbound.progress-reports"  # entity systems -> monitoring
+INBOUND_REFUNDS = "mptf.inbound.refunds"  # entity systems -> funding: refunds they made
 PROGRAMMES = "mptf.programmes"  # written by intake
 FUNDING = "mptf.funding"  # written by funding; read by the services and operators
 FUNDERS = "mptf.funders"  # written by funding: what every funder may see (no contributions)
 MONITORING = "mptf.monitoring"  # written by monitoring
 NOTIFICATIONS = "mptf.notifications"  # written by notifications
 
-INBOUND = (INBOUND_CONCEPT_NOTES, INBOUND_PROGRESS_REPORTS)
+INBOUND = (INBOUND_CONCEPT_NOTES, INBOUND_PROGRESS_REPORTS, INBOUND_REFUNDS)
 FACTS = (PROGRAMMES, FUNDING, FUNDERS, MONITORING, NOTIFICATIONS)
 # the topics consumers read, each with a dead-letter companion
 CONSUMED = (*INBOUND, PROGRAMMES, FUNDING, MONITORING)
@@ -30,6 +31,7 @@ CONSUMED = (*INBOUND, PROGRAMMES, FUNDING, MONITORING)
 ALL = (
     INBOUND_CONCEPT_NOTES,
     INBOUND_PROGRESS_REPORTS,
+    INBOUND_REFUNDS,
     PROGRAMMES,
     FUNDING,
     FUNDERS,

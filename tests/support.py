@@ -25,7 +25,8 @@ def bearer(name: str, **claims: Any) -> dict[str, str]:
     assert name in DEV_TOKENS, f"{name} is not a development principal"
     p = DEV_TOKENS[name]
     token = issue(os.environ["MPTF_AUTH_SIGNING_KEY"], role=p["role"], entity=p.get("entity"),
-                  contributor=p.get("contributor"), name=p["name"], **claims)
+                  contributor=p.get("contributor"), country=p.get("country"), name=p["name"],
+                  **claims)
     return {"authorization": f"Bearer {token}"}
 
 

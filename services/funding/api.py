@@ -9,7 +9,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 
 from services.funding import service
-from services.funding.commands import Decision, Deposit, Meeting, Pledge, Refund
+from services.funding.commands import (
+    BudgetRevision,
+    Decision,
+    Deposit,
+    Extension,
+    Meeting,
+    Pledge,
+    Refund,
+    ScDecision,
+)
 from services.funding.domain import fund_view
 from services.funding.store import FundingStore
 from shared.access import contributor_lines
@@ -127,14 +136,18 @@ def _allocation(d: dict[str, Any]) -> dict[str, Any]:
             "lines": d.get("lines", []), "total_usd": d.get("total_usd"),
             "funded_by": d.get("funded_by", []), "allocated_at": d.get("allocated_at"),
             "tranches_released": d.get("tranches_released", 0),
-            "transferred": d.get("transferred", {}), "refunded": d.get("refunded", {})}
+            "transferred": d.get("transferred", {}), "refunded": d.get("refunded", {}),
+            "allocated": d.get("allocated", {}), "owed": d.get("owed", {}),
+            "topup_waiting": bool(d.get("topup_waiting")),
+            "duration_months": d.get("duration_months"),
+            "extension_months": d.get("extension_months", 0)}
 
 
 @router.get("/allocations", tags=["allocations"], responses=_problems(401),
             summary="Allocations (funder: those its money helped fund; entity: its own)")
 async def allocations(request: Request, who: Annotated[Principal, ANYONE]
                       ) -> list[dict[str, Any]]:
-    q: dict[str, Any] = {"pipeline": "allocated"}
+    q: dict[str, Any] = {"pipeline": {"$in": ["allocated", "released"]}}
     if who.role == "funder":
         q["funded_by.contributor"] = who.contributor
     elif who.role == "entity":
@@ -189,3 +202,40 @@ async def fund(request: Request, who: Annotated[Principal, ANYONE],
     # another donor's money is not a funder's (or an entity's) to see
     view["by_contributor"] = contributor_lines(view.get("by_contributor", {}), who)
     return exact({"as_of": as_of, **view})
+
+
+_CHANGES = {
+    "suspension": ("suspend", ScDecision, "Suspend a programme (role fmu): no transfer, no "
+                   "overdue flag until it resumes"),
+    "resumption": ("resume", ScDecision, "Resume a suspended programme (role fmu)"),
+    "cancellation": ("cancel", ScDecision, "Cancel an approved programme (role fmu): what is "
+                     "not transferred returns to the Fund, what was is owed back"),
+    "extensions": ("extend", Extension, "Record a no-cost extension (role fmu), within "
+                   "the Fund's limit"),
+    "budget-revisions": ("revise-budget", BudgetRevision, "Revise an approved budget "
+                         "(role fmu): a top-up is allocated from deposited money at the "
+                         "programme's rank; moves between PUNOs release what is not "
+                         "transferred"),
+}
+
+
+def _change_route(path: str, command: str, model: type, summary: str) -> None:
+    async def route(programme_id: str, cmd: Any, request: Request, response: Response,
+                    _: Annotated[Principal, FMU]) -> dict[str, Any]:
+        out, funded = await service.change(_store(request), _rules(request), programme_id,
+                                           command, cmd)
+        if out.get("recorded") is False:
+            response.status_code = 200
+        return exact({**out, "programmes_funded": funded})
+
+    route.__annotations__["cmd"] = model
+    route.__name__ = f"record_{command.replace('-', '_')}"
+    router.post(f"/programmes/{{programme_id}}/{path}", status_code=201,
+                tags=["steering committee"],
+                responses={200: {"description": "This decision was already recorded"},
+                           **_problems(401, 403, 404, 409, 422)},
+                summary=summary)(route)
+
+
+for _path, (_command, _model, _summary) in _CHANGES.items():
+    _change_route(_path, _command, _model, _summary)

@@ -26,6 +26,8 @@ class FundingSettings(ServiceSettings):
     aa_fee_rate: Decimal = _R.aa_fee_rate
     support_cost_rate: Decimal = _R.support_cost_rate
     budget_ceiling_usd: Decimal = _R.budget_ceiling_usd
+    ceiling_includes_support_cost: bool = _R.ceiling_includes_support_cost  # shared.budget
+    max_extension_months: int = Field(default=_R.max_extension_months, ge=0)
     transfer_tranches: list[Decimal] = Field(default_factory=lambda: [Decimal("1")])
     funding_targets_usd: dict[int, Decimal] = Field(default_factory=lambda: {
         2019: Decimal("25000000"), 2023: Decimal("20000000"), 2024: Decimal("25000000")})
@@ -36,6 +38,8 @@ class FundingSettings(ServiceSettings):
         return FundingRules(aa_fee_rate=self.aa_fee_rate,
                             support_cost_rate=self.support_cost_rate,
                             budget_ceiling_usd=self.budget_ceiling_usd,
+                            ceiling_includes_support_cost=self.ceiling_includes_support_cost,
+                            max_extension_months=self.max_extension_months,
                             tranches=tuple(self.transfer_tranches),
                             targets_usd=dict(self.funding_targets_usd))
 

@@ -136,3 +136,42 @@ class Refund(_Cmd):
     @classmethod
     def _upper(cls, v: str) -> str:
         return v.upper()
+
+
+class ScDecision(_Cmd):
+    """A Steering Committee decision on a programme already approved: its reference and why.
+    (Suspension, resumption, cancellation.)"""
+
+    model_config = _example({"decision_id": "SC-2028-01-item-7",
+                             "rationale": "Security situation in the border provinces"})
+
+    decision_id: Id = Field(description="The SC meeting's decision reference; a repeat of "
+                                        "the same decision is answered as before")
+    rationale: Annotated[str, Field(min_length=1, max_length=5000)]
+
+
+class Extension(_Cmd):
+    """A no-cost extension: the same money over a longer time, within the Fund's limit
+    (MPTF_MAX_EXTENSION_MONTHS in all)."""
+
+    model_config = _example({"decision_id": "SC-2028-06-item-2", "months": 6,
+                             "rationale": "Elections delayed the national consultations"})
+
+    decision_id: Id
+    months: int = Field(ge=1, le=120)
+    rationale: Annotated[str, Field(max_length=5000)] = ""
+
+
+class BudgetRevision(_Cmd):
+    """A budget revision: the new approved programme budget of the PUNOs it changes (before
+    the 7% support cost; PUNOs left out keep theirs). A top-up (the total grows) is
+    allocated from deposited money at the programme's rank in the pipeline; money moved away
+    from a PUNO must not have been transferred to it yet."""
+
+    model_config = _example(
+        {"decision_id": "SC-2027-02-item-3", "rationale": "Scale-up to two more provinces",
+         "approved_budget": [{"entity": "IOM", "budget_usd": "1400000.00"}]})
+
+    decision_id: Id
+    approved_budget: list[BudgetLineIn] = Field(min_length=1, max_length=20)
+    rationale: Annotated[str, Field(max_length=5000)] = ""

@@ -17,6 +17,7 @@ from datetime import datetime
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
+from shared import budget, lifecycle
 from shared.errors import Conflict, InvalidInput
 
 CENT = Decimal("0.01")
@@ -30,10 +31,18 @@ def cents(x: Decimal) -> Decimal:
 @dataclass(frozen=True)
 class FundingRules:
     aa_fee_rate: Decimal = Decimal("0.01")
-    support_cost_rate: Decimal = Decimal("0.07")
-    budget_ceiling_usd: Decimal = Decimal("3000000")
+    support_cost_rate: Decimal = budget.SUPPORT_COST_RATE
+    budget_ceiling_usd: Decimal = budget.CEILING_USD
+    ceiling_includes_support_cost: bool = budget.INCLUDES_SUPPORT_COST
     tranches: tuple[Decimal, ...] = (Decimal("1"),)  # shares of the allocation per tranche
     targets_usd: dict[int, Decimal] = field(default_factory=dict)
+    # no-cost extensions: at most this many months in all, over the original duration
+    max_extension_months: int = 12
+
+    @property
+    def ceiling(self) -> budget.Ceiling:
+        return budget.Ceiling(self.budget_ceiling_usd, self.support_cost_rate,
+                              self.ceiling_includes_support_cost)
 
 
 # -- deposits and allocations ----------------------------------------------------------------
@@ -57,8 +66,8 @@ class Line:
         return self.programme_budget_usd + self.support_cost_usd
 
 
-def allocation_lines(budget: Iterable[tuple[str, Decimal]], rules: FundingRules) -> list[Line]:
-    return [Line(e, b, cents(b * rules.support_cost_rate)) for e, b in budget]
+def allocation_lines(lines: Iterable[tuple[str, Decimal]], rules: FundingRules) -> list[Line]:
+    return [Line(e, b, budget.support_cost(b, rules.support_cost_rate)) for e, b in lines]
 
 
 def check_approval(punos: Sequence[str], budget: Sequence[tuple[str, Decimal]],
@@ -82,37 +91,99 @@ def check_approval(punos: Sequence[str], budget: Sequence[tuple[str, Decimal]],
         errors.append({"field": "approved_budget",
                        "reason": "a joint programme funds at least 2 PUNOs"})
     total = sum((a for _, a in budget), ZERO)
-    if total > rules.budget_ceiling_usd:
-        errors.append({"field": "approved_budget",
-                       "reason": f"total {total:,.2f} exceeds the ceiling "
-                                 f"{rules.budget_ceiling_usd:,.2f}"})
+    excess = rules.ceiling.excess(a for _, a in budget)
+    if excess:
+        errors.append({"field": "approved_budget", "reason": excess})
     if errors:
         raise InvalidInput("the approved budget is not valid", errors=errors)
     return total
 
 
-DECIDABLE = {"screened-eligible", "deferred"}
+DECIDABLE = lifecycle.ALLOWED["decide"]
 
 
 def check_decidable(status: str | None, programme_id: str) -> None:
-    from shared.errors import NotFound
+    from shared.errors import IllegalTransition, NotFound
 
     if status is None:
         raise NotFound(f"funding knows no screened programme {programme_id}")
     if status == "screened-ineligible":
-        raise Conflict(f"{programme_id} was screened ineligible: the SC cannot decide on it",
-                       programme_status=status)
-    if status not in DECIDABLE:
-        raise Conflict(f"{programme_id} is already {status}", programme_status=status)
+        raise IllegalTransition(f"{programme_id} was screened ineligible: the SC cannot "
+                                "decide on it", programme_status=status)
+    lifecycle.check("decide", status, programme_id)
+
+
+# -- changes after approval -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Revision:
+    entity: str
+    budget_usd: Decimal  # the new approved programme budget
+    change_usd: Decimal  # programme budget, against the old
+    change_total_usd: Decimal  # with support cost: what is allocated (+) or released (-)
+
+
+def revise(old: Sequence[tuple[str, Decimal]], new: Sequence[tuple[str, Decimal]],
+           punos: Sequence[str], rules: FundingRules) -> list[Revision]:
+    """A budget revision: the new budget per PUNO checked as an approval is (PUNOs of the
+    programme, each positive, at least two, the ceiling), and what changes for each. A PUNO
+    left out keeps its budget."""
+    merged = dict(old)
+    merged.update(dict(new))
+    check_approval(punos, list(merged.items()), rules)
+    out = []
+    for entity in sorted(merged):
+        b, was = merged[entity], dict(old).get(entity, ZERO)
+        total = b + budget.support_cost(b, rules.support_cost_rate)
+        was_total = was + budget.support_cost(was, rules.support_cost_rate) if was else ZERO
+        out.append(Revision(entity, b, b - was, total - was_total))
+    if all(r.change_usd == 0 for r in out):
+        raise InvalidInput("the revision changes nothing", errors=[
+            {"field": "approved_budget", "reason": "same as the approved budget"}])
+    return out
+
+
+def check_extension(months: int, already: int, rules: FundingRules) -> int:
+    """The total extension after this one, within the Fund's limit."""
+    if months <= 0:
+        raise InvalidInput("an extension adds at least a month",
+                           errors=[{"field": "months", "reason": "must be >= 1"}])
+    if already + months > rules.max_extension_months:
+        raise Conflict(f"extensions would total {already + months} months; the Fund allows "
+                       f"at most {rules.max_extension_months}", extension_months=already)
+    return already + months
+
+
+@dataclass(frozen=True)
+class Release:
+    entity: str
+    released_usd: Decimal  # allocated, not transferred
+    owed_usd: Decimal  # transferred, not refunded
+
+
+def releases(allocated: dict[str, Decimal], transferred: dict[str, Decimal],
+             refunded: dict[str, Decimal], *, owe: bool) -> list[Release]:
+    """What a withdrawal, cancellation or closure frees: each PUNO's allocation not yet
+    transferred; and (`owe`) what it was transferred and has not refunded, which it owes."""
+    out = []
+    for e in sorted(set(allocated) | set(transferred)):
+        free = max(allocated.get(e, ZERO) - transferred.get(e, ZERO), ZERO)
+        owed = max(transferred.get(e, ZERO) - refunded.get(e, ZERO), ZERO) if owe else ZERO
+        if free or owed:
+            out.append(Release(e, free, owed))
+    return out
 
 
 # -- the pipeline --------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Waiting:
+    """An allocation waiting for money: a programme's, or a top-up of one (`revision`),
+    ranked by the programme's priority and when it was approved (or revised)."""
+
     programme_id: str
     priority: int
     approved_at: datetime
     total_usd: Decimal
+    revision: int = 0
 
     @property
     def rank(self) -> tuple[int, datetime, str]:
@@ -232,6 +303,16 @@ def transfer_entry(programme_id: str, entity: str, amount: Decimal, at: datetime
                  programme_id=programme_id, entity=entity, **dims)
 
 
+def release_entry(programme_id: str, lines_: Sequence[tuple[str, Decimal]], at: datetime,
+                  **dims: Any) -> dict[str, Any]:
+    """Allocated money back to the Fund's available balance."""
+    ls = []
+    for entity, usd in lines_:
+        ls.append(line(CASH_FREE, debit=usd))
+        ls.append(line(CASH_ALLOCATED, credit=usd, entity=entity))
+    return entry("release", at, ls, programme_id=programme_id, **dims)
+
+
 def refund_entry(programme_id: str, entity: str, amount: Decimal, at: datetime, **dims: Any
                  ) -> dict[str, Any]:
     return entry("refund", at, [line(CASH_FREE, debit=amount),
@@ -269,6 +350,13 @@ def fund_view(entries: Sequence[dict[str, Any]], pledges: Iterable[tuple[int, De
             usd = sum((ln["credit"] for ln in e["lines"] if ln["account"] == CONTRIBUTIONS), ZERO)
             by_year[year]["deposited"] += usd
             by_contributor[e["contributor"]] += usd
+            continue
+        if kind == "release":
+            for ln in e["lines"]:
+                if ln["account"] == CASH_ALLOCATED and ln["credit"]:
+                    allocated -= ln["credit"]
+                    by_year[year]["released"] += ln["credit"]
+                    by_puno[ln["entity"]]["released"] += ln["credit"]
             continue
         for ln in e["lines"]:
             amount = ln["debit"] if kind != "refund" else ln["credit"]

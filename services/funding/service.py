@@ -6,13 +6,26 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from services.funding.commands import Decision, Deposit, Meeting, Pledge, Refund
+from services.funding.commands import (
+    BudgetRevision,
+    Decision,
+    Deposit,
+    Extension,
+    Meeting,
+    Pledge,
+    Refund,
+    ScDecision,
+)
 from services.funding.domain import FundingRules
 from services.funding.store import FundingStore
+from shared import topics
 from shared.consumer import Incoming, Rejection, apply_each, programmes_of
-from shared.contracts.funding import ContributionDeposited, ContributionPledged
+from shared.contracts.funding import ContributionDeposited, ContributionPledged, SubmitRefund
 from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
-from shared.contracts.monitoring import ProgrammeFinanciallyClosed
+from shared.contracts.monitoring import (
+    ProgrammeFinanciallyClosed,
+    ProgrammeOperationallyClosed,
+)
 from shared.envelope import utcnow
 from shared.errors import MptfError
 from shared.logging import get_logger
@@ -21,6 +34,7 @@ from shared.telemetry import tag_programme
 
 log = get_logger("mptf.funding")
 PROGRAMMES_CONSUMER = "funding.programmes"
+REFUNDS_CONSUMER = "funding.refunds"
 
 
 async def pledge(store: FundingStore, cmd: Pledge) -> bool:
@@ -109,27 +123,75 @@ async def refund(store: FundingStore, rules: FundingRules, programme_id: str, cm
     return await store.money(work)
 
 
-async def handle_programme_facts(store: FundingStore, rules: FundingRules,
-                                 batch: list[Incoming]) -> list[Rejection]:
-    """Intake's facts: screened programmes become decidable; withdrawn ones leave the
-    pipeline (which may let the next one be funded). Monitoring's financial closure: the
-    declared unspent balances are booked as refunds."""
+async def change(store: FundingStore, rules: FundingRules, programme_id: str, command: str,
+                 cmd: ScDecision | Extension | BudgetRevision) -> tuple[dict[str, Any], list[str]]:
+    """A Steering Committee change to an approved programme (suspend, resume, cancel,
+    extend, revise-budget), in one transaction that also funds the pipeline when money came
+    free or a top-up waits. Returns what the route answers and the programmes funded."""
+    tag_programme(programme_id)
+    at = utcnow()
+
+    async def work(uow: UnitOfWork) -> tuple[dict[str, Any], list[str]]:
+        out: dict[str, Any] = {"programme_id": programme_id, "decision_id": cmd.decision_id}
+        if isinstance(cmd, Extension):
+            out["duration_months"] = await store.extend(
+                uow, programme_id, cmd.decision_id, cmd.months, cmd.rationale, at, rules)
+        elif isinstance(cmd, BudgetRevision):
+            out["revision"] = await store.revise_budget(
+                uow, programme_id, cmd.decision_id,
+                [(b.entity, b.budget_usd) for b in cmd.approved_budget], cmd.rationale, at,
+                rules)
+        else:
+            act = {"suspend": store.suspend, "resume": store.resume,
+                   "cancel": store.cancel}[command]
+            out["recorded"] = await act(uow, programme_id, cmd.decision_id, cmd.rationale, at)
+        funded = (await store.fund_pipeline(uow, rules, at)
+                  if command in ("cancel", "revise-budget", "resume") else [])
+        doc = await uow.docs("programmes").get(programme_id)
+        out["status"] = doc.get("status") if doc else None
+        return out, funded
+
+    return await store.money(work)
+
+
+async def handle_refunds(store: FundingStore, rules: FundingRules, batch: list[Incoming]
+                         ) -> list[Rejection]:
+    """Refunds entity systems report on their own topics: the sender is the refunding PUNO
+    (the consumer checked the topic's owner is the claimed source); each is booked when
+    received, once per refund id, and the pipeline is funded again. One that the rules
+    refuse (more than the PUNO holds, an unknown programme) is dead-lettered with why."""
 
     async def apply(uow: UnitOfWork, inc: Incoming) -> None:
         ev = inc.event
+        assert isinstance(ev, SubmitRefund)
+        entity = inc.envelope.source.removeprefix(topics.ENTITY_URN).upper()
+        tag_programme(ev.programme_id)
+        if await store.refund(uow, ev.programme_id, ev.refund_id, entity, ev.amount_usd,
+                              inc.envelope.time):
+            await store.fund_pipeline(uow, rules, inc.envelope.time)
+
+    async with store.money_lock:
+        return await apply_each(store, REFUNDS_CONSUMER, batch, apply, programmes_of())
+
+
+async def handle_programme_facts(store: FundingStore, rules: FundingRules,
+                                 batch: list[Incoming]) -> list[Rejection]:
+    """Intake's facts: screened programmes become decidable; withdrawn ones leave the
+    pipeline, or give back their allocation (which may let the next one be funded).
+    Monitoring's closures are folded into the lifecycle; on financial closure tranches never
+    released go back to the Fund (refunds are booked when they are received)."""
+
+    async def apply(uow: UnitOfWork, inc: Incoming) -> None:
+        ev = inc.event
+        at = inc.envelope.time
         if isinstance(ev, ProgrammeScreened):
-            await store.remember_screened(uow, ev, inc.traceparent)
-        elif isinstance(ev, ProgrammeFinanciallyClosed):
-            # unspent balances declared at financial closure come back to the Fund
-            for b in ev.balances:
-                if b.refund_usd > 0:
-                    await store.refund(uow, ev.programme_id, f"close-{ev.programme_id}-{b.entity}",
-                                       b.entity, b.refund_usd, ev.closed_at)
-            await store.fund_pipeline(uow, rules, utcnow())
-        elif isinstance(ev, ProgrammeWithdrawn):
-            if not await store.remember_withdrawn(uow, ev.programme_id, ev.withdrawn_at):
-                log.warning("withdrawn_after_allocation", programme_id=ev.programme_id)
-            await store.fund_pipeline(uow, rules, utcnow())
+            await store.remember_screened(uow, ev, inc.id, inc.traceparent)
+            return
+        if isinstance(ev, ProgrammeWithdrawn):
+            await store.withdrawn(uow, ev, inc.id, at)
+        elif isinstance(ev, ProgrammeOperationallyClosed | ProgrammeFinanciallyClosed):
+            await store.closed(uow, inc.type, inc.id, ev, at)
+        await store.fund_pipeline(uow, rules, at)
 
     async with store.money_lock:  # withdrawals and closures fund the pipeline too
         return await apply_each(store, PROGRAMMES_CONSUMER, batch, apply, programmes_of())

@@ -29,34 +29,48 @@ from services.funding.domain import (
     Draw,
     FundingRules,
     Line,
+    Release,
     Waiting,
     allocation_entry,
     allocation_lines,
     check_approval,
     check_decidable,
+    check_extension,
     deposit_entry,
     draw_fifo,
     next_allocations,
     refund_entry,
+    release_entry,
+    releases,
+    revise,
     split_deposit,
     split_refund,
     tranche_amounts,
     transfer_entry,
 )
+from shared import lifecycle
 from shared.contracts.funding import (
     AllocationLine,
     AllocationMade,
+    AllocationReleased,
     ApprovedLine,
+    BudgetRevised,
     ContributionDeposited,
     ContributionPledged,
     FundingSource,
     FundsRefunded,
     FundsTransferred,
     ProgrammeApproved,
+    ProgrammeCancelled,
     ProgrammeDeferred,
+    ProgrammeExtended,
     ProgrammeRejected,
+    ProgrammeResumed,
+    ProgrammeSuspended,
+    ReleasedLine,
+    RevisedLine,
 )
-from shared.contracts.intake import ProgrammeScreened
+from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.metrics import BUSINESS, USD  # metrics only: money itself stays Decimal
 from shared.store import Store, UnitOfWork
@@ -71,6 +85,16 @@ def m(x: Any) -> Any:
     if isinstance(x, list | tuple):
         return [m(v) for v in x]
     return x
+
+
+def amounts(doc: dict[str, Any], name: str) -> dict[str, Decimal]:
+    """A per-PUNO amounts field of a programme document, as Decimals."""
+    return {k: py(v) for k, v in (doc.get(name) or {}).items()}
+
+
+def draws_of(doc: dict[str, Any]) -> list[Draw]:
+    return [Draw(f.get("source_id", ""), f["contributor"], py(f["usd"]),
+                 f.get("contribution_id") or "") for f in doc.get("funded_by", [])]
 
 
 def py(x: Any) -> Any:
@@ -108,36 +132,149 @@ class FundingStore(Store):
         await self.db.journal.create_index([("programme_id", ASCENDING)])
         await self.db.contributions.create_index([("contributor", ASCENDING)])
         await self.db.programmes.create_index([("funded_by.contributor", ASCENDING)])
+        await self.db.programmes.create_index([("topup_waiting", ASCENDING)])
 
-    # -- what intake tells us -----------------------------------------------------------------
-    async def remember_screened(self, uow: UnitOfWork, f: ProgrammeScreened,
+    # -- the lifecycle (shared.lifecycle): every fact folded into the programme's record ----
+    async def fold(self, uow: UnitOfWork, pid: str, fact_type: str, fact_id: str, event: Any
+                   ) -> str | None:
+        """Fold a lifecycle fact (ours or another service's) into the programme's record;
+        returns its status after (None: funding does not know the programme)."""
+        programmes = uow.docs("programmes")
+        doc = await programmes.get(pid)
+        if doc is None:
+            return None
+        rec = lifecycle.fold(doc.get("lifecycle") or lifecycle.from_status(doc.get("status")),
+                             fact_type, fact_id, event, getattr(event, "decision_id", None))
+        status = lifecycle.status(rec) or doc.get("status")
+        await programmes.update(pid, {"$set": {"lifecycle": rec, "status": status}})
+        return status
+
+    async def emit(self, uow: UnitOfWork, fact: Any, traceparent: str | None = None) -> None:
+        """Emit a fact and, if it is a lifecycle fact, fold it into our own record too."""
+        env = uow.emit(fact, traceparent=traceparent)
+        pid = getattr(fact, "programme_id", None)
+        if pid and env.type in lifecycle.FACT_TYPES:
+            await self.fold(uow, pid, env.type, env.id, fact)
+
+    # -- what intake and monitoring tell us -----------------------------------------------
+    async def remember_screened(self, uow: UnitOfWork, f: ProgrammeScreened, fact_id: str,
                                 traceparent: str | None = None) -> None:
         """`traceparent` is the programme's trace: decisions and allocations, made later in
         other requests, continue it, so one trace follows the programme's journey."""
         p = f.programme
         await uow.docs("programmes").update(f.programme_id, {"$setOnInsert": m({
-            "status": "screened-eligible" if f.eligible else "screened-ineligible",
+            "status": lifecycle.S.SUBMITTED,
             "title": p.title, "punos": [x.entity for x in p.punos],
             "requested": [{"entity": x.entity, "budget_usd": x.budget_usd} for x in p.punos],
             "requested_total_usd": p.total_budget_usd, "countries": p.countries,
             "region": p.region, "thematic_area": p.primary_thematic_area,
             "gcm_objectives": p.gcm_objectives, "screened_at": f.screened_at,
+            "duration_months": p.duration_months,
             "traceparent": traceparent, "history": []})}, upsert=True)
+        await self.fold(uow, f.programme_id, ProgrammeScreened.TYPE, fact_id, f)
 
-    async def remember_withdrawn(self, uow: UnitOfWork, programme_id: str, at: datetime
-                                 ) -> bool:
-        """Take a withdrawn programme out of the pipeline. False if it was already funded
-        (withdrawal raced with allocation): the money is out, a refund must bring it back."""
-        programmes = uow.docs("programmes")
-        doc = await programmes.get(programme_id)
-        if doc is None:
-            return True  # never screened here: nothing to take out
-        if doc.get("pipeline") != "allocated":
-            await programmes.update(programme_id, {"$set": {
-                "status": "withdrawn", "pipeline": None, "withdrawn_at": at}})
-            return True
-        await programmes.update(programme_id, {"$set": {"withdrawn_after_allocation": at}})
-        return False
+    async def withdrawn(self, uow: UnitOfWork, f: ProgrammeWithdrawn, fact_id: str,
+                        at: datetime) -> str | None:
+        """A PUNO withdrew the programme. Out of the pipeline if it waits there; if it was
+        allocated already (the withdrawal raced the allocation), what is not transferred
+        returns to the Fund and what was transferred is owed back. A decision the withdrawal
+        raced (a rejection, a cancellation) stands (shared.lifecycle)."""
+        pid = f.programme_id
+        status = await self.fold(uow, pid, ProgrammeWithdrawn.TYPE, fact_id, f)
+        if status != lifecycle.S.WITHDRAWN:
+            return status
+        await self._end(uow, pid, "withdrawn", at)
+        return status
+
+    async def _end(self, uow: UnitOfWork, pid: str, reason: str, at: datetime) -> None:
+        """A programme withdrawn or cancelled: out of the pipeline, its money released."""
+        doc = await uow.docs("programmes").get(pid)
+        assert doc is not None
+        was = doc.get("pipeline")
+        await uow.docs("programmes").update(pid, {"$set": {
+            "pipeline": "released" if was in ("allocated", "released") else None,
+            "topup_waiting": False, f"{reason}_at": at}})
+        if was == "allocated":
+            await self.release(uow, pid, reason, f"rel-{pid}-{reason}", at, owe=True)
+
+    async def closed(self, uow: UnitOfWork, fact_type: str, fact_id: str, event: Any,
+                     at: datetime) -> None:
+        """Monitoring's closures. On financial closure tranches never released are
+        de-allocated (the refunds themselves are booked when they are received)."""
+        pid = event.programme_id
+        status = await self.fold(uow, pid, fact_type, fact_id, event)
+        doc = await uow.docs("programmes").get(pid)
+        if status != lifecycle.S.FINANCIALLY_CLOSED or not doc:
+            return
+        await uow.docs("programmes").update(pid, {"$set": {
+            "topup_waiting": False,
+            "pipeline": None if doc.get("pipeline") == "waiting" else doc.get("pipeline")}})
+        if doc.get("pipeline") == "allocated":
+            await self.release(uow, pid, "closed", f"rel-{pid}-closed", at, owe=False)
+
+    # -- releases: allocated money back to the Fund ---------------------------------------
+    def _allocated(self, doc: dict[str, Any]) -> dict[str, Decimal]:
+        if doc.get("allocated") is not None:
+            return amounts(doc, "allocated")
+        if doc.get("pipeline") in ("allocated", "released"):  # stored before per-PUNO sums
+            return {ln["entity"]: py(ln["total_usd"]) for ln in doc.get("lines", [])}
+        return {}
+
+    async def release(self, uow: UnitOfWork, pid: str, reason: str, release_id: str,
+                      at: datetime, *, owe: bool, only: dict[str, Decimal] | None = None
+                      ) -> Decimal:
+        """Release what is allocated and not transferred (or `only` these amounts) back to
+        the Fund's available balance and to the contributions it came from; with `owe`, what
+        PUNOs were transferred and have not refunded becomes owed. Once per release id.
+        Returns the amount released (the caller funds the pipeline after)."""
+        journal = uow.docs("journal")
+        if await journal.get(f"release:{release_id}"):
+            return ZERO
+        doc = await uow.docs("programmes").get(pid)
+        assert doc is not None
+        rel = ([Release(e, usd, ZERO) for e, usd in sorted(only.items()) if usd > 0]
+               if only is not None else
+               releases(self._allocated(doc), amounts(doc, "transferred"),
+                        amounts(doc, "refunded"), owe=owe))
+        if not rel:
+            return ZERO
+        freed = sum((r.released_usd for r in rel), ZERO)
+        owed = sum((r.owed_usd for r in rel), ZERO)
+        upd: dict[str, Any] = {"$inc": {f"allocated.{r.entity}": Decimal128(-r.released_usd)
+                                        for r in rel if r.released_usd},
+                               "$set": {f"owed.{r.entity}": Decimal128(r.owed_usd)
+                                        for r in rel if r.owed_usd}}
+        if doc.get("allocated") is None:  # first per-PUNO sums for a document kept before
+            upd = {"$set": {**upd["$set"], **{
+                f"allocated.{e}": Decimal128(v - sum((r.released_usd for r in rel
+                                                      if r.entity == e), ZERO))
+                for e, v in self._allocated(doc).items()}}}
+        await uow.docs("programmes").update(pid, {k: v for k, v in upd.items() if v})
+        back: list[Draw] = []
+        if freed:
+            dims = {"countries": doc["countries"], "region": doc.get("region"),
+                    "thematic_area": doc["thematic_area"], "year": at.year}
+            await journal.add(m({"_id": f"release:{release_id}", **release_entry(
+                pid, [(r.entity, r.released_usd) for r in rel if r.released_usd], at,
+                **dims)}))
+            back = split_refund(draws_of(doc), freed)
+            await self.db.sources.insert_many([m({
+                "_id": f"rel:{release_id}:{n}", "contributor": d.contributor, "at": at,
+                "contribution_id": d.contribution_id, "release_id": release_id,
+                "remaining": d.usd}) for n, d in enumerate(back)], session=uow.session)
+            await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
+                "available": freed, "allocated_usd": -freed, "released_usd": freed})},
+                upsert=True, session=uow.session)
+        await self.emit(uow, AllocationReleased(
+            programme_id=pid, release_id=release_id, reason=reason,  # type: ignore[arg-type]
+            lines=[ReleasedLine(entity=r.entity, released_usd=r.released_usd,
+                                owed_usd=r.owed_usd) for r in rel],
+            released_usd=freed, owed_usd=owed,
+            funded_by=[FundingSource(contribution_id=d.contribution_id,
+                                     contributor=d.contributor, usd=d.usd) for d in back],
+            released_at=at), doc.get("traceparent"))
+        USD.labels("released").inc(float(freed))
+        return freed
 
     # -- contributions ------------------------------------------------------------------------
     async def pledge(self, uow: UnitOfWork, c: ContributionPledged) -> bool:
@@ -244,24 +381,159 @@ class FundingStore(Store):
                                      rationale=rationale, decided_at=at)
         # a concurrent decision on this programme writes the same document: the transaction
         # conflicts and retries, and then the rules see the decision already made
-        await programmes.update(programme_id, {"$set": m({"status": status, **update}),
+        await programmes.update(programme_id, {"$set": m(update),
                                                "$push": {"history": m(record)}})
-        uow.emit(fact, traceparent=doc.get("traceparent"))
+        await self.emit(uow, fact, doc.get("traceparent"))
         BUSINESS.labels(f"programmes_{status}").inc()
         return status
+
+    # -- the Steering Committee's changes to approved programmes ------------------------------
+    async def _change(self, uow: UnitOfWork, pid: str, command: str, decision_id: str,
+                      record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The programme a change applies to, checked (shared.lifecycle) and recorded in its
+        history; (doc, False) when this decision was already recorded (a repeat)."""
+        programmes = uow.docs("programmes")
+        doc = await programmes.get(pid)
+        if doc is None:
+            raise NotFound(f"no programme {pid}")
+        for h in doc.get("history", []):
+            if h.get("decision_id") == decision_id:
+                if h.get("decision") != command:
+                    raise Conflict(f"decision {decision_id} was recorded as {h.get('decision')}")
+                return doc, False
+        lifecycle.check(command, doc.get("status"), pid)
+        await programmes.update(pid, {"$push": {"history": m(
+            {"decision": command, "decision_id": decision_id, **record})}})
+        return doc, True
+
+    async def suspend(self, uow: UnitOfWork, pid: str, decision_id: str, rationale: str,
+                      at: datetime) -> bool:
+        doc, new = await self._change(uow, pid, "suspend", decision_id,
+                                      {"rationale": rationale, "at": at})
+        if new:
+            await self.emit(uow, ProgrammeSuspended(programme_id=pid, decision_id=decision_id,
+                                                    rationale=rationale, decided_at=at),
+                            doc.get("traceparent"))
+        return new
+
+    async def resume(self, uow: UnitOfWork, pid: str, decision_id: str, rationale: str,
+                     at: datetime) -> bool:
+        doc, new = await self._change(uow, pid, "resume", decision_id,
+                                      {"rationale": rationale, "at": at})
+        if new:
+            await self.emit(uow, ProgrammeResumed(programme_id=pid, decision_id=decision_id,
+                                                  rationale=rationale, decided_at=at),
+                            doc.get("traceparent"))
+        return new
+
+    async def cancel(self, uow: UnitOfWork, pid: str, decision_id: str, rationale: str,
+                     at: datetime) -> bool:
+        """Cancelled by the SC: out of the pipeline; what is allocated and not transferred
+        back to the Fund, what was transferred owed back (the caller funds the pipeline)."""
+        doc, new = await self._change(uow, pid, "cancel", decision_id,
+                                      {"rationale": rationale, "at": at})
+        if new:
+            await self.emit(uow, ProgrammeCancelled(programme_id=pid, decision_id=decision_id,
+                                                    rationale=rationale, decided_at=at),
+                            doc.get("traceparent"))
+            await self._end(uow, pid, "cancelled", at)
+        return new
+
+    async def extend(self, uow: UnitOfWork, pid: str, decision_id: str, months: int,
+                     rationale: str, at: datetime, rules: FundingRules) -> int:
+        """A no-cost extension; returns the programme's duration after it."""
+        doc, new = await self._change(uow, pid, "extend", decision_id,
+                                      {"rationale": rationale, "at": at, "months": months})
+        base = doc.get("duration_months") or 0
+        if not new:
+            return base + doc.get("extension_months", 0)
+        total = check_extension(months, doc.get("extension_months", 0), rules)
+        await uow.docs("programmes").update(pid, {"$set": {"extension_months": total}})
+        await self.emit(uow, ProgrammeExtended(
+            programme_id=pid, decision_id=decision_id, extension_months=months,
+            total_extension_months=total, duration_months=base + total, rationale=rationale,
+            decided_at=at), doc.get("traceparent"))
+        return base + total
+
+    async def revise_budget(self, uow: UnitOfWork, pid: str, decision_id: str,
+                            budget: list[tuple[str, Decimal]], rationale: str, at: datetime,
+                            rules: FundingRules) -> int:
+        """A budget revision (top-up or move between PUNOs); returns its number. Before the
+        allocation the approved budget simply changes; after it, what a PUNO loses (with its
+        support cost) is released, if not yet transferred, and what grows waits in the
+        pipeline as a top-up at the programme's priority (the caller funds the pipeline)."""
+        doc, new = await self._change(uow, pid, "revise-budget", decision_id,
+                                      {"rationale": rationale, "at": at})
+        if not new:
+            return doc.get("revisions", 0)
+        if doc.get("topup_waiting"):
+            raise Conflict(f"an earlier top-up of {pid} still waits for money")
+        old = [(b["entity"], py(b["budget_usd"])) for b in doc.get("approved_budget", [])]
+        revs = revise(old, budget, doc["punos"], rules)
+        n = doc.get("revisions", 0) + 1
+        approved = [(r.entity, r.budget_usd) for r in revs]
+        upd: dict[str, Any] = {
+            "revisions": n,
+            "approved_budget": [{"entity": e, "budget_usd": b} for e, b in approved],
+            "approved_total_usd": sum((b for _, b in approved), ZERO)}
+        allocated = doc.get("pipeline") == "allocated"
+        if not allocated:  # still waiting: the allocation to come is the new budget
+            lines = allocation_lines(approved, rules)
+            upd.update({"lines": [{"entity": ln.entity,
+                                   "programme_budget_usd": ln.programme_budget_usd,
+                                   "support_cost_usd": ln.support_cost_usd,
+                                   "total_usd": ln.total_usd} for ln in lines],
+                        "total_usd": sum((ln.total_usd for ln in lines), ZERO)})
+        else:
+            free = {e: a - amounts(doc, "transferred").get(e, ZERO)
+                    for e, a in self._allocated(doc).items()}
+            for r in revs:
+                if r.change_total_usd < 0 and -r.change_total_usd > free.get(r.entity, ZERO):
+                    raise Conflict(f"{r.entity} was already transferred part of what the "
+                                   f"revision takes away: at most {free.get(r.entity, ZERO)}"
+                                   " can move", entity=r.entity)
+            ups = [r for r in revs if r.change_total_usd > 0]
+            if ups:
+                upd.update({"topup_waiting": True, "topup": {
+                    "revision": n, "at": at,
+                    "total_usd": sum((r.change_total_usd for r in ups), ZERO),
+                    "lines": [{"entity": r.entity, "programme_budget_usd": r.change_usd,
+                               "support_cost_usd": r.change_total_usd - r.change_usd,
+                               "total_usd": r.change_total_usd} for r in ups]}})
+        await uow.docs("programmes").update(pid, {"$set": m(upd)})
+        await self.emit(uow, BudgetRevised(
+            programme_id=pid, decision_id=decision_id, revision=n,
+            lines=[RevisedLine(entity=r.entity, budget_usd=r.budget_usd,
+                               change_usd=r.change_usd) for r in revs],
+            total_budget_usd=upd["approved_total_usd"],
+            change_usd=sum((r.change_usd for r in revs), ZERO), rationale=rationale,
+            decided_at=at), doc.get("traceparent"))
+        downs = {r.entity: -r.change_total_usd for r in revs if r.change_total_usd < 0}
+        if allocated and downs:
+            await self.release(uow, pid, "revised", f"rel-{pid}-r{n}", at, owe=False,
+                               only=downs)
+        return n
 
     # -- allocation and transfers -------------------------------------------------------------
     async def fund_pipeline(self, uow: UnitOfWork, rules: FundingRules, at: datetime
                             ) -> list[str]:
-        """Allocate to waiting programmes, head of the pipeline first, while the available
-        balance covers them; all of them in a few writes (one conditional update of the
-        balance for their sum, one bulk write per collection). Returns the programmes funded
-        now."""
+        """Allocate to what waits (programmes, and top-ups of programmes not suspended),
+        head of the pipeline first, while the available balance covers them; all of them in
+        a few writes (one conditional update of the balance for their sum, one bulk write
+        per collection). Returns the programmes funded now."""
         programmes = uow.docs("programmes")
         fund = await self.db.fund.find_one({"_id": "fund"}, session=uow.session)
         available = py(fund["available"]) if fund else ZERO
-        waiting = [Waiting(d["_id"], d["priority"], d["approved_at"], py(d["total_usd"]))
-                   for d in await programmes.load_where({"pipeline": "waiting"})]
+        waiting = []
+        for d in await programmes.load_where(
+                {"$or": [{"pipeline": "waiting"}, {"topup_waiting": True}]}):
+            if d.get("pipeline") == "waiting":
+                waiting.append(Waiting(d["_id"], d["priority"], d["approved_at"],
+                                       py(d["total_usd"])))
+            elif d.get("topup_waiting") and d.get("status") != lifecycle.S.SUSPENDED:
+                t = d["topup"]
+                waiting.append(Waiting(d["_id"], d["priority"], t["at"], py(t["total_usd"]),
+                                       t["revision"]))
         chosen = next_allocations(available, waiting)
         if not chosen:
             return []
@@ -293,63 +565,101 @@ class FundingStore(Store):
             ordered=True, session=uow.session)
         if res.modified_count != len(drawn):
             raise Conflict("a funding source changed under this allocation")
-        return [w.programme_id for w in chosen]
+        return list(dict.fromkeys(w.programme_id for w in chosen))
 
     async def _allocate(self, uow: UnitOfWork, w: Waiting, draws: list[Draw],
                         rules: FundingRules, at: datetime) -> Decimal:
-        """Book one allocation and its first tranche (the balance is the caller's); returns
-        the amount transferred."""
+        """Book one allocation (or top-up) and its first transfer (the balance is the
+        caller's); returns the amount transferred."""
         total = w.total_usd
-        prog = await uow.docs("programmes").update(w.programme_id, {"$set": m({
-            "pipeline": "allocated", "allocated_at": at, "tranches_released": 0,
-            "funded_by": [{"source_id": d.source_id, "contributor": d.contributor,
-                           "contribution_id": d.contribution_id, "usd": d.usd}
-                          for d in draws]})})
+        prog = await uow.docs("programmes").get(w.programme_id)
+        assert prog is not None
+        funded = [{"source_id": d.source_id, "contributor": d.contributor,
+                   "contribution_id": d.contribution_id, "usd": d.usd} for d in draws]
+        if w.revision:
+            src = prog["topup"]["lines"]
+            suffix = f":r{w.revision}"
+            upd: dict[str, Any] = {
+                "$set": {"topup_waiting": False, "topup": None},
+                "$inc": {f"allocated.{ln['entity']}": ln["total_usd"] for ln in src},
+                "$push": {"funded_by": {"$each": m(funded)}}}
+        else:
+            src = prog["lines"]
+            suffix = ""
+            upd = {"$set": m({
+                "pipeline": "allocated", "allocated_at": at, "tranches_released": 0,
+                "allocated": {ln["entity"]: py(ln["total_usd"]) for ln in src},
+                "funded_by": funded})}
+        prog = await uow.docs("programmes").update(w.programme_id, upd)
         assert prog is not None
         lines = [Line(ln["entity"], py(ln["programme_budget_usd"]), py(ln["support_cost_usd"]))
-                 for ln in prog["lines"]]
+                 for ln in src]
         dims = {"countries": prog["countries"], "region": prog.get("region"),
                 "thematic_area": prog["thematic_area"], "year": at.year}
         await uow.docs("journal").add(m({
-            "_id": f"alloc:{w.programme_id}",
+            "_id": f"alloc:{w.programme_id}{suffix}",
             **allocation_entry(w.programme_id, lines, at, **dims)}))
-        uow.emit(AllocationMade(
-            programme_id=w.programme_id, allocation_id=f"a-{w.programme_id}",
+        await self.emit(uow, AllocationMade(
+            programme_id=w.programme_id,
+            allocation_id=f"a-{w.programme_id}" + (f"-r{w.revision}" if w.revision else ""),
             lines=[AllocationLine(entity=ln.entity, programme_budget_usd=ln.programme_budget_usd,
                                   support_cost_usd=ln.support_cost_usd, total_usd=ln.total_usd)
                    for ln in lines],
             total_usd=total,
             funded_by=[FundingSource(contribution_id=d.contribution_id, contributor=d.contributor,
                                      usd=d.usd) for d in draws],
-            allocated_at=at), traceparent=prog.get("traceparent"))
+            allocated_at=at), prog.get("traceparent"))
         BUSINESS.labels("allocations_made").inc()
         USD.labels("allocated").inc(float(total))
+        if w.revision:  # a top-up is transferred at once, as a tranche of its own
+            prog = await uow.docs("programmes").get(w.programme_id)
+            assert prog is not None
+            return await self._transfer(uow, prog, len(rules.tranches) + w.revision,
+                                        {ln.entity: ln.total_usd for ln in lines},
+                                        f"-r{w.revision}", at)
         return await self._release(uow, prog, 0, rules, at)
 
     async def _release(self, uow: UnitOfWork, prog: dict[str, Any], tranche: int,
                        rules: FundingRules, at: datetime) -> Decimal:
-        """Transfer tranche `tranche + 1` to each PUNO; returns the total (the caller books
-        it on the fund document)."""
+        """Transfer tranche `tranche + 1` of the allocation to each PUNO: its share, never
+        more than the PUNO's allocation not yet transferred (a revision may have moved some
+        away), and the last tranche all of that; returns the total (the caller books it on
+        the fund document)."""
         pid = prog["_id"]
         if prog.get("pipeline") != "allocated" or prog.get("tranches_released", 0) != tranche:
             raise Conflict(f"tranche {tranche + 1} of {pid} was already released")
+        last = tranche == len(rules.tranches) - 1
+        free = {e: a - amounts(prog, "transferred").get(e, ZERO)
+                for e, a in self._allocated(prog).items()}
+        per = {}
+        for ln in prog["lines"]:
+            e = ln["entity"]
+            share = tranche_amounts(py(ln["total_usd"]), rules.tranches)[tranche]
+            per[e] = free.get(e, ZERO) if last else min(share, free.get(e, ZERO))
+        await uow.docs("programmes").update(pid, {"$set": {"tranches_released": tranche + 1}})
+        return await self._transfer(uow, prog, tranche + 1, per, f"-{tranche + 1}", at)
+
+    async def _transfer(self, uow: UnitOfWork, prog: dict[str, Any], tranche: int,
+                        per: dict[str, Decimal], suffix: str, at: datetime) -> Decimal:
+        pid = prog["_id"]
         dims = {"countries": prog["countries"], "region": prog.get("region"),
                 "thematic_area": prog["thematic_area"], "year": at.year}
         total = ZERO
         inc: dict[str, Any] = {}
-        for ln in prog["lines"]:
-            amount = tranche_amounts(py(ln["total_usd"]), rules.tranches)[tranche]
+        for entity, amount in per.items():
+            if amount <= 0:
+                continue
             total += amount
             await uow.docs("journal").add(m({
-                "_id": f"xfer:{pid}:{ln['entity']}:{tranche + 1}",
-                **transfer_entry(pid, ln["entity"], amount, at, **dims)}))
-            inc[f"transferred.{ln['entity']}"] = Decimal128(amount)
-            uow.emit(FundsTransferred(
-                programme_id=pid, transfer_id=f"t-{pid}-{ln['entity']}-{tranche + 1}",
-                entity=ln["entity"], tranche=tranche + 1, amount_usd=amount,
-                transferred_at=at), traceparent=prog.get("traceparent"))
-        await uow.docs("programmes").update(pid, {"$set": {"tranches_released": tranche + 1},
-                                                  "$inc": inc})
+                "_id": f"xfer:{pid}:{entity}:{suffix.lstrip('-')}",
+                **transfer_entry(pid, entity, amount, at, **dims)}))
+            inc[f"transferred.{entity}"] = Decimal128(amount)
+            await self.emit(uow, FundsTransferred(
+                programme_id=pid, transfer_id=f"t-{pid}-{entity}{suffix}",
+                entity=entity, tranche=tranche, amount_usd=amount,
+                transferred_at=at), prog.get("traceparent"))
+        if inc:
+            await uow.docs("programmes").update(pid, {"$inc": inc})
         BUSINESS.labels("tranches_transferred").inc()
         USD.labels("transferred").inc(float(total))
         return total
@@ -361,6 +671,7 @@ class FundingStore(Store):
             raise NotFound(f"no programme {programme_id}")
         if prog.get("pipeline") != "allocated":
             raise Conflict(f"{programme_id} has no allocation yet")
+        lifecycle.check("transfer", prog.get("status"), programme_id)
         done = prog.get("tranches_released", 0)
         if done >= len(rules.tranches):
             raise Conflict(f"all {len(rules.tranches)} tranche(s) of {programme_id} were "
@@ -387,8 +698,11 @@ class FundingStore(Store):
             prog.get("refunded", {}).get(entity, Decimal128("0")))
         if amount > net:
             raise Conflict(f"{entity} holds {net} of {programme_id}; cannot refund {amount}")
-        await uow.docs("programmes").update(
-            programme_id, {"$inc": {f"refunded.{entity}": Decimal128(amount)}})
+        owed = amounts(prog, "owed").get(entity, ZERO)
+        upd: dict[str, Any] = {"$inc": {f"refunded.{entity}": Decimal128(amount)}}
+        if owed:  # what a withdrawn or cancelled programme's PUNO owes back
+            upd["$set"] = {f"owed.{entity}": Decimal128(max(owed - amount, ZERO))}
+        await uow.docs("programmes").update(programme_id, upd)
         dims = {"countries": prog["countries"], "region": prog.get("region"),
                 "thematic_area": prog["thematic_area"], "year": at.year}
         await uow.docs("journal").add(m({
@@ -403,8 +717,9 @@ class FundingStore(Store):
             for n, d in enumerate(back)], session=uow.session)
         await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
             "available": amount, "refunded_usd": amount})}, upsert=True, session=uow.session)
-        uow.emit(FundsRefunded(programme_id=programme_id, refund_id=refund_id, entity=entity,
-                               amount_usd=amount, refunded_at=at))
+        await self.emit(uow, FundsRefunded(programme_id=programme_id, refund_id=refund_id,
+                                           entity=entity, amount_usd=amount, refunded_at=at),
+                        prog.get("traceparent"))
         USD.labels("refunded").inc(float(amount))
         return True
 

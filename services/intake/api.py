@@ -58,7 +58,8 @@ def _visible(doc: dict[str, Any], who: Principal) -> bool:
 
 
 def _out(doc: dict[str, Any]) -> dict[str, Any]:
-    doc = {k: v for k, v in doc.items() if k != "fingerprint"}
+    # the lifecycle record is how the status is kept (shared.lifecycle), not part of it
+    doc = {k: v for k, v in doc.items() if k not in ("fingerprint", "lifecycle")}
     doc["programme_id"] = doc.pop("_id")
     doc["gateway_status"] = GATEWAY_STATUS.get(doc["status"])
     return exact(doc)
@@ -138,7 +139,9 @@ async def list_programmes(
 
 @router.post("/programmes/{programme_id}/withdraw", tags=["programmes"],
              responses=_problems(401, 403, 404, 409, 422),
-             summary="Withdraw a programme before it is funded (role entity, a PUNO of it)")
+             summary="Withdraw a programme (role entity, a PUNO of it) until it closes; "
+                     "after its allocation, funding releases what is not transferred and "
+                     "what was transferred is owed back")
 async def withdraw_programme(
     programme_id: str, body: Withdrawal, request: Request,
     who: Annotated[Principal, Depends(require("entity"))],

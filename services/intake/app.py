@@ -26,6 +26,9 @@ class IntakeSettings(ServiceSettings):
 
     # the defaults are the rules' own (services/intake/screening.py), stated once
     budget_ceiling_usd: Decimal = _R.budget_ceiling_usd
+    # shared.budget: the same two parameters as funding's, by the same names
+    support_cost_rate: Decimal = _R.support_cost_rate
+    ceiling_includes_support_cost: bool = _R.ceiling_includes_support_cost
     max_duration_months: int = _R.max_duration_months
     marker_scale_max: int = _R.marker_scale_max
     min_gender_marker: int = _R.min_gender_marker
@@ -47,6 +50,8 @@ class IntakeSettings(ServiceSettings):
     def rules(self) -> ScreeningRules:
         return ScreeningRules(
             budget_ceiling_usd=self.budget_ceiling_usd,
+            support_cost_rate=self.support_cost_rate,
+            ceiling_includes_support_cost=self.ceiling_includes_support_cost,
             max_duration_months=self.max_duration_months,
             marker_scale_max=self.marker_scale_max,
             min_gender_marker=self.min_gender_marker,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared import topics
+from shared import lifecycle, topics
 from shared.contracts.intake import SubmitConceptNote
 from shared.errors import Conflict, Forbidden
 
@@ -68,98 +68,7 @@ def resolve_duplicate(existing_fingerprint: str, new: Submission) -> SubmissionO
     return SubmissionOutcome(new.programme_id, created=False)
 
 
-# --- the programme lifecycle ----------------------------------------------------------------
-
-class Status:
-    SUBMITTED = "submitted"
-    ELIGIBLE = "screened-eligible"
-    INELIGIBLE = "screened-ineligible"
-    WITHDRAWN = "withdrawn"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    DEFERRED = "deferred"
-    FUNDED = "funded"
-    ON_GOING = "on-going"
-    OPERATIONALLY_CLOSED = "operationally-closed"
-    FINANCIALLY_CLOSED = "financially-closed"
-
-
-S = Status
-TRANSITIONS: dict[str, frozenset[str]] = {
-    S.SUBMITTED: frozenset({S.ELIGIBLE, S.INELIGIBLE, S.WITHDRAWN}),
-    S.ELIGIBLE: frozenset({S.APPROVED, S.REJECTED, S.DEFERRED, S.WITHDRAWN}),
-    S.INELIGIBLE: frozenset({S.WITHDRAWN}),
-    S.DEFERRED: frozenset({S.APPROVED, S.REJECTED, S.DEFERRED, S.WITHDRAWN}),
-    S.APPROVED: frozenset({S.FUNDED, S.WITHDRAWN}),
-    S.FUNDED: frozenset({S.ON_GOING}),
-    S.ON_GOING: frozenset({S.OPERATIONALLY_CLOSED}),
-    S.OPERATIONALLY_CLOSED: frozenset({S.FINANCIALLY_CLOSED}),
-    S.REJECTED: frozenset(),
-    S.WITHDRAWN: frozenset(),
-    S.FINANCIALLY_CLOSED: frozenset(),
-}
-ALL_STATUSES = frozenset(TRANSITIONS)
-WITHDRAWABLE = frozenset(s for s, nxt in TRANSITIONS.items() if S.WITHDRAWN in nxt)
-
-# The Administrative Agent's Gateway shows four statuses; ours map onto them.
-GATEWAY_STATUS = {
-    S.SUBMITTED: "Pipeline", S.ELIGIBLE: "Pipeline", S.DEFERRED: "Pipeline",
-    S.APPROVED: "Pipeline", S.FUNDED: "On Going", S.ON_GOING: "On Going",
-    S.OPERATIONALLY_CLOSED: "Operationally Closed",
-    S.FINANCIALLY_CLOSED: "Financially Closed",
-}
-
-
-def transition(current: str, target: str) -> str:
-    """The new status, or IllegalTransition naming both ends and what is allowed."""
-    from shared.errors import IllegalTransition
-
-    allowed = TRANSITIONS.get(current)
-    if allowed is None:
-        raise IllegalTransition(f"unknown status {current!r}")
-    if target not in allowed:
-        raise IllegalTransition(
-            f"a programme that is {current} cannot become {target}",
-            current=current, target=target, allowed=sorted(allowed))
-    return target
-
-
-def _fact_targets() -> dict[str, str]:
-    from shared.contracts.funding import (
-        AllocationMade,
-        FundsTransferred,
-        ProgrammeApproved,
-        ProgrammeDeferred,
-        ProgrammeRejected,
-    )
-    from shared.contracts.monitoring import (
-        ProgrammeFinanciallyClosed,
-        ProgrammeOperationallyClosed,
-    )
-
-    return {
-        ProgrammeOperationallyClosed.TYPE: S.OPERATIONALLY_CLOSED,
-        ProgrammeFinanciallyClosed.TYPE: S.FINANCIALLY_CLOSED,
-        ProgrammeApproved.TYPE: S.APPROVED,
-        ProgrammeRejected.TYPE: S.REJECTED,
-        ProgrammeDeferred.TYPE: S.DEFERRED,
-        AllocationMade.TYPE: S.FUNDED,
-        FundsTransferred.TYPE: S.ON_GOING,
-    }
-
-
-FACT_TARGETS = _fact_targets()
-
-
-def target_for(fact_type: str, current: str | None) -> str | None:
-    """The status another service's fact moves a programme to; None when it changes nothing
-    (the second tranche of a programme already on-going). Unknown programme: NotFound."""
-    from shared.errors import NotFound
-
-    if current is None:
-        raise NotFound("intake knows no such programme")
-    target = FACT_TARGETS[fact_type]
-    if target == S.ON_GOING and current in (S.ON_GOING, S.OPERATIONALLY_CLOSED,
-                                             S.FINANCIALLY_CLOSED):
-        return None
-    return target
+# --- the programme lifecycle: defined once, in shared.lifecycle ------------------------------
+Status = lifecycle.S
+ALL_STATUSES = lifecycle.ALL_STATES
+GATEWAY_STATUS = lifecycle.GATEWAY_STATUS

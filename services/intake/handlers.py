@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from services.intake import service
-from services.intake.domain import FACT_TARGETS
 from services.intake.screening import ScreeningRules
 from services.intake.store import IntakeStore
-from shared import topics
+from shared import lifecycle, topics
 from shared.contracts.intake import SubmitConceptNote
 from shared.runtime import Runtime
 
@@ -21,7 +20,8 @@ def register(runtime: Runtime, store: IntakeStore, rules: ScreeningRules) -> Non
     runtime.subscribe(topics.INBOUND_CONCEPT_NOTES, "concept-notes",
                       [SubmitConceptNote.TYPE], on_concept_notes)
     # decisions, allocations, transfers and closures move the status in our read model
-    runtime.subscribe(topics.FUNDING, "lifecycle-facts", list(FACT_TARGETS), on_lifecycle_facts,
-                      strict_types=False)
-    runtime.subscribe(topics.MONITORING, "closure-facts", list(FACT_TARGETS),
+    # (shared.lifecycle): every fact of the lifecycle, and the changes the history shows
+    runtime.subscribe(topics.FUNDING, "lifecycle-facts", sorted(lifecycle.HISTORY_TYPES),
+                      on_lifecycle_facts, strict_types=False)
+    runtime.subscribe(topics.MONITORING, "closure-facts", sorted(lifecycle.HISTORY_TYPES),
                       on_lifecycle_facts, strict_types=False)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
+from shared import budget
 from shared.contracts.intake import Reason, SubmitConceptNote
 from shared.privacy import find_personal_data
 from shared.reference import (
@@ -25,7 +26,9 @@ from shared.reference import (
 
 @dataclass(frozen=True)
 class ScreeningRules:
-    budget_ceiling_usd: Decimal = Decimal("3000000")
+    budget_ceiling_usd: Decimal = budget.CEILING_USD
+    support_cost_rate: Decimal = budget.SUPPORT_COST_RATE
+    ceiling_includes_support_cost: bool = budget.INCLUDES_SUPPORT_COST
     max_duration_months: int = 36
     marker_scale_max: int = 3
     min_gender_marker: int = 2
@@ -41,6 +44,11 @@ class ScreeningRules:
         default_factory=lambda: dict(DEFAULT_AREA_OBJECTIVES))
     known_entities: frozenset[str] = frozenset(NETWORK_MEMBERS)
     regions: frozenset[str] = DEFAULT_REGIONS
+
+    @property
+    def ceiling(self) -> budget.Ceiling:
+        return budget.Ceiling(self.budget_ceiling_usd, self.support_cost_rate,
+                              self.ceiling_includes_support_cost)
 
 
 def _usd(d: Decimal) -> str:
@@ -94,10 +102,9 @@ def _budget(note: SubmitConceptNote, rules: ScreeningRules) -> Iterator[Reason]:
         if p.budget_usd <= 0:
             yield _r("budget.non-positive", f"punos.{i}.budget_usd",
                      f"{p.entity}'s share must be positive; got {_usd(p.budget_usd)}")
-    total = sum((p.budget_usd for p in note.punos), Decimal(0))
-    if total > rules.budget_ceiling_usd:
-        yield _r("budget.over-ceiling", "punos",
-                 f"total {_usd(total)} exceeds the ceiling of {_usd(rules.budget_ceiling_usd)}")
+    excess = rules.ceiling.excess(p.budget_usd for p in note.punos)
+    if excess:
+        yield _r("budget.over-ceiling", "punos", excess)
 
 
 def _duration(note: SubmitConceptNote, rules: ScreeningRules) -> Iterator[Reason]:

@@ -16,7 +16,6 @@ from services.intake.domain import (
     entity_from_source,
     fingerprint,
     programme_id,
-    target_for,
 )
 from services.intake.screening import ScreeningRules, screen
 from services.intake.store import IntakeStore
@@ -111,12 +110,8 @@ async def handle_facts(store: IntakeStore, batch: list[Incoming]) -> list[Reject
     """Other services' facts move the programme's status in intake's read model."""
 
     async def apply(uow: UnitOfWork, inc: Incoming) -> None:
-        pid = inc.subject or getattr(inc.event, "programme_id", "")
-        current = await store.status_of(uow, pid)
-        target = target_for(inc.type, current)
-        if target is None:
-            return  # a fact that changes nothing here (a later tranche, say)
-        await store.move(uow, pid, target, at=inc.envelope.time,
-                         by=inc.envelope.source, detail={"fact": inc.type, "fact_id": inc.id})
+        pid = getattr(inc.event, "programme_id", None) or inc.subject or ""
+        await store.apply_fact(uow, pid, inc.type, inc.id, inc.event, at=inc.envelope.time,
+                               by=inc.envelope.source)
 
     return await apply_each(store, FACTS_CONSUMER, batch, apply, programmes_of())

@@ -24,9 +24,9 @@ from services.intake.domain import (
     Submission,
     SubmissionOutcome,
     resolve_duplicate,
-    transition,
 )
 from services.intake.screening import ScreeningRules, screen
+from shared import lifecycle
 from shared.contracts.intake import (
     BudgetLine,
     ProgrammeScreened,
@@ -71,9 +71,19 @@ class IntakeStore(Store):
         if existing:
             return resolve_duplicate(existing["fingerprint"], sub)
         reasons = screen(sub.note, rules, today)
-        status = Status.ELIGIBLE if not reasons else Status.INELIGIBLE
         summary = summary_of(sub)
         note = sub.note
+        submitted = ProgrammeSubmitted(
+            programme_id=sub.programme_id, submitted_by=sub.submitted_by,
+            entity_reference=note.entity_reference, channel=sub.channel,
+            submitted_at=sub.at, note=note)
+        screened = ProgrammeScreened(
+            programme_id=sub.programme_id, eligible=not reasons, reasons=reasons,
+            screened_at=sub.at, programme=summary)
+        envs = [uow.emit(f, traceparent=traceparent) for f in (submitted, screened)]
+        record = lifecycle.replay((e.type, e.id, f) for e, f in zip(envs, (submitted, screened),
+                                                                      strict=True))
+        status = lifecycle.status(record)
         await programmes.insert({
             "_id": sub.programme_id,
             "submitted_by": sub.submitted_by,
@@ -90,6 +100,7 @@ class IntakeStore(Store):
             "primary_thematic_area": note.primary_thematic_area,
             "requested_budget_usd": Decimal128(summary.total_budget_usd),
             "status": status,
+            "lifecycle": record,
             "eligible": not reasons,
             "reasons": [r.model_dump() for r in reasons],
             "history": [
@@ -101,46 +112,45 @@ class IntakeStore(Store):
             "submitted_at": sub.at,
             "updated_at": sub.at,
         })
-        uow.emit(ProgrammeSubmitted(
-            programme_id=sub.programme_id, submitted_by=sub.submitted_by,
-            entity_reference=note.entity_reference, channel=sub.channel,
-            submitted_at=sub.at, note=note), traceparent=traceparent)
-        uow.emit(ProgrammeScreened(
-            programme_id=sub.programme_id, eligible=not reasons, reasons=reasons,
-            screened_at=sub.at, programme=summary), traceparent=traceparent)
         return SubmissionOutcome(sub.programme_id, created=True, status=status,
                                  reasons=tuple(reasons))
 
-    async def move(self, uow: UnitOfWork, programme_id: str, target: str, *, at: datetime,
-                   by: str, detail: dict[str, Any] | None = None,
-                   also_set: dict[str, Any] | None = None) -> str:
-        """Apply one lifecycle transition (checked against the status read in this
-        transaction; a concurrent change conflicts with it); returns
-        the previous status. IllegalTransition / NotFound leave everything unchanged."""
+    async def apply_fact(self, uow: UnitOfWork, programme_id: str, fact_type: str,
+                         fact_id: str, event: Any, *, at: datetime, by: str,
+                         detail: dict[str, Any] | None = None) -> tuple[str, str]:
+        """Fold one lifecycle fact (ours or another service's) into the programme's record
+        (shared.lifecycle: the same record whatever order the facts come in) and note it in
+        the history; returns (previous status, status). NotFound / IllegalTransition
+        leave everything unchanged."""
         programmes = uow.docs("programmes")
         doc = await programmes.get(programme_id)
         if doc is None:
             raise NotFound(f"no programme {programme_id}")
         current = doc["status"]
-        transition(current, target)
-        entry = {"status": target, "at": at, "by": by, **(detail or {})}
+        record = lifecycle.fold(doc.get("lifecycle") or lifecycle.from_status(current),
+                                fact_type, fact_id, event, getattr(event, "decision_id", None))
+        status = lifecycle.status(record) or current
+        entry = {"status": status, "at": at, "by": by, "fact": fact_type, "fact_id": fact_id,
+                 **(detail or {})}
         # written with the transaction: a concurrent change to this document conflicts with
-        # it, and the transaction retries (or fails) rather than apply both
+        # it, and the transaction retries against the other's result
         await programmes.update(programme_id, {
-            "$set": {"status": target, "updated_at": at, **(also_set or {})},
+            "$set": {"status": status, "lifecycle": record, "updated_at": at},
             "$push": {"history": entry}})
-        return current
+        return current, status
 
     async def withdraw(self, uow: UnitOfWork, programme_id: str, entity: str, reason: str,
                        at: datetime, traceparent: str | None = None) -> str:
         doc = await uow.docs("programmes").get(programme_id)
         if doc is None or entity not in doc["punos"]:
             raise NotFound(f"no programme {programme_id}")
-        previous = await self.move(uow, programme_id, Status.WITHDRAWN, at=at, by=entity,
-                                   detail={"reason": reason})
-        uow.emit(ProgrammeWithdrawn(programme_id=programme_id, withdrawn_by=entity,
-                                    reason=reason, previous_status=previous, withdrawn_at=at),
-                 traceparent=traceparent)
+        lifecycle.check("withdraw", doc["status"], programme_id)
+        fact = ProgrammeWithdrawn(programme_id=programme_id, withdrawn_by=entity,
+                                  reason=reason, previous_status=doc["status"],
+                                  withdrawn_at=at)
+        env = uow.emit(fact, traceparent=traceparent)
+        previous, _ = await self.apply_fact(uow, programme_id, env.type, env.id, fact, at=at,
+                                            by=entity, detail={"reason": reason})
         return previous
 
     async def get(self, programme_id: str) -> dict[str, Any] | None:
@@ -172,3 +182,4 @@ class IntakeStore(Store):
             nxt = base64.urlsafe_b64encode(json.dumps(
                 [last["submitted_at"].isoformat(), last["_id"]]).encode()).decode()
         return docs, nxt
+

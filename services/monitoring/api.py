@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Request, Response
 
 from services.monitoring import service
-from services.monitoring.domain import delivery, reporting_calendar
+from services.monitoring.domain import delivery, reporting_calendar, unspent_balances
 from services.monitoring.iati import export
 from services.monitoring.portfolio import portfolio
 from services.monitoring.store import MonitoringStore, amounts, dates, net_funded
@@ -85,6 +85,14 @@ async def get_programme(programme_id: str, request: Request,
         "expenditure": amounts(doc, "spent"),
         "delivery_rate": delivery(amounts(doc, "spent"), net_funded(doc)),
         "beneficiaries_reached": doc.get("beneficiaries_total", 0),
+        "allocated": amounts(doc, "allocated"), "owed": amounts(doc, "owed"),
+        "duration_months": doc.get("duration_months"),
+        "extension_months": doc.get("extension_months", 0),
+        # what each PUNO must refund before financial closure (above the threshold)
+        "refunds_due": {r["entity"]: r["refund_usd"] for r in unspent_balances(
+            net_funded(doc), amounts(doc, "spent"), amounts(doc, "transferred"),
+            request.app.state.rules) if r["refund_usd"]}
+        if "final-financial" in received else {},
         "closure": doc.get("closed", {}), "balances": doc.get("balances")})
 
 

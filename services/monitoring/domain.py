@@ -187,22 +187,3 @@ def on_time(kind: str, year: int | None, deadlines: list[Deadline], at: datetime
     key = report_key(kind, year)
     due = next((d.due for d in deadlines if d.key == key), None)
     return due is None or at.date() <= due
-
-
-# The portfolio status a programme has reached (a projection of other services' facts, which
-# arrive on different topics and so in no guaranteed order: it only moves forward).
-STATUS_RANK = {
-    "screened-ineligible": 1, "screened-eligible": 1, "deferred": 2, "approved": 3,
-    "funded": 4, "on-going": 5, "operationally-closed": 6, "financially-closed": 7,
-    "rejected": 8, "withdrawn": 8,
-}
-
-
-def advances(current: str | None, new: str) -> bool:
-    if current is None:
-        return True
-    if new in ("rejected", "withdrawn"):
-        return STATUS_RANK[current] < STATUS_RANK["funded"]
-    if current in ("rejected", "withdrawn"):
-        return False
-    return STATUS_RANK[new] > STATUS_RANK[current]

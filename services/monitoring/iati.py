@@ -13,12 +13,21 @@ from typing import Any
 
 from bson import Decimal128
 
+from shared import lifecycle
 from shared.reference import NETWORK_MEMBERS
 
-ACTIVITY_STATUS = {"approved": "1", "deferred": "1", "funded": "1", "on-going": "2",
-                   "operationally-closed": "3", "financially-closed": "4"}
-EXPORTED = frozenset(ACTIVITY_STATUS)
+S = lifecycle.S
+# what the Fund publishes: programmes from the SC's approval on (shared.lifecycle maps each
+# state to IATI's ActivityStatus: 1 pipeline ... 5 cancelled, 6 suspended)
+EXPORTED = frozenset({S.APPROVED, S.FUNDED, S.ON_GOING, S.SUSPENDED, S.OPERATIONALLY_CLOSED,
+                      S.FINANCIALLY_CLOSED, S.CANCELLED, S.WITHDRAWN})
 SECTOR_MIGRATION = "15190"
+
+
+def exported(doc: dict[str, Any]) -> bool:
+    """Approved programmes, whatever became of them (a withdrawal before the approval is
+    not published)."""
+    return doc.get("status") in EXPORTED and doc.get("approved_usd") is not None
 
 
 @dataclass(frozen=True)
@@ -72,12 +81,12 @@ def activity(doc: dict[str, Any], reports: list[dict[str, Any]], pub: Publisher,
     _text(act, "participating-org", pub.name, role="2", type="40", ref=pub.ref)
     for p in doc.get("punos", []):
         _text(act, "participating-org", NETWORK_MEMBERS.get(p, p), role="4", type="40")
-    ET.SubElement(act, "activity-status", code=ACTIVITY_STATUS[doc["status"]])
+    ET.SubElement(act, "activity-status", code=str(lifecycle.iati_status(doc["status"])))
     start, end = doc.get("start_date"), doc.get("end_date")
     if start:
         ET.SubElement(act, "activity-date", {"iso-date": _day(start), "type": "2"})
         if end:
-            closed = doc["status"] in ("operationally-closed", "financially-closed")
+            closed = doc["status"] in (S.OPERATIONALLY_CLOSED, S.FINANCIALLY_CLOSED)
             ET.SubElement(act, "activity-date", {"iso-date": _day(end),
                                                  "type": "4" if closed else "3"})
     else:
@@ -93,12 +102,17 @@ def activity(doc: dict[str, Any], reports: list[dict[str, Any]], pub: Publisher,
         ET.SubElement(act, "recipient-region", code="998", vocabulary="1", percentage="100")
     ET.SubElement(act, "sector", code=SECTOR_MIGRATION, vocabulary="1", percentage="100")
     if doc.get("approved_usd") is not None:
-        b = ET.SubElement(act, "budget", type="1", status="2")
         first = start or doc.get("approved_at") or generated
-        ET.SubElement(b, "period-start", {"iso-date": _day(first)})
-        ET.SubElement(b, "period-end", {"iso-date": _day(end or first)})
-        ET.SubElement(b, "value", {"currency": "USD", "value-date": _day(first)}).text = _usd(
-            doc["approved_usd"])
+        # the original budget (type 1) and, after an SC revision, the revised one (type 2)
+        budgets = [("1", doc.get("original_approved_usd") or doc["approved_usd"])]
+        if doc.get("revisions"):
+            budgets.append(("2", doc["approved_usd"]))
+        for kind, usd in budgets:
+            b = ET.SubElement(act, "budget", type=kind, status="2")
+            ET.SubElement(b, "period-start", {"iso-date": _day(first)})
+            ET.SubElement(b, "period-end", {"iso-date": _day(end or first)})
+            ET.SubElement(b, "value", {"currency": "USD", "value-date": _day(first)}).text = (
+                _usd(usd))
         _transaction(act, "11", doc.get("approved_at") or generated, doc["approved_usd"],
                      provider=pub.fund_name)
     for f in doc.get("funded_by", []):
@@ -125,7 +139,7 @@ def export(docs: list[dict[str, Any]], reports: list[dict[str, Any]], pub: Publi
     for r in reports:
         by_programme.setdefault(r["programme_id"], []).append(r)
     for d in sorted(docs, key=lambda d: d["_id"]):
-        if d.get("status") in EXPORTED:
+        if exported(d):
             root.append(activity(d, by_programme.get(d["_id"], []), pub, generated))
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)

@@ -13,7 +13,7 @@ from bson import Decimal128
 from services.monitoring.domain import ZERO, delivery_rate
 from shared.reference import GCM_OBJECTIVES
 
-FUNDED = {"funded", "on-going", "operationally-closed", "financially-closed"}
+FUNDED = {"funded", "on-going", "suspended", "operationally-closed", "financially-closed"}
 
 
 def _d(x: Any) -> Decimal:

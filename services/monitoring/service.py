@@ -6,23 +6,26 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from bson import Decimal128
 
 from services.monitoring.domain import MonitoringRules
-from services.monitoring.store import MonitoringStore
-from shared import topics
+from services.monitoring.store import MonitoringStore, dec
+from shared import lifecycle, topics
 from shared.consumer import Incoming, Rejection, apply_each, programmes_of
+from shared.contracts import REGISTRY
 from shared.contracts.funding import (
     AllocationMade,
+    AllocationReleased,
+    BudgetRevised,
     FundsRefunded,
     FundsTransferred,
     ProgrammeApproved,
-    ProgrammeDeferred,
-    ProgrammeRejected,
+    ProgrammeExtended,
 )
-from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
+from shared.contracts.intake import ProgrammeScreened
 from shared.contracts.monitoring import SubmitProgressReport
 from shared.envelope import utcnow
 from shared.errors import PersonalData
@@ -35,52 +38,79 @@ from shared.telemetry import tag_programme
 log = get_logger("mptf.monitoring")
 FACTS_CONSUMER = "monitoring.facts"
 REPORTS_CONSUMER = "monitoring.reports"
-PROGRAMME_FACTS = [ProgrammeScreened.TYPE, ProgrammeWithdrawn.TYPE]  # on mptf.programmes
-FUNDING_FACTS = [ProgrammeApproved.TYPE, ProgrammeRejected.TYPE, ProgrammeDeferred.TYPE,
-                 AllocationMade.TYPE, FundsTransferred.TYPE, FundsRefunded.TYPE]
+# every lifecycle fact and change of the other services (shared.lifecycle), by topic
+PROGRAMME_FACTS = sorted(t for t in lifecycle.HISTORY_TYPES
+                         if REGISTRY[t].topic == topics.PROGRAMMES)
+FUNDING_FACTS = sorted(t for t in lifecycle.HISTORY_TYPES if REGISTRY[t].topic == topics.FUNDING)
+
+
+def _money(doc: dict[str, Any], name: str) -> dict[str, Decimal]:
+    return {k: dec(v) for k, v in (doc.get(name) or {}).items()}
+
+
+def _allocation(allocated: dict[str, Decimal]) -> dict[str, Any]:
+    """The per-PUNO allocation (net of releases) and what the portfolio reads of it."""
+    return {"allocated": {e: Decimal128(v) for e, v in allocated.items()},
+            "lines": [{"entity": e, "total_usd": Decimal128(v)}
+                      for e, v in sorted(allocated.items())],
+            "allocated_usd": Decimal128(sum(allocated.values(), Decimal(0)))}
 
 
 async def apply_fact(store: MonitoringStore, uow: UnitOfWork, inc: Incoming) -> None:
+    """Another service's fact into monitoring's view: the lifecycle record folded
+    (shared.lifecycle), and the money and dates it carries."""
     ev: Any = inc.event
     pid, at = ev.programme_id, inc.envelope.time
+    doc = await store.programme_in(uow, pid)
+    set_: dict[str, Any] = {}
+    incs: dict[str, Any] = {}
+    push: dict[str, Any] = {}
     if isinstance(ev, ProgrammeScreened):
         p = ev.programme
-        await store.advance(uow, pid, "screened-eligible" if ev.eligible else
-                            "screened-ineligible", at, set_={
-                                "title": p.title, "punos": [x.entity for x in p.punos],
-                                "countries": p.countries, "region": p.region,
-                                "thematic_area": p.primary_thematic_area,
-                                "gcm_objectives": p.gcm_objectives,
-                                "duration_months": p.duration_months,
-                                "requested_usd": Decimal128(p.total_budget_usd)})
-    elif isinstance(ev, ProgrammeWithdrawn):
-        await store.advance(uow, pid, "withdrawn", at)
+        set_ = {"title": p.title, "punos": [x.entity for x in p.punos],
+                "countries": p.countries, "region": p.region,
+                "thematic_area": p.primary_thematic_area, "gcm_objectives": p.gcm_objectives,
+                "duration_months": doc.get("duration_months") or p.duration_months,
+                "original_duration_months": p.duration_months,
+                "requested_usd": Decimal128(p.total_budget_usd)}
     elif isinstance(ev, ProgrammeApproved):
-        await store.advance(uow, pid, "approved", at, set_={
-            "approved_usd": Decimal128(ev.total_budget_usd), "approved_at": ev.decided_at})
-    elif isinstance(ev, ProgrammeRejected):
-        await store.advance(uow, pid, "rejected", at)
-    elif isinstance(ev, ProgrammeDeferred):
-        await store.advance(uow, pid, "deferred", at)
+        set_ = {"approved_usd": Decimal128(ev.total_budget_usd), "approved_at": ev.decided_at,
+                "original_approved_usd": Decimal128(ev.total_budget_usd)}
+    elif isinstance(ev, BudgetRevised):
+        set_ = {"approved_usd": Decimal128(ev.total_budget_usd), "revisions": ev.revision}
+    elif isinstance(ev, ProgrammeExtended):
+        set_ = {"duration_months": ev.duration_months,
+                "extension_months": ev.total_extension_months}
     elif isinstance(ev, AllocationMade):
-        await store.advance(uow, pid, "funded", at, set_={
-            "allocated_usd": Decimal128(ev.total_usd), "allocated_at": ev.allocated_at,
-            "lines": [{"entity": ln.entity, "total_usd": Decimal128(ln.total_usd)}
-                      for ln in ev.lines],
-            "funded_by": [{"contributor": f.contributor, "usd": Decimal128(f.usd)}
-                          for f in ev.funded_by]})
+        allocated = _money(doc, "allocated")
+        for ln in ev.lines:
+            allocated[ln.entity] = allocated.get(ln.entity, Decimal(0)) + ln.total_usd
+        set_ = {**_allocation(allocated), "allocated_at": doc.get("allocated_at")
+                or ev.allocated_at}
+        push = {"funded_by": {"$each": [{"contributor": f.contributor, "usd": Decimal128(f.usd)}
+                                        for f in ev.funded_by]}}
+    elif isinstance(ev, AllocationReleased):
+        allocated = _money(doc, "allocated")
+        for ln in ev.lines:
+            allocated[ln.entity] = allocated.get(ln.entity, Decimal(0)) - ln.released_usd
+        set_ = {**_allocation(allocated),
+                **{f"owed.{ln.entity}": Decimal128(ln.owed_usd) for ln in ev.lines
+                   if ln.owed_usd}}
+        incs = {"released_usd": Decimal128(ev.released_usd)}
     elif isinstance(ev, FundsTransferred):
-        await store.advance(uow, pid, "on-going", at,
-                            inc={f"transferred.{ev.entity}": Decimal128(ev.amount_usd)},
-                            push={"transfers": {"entity": ev.entity, "tranche": ev.tranche,
-                                                "usd": Decimal128(ev.amount_usd),
-                                                "at": ev.transferred_at}})
-        await store.started(uow, pid, ev.transferred_at)
+        incs = {f"transferred.{ev.entity}": Decimal128(ev.amount_usd)}
+        push = {"transfers": {"entity": ev.entity, "tranche": ev.tranche,
+                              "usd": Decimal128(ev.amount_usd), "at": ev.transferred_at}}
     elif isinstance(ev, FundsRefunded):
-        await store.advance(uow, pid, None, at,
-                            inc={f"refunded.{ev.entity}": Decimal128(ev.amount_usd)},
-                            push={"refunds": {"entity": ev.entity, "usd": Decimal128(
-                                ev.amount_usd), "at": ev.refunded_at}})
+        incs = {f"refunded.{ev.entity}": Decimal128(ev.amount_usd)}
+        push = {"refunds": {"entity": ev.entity, "usd": Decimal128(ev.amount_usd),
+                            "at": ev.refunded_at}}
+        owed = _money(doc, "owed").get(ev.entity)
+        if owed:
+            set_ = {f"owed.{ev.entity}": Decimal128(max(owed - ev.amount_usd, Decimal(0)))}
+    await store.advance(uow, pid, inc.type, inc.id, ev, at, set_=set_, inc=incs, push=push)
+    if isinstance(ev, FundsTransferred):
+        await store.started(uow, pid, ev.transferred_at)
 
 
 async def handle_facts(store: MonitoringStore, batch: list[Incoming]) -> list[Rejection]:

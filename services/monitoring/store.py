@@ -13,7 +13,6 @@ from pymongo import ASCENDING
 from services.monitoring.domain import (
     ZERO,
     MonitoringRules,
-    advances,
     check_report,
     delivery,
     end_date,
@@ -25,6 +24,7 @@ from services.monitoring.domain import (
     risk_flags,
     unspent_balances,
 )
+from shared import lifecycle
 from shared.contracts.monitoring import (
     ProgrammeAtRisk,
     ProgrammeFinanciallyClosed,
@@ -74,13 +74,23 @@ class MonitoringStore(Store):
     async def _doc(self, uow: UnitOfWork, pid: str) -> dict[str, Any]:
         return await uow.docs("programmes").get(pid) or {}
 
-    async def advance(self, uow: UnitOfWork, pid: str, status: str | None, at: datetime,
-                      set_: dict[str, Any] | None = None, inc: dict[str, Any] | None = None,
-                      push: dict[str, Any] | None = None) -> None:
+    async def programme_in(self, uow: UnitOfWork, pid: str) -> dict[str, Any]:
+        return await self._doc(uow, pid)
+
+    async def advance(self, uow: UnitOfWork, pid: str, fact_type: str, fact_id: str,
+                      event: Any, at: datetime, set_: dict[str, Any] | None = None,
+                      inc: dict[str, Any] | None = None,
+                      push: dict[str, Any] | None = None) -> str | None:
+        """Fold a fact into the programme's lifecycle record (shared.lifecycle: facts from
+        three topics in any order give the same record) with the fields it sets; returns
+        the status after."""
         doc = await self._doc(uow, pid)
-        update: dict[str, Any] = {"$set": {"updated_at": at, **(set_ or {})}}
-        if status and advances(doc.get("status"), status):
-            update["$set"]["status"] = status
+        rec = lifecycle.fold(doc.get("lifecycle") or lifecycle.from_status(doc.get("status")),
+                             fact_type, fact_id, event, getattr(event, "decision_id", None))
+        status = lifecycle.status(rec) or doc.get("status")
+        update: dict[str, Any] = {"$set": {"updated_at": at, "lifecycle": rec,
+                                           **({"status": status} if status else {}),
+                                           **(set_ or {})}}
         if inc:
             update["$inc"] = inc
         if push:
@@ -88,6 +98,7 @@ class MonitoringStore(Store):
         await uow.docs("programmes").update(pid, update, upsert=True)
         if set_ and "duration_months" in set_ and doc.get("start_date"):
             await self._set_calendar(uow, pid)
+        return status
 
     async def started(self, uow: UnitOfWork, pid: str, at: datetime) -> None:
         """Implementation starts with the first transfer."""
@@ -157,8 +168,8 @@ class MonitoringStore(Store):
         Returns what happened, for logs and tests."""
         doc = await self._doc(uow, pid)
         start, end = dates(doc)
-        if not start or not end or doc.get("status") not in ("on-going", "operationally-closed"):
-            return []
+        if not start or not end or not lifecycle.allowed("monitor", doc.get("status")):
+            return []  # not started, or suspended, withdrawn, cancelled, closed
         today = now.date()
         received = set(doc.get("received", {}))
         deadlines = reporting_calendar(start, end, rules)
@@ -199,19 +210,24 @@ class MonitoringStore(Store):
         status = doc["status"]
         if status == "on-going" and operationally_closable(end, received, today):
             await self._close(uow, pid, "on-going", "operationally-closed", now)
-            uow.emit(ProgrammeOperationallyClosed(programme_id=pid, end_date=end,
-                                                  closed_at=now), traceparent=traceparent)
+            await self._emit_own(uow, ProgrammeOperationallyClosed(
+                programme_id=pid, end_date=end, closed_at=now), now, traceparent)
             happened.append("operationally-closed")
             status = "operationally-closed"
-        if status == "operationally-closed" and "final-financial" in received:
-            rows = unspent_balances(nf, spent, amounts(doc, "transferred"), rules)
+        rows = unspent_balances(nf, spent, amounts(doc, "transferred"), rules)
+        due = sum((r["refund_usd"] for r in rows), ZERO)
+        if status == "operationally-closed" and "final-financial" in received and not due:
+            # closed when the certified final financial report is in and every refund due
+            # above the threshold was received (refunds lower the net funded amount)
+            rows = [{**r, "refund_usd": amounts(doc, "refunded").get(r["entity"], ZERO)}
+                    for r in rows]
             await self._close(uow, pid, "operationally-closed", "financially-closed", now,
                               {"balances": [{k: d128(v) if isinstance(v, Decimal) else v
                                              for k, v in r.items()} for r in rows]})
-            uow.emit(ProgrammeFinanciallyClosed(
+            await self._emit_own(uow, ProgrammeFinanciallyClosed(
                 programme_id=pid, closed_at=now, balances=[Unspent(**r) for r in rows],
-                refund_total_usd=sum((r["refund_usd"] for r in rows), ZERO)),
-                traceparent=traceparent)
+                refund_total_usd=sum((r["refund_usd"] for r in rows), ZERO)), now,
+                traceparent)
             happened.append("financially-closed")
         return happened
 
@@ -221,8 +237,14 @@ class MonitoringStore(Store):
         if doc.get("status") != current:
             raise Conflict(f"{pid} changed concurrently")
         await uow.docs("programmes").update(
-            pid, {"$set": {"status": target, f"closed.{target}": now, **(extra or {})}})
+            pid, {"$set": {f"closed.{target}": now, **(extra or {})}})
         BUSINESS.labels(target.replace("-", "_")).inc()
+
+    async def _emit_own(self, uow: UnitOfWork, fact: Any, at: datetime,
+                        traceparent: str | None) -> None:
+        """Emit one of our lifecycle facts and fold it into our own record."""
+        env = uow.emit(fact, traceparent=traceparent)
+        await self.advance(uow, fact.programme_id, env.type, env.id, fact, at)
 
     async def active_ids(self) -> list[str]:
         return [d["_id"] async for d in self.db.programmes.find(

@@ -16,6 +16,7 @@ from services.notifications.domain import (
     check_webhook_secret,
     check_webhook_url,
     new_webhook_secret,
+    rco,
 )
 from services.notifications.store import NotificationsStore
 from shared.auth import require
@@ -27,6 +28,7 @@ from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
 OPERATOR = Depends(require("operator"))
+INBOX = Depends(require("entity", "funder", "fmu", "rco"))  # each its own
 
 
 def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -52,6 +54,8 @@ def _me(who: Principal) -> str:
         return (who.entity or "").upper()
     if who.role == "funder":
         return (who.contributor or "").upper()
+    if who.role == "rco":
+        return rco(who.country or "")
     return FMU
 
 
@@ -83,9 +87,9 @@ async def replay(notification_id: str, request: Request, _: Annotated[Principal,
 
 
 @router.get("/inbox", tags=["inbox"], responses=_problems(401),
-            summary="The caller's own in-app messages (entity, funder, or the FMU)")
+            summary="The caller's own in-app messages (entity, funder, RC office, or the FMU)")
 async def inbox(
-    request: Request, who: Annotated[Principal, Depends(require("entity", "funder", "fmu"))],
+    request: Request, who: Annotated[Principal, INBOX],
     unread: bool = False, limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[dict[str, Any]]:
     q: dict[str, Any] = {"recipient": _me(who), "channel": "inbox"}
@@ -97,7 +101,7 @@ async def inbox(
 @router.post("/inbox/{notification_id}/read", tags=["inbox"], responses=_problems(401, 404),
              summary="Mark one of the caller's messages read")
 async def mark_read(notification_id: str, request: Request,
-                    who: Annotated[Principal, Depends(require("entity", "funder", "fmu"))]
+                    who: Annotated[Principal, INBOX]
                     ) -> dict[str, Any]:
     if not await _store(request).mark_read(notification_id, _me(who)):
         raise NotFound(f"no message {notification_id} in your inbox")

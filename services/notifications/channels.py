@@ -25,7 +25,10 @@ class DeliveryError(Exception):
 def payload(docs: list[dict[str, Any]]) -> dict[str, Any]:
     items = [{"notification_id": d["_id"], "fact_id": d["fact_id"], "fact_type": d["fact_type"],
               "programme_id": d["programme_id"], "recipient": d["recipient"],
-              "subject": d["subject"], "text": d["text"]} for d in docs]
+              "subject": d["subject"], "text": d["text"],
+              # the fact itself (its contract's fields: for an allocation, the amounts per
+              # PUNO, the support cost and the contributions that funded it)
+              "data": d.get("data")} for d in docs]
     if len(items) == 1 and not docs[0].get("digest"):
         return items[0]
     return {"digest": True, "notifications": items}

@@ -39,6 +39,8 @@ class Notice:
     subject: str
     body: str
     action: str = ""
+    # the fact's own data, which a webhook carries beside the words (not part of the id)
+    data: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def id(self) -> str:
@@ -93,6 +95,16 @@ class Message:
     body: str
     action: str = ""
 
+    def addressed(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.recipients))
+
+
+def _contributors(fact: Any, p: Programme | None) -> tuple[str, ...]:
+    """The contributors whose money a fact concerns: those it names (funded_by), and those
+    whose money funded the programme."""
+    named = tuple(f.contributor for f in getattr(fact, "funded_by", []) or [])
+    return tuple(dict.fromkeys((*named, *(p.contributors if p else ()))))
+
 
 def message_for(fact: Any, p: Programme | None) -> Message | None:
     """Who is told of a fact, and in which words: what happened to which programme and
@@ -145,14 +157,47 @@ def message_for(fact: Any, p: Programme | None) -> Message | None:
                        f"{name} was allocated {_usd(fact.total_usd)}:\n{lines}",
                        "PUNOs: expect the transfer from the Administrative Agent.")
     if isinstance(fact, F.FundsTransferred):
-        return Message((fact.entity,), f"Transfer received: {t}",
+        return Message((fact.entity, *_contributors(fact, p)), f"Transfer received: {t}",
                        f"The Administrative Agent transferred {_usd(fact.amount_usd)} "
                        f"(tranche {fact.tranche}) for {name}.",
                        "Implementation can proceed; the reporting calendar has started.")
     if isinstance(fact, F.FundsRefunded):
-        return Message((fact.entity, FMU), f"Refund booked: {t}",
+        return Message((fact.entity, FMU, *_contributors(fact, p)), f"Refund received: {t}",
                        f"{fact.entity}'s refund of {_usd(fact.amount_usd)} for {name} was "
                        "booked.", "No action is needed.")
+    if isinstance(fact, F.BudgetRevised):
+        lines = "\n".join(f"- {ln.entity}: {_usd(ln.budget_usd)} ({ln.change_usd:+,.2f})"
+                          for ln in fact.lines)
+        return Message((*punos, *rcos, FMU, *_contributors(fact, p)), f"Budget revised: {t}",
+                       f"The Steering Committee revised the budget of {name} (revision "
+                       f"{fact.revision}) to {_usd(fact.total_budget_usd)}:\n{lines}",
+                       "A top-up is transferred once it is allocated from deposited money.")
+    if isinstance(fact, F.ProgrammeExtended):
+        return Message((*punos, *rcos, FMU), f"No-cost extension: {t}",
+                       f"{name} was extended by {fact.extension_months} month(s) at no cost; "
+                       f"it now runs {fact.duration_months} months in all.",
+                       "The reporting calendar has moved with the new end date.")
+    if isinstance(fact, F.ProgrammeSuspended):
+        return Message((*punos, *rcos, FMU, *_contributors(fact, p)), f"Suspended: {t}",
+                       f"The Steering Committee suspended {name}: {fact.rationale}",
+                       "No transfer is released until the programme resumes.")
+    if isinstance(fact, F.ProgrammeResumed):
+        return Message((*punos, *rcos, FMU, *_contributors(fact, p)), f"Resumed: {t}",
+                       f"The Steering Committee resumed {name}."
+                       + (f" {fact.rationale}" if fact.rationale else ""),
+                       "Implementation and reporting continue.")
+    if isinstance(fact, F.ProgrammeCancelled):
+        return Message((*punos, *rcos, FMU, *_contributors(fact, p)), f"Cancelled: {t}",
+                       f"The Steering Committee cancelled {name}: {fact.rationale}",
+                       "PUNOs: refund what you were transferred and have not spent.")
+    if isinstance(fact, F.AllocationReleased):
+        lines = "\n".join(f"- {ln.entity}: {_usd(ln.released_usd)} released, "
+                          f"{_usd(ln.owed_usd)} to refund" for ln in fact.lines)
+        return Message((*punos, FMU, *_contributors(fact, p)), f"Allocation released: {t}",
+                       f"{_usd(fact.released_usd)} allocated to {name} returned to the Fund "
+                       f"({fact.reason}); {_usd(fact.owed_usd)} is owed back:\n{lines}",
+                       "PUNOs: refund the amounts owed to the Administrative Agent."
+                       if fact.owed_usd else "No action is needed.")
     if isinstance(fact, F.ContributionDeposited):
         return Message((fact.contributor, FMU), "Contribution received",
                        f"The deposit of {fact.amount:,.2f} {fact.currency} "
@@ -175,11 +220,9 @@ def message_for(fact: Any, p: Programme | None) -> Message | None:
                        f"{name} ended on {fact.end_date} and its final narrative report is in.",
                        "Submit the certified final financial report by its deadline.")
     if isinstance(fact, M.ProgrammeFinanciallyClosed):
-        contributors = p.contributors if p else ()
-        return Message((*punos, FMU, *contributors), f"Financially closed: {t}",
-                       f"{name} is financially closed; unspent balances to refund: "
-                       f"{_usd(fact.refund_total_usd)}.",
-                       "PUNOs: refund the declared balances to the Administrative Agent.")
+        return Message((*punos, FMU, *_contributors(fact, p)), f"Financially closed: {t}",
+                       f"{name} is financially closed; unspent balances refunded: "
+                       f"{_usd(fact.refund_total_usd)}.", "No action is needed.")
     return None
 
 

@@ -50,23 +50,20 @@ SELF_ADDRESSED = {ProgrammeSubmitted.TYPE, FundsTransferred.TYPE, FundsRefunded.
 
 async def notify(store: NotificationsStore, uow: UnitOfWork, fact_id: str, fact_type: str,
                  ev: Any, traceparent: str | None, digest_hour: int) -> int:
-    """Record the notices a fact causes (each once); unknown recipients are logged and
-    skipped. Returns how many new notices there are."""
+    """Record the notices a fact causes (each once). Everyone it concerns gets an inbox
+    notice, registered or not (contributors whose money it concerns, the RC office, the
+    FMU, the PUNOs): the directory adds webhook and e-mail where they are registered.
+    Returns how many new notices there are."""
     pid = getattr(ev, "programme_id", None)
     msg = message_for(ev, await store.programme(uow, pid))
     if msg is None or not msg.recipients:
         return 0
-    recipients = list(dict.fromkeys(msg.recipients))
+    recipients = list(msg.addressed())
     contacts = await store.contacts(uow, recipients)
-    notices = []
-    for r in recipients:
-        if r not in contacts and not r.startswith("RCO-"):
-            log.info("unknown_recipient_skipped", recipient=r, fact_type=fact_type,
-                     programme_id=pid)
-            continue
-        for ch in channels(contacts.get(r), fact_type):
-            notices.append(Notice(fact_id, fact_type, pid, r, ch, msg.subject, msg.body,
-                                  msg.action))
+    data = ev.model_dump(mode="json")
+    notices = [Notice(fact_id, fact_type, pid, r, ch, msg.subject, msg.body, msg.action,
+                      data if ch != "inbox" else None)
+               for r in recipients for ch in channels(contacts.get(r), fact_type)]
     return await store.record(uow, notices, contacts, utcnow(), digest_hour, traceparent)
 
 

@@ -133,7 +133,8 @@ class NotificationsStore(Store):
                 "attempts": 1 if inbox else 0, "created_at": now,
                 "due_at": next_digest(now, digest_hour) if digest else now,
                 "delivered_at": now if inbox else None, "read": False,
-                "traceparent": traceparent, "history": []})
+                "traceparent": traceparent, "history": [],
+                **({"data": n.data} if n.data is not None else {})})
             if inbox:
                 uow.emit(NotificationDelivered(
                     notification_id=n.id, fact_id=n.fact_id, fact_type=n.fact_type,

@@ -189,7 +189,8 @@ class ProgrammeScreened(Fact):
     "reason": "Merged into a regional programme", "previous_status": "screened-eligible",
     "withdrawn_at": "2026-11-23T10:00:00Z"})
 class ProgrammeWithdrawn(Fact):
-    """A PUNO of the programme withdrew it before it was funded."""
+    """A PUNO of the programme withdrew it. After its allocation funding releases what was
+    not transferred (AllocationReleased) and what was transferred is owed back."""
 
     TYPE = "org.migrationmptf.programme.withdrawn.v1"
 

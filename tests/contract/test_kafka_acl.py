@@ -38,7 +38,8 @@ def test_entities_write_only_their_own_inbound_topics_and_funders_read_only_thei
     grants = kafka_acl.plan("", ["IOM", "ILO"], ["DEU"])
     iom = {(g.name, g.operation) for g in grants if g.principal == "entity-IOM"}
     assert iom == {(f"{T.INBOUND_CONCEPT_NOTES}.IOM", "WRITE"),
-                   (f"{T.INBOUND_PROGRESS_REPORTS}.IOM", "WRITE")}
+                   (f"{T.INBOUND_PROGRESS_REPORTS}.IOM", "WRITE"),
+                   (f"{T.INBOUND_REFUNDS}.IOM", "WRITE")}
     deu = {(g.resource, g.name, g.pattern, g.operation) for g in grants
            if g.principal == "funder-DEU"}
     assert deu == {("TOPIC", T.FUNDERS, "LITERAL", "READ"),

@@ -1,10 +1,15 @@
 """A Fund year, end to end: the four services as separate processes against the real broker
 and Mongo server. Member States pledge and deposit; entity systems submit concept notes over
 the inbound topic and people over HTTP; one fails screening; the SC approves, rejects and
-defers; one allocation waits in the pipeline until a new deposit; PUNOs are notified;
-programmes report, go overdue, and one closes operationally and financially with its unspent
-balance refunded. At the end every service agrees, the ledger balances, every PUNO got
-exactly one notification per fact, and one trace follows a programme across all four."""
+defers; one allocation waits in the pipeline until a new deposit; PUNOs are notified.
+Programme A then goes through what real programmes go through: a no-cost extension, a
+top-up that waits for money, a suspension (no tranche while suspended) and its resumption;
+it reports, goes overdue, closes operationally, and closes financially once its unspent
+balances above the threshold are received as refunds. Programme F is withdrawn after its
+allocation: what was not transferred returns to the Fund, what was is owed back and then
+refunded. At the end every service agrees on every programme's state and money, the ledger
+balances, every PUNO got exactly one notification per fact, contributors were told without
+registering, and one trace follows a programme across all four."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from typing import Any
 import httpx
 
 from shared import topics
+from shared.contracts.funding import SubmitRefund
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from tests.support import (
     FMU,
@@ -55,7 +61,8 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
     tag = unique("e2e")
     ports = {s: free_port() for s in ("intake", "funding", "monitoring", "notifications")}
     env = {"monitoring": {"MPTF_CLOCK_FIXED": "2028-07-01T00:00:00Z",
-                          "MPTF_SCHEDULER_INTERVAL_SECONDS": "1"}}
+                          "MPTF_SCHEDULER_INTERVAL_SECONDS": "1"},
+           "funding": {"MPTF_TRANSFER_TRANCHES": '["0.5", "0.5"]'}}
     procs = [start_service(s, tag, p, tmp_path, **env.get(s, {})) for s, p in ports.items()]
     url = {s: f"http://127.0.0.1:{p}" for s, p in ports.items()}
     try:
@@ -151,6 +158,72 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
                 "deposit_id": "aa-2", "amount": "80000", "usd_amount": "80000"})
             assert dep["programmes_funded"] == [pid["B"]]
 
+            # A's life after approval: a no-cost extension, a top-up that waits for money
+            ext = await post("funding", f"/v1/programmes/{pid['A']}/extensions", {
+                "decision_id": "sc-2-ext", "months": 6, "rationale": "Elections"})
+            assert ext["duration_months"] == 12
+            r = await http.post(f"{url['funding']}/v1/programmes/{pid['A']}/extensions",
+                                headers=FMU, json={"decision_id": "sc-2-ext2", "months": 7})
+            assert r.status_code == 409  # 13 months in all: over the Fund's limit of 12
+            top = await post("funding", f"/v1/programmes/{pid['A']}/budget-revisions", {
+                "decision_id": "sc-2-top", "rationale": "Two more provinces",
+                "approved_budget": [{"entity": "IOM", "budget_usd": "320000"}]})
+            assert top["programmes_funded"] == []  # 21,400 > the 9,200 available
+            dep = await post("funding", "/v1/contributions/c-DEU-2026/deposits", {
+                "deposit_id": "aa-3", "amount": "60606.06", "usd_amount": "60606.06"})
+            assert dep["programmes_funded"] == [pid["A"]]  # net 60,000: the top-up is paid
+            # suspended: no tranche until it resumes
+            await post("funding", f"/v1/programmes/{pid['A']}/suspension", {
+                "decision_id": "sc-3-sus", "rationale": "Security situation"})
+            r = await http.post(f"{url['funding']}/v1/programmes/{pid['A']}/tranches",
+                                headers=FMU)
+            assert r.status_code == 409 and r.json()["programme_status"] == "suspended"
+
+            async def suspended_everywhere() -> bool:
+                i = await get("intake", f"/v1/programmes/{pid['A']}")
+                m = await get("monitoring", f"/v1/programmes/{pid['A']}")
+                return i["status"] == m["status"] == "suspended"
+
+            await eventually(suspended_everywhere)
+            await post("funding", f"/v1/programmes/{pid['A']}/resumption", {
+                "decision_id": "sc-4-res", "rationale": "Access restored"})
+            assert (await post("funding", f"/v1/programmes/{pid['A']}/tranches", {}))[
+                "tranche"] == 2
+
+            # F is withdrawn by a PUNO after its allocation and first tranche
+            f_note = note("F", [("IOM", "10000"), ("ILO", "10000")], ["PH"])
+            pid["F"] = (await post("intake", "/v1/concept-notes", f_note, token("IOM")))[
+                "programme_id"]
+
+            async def funding_knows_f() -> bool:
+                r = await http.get(f"{url['funding']}/v1/programmes/{pid['F']}/funding",
+                                   headers=FMU)
+                return r.status_code == 200
+
+            await eventually(funding_knows_f)
+            f = await post("funding", "/v1/decisions", {"programme_id": pid["F"],
+                           "decision": "approve", "decision_id": "sc-5", "priority": 1})
+            assert f["allocated"] is True  # 21,400 of the 38,600 available
+
+            async def intake_sees_funded() -> bool:
+                i = await get("intake", f"/v1/programmes/{pid['F']}")
+                return i["status"] == "on-going"
+
+            await eventually(intake_sees_funded)
+            await post("intake", f"/v1/programmes/{pid['F']}/withdraw",
+                       {"reason": "The government withdrew its endorsement"}, token("ILO"),
+                       expect=200)
+
+            async def released() -> dict[str, Any] | None:
+                d = await get("funding", f"/v1/programmes/{pid['F']}/funding")
+                return d if d["status"] == "withdrawn" and d["owed"] else None
+
+            fd = await eventually(released)
+            assert fd["owed"] == {"IOM": "5350.00", "ILO": "5350.00"}  # tranche 1, owed back
+            assert fd["allocated"] == fd["transferred"]  # the rest went back to the Fund
+            await post("funding", f"/v1/programmes/{pid['F']}/refunds", {
+                "refund_id": "r-F-IOM", "entity": "IOM", "amount_usd": "5350"})
+
             # monitoring (as of 2028-07-01) sees both on-going and every report overdue
             async def overdue_both() -> bool:
                 views = [await get("monitoring", f"/v1/programmes/{pid[x]}") for x in "AB"]
@@ -162,7 +235,7 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
             reports = [("annual-narrative", 2026, []),
                        ("annual-financial", 2026, [("IOM", "200000"), ("ILO", "100000")]),
                        ("final-narrative", None, []),
-                       ("final-financial", None, [("IOM", "100000"), ("ILO", "113000")])]
+                       ("final-financial", None, [("IOM", "120000"), ("ILO", "113000")])]
             for kind, year, spend in reports:
                 body = {"report_id": f"A-{kind}", "programme_id": pid["A"], "kind": kind,
                         "year": year, "narrative": "" if spend else "Done.",
@@ -171,34 +244,62 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
                 await post("monitoring", f"/v1/programmes/{pid['A']}/reports", body,
                            token("IOM"))
 
+            # operationally closed; financially only once the refunds due are received
+            async def refunds_due() -> dict[str, Any] | None:
+                m = await get("monitoring", f"/v1/programmes/{pid['A']}")
+                return m["refunds_due"] if m["status"] == "operationally-closed" and m[
+                    "refunds_due"] else None
+
+            # IOM: 342,400 transferred (with the top-up), 320,000 spent; ILO 214,000, 213,000
+            assert await eventually(refunds_due, timeout=30) == {"IOM": "22400.00",
+                                                                  "ILO": "1000.00"}
+            # IOM's system reports its refund on its own topic; the FMU books ILO's
+            refund = SubmitRefund(programme_id=pid["A"], refund_id="r-A-IOM",
+                                  amount_usd=D("22400"))
+            await produce(f"{tag}.{topics.inbound_topic(topics.INBOUND_REFUNDS, 'IOM')}",
+                          [event_record(refund, source="urn:mptf:entity:IOM", key=pid["A"])])
+            await post("funding", f"/v1/programmes/{pid['A']}/refunds", {
+                "refund_id": "r-A-ILO", "entity": "ILO", "amount_usd": "1000"})
+
             async def closed_everywhere() -> bool:
                 i = await get("intake", f"/v1/programmes/{pid['A']}")
                 f = await get("funding", "/v1/fund")
                 return (i["status"] == "financially-closed"
-                        and f["with_punos"]["refunds_usd"] == "22000.00")
+                        and f["with_punos"]["refunds_usd"] == "28750.00")
 
             await eventually(closed_everywhere, timeout=30)
 
-            # every service that tracks a programme agrees on its status
+            # every service that tracks a programme agrees on its status and its money
             expected = {"A": "financially-closed", "B": "on-going", "C": "rejected",
-                        "D": "deferred", "E": "screened-ineligible"}
+                        "D": "deferred", "E": "screened-ineligible", "F": "withdrawn"}
 
             async def agreed() -> bool:
                 for ref, status in expected.items():
                     i = await get("intake", f"/v1/programmes/{pid[ref]}")
                     m = await get("monitoring", f"/v1/programmes/{pid[ref]}")
-                    if (i["status"], m["status"]) != (status, status):
+                    f = await http.get(f"{url['funding']}/v1/programmes/{pid[ref]}/funding",
+                                       headers=FMU)
+                    states = {i["status"], m["status"]}
+                    if f.status_code == 200:
+                        fj = f.json()
+                        states.add(fj["status"])
+                        money = ("allocated", "transferred", "refunded", "owed")
+                        if {k: fj[k] for k in money} != {k: m[k] for k in money}:
+                            return False
+                    if states != {status}:
                         return False
                 return True
 
             await eventually(agreed)
             fund = await get("funding", "/v1/fund")
             assert fund["journal"]["debits"] == fund["journal"]["credits"]
-            # 1,000,000 + 79,200 - 2 x 535,000 + 22,000 refunded
-            assert D(fund["available_usd"]) == D("31200.00")
-            assert fund["uses"]["refunds_usd"] == "-22000.00"
+            # deposits net 1,000,000 + 79,200 + 60,000; allocated A 535,000 + top-up 21,400,
+            # B 535,000, F 21,400 of which 10,700 released; refunds 23,400 + 5,350
+            assert D(fund["available_usd"]) == D("1139200") - D("1112800") + D("10700") + D(
+                "28750")
+            assert fund["uses"]["refunds_usd"] == "-28750.00"
             alloc = {x["programme_id"]: x for x in await get("funding", "/v1/allocations")}
-            assert set(alloc) == {pid["A"], pid["B"]}
+            assert set(alloc) == {pid["A"], pid["B"], pid["F"]}
             assert {f["contributor"] for f in alloc[pid["B"]]["funded_by"]} == {"DEU", "NOR"}
             portfolio = await get("monitoring", "/v1/portfolio")
             assert portfolio["by_status"]["financially-closed"]["programmes"] == 1
@@ -207,6 +308,8 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
             # every PUNO got exactly one notification per fact
             told_ilo = {"programme.submitted.v1", "programme.screened.v1",
                         "programme.approved.v1", "allocation.made.v1", "funds.transferred.v1",
+                        "programme.extended.v1", "budget.revised.v1",
+                        "programme.suspended.v1", "programme.resumed.v1",
                         "report.overdue.v1", "programme.operationally-closed.v1",
                         "programme.financially-closed.v1", "funds.refunded.v1"}
 
@@ -228,7 +331,16 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
     assert set(per.values()) == {1}
     overdue = [d for d in log if d["programme_id"] == pid["A"] and d["recipient"] == "ILO"
                and d["fact_type"].endswith("report.overdue.v1")]
-    assert len(overdue) == 4  # each of A's four reports was late once, and told once
+    # each of A's four reports was late (the final ones again at the dates the extension
+    # moved them to), and each lateness was told once
+    assert {d["subject"] for d in overdue} == {d["subject"] for d in overdue[:1]}
+    assert len({d["fact_id"] for d in overdue}) == len(overdue) >= 4
+    # contributors hear of what their money did without registering first: inbox notices
+    deu = {d["fact_type"].split(".", 2)[2] for d in log
+           if d["recipient"] == "DEU" and d["programme_id"] in (pid["A"], pid["F"])}
+    assert {"allocation.made.v1", "funds.transferred.v1", "funds.refunded.v1",
+            "allocation.released.v1", "budget.revised.v1"} <= deu
+    assert all(d["channel"] == "inbox" for d in log if d["recipient"] == "DEU")
     for fact_id in {d["fact_id"] for d in log if d["programme_id"] == pid["A"]
                     and d["fact_type"].endswith("approved.v1")}:
         told = {d["recipient"] for d in log if d["fact_id"] == fact_id}

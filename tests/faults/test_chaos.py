@@ -1,10 +1,13 @@
 """The fault run (`./dev faults`, and part of `./dev test`): while a workload of concept
 notes, SC approvals and allocations is under way (2,000 notes spread over the window of
-faults), service processes are SIGKILLed at random (20 kills, each restarted), the Kafka
-broker is restarted once and the Mongo server once, and hostile inputs arrive. Then: no note
-lost or doubled, no allocation, transfer or notification doubled or lost, the ledger
-invariant holds, every hostile input was answered (4xx or a dead letter with its reason),
-and every service is up (no crash loop). Prints the figures."""
+faults), and the changes programmes go through after allocation (withdrawals by a PUNO,
+cancellations, suspensions and resumptions, top-ups, extensions, refunds), service
+processes are SIGKILLed at random (20 kills, each restarted), the Kafka broker is restarted
+once and the Mongo server once, and hostile inputs arrive. Then: no note lost or doubled, no
+allocation, transfer, release or notification doubled or lost, the ledger invariant holds,
+intake, funding and monitoring agree on the state of every programme that changed, every
+hostile input was answered (4xx or a dead letter with its reason), and every service is up
+(no crash loop). Prints the figures."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from tests.conftest import OWN_SERVERS, _stack
 from tests.support import (
     FMU,
     IOM,
+    bearer,
     free_port,
     headers_of,
     kafka_auth,
@@ -275,6 +279,60 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                     figures["SC meetings"] = meetings
                     await asyncio.sleep(1)
 
+            changed: set[str] = set()
+
+            async def changes(stop: asyncio.Event) -> None:
+                """What programmes go through after their allocation, under the same faults:
+                each call retried until answered (a repeated decision or refund id answers
+                200 and changes nothing; a repeated withdrawal 409)."""
+                n = 0
+                suspended: list[str] = []
+                while not stop.is_set():
+                    await asyncio.sleep(0.7)
+                    r = await call(http, "GET", f"{fleet.url('funding')}/v1/allocations",
+                                   headers=FMU)
+                    live = [a for a in r.json() if a["status"] in ("funded", "on-going")
+                            and a["programme_id"] not in changed]
+                    if suspended and rng.random() < 0.5:
+                        pid = suspended.pop(0)
+                        await call(http, "POST", f"{fleet.url('funding')}/v1/programmes/"
+                                   f"{pid}/resumption", headers=FMU,
+                                   json={"decision_id": f"res-{pid}", "rationale": "ok"})
+                        figures["changes: resumptions"] += 1
+                        continue
+                    if not live:
+                        continue
+                    a = rng.choice(live)
+                    pid, n = a["programme_id"], n + 1
+                    changed.add(pid)
+                    what = ("withdraw", "cancel", "suspend", "topup", "extend", "refund")[n % 6]
+                    base = f"{fleet.url('funding')}/v1/programmes/{pid}"
+                    if what == "withdraw":
+                        who = a["lines"][0]["entity"]
+                        r = await call(http, "POST", f"{fleet.url('intake')}/v1/programmes/"
+                                       f"{pid}/withdraw", headers=bearer(f"dev-{who.lower()}"),
+                                       json={"reason": "Merged with another programme"})
+                    elif what in ("cancel", "suspend"):
+                        path = {"cancel": "cancellation", "suspend": "suspension"}[what]
+                        r = await call(http, "POST", f"{base}/{path}", headers=FMU,
+                                       json={"decision_id": f"{what}-{pid}", "rationale": "x"})
+                        if what == "suspend":
+                            suspended.append(pid)
+                    elif what == "topup":
+                        first = a["lines"][0]["entity"]
+                        r = await call(http, "POST", f"{base}/budget-revisions", headers=FMU,
+                                       json={"decision_id": f"top-{pid}", "approved_budget": [
+                                           {"entity": first, "budget_usd": "110000"}]})
+                    elif what == "extend":
+                        r = await call(http, "POST", f"{base}/extensions", headers=FMU,
+                                       json={"decision_id": f"ext-{pid}", "months": 3})
+                    else:
+                        e, held = next(iter(a["transferred"].items()))
+                        r = await call(http, "POST", f"{base}/refunds", headers=FMU, json={
+                            "refund_id": f"ref-{pid}", "entity": e,
+                            "amount_usd": f"{float(held) / 10:.2f}"})
+                    figures[f"changes: {what} answered {r.status_code}"] += 1
+
             async def chaos() -> None:
                 for k in range(KILLS):
                     await asyncio.sleep(KILL_EVERY)
@@ -288,6 +346,7 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
 
             stop = asyncio.Event()
             decider = asyncio.create_task(decisions(stop))
+            changer = asyncio.create_task(changes(stop))
             await asyncio.gather(workload(), hostile_inputs(), chaos())
             await fleet.all_ready(http)
 
@@ -307,6 +366,18 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                 await asyncio.sleep(1)
             stop.set()
             await decider
+            await changer
+            for _ in range(600):  # the last changes travelled too
+                if await quiescent(fleet, http, tag) and await quiescent(fleet, http, tag):
+                    break
+                await asyncio.sleep(1)
+            states: dict[str, set[str]] = {}  # every service's state of each changed one
+            for pid in sorted(changed):
+                for svc, path in (("intake", f"/v1/programmes/{pid}"),
+                                  ("funding", f"/v1/programmes/{pid}/funding"),
+                                  ("monitoring", f"/v1/programmes/{pid}")):
+                    r = await call(http, "GET", fleet.url(svc) + path, headers=FMU)
+                    states.setdefault(pid, set()).add(r.json()["status"])
             for p in producers.values():
                 await p.stop()
 
@@ -335,18 +406,24 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
     by_ref = Counter(p["entity_reference"] for p in programmes if p["entity_reference"] in refs)
     lost = sorted(set(refs) - set(by_ref))
     doubled = sorted(r for r, c in by_ref.items() if c > 1)
-    made: dict[str, set[str]] = {}
+    made: dict[tuple[str, str], set[str]] = {}
+    releases: dict[str, set[str]] = {}
     owed: set[tuple[str, str]] = set()  # (allocation fact, PUNO): an inbox notice each
     transfers: dict[tuple[str, str], set[str]] = {}
     for f in funding_facts:
         h = headers_of(f)
         body = json.loads(f.value)
+        if h["ce_type"].endswith("allocation.released.v1"):
+            releases.setdefault(body["release_id"], set()).add(h["ce_id"])
         if h["ce_type"].endswith("allocation.made.v1"):
-            made.setdefault(body["programme_id"], set()).add(h["ce_id"])
+            made.setdefault((body["programme_id"], body["allocation_id"]), set()).add(
+                h["ce_id"])
             for ln in body["lines"]:
                 owed.add((h["ce_id"], ln["entity"]))
         if h["ce_type"].endswith("funds.transferred.v1"):
-            transfers.setdefault((body["programme_id"], body["entity"]), set()).add(h["ce_id"])
+            # one fact per transfer (a top-up is a transfer of its own, with its own id)
+            transfers.setdefault((body["programme_id"], body["transfer_id"]), set()).add(
+                h["ce_id"])
     allocated = {a["programme_id"] for a in allocations}
     # each notice (fact, recipient, channel) is announced under one event id, however often
     # its record was republished (at-least-once publishing repeats the same event id)
@@ -359,6 +436,11 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
     figures.update({"kills": fleet.kills, "notes lost": len(lost),
                     "notes doubled": len(doubled), "allocations": len(allocated),
                     "allocations doubled": sum(len(v) > 1 for v in made.values()),
+                    "programmes changed after allocation": len(changed),
+                    "allocations released": len(releases),
+                    "releases doubled": sum(len(v) > 1 for v in releases.values()),
+                    "changed programmes the services disagree on": sum(
+                        len(v) > 1 for v in states.values()),
                     "transfers doubled": sum(len(v) > 1 for v in transfers.values()),
                     "notifications": len(announced),
                     "allocation notices to PUNOs lost": len(
@@ -373,7 +455,11 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
     assert figures["store restarts"] == 1
     assert not lost and not doubled, (lost, doubled)
     assert len(allocated) >= N // 3  # money moved under the faults: the checks bite
-    assert set(made) == allocated and all(len(v) == 1 for v in made.values())
+    assert {p for p, _ in made} == allocated and all(len(v) == 1 for v in made.values())
+    assert len(changed) >= 10 and releases  # the changes' paths ran under the faults
+    assert all(len(v) == 1 for v in releases.values())
+    assert all(len(v) == 1 for v in states.values()), {
+        p: v for p, v in states.items() if len(v) > 1}
     assert all(len(v) == 1 for v in transfers.values())
     assert all(len(v) == 1 for v in announced.values())
     # no notice lost: every PUNO of every allocation got it in its inbox

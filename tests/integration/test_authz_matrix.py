@@ -23,17 +23,17 @@ SERVICES = {"intake": (build_intake, IntakeSettings),
             "funding": (build_funding, FundingSettings),
             "monitoring": (build_monitoring, MonitoringSettings),
             "notifications": (build_notifications, NotificationsSettings)}
-ROLES = ("anonymous", "entity", "fmu", "funder", "operator")
+ROLES = ("anonymous", "entity", "fmu", "funder", "operator", "rco")
 CALLERS: dict[str, tuple[dict[str, str], str]] = {  # headers, the caller's own code
     "anonymous": ({}, "IOM"), "entity": (bearer("dev-iom"), "IOM"),
     "fmu": (bearer("dev-fmu"), "IOM"), "funder": (bearer("dev-funder-de"), "DEU"),
-    "operator": (bearer("dev-operator"), "IOM")}
+    "operator": (bearer("dev-operator"), "IOM"), "rco": (bearer("dev-rco-ph"), "RCO-PH")}
 
 
 def readme_table() -> dict[tuple[str, str, str], dict[str, str]]:
     """(service, METHOD, path) -> {role: expected} from the README's table."""
     text = (ROOT / "README.md").read_text()
-    start = text.index("| service | route | anonymous | entity | fmu | funder | operator |")
+    start = text.index("| service | route | anonymous | entity | fmu | funder | operator | rco |")
     out: dict[tuple[str, str, str], dict[str, str]] = {}
     for line in text[start:].splitlines()[2:]:
         if not line.startswith("|"):

@@ -160,7 +160,9 @@ async def test_bad_input_is_answered_and_changes_nothing() -> None:
         r = await http.post("/v1/decisions", headers=FMU, json=approve)
         assert r.status_code == 201
         e = await expect(409, "POST", "/v1/decisions", approve)  # a duplicate decision
-        assert "already approved" in e["detail"]
+        # it was approved and allocated at once: the SC cannot decide on it again
+        assert e["code"] == "illegal-transition" and e["programme_status"] == "on-going"
+        assert "decide" not in e["allowed"] and "suspend" in e["allowed"]
         await expect(409, "POST", "/v1/programmes/jp-ok/refunds",
                      {"refund_id": "r1", "entity": "IOM", "amount_usd": "999999"})
         r = await http.get("/v1/fund", params={"as_of": "2026-01-01T00:00:00"}, headers=FMU)

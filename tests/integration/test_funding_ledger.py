@@ -1,6 +1,9 @@
-"""Property-based: random sequences of deposits, approvals, withdrawals, tranches and refunds,
-run against funding's real store (the Mongo wire server), never over-allocate and always keep
-the journal balanced and in agreement with the fund's balance document."""
+"""Property-based: random sequences of deposits, approvals, withdrawals, cancellations,
+suspensions and resumptions, budget revisions (top-ups and moves), extensions, tranches,
+refunds and financial closures, run against funding's real store (the Mongo wire server),
+never over-allocate and always keep the journal balanced, in agreement with the fund's
+balance document and with each programme's per-PUNO allocation; a refused operation changes
+nothing."""
 
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ from services.funding.app import FundingSettings
 from services.funding.domain import CASH_ALLOCATED, CASH_FREE, ZERO, balances
 from services.funding.store import FundingStore, py
 from shared.contracts.funding import ContributionPledged
-from shared.contracts.intake import ProgrammeScreened
+from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
+from shared.contracts.monitoring import ProgrammeFinanciallyClosed
 from shared.errors import MptfError
-from tests.support import isolated
+from tests.support import unique
 
 AT = datetime(2026, 6, 1, tzinfo=UTC)
 N = 4  # programmes: few, so operations often meet the same one
@@ -32,6 +36,11 @@ op = st.one_of(
     st.tuples(st.just("withdraw"), pid),
     st.tuples(st.just("tranche"), pid),
     st.tuples(st.just("refund"), pid, st.integers(1, 100)),
+    st.tuples(st.just("cancel"), pid),
+    st.tuples(st.just("suspend"), pid), st.tuples(st.just("resume"), pid),
+    st.tuples(st.just("revise"), pid, budget, budget),
+    st.tuples(st.just("extend"), pid, st.integers(1, 8)),
+    st.tuples(st.just("close"), pid),
 )
 
 
@@ -46,7 +55,9 @@ def screened(i: int) -> ProgrammeScreened:
 
 
 async def run(ops: list[tuple]) -> None:
-    s = isolated(FundingSettings, transfer_tranches=[D("0.6"), D("0.4")])
+    tag = unique("ledger")  # the store only: no topics to provision
+    s = FundingSettings(mongodb_database=f"{tag}_funding", topic_prefix=f"{tag}.",
+                        transfer_tranches=[D("0.6"), D("0.4")])
     rules = s.rules()
     store = FundingStore(s)
     await store.ensure_indexes()
@@ -61,7 +72,7 @@ async def run(ops: list[tuple]) -> None:
         contribution_id="c", contributor="DEU", contributor_name="Germany", currency="USD",
         amount=D("1000000000"), year=2026, pledged_at=AT)))
     for i in range(N):
-        await tx(lambda u, i=i: store.remember_screened(u, screened(i)))
+        await tx(lambda u, i=i: store.remember_screened(u, screened(i), f"screened-{i}"))
 
     async def apply(u, *, o: tuple, n: int):  # type: ignore[no-untyped-def]
         if o[0] == "tranche":
@@ -73,7 +84,23 @@ async def run(ops: list[tuple]) -> None:
             r = await store.decide(u, f"p{i}", "approve", f"sc{n}", "", AT, rules, prio,
                                    [("IOM", a), ("ILO", b)])
         elif o[0] == "withdraw":
-            r = await store.remember_withdrawn(u, f"p{o[1]}", AT)
+            r = await store.withdrawn(u, ProgrammeWithdrawn(
+                programme_id=f"p{o[1]}", withdrawn_by="IOM", reason="x",
+                previous_status="approved", withdrawn_at=AT), f"w{n}", AT)
+        elif o[0] in ("cancel", "suspend", "resume"):
+            r = await getattr(store, o[0])(u, f"p{o[1]}", f"sc{n}", "why", AT)
+        elif o[0] == "revise":
+            r = await store.revise_budget(u, f"p{o[1]}", f"sc{n}", [("IOM", o[2]),
+                                                                   ("ILO", o[3])], "", AT,
+                                          rules)
+        elif o[0] == "extend":
+            r = await store.extend(u, f"p{o[1]}", f"sc{n}", o[2], "", AT, rules)
+        elif o[0] == "close":
+            r = await store.closed(u, ProgrammeFinanciallyClosed.TYPE, f"close{n}",
+                                   ProgrammeFinanciallyClosed(
+                                       programme_id=f"p{o[1]}", closed_at=AT, balances=[],
+                                       refund_total_usd=ZERO), AT)
+            r = True
         else:
             prog = await store.db.programmes.find_one({"_id": f"p{o[1]}"}, session=u.session)
             prog = py(prog or {})
@@ -93,6 +120,11 @@ async def run(ops: list[tuple]) -> None:
     allocated = await store.db.programmes.count_documents({"pipeline": "allocated"})
     waiting = await store.db.programmes.count_documents({"pipeline": "waiting"})
     refunds = await store.db.journal.count_documents({"kind": "refund"})
+    releases = await store.db.journal.count_documents({"kind": "release"})
+    topups = await store.db.journal.count_documents({"_id": {"$regex": ":r[0-9]+$"},
+                                                     "kind": "allocation"})
+    event("released" if releases else "no release")
+    event("topped up" if topups else "no top-up")
     event(f"allocated: {min(allocated, 3)}+" if allocated >= 3 else f"allocated: {allocated}")
     event("some waited" if waiting else "none waiting")
     event("refunded" if refunds else "no refund")
@@ -120,8 +152,27 @@ async def check_invariants(store: FundingStore) -> None:
     for p in await store.programmes({}):
         for ent, t in p.get("transferred", {}).items():
             assert p.get("refunded", {}).get(ent, ZERO) <= t
-        if p.get("pipeline") == "allocated":
-            assert sum(f["usd"] for f in p["funded_by"]) == p["total_usd"]
+        mine = [e for e in journal if e.get("programme_id") == p["_id"]]
+        allocs = [e for e in mine if e["kind"] == "allocation"]
+        if allocs:  # what its contributions gave is what was allocated to it
+            made = sum((ln["debit"] for e in allocs for ln in e["lines"]
+                        if ln["account"] == CASH_ALLOCATED), ZERO)
+            assert sum(f["usd"] for f in p["funded_by"]) == made
+            # each PUNO's allocation left = allocated - released = what the journal holds
+            # for it, and it was never transferred more than that
+            held = balances([{**e, "lines": [ln for ln in e["lines"]
+                                             if ln["account"] == CASH_ALLOCATED]}
+                             for e in mine])
+            assert held.get(CASH_ALLOCATED, ZERO) >= 0
+            left = sum(p["allocated"].values(), ZERO) - sum(p.get("transferred", {}).values(),
+                                                           ZERO)
+            assert left == held.get(CASH_ALLOCATED, ZERO), p["_id"]
+        if p.get("status") in ("withdrawn", "cancelled", "financially-closed"):
+            # nothing stays allocated to an ended programme, nothing of it waits
+            assert p.get("pipeline") != "waiting" and not p.get("topup_waiting")
+            if p.get("allocated"):
+                assert sum(p["allocated"].values(), ZERO) == sum(
+                    p.get("transferred", {}).values(), ZERO)
     # waiting programmes wait only because the head of the pipeline does not fit
     waiting = await store.programmes({"pipeline": "waiting"})
     if waiting:
@@ -129,6 +180,6 @@ async def check_invariants(store: FundingStore) -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
-@given(st.lists(op, min_size=12, max_size=30))
+@given(st.lists(op, min_size=12, max_size=40))
 def test_random_money_movements_never_break_the_ledger(ops: list[tuple]) -> None:
     asyncio.run(run(ops))

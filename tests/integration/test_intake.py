@@ -238,10 +238,10 @@ async def test_bad_http_input_gets_problem_json() -> None:
 
 
 async def test_two_concurrent_changes_of_one_programme_cannot_both_apply() -> None:
-    """A withdrawal and a rejection race: both read `screened-eligible`, both want to move
-    on, and each ends the lifecycle. The two transactions write the same document, so the
-    later one conflicts, retries, reads the other's result and is refused by the lifecycle.
-    One transition is recorded."""
+    """Two PUNOs withdraw the same programme at once: both read `screened-eligible`, both
+    may withdraw it. The two transactions write the same document, so the later one
+    conflicts, retries, reads the other's result and is refused by the lifecycle. One
+    withdrawal is recorded, and one fact published."""
     import asyncio
     from datetime import UTC, datetime
 
@@ -257,7 +257,7 @@ async def test_two_concurrent_changes_of_one_programme_cannot_both_apply() -> No
     both_read = asyncio.Barrier(2)
     now = datetime.now(UTC)
 
-    def change(target: str, by: str):  # type: ignore[no-untyped-def]
+    def change(by: str):  # type: ignore[no-untyped-def]
         first = True
 
         async def work(uow):  # type: ignore[no-untyped-def]
@@ -266,19 +266,20 @@ async def test_two_concurrent_changes_of_one_programme_cannot_both_apply() -> No
             if first:  # the first attempt of each waits until both have read
                 first = False
                 await both_read.wait()
-            return await store.move(uow, pid, target, at=now, by=by)
+            return await store.withdraw(uow, pid, by, f"withdrawn by {by}", now)
 
         return store.transaction(work)
 
-    results = await asyncio.gather(change("withdrawn", "IOM"), change("rejected", "FMU"),
-                                   return_exceptions=True)
+    results = await asyncio.gather(change("IOM"), change("ILO"), return_exceptions=True)
     applied = [r for r in results if not isinstance(r, BaseException)]
     refused = [r for r in results if isinstance(r, BaseException)]
     assert len(applied) == 1 and applied[0][0] == "screened-eligible", results
     assert len(refused) == 1 and isinstance(refused[0], IllegalTransition), results
     doc = await store.get(pid)
     assert [h["status"] for h in doc["history"]] == [
-        "submitted", "screened-eligible", doc["status"]]
-    assert doc["status"] in ("withdrawn", "rejected")
+        "submitted", "screened-eligible", "withdrawn"]
+    assert doc["status"] == "withdrawn"
+    withdrawals = [e for e in await store.outbox_events() if e["type"].endswith("withdrawn.v1")]
+    assert len(withdrawals) == 1
     await store.client.drop_database(store.db.name)
     await store.close()

@@ -17,7 +17,12 @@ from lxml import etree
 from services.monitoring.app import MonitoringSettings
 from services.monitoring.app import build as build_monitoring
 from shared import topics
-from shared.contracts.funding import AllocationMade, FundsTransferred, ProgrammeApproved
+from shared.contracts.funding import (
+    AllocationMade,
+    FundsRefunded,
+    FundsTransferred,
+    ProgrammeApproved,
+)
 from shared.contracts.intake import ProgrammeScreened
 from shared.contracts.monitoring import (
     REPORT_EXAMPLE,
@@ -146,9 +151,23 @@ async def test_a_programme_reports_goes_overdue_once_and_closes(tmp_path: Path) 
             expenditure=[{"entity": "IOM", "amount_usd": "46000"},
                          {"entity": "ILO", "amount_usd": "23400"}]))
         assert r.status_code == 201
+        # the unspent balances above the threshold must come back first
+        view = (await http.get(f"/v1/programmes/{pid}", headers=FMU)).json()
+        assert view["status"] == "operationally-closed"
+        assert view["refunds_due"] == {"IOM": "1000.00", "ILO": "100.00"}
+        await publish(settings, [("funding", FundsRefunded(
+            programme_id=pid, refund_id=f"r-{e}", entity=e, amount_usd=a,
+            refunded_at=at("2027-05-04"))) for e, a in (("IOM", "1000"), ("ILO", "100"))])
+
+        async def refunded() -> bool:  # both received (after IOM's, ILO's 100 is waived)
+            v = (await http.get(f"/v1/programmes/{pid}", headers=FMU)).json()
+            return v["refunds_due"] == {} and len(v["refunded"]) == 2
+
+        await eventually(refunded)
+        assert await app.state.scheduler.run_once() == {pid: ["financially-closed"]}
         view = (await http.get(f"/v1/programmes/{pid}", headers=FMU)).json()
         assert view["status"] == "financially-closed"
-        assert view["delivery_rate"]["by_puno"] == {"IOM": "0.9907", "ILO": "0.9981"}
+        assert view["delivery_rate"]["by_puno"] == {"IOM": "1.0000", "ILO": "1.0000"}
 
         facts = await read_all(settings.topic(topics.MONITORING), min_count=8)
     kinds = [headers_of(f)["ce_type"] for f in facts]
@@ -159,11 +178,11 @@ async def test_a_programme_reports_goes_overdue_once_and_closes(tmp_path: Path) 
     assert kinds.count(ProgrammeOperationallyClosed.TYPE) == 1
     (closed,) = [json.loads(f.value) for f in facts
                  if headers_of(f)["ce_type"] == ProgrammeFinanciallyClosed.TYPE]
-    assert closed["balances"] == [
+    assert closed["balances"] == [  # refund_usd: what each PUNO refunded, received
         {"entity": "ILO", "transferred_usd": "53500.00", "expenditure_usd": "53400.00",
-         "unspent_usd": "100.00", "refund_usd": "100.00"},
+         "unspent_usd": "0.00", "refund_usd": "100.00"},
         {"entity": "IOM", "transferred_usd": "107000.00", "expenditure_usd": "106000.00",
-         "unspent_usd": "1000.00", "refund_usd": "1000.00"}]
+         "unspent_usd": "0.00", "refund_usd": "1000.00"}]
     assert closed["refund_total_usd"] == "1100.00"
 
 
@@ -263,8 +282,9 @@ async def test_the_iati_export_of_a_seeded_portfolio_validates() -> None:
         for pid in ("jp-a", "jp-b", "jp-c"):
             await until_on_going(http, pid)
         await http.post("/v1/programmes/jp-a/reports", headers=IOM, json=report(
-            "jp-a", "final-financial", None,
-            expenditure=[{"entity": "IOM", "amount_usd": "100000"}]))
+            "jp-a", "final-financial", None,  # all spent: nothing to refund, it closes
+            expenditure=[{"entity": "IOM", "amount_usd": "107000"},
+                         {"entity": "ILO", "amount_usd": "53500"}]))
         await http.post("/v1/programmes/jp-a/reports", headers=IOM,
                         json=report("jp-a", "final-narrative", None))
         await app.state.scheduler.run_once()  # jp-a ended in 2026: it closes

@@ -32,6 +32,7 @@ from tests.support import (
     IOM,
     OPERATOR,
     UNDP,
+    bearer,
     event_record,
     eventually,
     free_port,
@@ -193,6 +194,10 @@ async def test_webhooks_and_email_to_every_puno_with_retries_and_dead_letters() 
         assert hit["headers"]["webhook-id"] == hit["headers"]["x-mptf-notification-id"]
         payload = json.loads(hit["body"])
         assert payload["programme_id"] == "jp-n1" and "Approved" in payload["subject"]
+        # the body carries the fact's own data, not only words
+        assert payload["data"] == approved.model_dump(mode="json")
+        assert payload["data"]["approved_budget"][0] == {"entity": "IOM",
+                                                         "budget_usd": "100000.00"}
         assert hit["headers"]["x-mptf-notification-id"] == by[(who, "webhook")][
             "notification_id"]
         assert by[(who, "webhook")]["status"] == "delivered"
@@ -237,6 +242,11 @@ async def test_inbox_is_private_and_can_be_marked_read() -> None:
         unread = (await http.get("/v1/inbox", params={"unread": "true"},
                                  headers=UNDP)).json()
         assert [m["notification_id"] for m in unread] == [inbox[1]["notification_id"]]
+        # the RC office reads its own notices with a role of its own, and no one else's
+        rco = (await http.get("/v1/inbox", headers=bearer("dev-rco-ph"))).json()
+        assert rco and {m["recipient"] for m in rco} == {"RCO-PH"}
+        assert all(m["recipient"] != "RCO-PH" for m in (await http.get(
+            "/v1/inbox", headers=UNDP)).json())
         # a funder registers its own webhook, not another's; private addresses are refused
         r = await http.put("/v1/directory/NOR", headers=DEU, json={"email": "a@b.org"})
         assert r.status_code == 403

@@ -12,7 +12,6 @@ import pytest
 from services.monitoring.domain import (
     MonitoringRules,
     add_months,
-    advances,
     check_report,
     delivery,
     end_date,
@@ -157,13 +156,6 @@ def test_a_leftover_of_250_or_less_need_not_be_refunded() -> None:
         (D("150"), D("0.00")), (D("100"), D("0.00"))]  # 250 in all: waived
     rows = unspent_balances(nf, {"IOM": D("900"), "ILO": D("349.99")}, nf, R)
     assert [r["refund_usd"] for r in rows] == [D("150.01"), D("100")]
-
-
-def test_the_status_projection_only_moves_forward() -> None:
-    assert advances(None, "screened-eligible")
-    assert advances("approved", "funded") and not advances("on-going", "funded")
-    assert advances("approved", "withdrawn") and not advances("funded", "withdrawn")
-    assert not advances("rejected", "approved")
 
 
 def test_money_is_shared_evenly_among_objectives_to_the_cent() -> None:

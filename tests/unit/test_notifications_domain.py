@@ -23,7 +23,7 @@ from services.notifications.domain import (
     sign,
     verify,
 )
-from shared.contracts.funding import AllocationMade, ProgrammeApproved
+from shared.contracts.funding import AllocationMade, FundsTransferred, ProgrammeApproved
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeScreened, ProgrammeSubmitted
 from shared.contracts.monitoring import ReportOverdue
 
@@ -178,3 +178,32 @@ def test_private_addresses_are_refused_in_every_form(url: str) -> None:
 def test_public_addresses_and_names_pass_the_literal_check() -> None:
     assert check_webhook_url("https://8.8.8.8/hook", allow_private=False)
     assert check_webhook_url("https://hooks.example.org/mptf", allow_private=False)
+
+
+@pytest.mark.parametrize("name", ["BudgetRevised", "ProgrammeExtended", "ProgrammeSuspended",
+                                  "ProgrammeResumed", "ProgrammeCancelled",
+                                  "AllocationReleased"])
+def test_every_change_after_approval_tells_the_punos_and_the_fmu(name: str) -> None:
+    from shared.contracts import REGISTRY
+
+    contract = next(c for c in REGISTRY.values() if c.name == name)
+    fact = contract.model.model_validate(contract.example)
+    m = message_for(fact, P)
+    assert m is not None and {"IOM", "ILO", "UN-WOMEN", "FMU"} <= set(m.recipients)
+    assert "Data governance" in m.subject
+    if name != "ProgrammeExtended":  # money or its use changes: the contributors hear of it
+        assert "DEU" in m.recipients
+
+
+def test_money_facts_reach_the_contributors_whose_money_it_is() -> None:
+    from shared.contracts import REGISTRY
+
+    for name in ("FundsTransferred", "FundsRefunded", "AllocationMade"):
+        contract = next(c for c in REGISTRY.values() if c.name == name)
+        m = message_for(contract.model.model_validate(contract.example), P)
+        # the programme's funders (P.contributors), registered or not
+        assert m is not None and "DEU" in m.recipients, name
+    transfer = REGISTRY[FundsTransferred.TYPE]
+    m = message_for(transfer.model.model_validate(transfer.example),
+                    Programme("jp-1", "T", ("IOM", "ILO"), "IOM", ("PH",), ()))
+    assert m is not None and m.recipients == ("IOM",)  # nobody funded it: nobody else
