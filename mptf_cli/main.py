@@ -292,16 +292,40 @@ def dlq_list(topic: str | None = typer.Option(None, help="Only this topic's dead
     console.print(f"{n} dead letter(s)")
 
 
+def _position(text: str, dlq_topic: str) -> tuple[int, int]:
+    """(partition, offset) of `P:O` or `TOPIC:P:O` (the topic must be the .dlq one)."""
+    parts = text.rsplit(":", 2)
+    try:
+        if len(parts) == 3 and parts[0] != dlq_topic:
+            raise ValueError(f"{parts[0]} is not {dlq_topic}")
+        partition, offset = int(parts[-2]), int(parts[-1])
+        if partition < 0 or offset < 0 or len(parts) < 2:
+            raise ValueError("negative")
+    except (ValueError, IndexError) as e:
+        raise typer.BadParameter(f"--at {text!r}: give PARTITION:OFFSET as `mptf dlq list` "
+                                 f"prints it ({e})") from None
+    return partition, offset
+
+
 @dlq_app.command("replay")
 def dlq_replay(topic: str = typer.Option(..., help="The original topic"),
-               offset: list[int] = typer.Option(None, help="Only these .dlq offsets"),
+               at: list[str] = typer.Option(None, "--at", help=(
+                   "Only this dead letter: PARTITION:OFFSET of the .dlq topic, or the "
+                   "whole position `mptf dlq list` prints (TOPIC:PARTITION:OFFSET); "
+                   "repeat for several")),
                reason: str | None = typer.Option(None, help="Only this reason")) -> None:
     """Send dead letters back to their topic (after the cause is fixed). Consumers dedupe by
-    event id, so replaying twice is safe. Redacted (personal-data) letters are not replayed."""
+    event id, so replaying twice is safe. Redacted (personal-data) letters are not replayed.
+    Without --at or --reason, every dead letter of the topic is replayed."""
     (name,) = _dlq_topics(topic)
+    wanted = {_position(a, name) for a in at or []}
     letters = asyncio.run(kafka_tools.read_dead_letters(bootstrap(), name))
-    chosen = [d for d in letters if (not offset or d.offset in offset)
+    chosen = [d for d in letters if (not wanted or (d.partition, d.offset) in wanted)
               and (reason is None or d.meta("dlq_reason") == reason)]
+    missing = wanted - {(d.partition, d.offset) for d in letters}
+    if missing:
+        raise typer.BadParameter(f"{name} holds no dead letter at "
+                                 f"{', '.join(f'{p}:{o}' for p, o in sorted(missing))}")
     n = asyncio.run(kafka_tools.replay(bootstrap(), chosen))
     console.print(f"replayed {n} of {len(chosen)} dead letter(s) to {topic}")
 

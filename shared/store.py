@@ -433,6 +433,14 @@ class Store:
             self.outbox_signal.set()  # wake the relay now rather than at its next poll
         return result, uow
 
+    async def page(self, collection: str, query: dict[str, Any], sort: list[tuple[str, int]],
+                   cursor: str | None, limit: int, projection: dict[str, Any] | None = None
+                   ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of a list route (shared.paging: keyset on `sort` then `_id`)."""
+        from shared import paging
+
+        return await paging.page(self.db[collection], query, sort, cursor, limit, projection)
+
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         """Events not yet published, and when the oldest of them was committed."""
         docs = await self.db.outbox.find({"sent_at": None}, {"count": 1, "created_at": 1}

@@ -297,3 +297,22 @@ def stop_all(procs: list[Any]) -> None:
             p.wait(timeout=20)
         except Exception:
             p.kill()
+
+
+async def all_pages(http: Any, url: str, *, headers: dict[str, str],
+                    params: dict[str, Any] | None = None, retry: Any = None) -> list[Any]:
+    """Every item of a paged list route, following its `X-Next-Cursor` to the last page.
+    `retry`: a coroutine function (method, url, **kw) to call with instead of `http`."""
+    items: list[Any] = []
+    params = dict(params or {})
+    while True:
+        if retry is not None:
+            r = await retry(http, "GET", url, headers=headers, params=params)
+        else:
+            r = await http.get(url, headers=headers, params=params)
+        assert r.status_code == 200, r.text
+        items += r.json()
+        cursor = r.headers.get("x-next-cursor")
+        if not cursor:
+            return items
+        params["cursor"] = cursor

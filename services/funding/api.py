@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from services.funding import service
 from services.funding.commands import (
@@ -21,6 +21,8 @@ from services.funding.commands import (
 )
 from services.funding.domain import fund_view
 from services.funding.store import FundingStore
+from services.funding.store import py as _py
+from shared import paging
 from shared.access import contributor_lines
 from shared.auth import require
 from shared.errors import BadRequest, Forbidden, NotFound
@@ -28,6 +30,7 @@ from shared.http import PROBLEM, exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
+Limit = Annotated[int, Query(ge=1, le=paging.MAX_LIMIT, description="Page size")]
 FMU = Depends(require("fmu"))
 ANYONE = Depends(require("fmu", "operator", "funder", "entity"))
 
@@ -78,13 +81,18 @@ async def deposit(contribution_id: str, cmd: Deposit, request: Request, response
 
 @router.get("/contributions", tags=["contributions"], responses=_problems(401, 403),
             summary="Contributions (fmu, operator: all; funder: its own)")
-async def contributions(request: Request,
-                        who: Annotated[Principal, Depends(require("fmu", "operator", "funder"))]
+async def contributions(request: Request, response: Response,
+                        who: Annotated[Principal, Depends(require("fmu", "operator", "funder"))],
+                        cursor: str | None = None, limit: Limit = paging.DEFAULT_LIMIT
                         ) -> list[dict[str, Any]]:
+    """Oldest pledge first; pages of `limit` (next page: the `Link` and `X-Next-Cursor`
+    headers)."""
     if who.role == "entity":
         raise Forbidden("entities do not read contributions")
     own = who.contributor if who.role == "funder" else None
-    return exact(await _store(request).contributions(own))
+    items, nxt = await _store(request).contributions(own, cursor, limit)
+    paging.link(request, response, nxt, limit)
+    return exact(items)
 
 
 @router.post("/decisions", status_code=201, tags=["steering committee"],
@@ -115,9 +123,14 @@ async def meet(cmd: Meeting, request: Request, _: Annotated[Principal, FMU]
 
 @router.get("/pipeline", tags=["steering committee"], responses=_problems(401),
             summary="Approved programmes waiting for money, in rank order")
-async def pipeline(request: Request, _: Annotated[Principal, ANYONE]) -> list[dict[str, Any]]:
-    docs = await _store(request).programmes({"pipeline": "waiting"})
-    return exact([{"rank": i + 1, "programme_id": d["_id"], "title": d["title"],
+async def pipeline(request: Request, response: Response, _: Annotated[Principal, ANYONE],
+                   cursor: str | None = None, limit: Limit = paging.DEFAULT_LIMIT
+                   ) -> list[dict[str, Any]]:
+    """In rank order (priority, then approval time); pages of `limit` (next page: the
+    `Link` and `X-Next-Cursor` headers), each item with its rank in the whole pipeline."""
+    docs, nxt, first = await _store(request).pipeline(cursor, limit)
+    paging.link(request, response, nxt, limit)
+    return exact([{"rank": first + i + 1, "programme_id": d["_id"], "title": d["title"],
                    "priority": d["priority"], "approved_at": d["approved_at"],
                    "total_usd": d["total_usd"]} for i, d in enumerate(docs)])
 
@@ -145,14 +158,20 @@ def _allocation(d: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/allocations", tags=["allocations"], responses=_problems(401),
             summary="Allocations (funder: those its money helped fund; entity: its own)")
-async def allocations(request: Request, who: Annotated[Principal, ANYONE]
-                      ) -> list[dict[str, Any]]:
+async def allocations(request: Request, response: Response,
+                      who: Annotated[Principal, ANYONE], cursor: str | None = None,
+                      limit: Limit = paging.DEFAULT_LIMIT) -> list[dict[str, Any]]:
+    """In allocation order; pages of `limit` (next page: the `Link` and `X-Next-Cursor`
+    headers)."""
     q: dict[str, Any] = {"pipeline": {"$in": ["allocated", "released"]}}
     if who.role == "funder":
         q["funded_by.contributor"] = who.contributor
     elif who.role == "entity":
         q["punos"] = (who.entity or "").upper()
-    return exact([_allocation(d) for d in await _store(request).programmes(q)])
+    docs, nxt = await _store(request).page("programmes", q, [("allocated_at", 1)], cursor,
+                                           limit)
+    paging.link(request, response, nxt, limit)
+    return exact([_allocation(_py(d)) for d in docs])
 
 
 @router.get("/programmes/{programme_id}/funding", tags=["allocations"],

@@ -48,7 +48,7 @@ from services.funding.domain import (
     tranche_amounts,
     transfer_entry,
 )
-from shared import lifecycle
+from shared import lifecycle, paging
 from shared.contracts.funding import (
     AllocationLine,
     AllocationMade,
@@ -133,6 +133,10 @@ class FundingStore(Store):
         await self.db.contributions.create_index([("contributor", ASCENDING)])
         await self.db.programmes.create_index([("funded_by.contributor", ASCENDING)])
         await self.db.programmes.create_index([("topup_waiting", ASCENDING)])
+        # the list routes' orders (shared.paging: keyset on these, then _id)
+        await self.db.programmes.create_index([("allocated_at", ASCENDING), ("_id", ASCENDING)])
+        await self.db.contributions.create_index([("pledged_at", ASCENDING),
+                                                  ("_id", ASCENDING)])
 
     # -- the lifecycle (shared.lifecycle): every fact folded into the programme's record ----
     async def fold(self, uow: UnitOfWork, pid: str, fact_type: str, fact_id: str, event: Any
@@ -740,13 +744,26 @@ class FundingStore(Store):
     async def fund(self) -> dict[str, Any]:
         return py(await self.db.fund.find_one({"_id": "fund"}) or {})
 
-    async def contributions(self, contributor: str | None) -> list[dict[str, Any]]:
+    async def contributions(self, contributor: str | None, cursor: str | None = None,
+                            limit: int = 100) -> tuple[list[dict[str, Any]], str | None]:
         q = {"contributor": contributor} if contributor else {}
+        docs, nxt = await self.page("contributions", q, [("pledged_at", 1)], cursor, limit)
         out = []
-        async for d in self.db.contributions.find(q).sort("pledged_at", 1):
+        for d in docs:
             c = py(d)
             out.append({"contribution_id": c.pop("_id"), **c})
-        return out
+        return out, nxt
+
+    async def pipeline(self, cursor: str | None, limit: int
+                       ) -> tuple[list[dict[str, Any]], str | None, int]:
+        """A page of the waiting programmes in rank order, and the rank of its first before
+        it (how many wait ahead)."""
+        q = {"pipeline": "waiting"}
+        order = [("priority", 1), ("approved_at", 1)]
+        docs, nxt = await self.page("programmes", q, order, cursor, limit)
+        first = await paging.count_before(self.db.programmes, q, order, docs[0]) if (
+            docs and cursor) else 0
+        return [py(d) for d in docs], nxt, first
 
     async def programme(self, programme_id: str) -> dict[str, Any] | None:
         d = await self.db.programmes.find_one({"_id": programme_id})

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from services.monitoring import service
 from services.monitoring.domain import delivery, reporting_calendar, unspent_balances
 from services.monitoring.iati import export
 from services.monitoring.portfolio import portfolio
 from services.monitoring.store import MonitoringStore, amounts, dates, net_funded
+from shared import paging
 from shared.access import may_see_programme
 from shared.auth import require
 from shared.contracts.monitoring import REPORT_EXAMPLE, SubmitProgressReport
@@ -98,14 +99,19 @@ async def get_programme(programme_id: str, request: Request,
 
 @router.get("/programmes/{programme_id}/reports", tags=["reports"],
             responses=_problems(401, 404), summary="A programme's reports")
-async def list_reports(programme_id: str, request: Request,
-                       who: Annotated[Principal, ANYONE]) -> list[dict[str, Any]]:
+async def list_reports(programme_id: str, request: Request, response: Response,
+                       who: Annotated[Principal, ANYONE], cursor: str | None = None,
+                       limit: Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)] = 100
+                       ) -> list[dict[str, Any]]:
+    """Oldest first; pages of `limit` (next page: the `Link` and `X-Next-Cursor` headers)."""
     doc = await _store(request).programme(programme_id)
     if doc is None or not _visible(doc, who):
         raise NotFound(f"no programme {programme_id}")
+    reports, nxt = await _store(request).page("reports", {"programme_id": programme_id},
+                                              [("at", 1)], cursor, limit)
+    paging.link(request, response, nxt, limit)
     return exact([{**r["body"], "submitted_by": r["submitted_by"], "at": r["at"],
-                   "on_time": r["on_time"]} for r in await _store(request).reports(
-        {"programme_id": programme_id})])
+                   "on_time": r["on_time"]} for r in reports])
 
 
 @router.get("/portfolio", tags=["portfolio"], responses=_problems(401),

@@ -68,7 +68,8 @@ def dates(doc: dict[str, Any]) -> tuple[date | None, date | None]:
 class MonitoringStore(Store):
     async def indexes(self) -> None:
         await self.db.programmes.create_index([("status", ASCENDING)])
-        await self.db.reports.create_index([("programme_id", ASCENDING)])
+        await self.db.reports.create_index([("programme_id", ASCENDING), ("at", ASCENDING),
+                                            ("_id", ASCENDING)])
 
     # -- projections of other services' facts -------------------------------------------------
     async def _doc(self, uow: UnitOfWork, pid: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import asyncio
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import ConfigDict, EmailStr, Field, field_validator
 
 from services.notifications.domain import (
@@ -19,6 +19,7 @@ from services.notifications.domain import (
     rco,
 )
 from services.notifications.store import NotificationsStore
+from shared import paging
 from shared.auth import require
 from shared.contracts.base import SafeInput
 from shared.envelope import utcnow
@@ -62,17 +63,20 @@ def _me(who: Principal) -> str:
 @router.get("/deliveries", tags=["delivery log"], responses=_problems(401, 403),
             summary="The delivery log (role operator); status=dead lists the dead letters")
 async def deliveries(
-    request: Request, _: Annotated[Principal, OPERATOR],
+    request: Request, response: Response, _: Annotated[Principal, OPERATOR],
     programme_id: str | None = None, recipient: str | None = None,
     channel: Literal["inbox", "webhook", "email"] | None = None,
     status: Literal["pending", "sending", "delivered", "dead"] | None = None,
-    fact_type: str | None = None,
+    fact_type: str | None = None, cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
+    """Newest first; pages of `limit` (next page: the `Link` and `X-Next-Cursor` headers)."""
     q = {k: v for k, v in {"programme_id": programme_id, "recipient": recipient,
                            "channel": channel, "status": status,
                            "fact_type": fact_type}.items() if v}
-    return [_out(d) for d in await _store(request).deliveries(q, limit)]
+    docs, nxt = await _store(request).deliveries(q, cursor, limit)
+    paging.link(request, response, nxt, limit)
+    return [_out(d) for d in docs]
 
 
 @router.post("/deliveries/{notification_id}/replay", tags=["delivery log"],
@@ -89,13 +93,17 @@ async def replay(notification_id: str, request: Request, _: Annotated[Principal,
 @router.get("/inbox", tags=["inbox"], responses=_problems(401),
             summary="The caller's own in-app messages (entity, funder, RC office, or the FMU)")
 async def inbox(
-    request: Request, who: Annotated[Principal, INBOX],
-    unread: bool = False, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    request: Request, response: Response, who: Annotated[Principal, INBOX],
+    unread: bool = False, cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[dict[str, Any]]:
+    """Newest first; pages of `limit` (next page: the `Link` and `X-Next-Cursor` headers)."""
     q: dict[str, Any] = {"recipient": _me(who), "channel": "inbox"}
     if unread:
         q["read"] = False
-    return [_out(d) for d in await _store(request).deliveries(q, limit)]
+    docs, nxt = await _store(request).deliveries(q, cursor, limit)
+    paging.link(request, response, nxt, limit)
+    return [_out(d) for d in docs]
 
 
 @router.post("/inbox/{notification_id}/read", tags=["inbox"], responses=_problems(401, 404),
@@ -135,11 +143,15 @@ class ContactIn(SafeInput):
 
 @router.get("/directory", tags=["directory"], responses=_problems(401, 403),
             summary="Recipients and their contact points (role operator)")
-async def directory(request: Request, _: Annotated[Principal, OPERATOR]
+async def directory(request: Request, response: Response,
+                    _: Annotated[Principal, OPERATOR], cursor: str | None = None,
+                    limit: Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)] = 100
                     ) -> list[dict[str, Any]]:
+    """By code; pages of `limit` (next page: the `Link` and `X-Next-Cursor` headers)."""
+    docs, nxt = await _store(request).page("directory", {}, [("_id", 1)], cursor, limit)
+    paging.link(request, response, nxt, limit)
     return [{"code": d["_id"], **{k: v for k, v in d.items()
-                                  if k not in ("_id", "webhook_secret")}}
-            for d in await _store(request).directory()]
+                                  if k not in ("_id", "webhook_secret")}} for d in docs]
 
 
 @router.put("/directory/{code}", tags=["directory"], responses=_problems(401, 403, 422),

@@ -38,6 +38,7 @@ class NotificationsStore(Store):
         await d.create_index([("status", ASCENDING), ("lease_until", ASCENDING)])
         await self.db.parked.create_index([("programme_id", ASCENDING)])
         await d.create_index([("fact_id", ASCENDING)])
+        await d.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
 
     async def seed_directory(self) -> None:
         """The Network's members and the FMU, with no contact points yet (inbox only)."""
@@ -243,9 +244,11 @@ class NotificationsStore(Store):
              "$push": {"history": {"at": now, "outcome": "replayed"}}})
         return res.modified_count == 1
 
-    async def deliveries(self, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-        return await self.db.deliveries.find(query, {"html": 0, "traceparent": 0}).sort(
-            "created_at", DESCENDING).limit(limit).to_list(None)
+    async def deliveries(self, query: dict[str, Any], cursor: str | None = None,
+                         limit: int = 100) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first, a page at a time (shared.paging)."""
+        return await self.page("deliveries", query, [("created_at", -1), ("_id", -1)], cursor,
+                               limit, {"html": 0, "traceparent": 0})
 
     async def mark_read(self, notification_id: str, recipient: str) -> bool:
         res = await self.db.deliveries.update_one(

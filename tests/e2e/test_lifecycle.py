@@ -27,6 +27,7 @@ from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from tests.support import (
     FMU,
     OPERATOR,
+    all_pages,
     bearer,
     documented_fields_missing,
     event_record,
@@ -301,6 +302,15 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
             alloc = {x["programme_id"]: x for x in await get("funding", "/v1/allocations")}
             assert set(alloc) == {pid["A"], pid["B"], pid["F"]}
             assert {f["contributor"] for f in alloc[pid["B"]]["funded_by"]} == {"DEU", "NOR"}
+            # open data: A's revised budget beside its original; F withdrawn (IATI status 5)
+            from xml.etree import ElementTree as ET
+
+            xml = ET.fromstring((await http.get(f"{url['monitoring']}/v1/export/iati")).content)
+            acts = {a.findtext("iati-identifier").rsplit("-MIG00-", 1)[1]: a
+                    for a in xml.findall("iati-activity")}
+            assert sorted(b.get("type") for b in acts[pid["A"]].findall("budget")) == ["1", "2"]
+            assert acts[pid["A"]].find("activity-status").get("code") == "4"
+            assert acts[pid["F"]].find("activity-status").get("code") == "5"
             portfolio = await get("monitoring", "/v1/portfolio")
             assert portfolio["by_status"]["financially-closed"]["programmes"] == 1
             assert portfolio["beneficiaries_reached"] == 1000  # 500 in each narrative period
@@ -314,7 +324,8 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
                         "programme.financially-closed.v1", "funds.refunded.v1"}
 
             async def notified() -> list[dict[str, Any]]:
-                log = await get("notifications", "/v1/deliveries", OPERATOR, limit=1000)
+                log = await all_pages(http, f"{url['notifications']}/v1/deliveries",
+                                      headers=OPERATOR, params={"limit": 1000})
                 types = {d["fact_type"].split(".", 2)[2] for d in log
                          if d["programme_id"] == pid["A"] and d["recipient"] == "ILO"}
                 return log if types >= told_ilo else []

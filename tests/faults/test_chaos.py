@@ -31,6 +31,7 @@ from tests.conftest import OWN_SERVERS, _stack
 from tests.support import (
     FMU,
     IOM,
+    all_pages,
     bearer,
     free_port,
     headers_of,
@@ -290,7 +291,7 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                 while not stop.is_set():
                     await asyncio.sleep(0.7)
                     r = await call(http, "GET", f"{fleet.url('funding')}/v1/allocations",
-                                   headers=FMU)
+                                   headers=FMU, params={"limit": 500})
                     live = [a for a in r.json() if a["status"] in ("funded", "on-going")
                             and a["programme_id"] not in changed]
                     if suspended and rng.random() < 0.5:
@@ -393,8 +394,8 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                     break
             fund = (await call(http, "GET", f"{fleet.url('funding')}/v1/fund",
                                headers=FMU)).json()
-            allocations = (await call(http, "GET", f"{fleet.url('funding')}/v1/allocations",
-                                      headers=FMU)).json()
+            allocations = await all_pages(http, f"{fleet.url('funding')}/v1/allocations",
+                                          headers=FMU, params={"limit": 500}, retry=call)
             alive = [s for s in SERVICES if fleet.procs[s].poll() is None]
         funding_facts = await read_to_end(f"{tag}.{topics.FUNDING}")
         notification_facts = await read_to_end(f"{tag}.{topics.NOTIFICATIONS}")

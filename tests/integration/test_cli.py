@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 from datetime import UTC, datetime
 
 from typer.testing import CliRunner
@@ -58,3 +59,46 @@ async def test_a_dead_letter_is_listed_then_replayed_once_its_cause_is_fixed() -
         rows = await kafka_tools.consumer_lag(bootstrap, s.group_id)
         assert {row["topic"] for row in rows} >= {inbound}
         assert all(row["lag"] >= 0 for row in rows)
+
+
+async def test_dlq_replay_at_a_partition_and_offset_sends_exactly_that_record() -> None:
+    """`--at P:O` names one record: with dead letters at the same offset in several
+    partitions, only the one named goes back; a position that holds none is refused."""
+    s = isolated(MonitoringSettings, clock_fixed=datetime(2026, 11, 1, tzinfo=UTC))
+    bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    inbound = inbound_topic(s, topics.INBOUND_PROGRESS_REPORTS, "IOM")
+    dlq = s.topic(topics.INBOUND_PROGRESS_REPORTS) + ".dlq"
+    pids = [f"jp-unknown-{i}" for i in range(12)]
+    async with running(build_monitoring, s) as (_app, _rt, _http):
+        await produce(inbound, [event_record(SubmitProgressReport.model_validate(
+            report(pid, "annual-narrative", 2026)), key=pid) for pid in pids])
+
+        async def all_dead() -> list[kafka_tools.DeadLetter]:
+            got = await kafka_tools.read_dead_letters(bootstrap, dlq, 1)
+            return got if len(got) == len(pids) else []
+
+        letters = await eventually(all_dead)
+        firsts = [d for d in letters if d.offset == 0]
+        assert len(firsts) >= 2  # offset 0 exists in several partitions
+        chosen = firsts[1]
+        env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "MPTF_TOPIC_PREFIX": s.topic_prefix,
+               "COLUMNS": "200"}
+        before = await kafka_tools.read_dead_letters(bootstrap, inbound, 1)
+        for at in (f"{chosen.partition}:0", f"{dlq}:{chosen.partition}:0"):
+            out = await asyncio.to_thread(CliRunner().invoke, cli, [
+                "dlq", "replay", "--topic", topics.INBOUND_PROGRESS_REPORTS, "--at", at],
+                env=env)
+            assert out.exit_code == 0 and "replayed 1 of 1" in out.output, out.output
+        out = await asyncio.to_thread(CliRunner().invoke, cli, [
+            "dlq", "replay", "--topic", topics.INBOUND_PROGRESS_REPORTS, "--at", "99:0"],
+            env=env)
+        assert out.exit_code != 0 and "no dead letter at 99:0" in out.output
+
+        async def resent() -> list[kafka_tools.DeadLetter]:
+            got = await kafka_tools.read_dead_letters(bootstrap, inbound, 1)
+            return got if len(got) == len(before) + 2 else []
+
+        records = await eventually(resent)
+    # both replays sent the one record named, and nothing else
+    sent = Counter(r.key for r in records)
+    assert sent[chosen.key] == 3 and all(n == 1 for k, n in sent.items() if k != chosen.key)
