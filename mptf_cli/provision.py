@@ -23,6 +23,7 @@ from typing import Any
 
 from shared import kafka_acl
 from shared.reference import NETWORK_MEMBERS
+from shared.topics import DLQ_RETENTION_DAYS, INBOUND_RETENTION_DAYS, retention_ms
 
 # the contributors the local stack knows (mptf seed's Member States and the dev token's)
 DEFAULT_FUNDERS = ("DEU", "NLD", "NOR", "DNK", "ESP", "GBR", "USA", "MAR")
@@ -64,6 +65,16 @@ def admin_client(bootstrap: str, user: str, password: str, *,
     return AdminClient(conf)
 
 
+def retention_days(inbound_days: float | None = None, dlq_days: float | None = None
+                   ) -> dict[str, float]:
+    """How long inbound topics and dead letters keep records: the arguments, else
+    MPTF_INBOUND_RETENTION_DAYS and MPTF_DLQ_RETENTION_DAYS, else shared.topics' defaults."""
+    return {"inbound_days": inbound_days if inbound_days is not None else float(
+                os.environ.get("MPTF_INBOUND_RETENTION_DAYS", INBOUND_RETENTION_DAYS)),
+            "dlq_days": dlq_days if dlq_days is not None else float(
+                os.environ.get("MPTF_DLQ_RETENTION_DAYS", DLQ_RETENTION_DAYS))}
+
+
 def _wait(futures: dict[Any, Any], ignore: tuple[str, ...] = ()) -> None:
     for what, fut in futures.items():
         try:
@@ -78,14 +89,20 @@ def _wait(futures: dict[Any, Any], ignore: tuple[str, ...] = ()) -> None:
 
 def apply(admin: Any, creds: dict[str, str], *, prefix: str = "",
           entities: Iterable[str] = DEFAULT_ENTITIES, funders: Iterable[str] = DEFAULT_FUNDERS,
-          partitions: int = 6, replication: int = 1, users: bool = True) -> dict[str, int]:
-    """Users (all at once), then missing topics, then the ACLs of `prefix`: one round trip
-    each. Safe to run again: what exists is left as it is."""
+          partitions: int = 6, replication: int = 1, users: bool = True,
+          inbound_days: float | None = None, dlq_days: float | None = None) -> dict[str, int]:
+    """Users (all at once), then missing topics, then each topic's retention (facts for
+    good, inbound and dead letters for their days: shared.topics.retention_ms), then the ACLs
+    of `prefix`: one round trip each. Safe to run again: what exists is left as it is, its
+    retention set as stated."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import (
         AclBinding,
         AclOperation,
         AclPermissionType,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
         NewTopic,
         ResourcePatternType,
         ResourceType,
@@ -107,16 +124,25 @@ def apply(admin: Any, creds: dict[str, str], *, prefix: str = "",
     existing = set(admin.list_topics(timeout=20).topics)
     inbound = {f"{prefix}{kafka_acl.T.inbound_topic(b, e)}" for e in entities
                for b in kafka_acl.T.INBOUND}
-    missing = [t for t in kafka_acl.topics_of(prefix, entities) if t not in existing]
+    days = retention_days(inbound_days, dlq_days)
+    wanted_topics = kafka_acl.topics_of(prefix, entities)
+    missing = [t for t in wanted_topics if t not in existing]
     if missing:
         try:
             _wait(admin.create_topics([
                 NewTopic(t, num_partitions=INBOUND_PARTITIONS if t in inbound else partitions,
-                         replication_factor=replication) for t in missing]),
-                  ignore=("TOPIC_ALREADY_EXISTS",))
+                         replication_factor=replication,
+                         config={"retention.ms": str(retention_ms(t, **days))})
+                for t in missing]), ignore=("TOPIC_ALREADY_EXISTS",))
         except KafkaException as e:  # pragma: no cover - reported with context
             raise RuntimeError(f"creating topics failed: {e}") from e
         out["topics"] = len(missing)
+    kept = [t for t in wanted_topics if t in existing]
+    if kept:  # topics made before (or by an older plan): their retention as stated now
+        _wait(admin.incremental_alter_configs([ConfigResource(
+            "topic", t, incremental_configs=[ConfigEntry(
+                "retention.ms", str(retention_ms(t, **days)),
+                incremental_operation=AlterConfigOpType.SET)]) for t in kept]))
     bindings = [AclBinding(ResourceType[g.resource], g.name, ResourcePatternType[g.pattern],
                            f"User:{g.principal}", "*", AclOperation[g.operation],
                            AclPermissionType.ALLOW)
@@ -172,7 +198,8 @@ def strimzi(entities: Iterable[str] = DEFAULT_ENTITIES, funders: Iterable[str] =
                                  "labels": labels},
                     "spec": {"topicName": t,
                              "partitions": INBOUND_PARTITIONS if t in inbound else partitions,
-                             "replicas": replication}})
+                             "replicas": replication,
+                             "config": {"retention.ms": retention_ms(t)}}})
     grants = kafka_acl.plan("", entities, funders)
     for user in kafka_acl.principals(entities, funders):
         if user in kafka_acl.SUPER_USERS:

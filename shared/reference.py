@@ -109,6 +109,23 @@ DEFAULT_REGIONS = frozenset({
     "Pacific Islands", "Gulf Cooperation Council",
 })
 
+# Our regions in IATI's Region codelist (vocabulary 1, OECD DAC regional codes), for the
+# open-data export; a region without a DAC counterpart (Global) is 998, developing
+# countries unspecified.
+IATI_REGION = {
+    "Global": "998", "Africa": "298", "Northern Africa": "189", "Sub-Saharan Africa": "289",
+    "Eastern Africa": "289", "Middle Africa": "289", "Southern Africa": "289",
+    "Western Africa": "289", "Horn of Africa": "289", "Sahel": "289",
+    "Americas": "498", "Latin America and the Caribbean": "498", "Caribbean": "380",
+    "Central America": "389", "Northern America": "389", "South America": "489",
+    "Asia": "798", "Central Asia": "619", "Southern Asia": "679", "Eastern Asia": "789",
+    "South-eastern Asia": "789", "Western Asia": "589", "Middle East": "589",
+    "Gulf Cooperation Council": "589", "Europe": "89", "Eastern Europe": "89",
+    "Northern Europe": "89", "Southern Europe": "89", "Western Europe": "89",
+    "Western Balkans": "89", "Oceania": "889", "Australia and New Zealand": "889",
+    "Melanesia": "889", "Micronesia": "889", "Polynesia": "889", "Pacific Islands": "889",
+}
+
 # ISO 4217 currency codes that contributions may be made in (active codes).
 CURRENCIES = frozenset("""
 AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP

@@ -39,6 +39,28 @@ ALL = (
     NOTIFICATIONS,
 )
 
+# How long each kind of topic keeps its records (the broker's topic config `retention.ms`,
+# set by mptf_cli.provision and in the Strimzi resources). The facts are the Fund's memory:
+# kept for good, so any service can be rebuilt and any funder can read from the first one;
+# not compacted, because every event matters (a key's latest event is not its history).
+# Inbound topics only carry commands until their service has consumed them, and dead letters
+# until an operator has dealt with them: a stated, configurable time.
+INBOUND_RETENTION_DAYS = 7  # MPTF_INBOUND_RETENTION_DAYS
+DLQ_RETENTION_DAYS = 30  # MPTF_DLQ_RETENTION_DAYS
+FOREVER = -1
+
+
+def retention_ms(topic: str, *, inbound_days: float = INBOUND_RETENTION_DAYS,
+                 dlq_days: float = DLQ_RETENTION_DAYS) -> int:
+    """`retention.ms` of a topic (prefixed or not): facts for good, inbound and dead letters
+    for their configured days."""
+    if topic.endswith(".dlq"):
+        return int(dlq_days * 86_400_000)
+    if inbound_sender(topic) is not None:
+        return int(inbound_days * 86_400_000)
+    return FOREVER
+
+
 ENTITY_URN = "urn:mptf:entity:"  # the CloudEvents source of an entity system, + its code
 
 # UN entity codes as the reference list writes them (upper case, digits, hyphens)

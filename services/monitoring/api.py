@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from services.monitoring import service
 from services.monitoring.domain import delivery, reporting_calendar, unspent_balances
-from services.monitoring.iati import export
+from services.monitoring.iati import EXPORTED, export
 from services.monitoring.portfolio import portfolio
 from services.monitoring.store import MonitoringStore, amounts, dates, net_funded
 from shared import paging
@@ -126,8 +126,18 @@ async def get_portfolio(request: Request, _: Annotated[Principal, ANYONE]) -> di
             responses={200: {"content": {"application/xml": {}},
                              "description": "IATI 2.03 activities"}},
             summary="The portfolio as an IATI activities XML document (public)")
-async def iati(request: Request) -> Response:
+async def iati(request: Request, cursor: str | None = None,
+               limit: Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)] = 100) -> Response:
+    """A page of `limit` programmes (by id), a whole `iati-activities` document valid on its
+    own; the first page also carries the Fund's own activity with its contributions. The
+    next page: the `Link` and `X-Next-Cursor` headers."""
     store = _store(request)
-    body = export(await store.programmes(), await store.reports({}),
-                  request.app.state.publisher, utcnow())
-    return Response(body, media_type="application/xml")
+    docs, nxt = await store.page("programmes", {"status": {"$in": sorted(EXPORTED)},
+                                                "approved_usd": {"$ne": None}},
+                                 [("_id", 1)], cursor, limit)
+    reports = await store.reports({"programme_id": {"$in": [d["_id"] for d in docs]}})
+    body = export(docs, reports, request.app.state.publisher, utcnow(),
+                  None if cursor else await store.contributions())
+    response = Response(body, media_type="application/xml")
+    paging.link(request, response, nxt, limit)
+    return response

@@ -20,6 +20,8 @@ from shared.contracts.funding import (
     AllocationMade,
     AllocationReleased,
     BudgetRevised,
+    ContributionDeposited,
+    ContributionPledged,
     FundsRefunded,
     FundsTransferred,
     ProgrammeApproved,
@@ -41,7 +43,8 @@ REPORTS_CONSUMER = "monitoring.reports"
 # every lifecycle fact and change of the other services (shared.lifecycle), by topic
 PROGRAMME_FACTS = sorted(t for t in lifecycle.HISTORY_TYPES
                          if REGISTRY[t].topic == topics.PROGRAMMES)
-FUNDING_FACTS = sorted(t for t in lifecycle.HISTORY_TYPES if REGISTRY[t].topic == topics.FUNDING)
+FUNDING_FACTS = sorted({t for t in lifecycle.HISTORY_TYPES if REGISTRY[t].topic == topics.FUNDING}
+                       | {ContributionPledged.TYPE, ContributionDeposited.TYPE})
 
 
 def _money(doc: dict[str, Any], name: str) -> dict[str, Decimal]:
@@ -60,6 +63,9 @@ async def apply_fact(store: MonitoringStore, uow: UnitOfWork, inc: Incoming) -> 
     """Another service's fact into monitoring's view: the lifecycle record folded
     (shared.lifecycle), and the money and dates it carries."""
     ev: Any = inc.event
+    if isinstance(ev, ContributionPledged | ContributionDeposited):
+        await store.contribution(uow, ev)  # the Fund's own open-data activity
+        return
     pid, at = ev.programme_id, inc.envelope.time
     doc = await store.programme_in(uow, pid)
     set_: dict[str, Any] = {}

@@ -251,6 +251,27 @@ class MonitoringStore(Store):
         return [d["_id"] async for d in self.db.programmes.find(
             {"status": {"$in": ["on-going", "operationally-closed"]}}, {"_id": 1})]
 
+    async def contribution(self, uow: UnitOfWork, ev: Any) -> None:
+        """A contribution's pledge or deposit, kept for the Fund's IATI activity."""
+        from shared.contracts.funding import ContributionPledged
+
+        if isinstance(ev, ContributionPledged):
+            await uow.docs("contributions").update(ev.contribution_id, {"$set": {
+                "contributor": ev.contributor, "currency": ev.currency,
+                "amount": d128(ev.amount), "year": ev.year, "pledged_at": ev.pledged_at,
+                "usd_estimate": d128(ev.usd_estimate) if ev.usd_estimate else None}},
+                upsert=True)
+        else:
+            await uow.docs("contributions").update(ev.contribution_id, {
+                "$setOnInsert": {"contributor": ev.contributor, "currency": ev.currency,
+                                 "pledged_at": ev.deposited_at, "amount": d128(ev.amount),
+                                 "year": ev.year},
+                "$push": {"deposits": {"usd": d128(ev.usd_amount), "at": ev.deposited_at}}},
+                upsert=True)
+
+    async def contributions(self) -> list[dict[str, Any]]:
+        return await self.db.contributions.find().to_list(None)
+
     # -- reads --------------------------------------------------------------------------------
     async def programme(self, pid: str) -> dict[str, Any] | None:
         return await self.db.programmes.find_one({"_id": pid})

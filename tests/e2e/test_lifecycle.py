@@ -306,8 +306,11 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
             from xml.etree import ElementTree as ET
 
             xml = ET.fromstring((await http.get(f"{url['monitoring']}/v1/export/iati")).content)
-            acts = {a.findtext("iati-identifier").rsplit("-MIG00-", 1)[1]: a
+            acts = {a.findtext("iati-identifier").rsplit("-MIG00", 1)[1].lstrip("-"): a
                     for a in xml.findall("iati-activity")}
+            # the Fund's own activity (identifier ...-MIG00) with every pledge and deposit
+            assert {t.find("transaction-type").get("code")
+                    for t in acts[""].findall("transaction")} == {"13", "1"}
             assert sorted(b.get("type") for b in acts[pid["A"]].findall("budget")) == ["1", "2"]
             assert acts[pid["A"]].find("activity-status").get("code") == "4"
             assert acts[pid["F"]].find("activity-status").get("code") == "5"
