@@ -218,14 +218,17 @@ def seed(notes: int = typer.Option(40, help="How many concept notes"),
 
 # -- follow ---------------------------------------------------------------------------------
 @app.command()
-def follow(programme_id: str, watch: bool = typer.Option(False, help="Refresh every 2 s")
-           ) -> None:
+def follow(programme_id: str, watch: bool = typer.Option(False, help="Refresh every 2 s"),
+           as_of: str | None = typer.Option(None, "--as-of", help=(
+               "Show it as it stood at this instant (ISO 8601 with a time zone)"))) -> None:
     """A programme's journey: intake's history, funding's decision and money, monitoring's
     calendar and risks, and who was told what."""
+    params = {"as_of": as_of} if as_of else {}
 
     def show() -> None:
         with httpx.Client(timeout=10) as http:
-            i = http.get(f"{url('intake')}/v1/programmes/{programme_id}", headers=auth("fmu"))
+            i = http.get(f"{url('intake')}/v1/programmes/{programme_id}", headers=auth("fmu"),
+                         params=params)
             if i.status_code != 200:
                 console.print(f"[red]intake: {i.status_code} {i.text}")
                 return
@@ -237,7 +240,7 @@ def follow(programme_id: str, watch: bool = typer.Option(False, help="Refresh ev
                 t.add_row(str(h["at"])[:19], h["status"], str(h.get("by", "")), str(detail))
             console.print(t)
             f = http.get(f"{url('funding')}/v1/programmes/{programme_id}/funding",
-                         headers=auth("fmu"))
+                         headers=auth("fmu"), params=params)
             if f.status_code == 200:
                 fj = f.json()
                 console.print(f"[bold]funding[/]: {fj['status']}, pipeline {fj['pipeline']}, "
@@ -246,7 +249,7 @@ def follow(programme_id: str, watch: bool = typer.Option(False, help="Refresh ev
                               f"{fj['duration_months']} months (+{fj['extension_months']}), "
                               f"funded by {[s['contributor'] for s in fj['funded_by']]}")
             m = http.get(f"{url('monitoring')}/v1/programmes/{programme_id}",
-                         headers=auth("fmu"))
+                         headers=auth("fmu"), params=params)
             if m.status_code == 200:
                 mj = m.json()
                 console.print(f"[bold]monitoring[/]: {mj['status']} {mj['start_date']} → "

@@ -218,3 +218,13 @@ def exact(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [exact(v) for v in obj]
     return obj
+
+
+def check_instant(instant: Any) -> Any:
+    """An `as_of` instant must name its time zone (a moment, not a wall-clock reading)."""
+    from shared.errors import BadRequest
+
+    if instant.tzinfo is None:
+        raise BadRequest("as_of needs a time zone", errors=[
+            {"field": "as_of", "reason": "use ISO 8601 with an offset, e.g. 2026-01-01T00:00Z"}])
+    return instant

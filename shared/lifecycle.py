@@ -271,3 +271,33 @@ def gateway_status(state: str | None) -> str | None:
 
 def iati_status(state: str | None) -> int:
     return IATI_STATUS.get(state or "", 1)
+
+
+# -- as of any moment ------------------------------------------------------------------------
+# Each service keeps, per programme, the timeline of the lifecycle facts it folded: the
+# fact's own time (not when it arrived), its type and id, and what the fold needs of it. The
+# state at an instant is the same fold over the entries up to that instant.
+def timeline_entry(fact_type: str, fact_id: str, at: Any, event: Any = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"type": fact_type, "id": fact_id, "at": at}
+    if fact_type == SCREENED_TYPE:
+        entry["eligible"] = bool(getattr(event, "eligible", True))
+    decision = getattr(event, "decision_id", None)
+    if decision:
+        entry["decision_id"] = decision
+    return entry
+
+
+def as_of(timeline: Iterable[dict[str, Any]], instant: Any) -> dict[str, Any]:
+    """The record of the facts of `timeline` that happened at or before `instant`."""
+    from types import SimpleNamespace
+
+    rec = empty()
+    for e in timeline:
+        if e["at"] <= instant:
+            rec = fold(rec, e["type"], e["id"], SimpleNamespace(eligible=e.get("eligible", True)),
+                       e.get("decision_id"))
+    return rec
+
+
+def status_as_of(timeline: Iterable[dict[str, Any]], instant: Any) -> str | None:
+    return status(as_of(timeline, instant))

@@ -25,8 +25,8 @@ from services.funding.store import py as _py
 from shared import paging
 from shared.access import contributor_lines
 from shared.auth import require
-from shared.errors import BadRequest, Forbidden, NotFound
-from shared.http import PROBLEM, exact
+from shared.errors import Forbidden, NotFound
+from shared.http import PROBLEM, check_instant, exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
@@ -124,11 +124,21 @@ async def meet(cmd: Meeting, request: Request, _: Annotated[Principal, FMU]
 @router.get("/pipeline", tags=["steering committee"], responses=_problems(401),
             summary="Approved programmes waiting for money, in rank order")
 async def pipeline(request: Request, response: Response, _: Annotated[Principal, ANYONE],
-                   cursor: str | None = None, limit: Limit = paging.DEFAULT_LIMIT
-                   ) -> list[dict[str, Any]]:
+                   cursor: str | None = None, limit: Limit = paging.DEFAULT_LIMIT,
+                   as_of: datetime | None = None) -> list[dict[str, Any]]:
     """In rank order (priority, then approval time); pages of `limit` (next page: the
-    `Link` and `X-Next-Cursor` headers), each item with its rank in the whole pipeline."""
-    docs, nxt, first = await _store(request).pipeline(cursor, limit)
+    `Link` and `X-Next-Cursor` headers), each item with its rank in the whole pipeline.
+    `as_of`: the pipeline as it stood at that instant (from the facts funding had then)."""
+    if as_of is not None:
+        waiting = await _store(request).pipeline_as_of(check_instant(as_of))
+        keys = [[d["priority"], d["approved_at"], d["_id"]] for d in waiting]
+        start = keys.index(paging.decode(cursor, 3)) + 1 if cursor and paging.decode(
+            cursor, 3) in keys else 0
+        docs = waiting[start:start + limit]
+        nxt = paging.encode(keys[start + limit - 1]) if start + limit < len(waiting) else None
+        first = start
+    else:
+        docs, nxt, first = await _store(request).pipeline(cursor, limit)
     paging.link(request, response, nxt, limit)
     return exact([{"rank": first + i + 1, "programme_id": d["_id"], "title": d["title"],
                    "priority": d["priority"], "approved_at": d["approved_at"],
@@ -178,10 +188,17 @@ async def allocations(request: Request, response: Response,
             responses=_problems(401, 404),
             summary="A programme's decision, allocation, transfers and refunds")
 async def programme_funding(programme_id: str, request: Request,
-                            who: Annotated[Principal, ANYONE]) -> dict[str, Any]:
+                            who: Annotated[Principal, ANYONE],
+                            as_of: datetime | None = None) -> dict[str, Any]:
+    """`as_of`: as funding held it at that instant (state from the facts it had folded,
+    money from the journal entries booked by then)."""
     doc = await _store(request).programme(programme_id)
     if doc is None or not _can_see(doc, who):
         raise NotFound(f"no programme {programme_id}")
+    if as_of is not None:
+        doc = await _store(request).programme_as_of(programme_id, check_instant(as_of))
+        if doc is None:
+            raise NotFound(f"no programme {programme_id} at {as_of.isoformat()}")
     return exact({**_allocation(doc), "history": doc.get("history", []),
                   "requested": doc.get("requested"),
                   "approved_budget": doc.get("approved_budget")})
@@ -213,9 +230,8 @@ async def refund(programme_id: str, cmd: Refund, request: Request, response: Res
             summary="The Fund's status from its journal; as_of answers for a past moment")
 async def fund(request: Request, who: Annotated[Principal, ANYONE],
                as_of: datetime | None = None) -> dict[str, Any]:
-    if as_of is not None and as_of.tzinfo is None:
-        raise BadRequest("as_of needs a time zone", errors=[
-            {"field": "as_of", "reason": "use ISO 8601 with an offset, e.g. 2026-01-01T00:00Z"}])
+    if as_of is not None:
+        check_instant(as_of)
     store = _store(request)
     view = fund_view(await store.journal(as_of), await store.pledges(as_of), _rules(request))
     # another donor's money is not a funder's (or an entity's) to see

@@ -139,10 +139,11 @@ class FundingStore(Store):
                                                   ("_id", ASCENDING)])
 
     # -- the lifecycle (shared.lifecycle): every fact folded into the programme's record ----
-    async def fold(self, uow: UnitOfWork, pid: str, fact_type: str, fact_id: str, event: Any
-                   ) -> str | None:
-        """Fold a lifecycle fact (ours or another service's) into the programme's record;
-        returns its status after (None: funding does not know the programme)."""
+    async def fold(self, uow: UnitOfWork, pid: str, fact_type: str, fact_id: str, event: Any,
+                   at: datetime) -> str | None:
+        """Fold a lifecycle fact (ours or another service's, `at` its own time) into the
+        programme's record and timeline; returns its status after (None: funding does not
+        know the programme)."""
         programmes = uow.docs("programmes")
         doc = await programmes.get(pid)
         if doc is None:
@@ -150,7 +151,9 @@ class FundingStore(Store):
         rec = lifecycle.fold(doc.get("lifecycle") or lifecycle.from_status(doc.get("status")),
                              fact_type, fact_id, event, getattr(event, "decision_id", None))
         status = lifecycle.status(rec) or doc.get("status")
-        await programmes.update(pid, {"$set": {"lifecycle": rec, "status": status}})
+        await programmes.update(pid, {
+            "$set": {"lifecycle": rec, "status": status},
+            "$push": {"timeline": lifecycle.timeline_entry(fact_type, fact_id, at, event)}})
         return status
 
     async def emit(self, uow: UnitOfWork, fact: Any, traceparent: str | None = None) -> None:
@@ -158,7 +161,7 @@ class FundingStore(Store):
         env = uow.emit(fact, traceparent=traceparent)
         pid = getattr(fact, "programme_id", None)
         if pid and env.type in lifecycle.FACT_TYPES:
-            await self.fold(uow, pid, env.type, env.id, fact)
+            await self.fold(uow, pid, env.type, env.id, fact, env.time)
 
     # -- what intake and monitoring tell us -----------------------------------------------
     async def remember_screened(self, uow: UnitOfWork, f: ProgrammeScreened, fact_id: str,
@@ -175,7 +178,7 @@ class FundingStore(Store):
             "gcm_objectives": p.gcm_objectives, "screened_at": f.screened_at,
             "duration_months": p.duration_months,
             "traceparent": traceparent, "history": []})}, upsert=True)
-        await self.fold(uow, f.programme_id, ProgrammeScreened.TYPE, fact_id, f)
+        await self.fold(uow, f.programme_id, ProgrammeScreened.TYPE, fact_id, f, f.screened_at)
 
     async def withdrawn(self, uow: UnitOfWork, f: ProgrammeWithdrawn, fact_id: str,
                         at: datetime) -> str | None:
@@ -184,7 +187,7 @@ class FundingStore(Store):
         returns to the Fund and what was transferred is owed back. A decision the withdrawal
         raced (a rejection, a cancellation) stands (shared.lifecycle)."""
         pid = f.programme_id
-        status = await self.fold(uow, pid, ProgrammeWithdrawn.TYPE, fact_id, f)
+        status = await self.fold(uow, pid, ProgrammeWithdrawn.TYPE, fact_id, f, f.withdrawn_at)
         if status != lifecycle.S.WITHDRAWN:
             return status
         await self._end(uow, pid, "withdrawn", at)
@@ -206,7 +209,7 @@ class FundingStore(Store):
         """Monitoring's closures. On financial closure tranches never released are
         de-allocated (the refunds themselves are booked when they are received)."""
         pid = event.programme_id
-        status = await self.fold(uow, pid, fact_type, fact_id, event)
+        status = await self.fold(uow, pid, fact_type, fact_id, event, at)
         doc = await uow.docs("programmes").get(pid)
         if status != lifecycle.S.FINANCIALLY_CLOSED or not doc:
             return
@@ -764,6 +767,53 @@ class FundingStore(Store):
         first = await paging.count_before(self.db.programmes, q, order, docs[0]) if (
             docs and cursor) else 0
         return [py(d) for d in docs], nxt, first
+
+    async def programme_as_of(self, programme_id: str, instant: datetime
+                              ) -> dict[str, Any] | None:
+        """The programme as funding held it at `instant`: its state from the facts it had
+        folded by then, its money from the journal entries booked by then."""
+        doc = await self.programme(programme_id)
+        if doc is None or (doc.get("screened_at") and doc["screened_at"] > instant):
+            return None
+        entries = [py(e) async for e in self.db.journal.find(
+            {"programme_id": programme_id, "at": {"$lte": instant}})]
+        money: dict[str, dict[str, Decimal]] = {k: {} for k in (
+            "allocated", "transferred", "refunded")}
+
+        def add(kind: str, entity: str, usd: Decimal) -> None:
+            money[kind][entity] = money[kind].get(entity, ZERO) + usd
+
+        for e in entries:
+            for ln in e["lines"]:
+                if ln["account"] == "cash:allocated" and e["kind"] in ("allocation", "release"):
+                    add("allocated", ln["entity"], ln["debit"] - ln["credit"])
+                elif ln["account"] == "transfers" and e["kind"] == "transfer":
+                    add("transferred", ln["entity"], ln["debit"])
+                elif ln["account"] == "refunds":
+                    add("refunded", ln["entity"], ln["credit"])
+        status = (lifecycle.status_as_of(doc["timeline"], instant) if doc.get("timeline")
+                  else doc.get("status"))
+        owed = ({e: max(t - money["refunded"].get(e, ZERO), ZERO)
+                 for e, t in money["transferred"].items()}
+                if status in (lifecycle.S.WITHDRAWN, lifecycle.S.CANCELLED) else {})
+        history = [h for h in doc.get("history", []) if h.get("at") and h["at"] <= instant]
+        waiting = doc.get("approved_at") and doc["approved_at"] <= instant and (
+            status == lifecycle.S.APPROVED)
+        return {**doc, **money, "owed": owed, "status": status, "history": history,
+                "pipeline": "waiting" if waiting else (
+                    doc.get("pipeline") if money["allocated"] else None),
+                "tranches_released": len({e["_id"] for e in entries
+                                          if e["kind"] == "transfer"})}
+
+    async def pipeline_as_of(self, instant: datetime) -> list[dict[str, Any]]:
+        """The programmes waiting for money at `instant`, in rank order."""
+        out = []
+        async for d in self.db.programmes.find({"approved_at": {"$lte": instant}}):
+            d = py(d)
+            if d.get("timeline") and lifecycle.status_as_of(
+                    d["timeline"], instant) == lifecycle.S.APPROVED:
+                out.append(d)
+        return sorted(out, key=lambda d: (d["priority"], d["approved_at"], d["_id"]))
 
     async def programme(self, programme_id: str) -> dict[str, Any] | None:
         d = await self.db.programmes.find_one({"_id": programme_id})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -11,12 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.intake import service
 from services.intake.domain import ALL_STATUSES, GATEWAY_STATUS, Status
 from services.intake.store import IntakeStore
+from shared import lifecycle
 from shared.access import FUNDER_VISIBLE, may_see_programme
 from shared.auth import require
 from shared.contracts.base import SafeInput
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, Reason, SubmitConceptNote
 from shared.errors import NotFound
-from shared.http import PROBLEM, exact
+from shared.http import PROBLEM, check_instant, exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
@@ -59,10 +61,23 @@ def _visible(doc: dict[str, Any], who: Principal) -> bool:
 
 def _out(doc: dict[str, Any]) -> dict[str, Any]:
     # the lifecycle record is how the status is kept (shared.lifecycle), not part of it
-    doc = {k: v for k, v in doc.items() if k not in ("fingerprint", "lifecycle")}
+    doc = {k: v for k, v in doc.items() if k not in ("fingerprint", "lifecycle", "timeline")}
     doc["programme_id"] = doc.pop("_id")
     doc["gateway_status"] = GATEWAY_STATUS.get(doc["status"])
     return exact(doc)
+
+
+def as_of_view(doc: dict[str, Any], instant: datetime) -> dict[str, Any] | None:
+    """The programme as it stood at `instant`, from the facts it had then (its timeline;
+    for a programme kept before timelines, its history); None before it was submitted."""
+    if doc["submitted_at"] > instant:
+        return None
+    history = [h for h in doc.get("history", []) if h["at"] <= instant]
+    if doc.get("timeline"):
+        status = lifecycle.status_as_of(doc["timeline"], instant)
+    else:
+        status = history[-1]["status"] if history else doc["status"]
+    return {**doc, "status": status, "history": history}
 
 
 @router.post("/concept-notes", status_code=201, response_model=SubmissionAccepted,
@@ -95,11 +110,18 @@ async def submit_concept_note(
 async def get_programme(
     programme_id: str, request: Request,
     who: Annotated[Principal, Depends(require("entity", "fmu", "operator", "funder"))],
+    as_of: datetime | None = Query(None, description="An instant with its time zone: the "
+                                   "programme as it stood then, from the facts it had"),
 ) -> dict[str, Any]:
     doc = await _store(request).get(programme_id)
     # what a caller may not see is answered exactly like what does not exist
     if doc is None or not _visible(doc, who):
         raise NotFound(f"no programme {programme_id}")
+    if as_of is not None:
+        past = as_of_view(doc, check_instant(as_of))
+        if past is None:
+            raise NotFound(f"no programme {programme_id} at {as_of.isoformat()}")
+        return _out(past)
     return _out(doc)
 
 

@@ -83,6 +83,8 @@ class IntakeStore(Store):
         envs = [uow.emit(f, traceparent=traceparent) for f in (submitted, screened)]
         record = lifecycle.replay((e.type, e.id, f) for e, f in zip(envs, (submitted, screened),
                                                                       strict=True))
+        timeline = [lifecycle.timeline_entry(e.type, e.id, sub.at, f)
+                    for e, f in zip(envs, (submitted, screened), strict=True)]
         status = lifecycle.status(record)
         await programmes.insert({
             "_id": sub.programme_id,
@@ -101,6 +103,7 @@ class IntakeStore(Store):
             "requested_budget_usd": Decimal128(summary.total_budget_usd),
             "status": status,
             "lifecycle": record,
+            "timeline": timeline,
             "eligible": not reasons,
             "reasons": [r.model_dump() for r in reasons],
             "history": [
@@ -134,9 +137,12 @@ class IntakeStore(Store):
                  **(detail or {})}
         # written with the transaction: a concurrent change to this document conflicts with
         # it, and the transaction retries against the other's result
+        push: dict[str, Any] = {"history": entry}
+        if fact_type in lifecycle.FACT_TYPES:
+            push["timeline"] = lifecycle.timeline_entry(fact_type, fact_id, at, event)
         await programmes.update(programme_id, {
             "$set": {"status": status, "lifecycle": record, "updated_at": at},
-            "$push": {"history": entry}})
+            "$push": push})
         return current, status
 
     async def withdraw(self, uow: UnitOfWork, programme_id: str, entity: str, reason: str,

@@ -3,6 +3,7 @@ portfolio; the IATI export (open data, no token needed)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -18,7 +19,7 @@ from shared.auth import require
 from shared.contracts.monitoring import REPORT_EXAMPLE, SubmitProgressReport
 from shared.envelope import utcnow
 from shared.errors import InvalidInput, NotFound
-from shared.http import PROBLEM, exact
+from shared.http import PROBLEM, check_instant, exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
@@ -68,15 +69,23 @@ def _visible(doc: dict[str, Any], who: Principal) -> bool:
 @router.get("/programmes/{programme_id}", tags=["programmes"], responses=_problems(401, 404),
             summary="A programme's implementation: calendar, reports in, delivery, risks")
 async def get_programme(programme_id: str, request: Request,
-                        who: Annotated[Principal, ANYONE]) -> dict[str, Any]:
+                        who: Annotated[Principal, ANYONE],
+                        as_of: datetime | None = None) -> dict[str, Any]:
+    """`as_of`: as monitoring held it at that instant (state from the facts it had, money
+    moved and reports received by then)."""
     doc = await _store(request).programme(programme_id)
     if doc is None or not _visible(doc, who):
         raise NotFound(f"no programme {programme_id}")
+    if as_of is not None:
+        doc = await _store(request).programme_as_of(programme_id, check_instant(as_of))
+        if doc is None:
+            raise NotFound(f"no programme {programme_id} at {as_of.isoformat()}")
     start, end = dates(doc)
     received = doc.get("received", {})
     deadlines = reporting_calendar(start, end, request.app.state.rules) if start and end else []
     cal = [{"kind": d.kind, "year": d.year, "due": d.due, "received": d.key in received,
-            "overdue": d.key not in received and d.due < request.app.state.clock.now().date()}
+            "overdue": d.key not in received and d.due < (
+                as_of or request.app.state.clock.now()).date()}
            for d in deadlines]
     return exact({
         "programme_id": programme_id, "title": doc.get("title"), "status": doc.get("status"),
@@ -117,8 +126,13 @@ async def list_reports(programme_id: str, request: Request, response: Response,
 @router.get("/portfolio", tags=["portfolio"], responses=_problems(401),
             summary="Totals by status, country, thematic area, GCM objective and PUNO; "
                     "beneficiaries; objective coverage; results by year")
-async def get_portfolio(request: Request, _: Annotated[Principal, ANYONE]) -> dict[str, Any]:
+async def get_portfolio(request: Request, _: Annotated[Principal, ANYONE],
+                        as_of: datetime | None = None) -> dict[str, Any]:
+    """`as_of`: the portfolio as it stood at that instant."""
     store = _store(request)
+    if as_of is not None:
+        docs, reports = await store.programmes_as_of(check_instant(as_of))
+        return exact(portfolio(docs, reports))
     return exact(portfolio(await store.programmes(), await store.reports({})))
 
 

@@ -94,7 +94,10 @@ async def apply_fact(store: MonitoringStore, uow: UnitOfWork, inc: Incoming) -> 
         set_ = {**_allocation(allocated), "allocated_at": doc.get("allocated_at")
                 or ev.allocated_at}
         push = {"funded_by": {"$each": [{"contributor": f.contributor, "usd": Decimal128(f.usd)}
-                                        for f in ev.funded_by]}}
+                                        for f in ev.funded_by]},
+                "allocations": {"$each": [{"entity": ln.entity, "at": ev.allocated_at,
+                                           "usd": Decimal128(ln.total_usd)}
+                                          for ln in ev.lines]}}
     elif isinstance(ev, AllocationReleased):
         allocated = _money(doc, "allocated")
         for ln in ev.lines:
@@ -103,6 +106,9 @@ async def apply_fact(store: MonitoringStore, uow: UnitOfWork, inc: Incoming) -> 
                 **{f"owed.{ln.entity}": Decimal128(ln.owed_usd) for ln in ev.lines
                    if ln.owed_usd}}
         incs = {"released_usd": Decimal128(ev.released_usd)}
+        push = {"allocations": {"$each": [{"entity": ln.entity, "at": ev.released_at,
+                                           "usd": Decimal128(-ln.released_usd)}
+                                          for ln in ev.lines if ln.released_usd]}}
     elif isinstance(ev, FundsTransferred):
         incs = {f"transferred.{ev.entity}": Decimal128(ev.amount_usd)}
         push = {"transfers": {"entity": ev.entity, "tranche": ev.tranche,

@@ -94,8 +94,11 @@ class MonitoringStore(Store):
                                            **(set_ or {})}}
         if inc:
             update["$inc"] = inc
-        if push:
-            update["$push"] = push
+        update["$push"] = {**(push or {})}
+        if fact_type in lifecycle.FACT_TYPES:
+            update["$push"]["timeline"] = lifecycle.timeline_entry(fact_type, fact_id, at, event)
+        if not update["$push"]:
+            del update["$push"]
         await uow.docs("programmes").update(pid, update, upsert=True)
         if set_ and "duration_months" in set_ and doc.get("start_date"):
             await self._set_calendar(uow, pid)
@@ -271,6 +274,75 @@ class MonitoringStore(Store):
 
     async def contributions(self) -> list[dict[str, Any]]:
         return await self.db.contributions.find().to_list(None)
+
+    # -- as of any moment --------------------------------------------------------------------
+    async def programme_as_of(self, pid: str, instant: datetime) -> dict[str, Any] | None:
+        """The programme as monitoring held it at `instant`: its state from the facts it had
+        by then, its money from the allocations, transfers and refunds made by then, its
+        reports and spending from the reports received by then."""
+        doc = await self.db.programmes.find_one({"_id": pid})
+        return None if doc is None else await self._as_of(doc, instant)
+
+    async def _as_of(self, doc: dict[str, Any], instant: datetime,
+                     reports: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+        timeline = [e for e in doc.get("timeline", []) if e["at"] <= instant]
+        if doc.get("timeline") and not timeline:
+            return None  # monitoring had heard nothing of it yet
+        if reports is None:
+            reports = await self.reports({"programme_id": doc["_id"]})
+        allocated: dict[str, Decimal] = {}
+        for a in doc.get("allocations", []):
+            if a["at"] <= instant:
+                allocated[a["entity"]] = allocated.get(a["entity"], ZERO) + dec(a["usd"])
+        transfers = [t for t in doc.get("transfers", []) if t["at"] <= instant]
+        refunds = [r for r in doc.get("refunds", []) if r["at"] <= instant]
+        mine = [r for r in reports if r["at"] <= instant]
+        spent: dict[str, Decimal] = {}
+        for r in mine:
+            for s in r["body"].get("expenditure", []):
+                e = s["entity"].upper()
+                spent[e] = spent.get(e, ZERO) + Decimal(str(s["amount_usd"]))
+
+        def total(rows: list[dict[str, Any]]) -> dict[str, Decimal128]:
+            out: dict[str, Decimal] = {}
+            for x in rows:
+                out[x["entity"]] = out.get(x["entity"], ZERO) + dec(x["usd"])
+            return {k: d128(v) for k, v in out.items()}
+
+        past = {**doc, "transfers": transfers, "refunds": refunds,
+                "transferred": total(transfers), "refunded": total(refunds),
+                "spent": {k: d128(v) for k, v in spent.items()},
+                "received": {r["key"]: {"report_id": r["_id"], "at": r["at"],
+                                        "on_time": r["on_time"]} for r in mine},
+                "beneficiaries_total": sum((r["body"].get("beneficiaries") or {}).get(
+                    "total", 0) for r in mine)}
+        if doc.get("allocations") is not None:
+            past.update({"allocated": {k: d128(v) for k, v in allocated.items()},
+                         "lines": [{"entity": e, "total_usd": d128(v)}
+                                   for e, v in sorted(allocated.items())],
+                         "allocated_usd": d128(sum(allocated.values(), ZERO))})
+        if doc.get("timeline"):
+            past["status"] = lifecycle.status_as_of(timeline, instant)
+        if not transfers:
+            past["start_date"] = past["end_date"] = None
+        for when in ("operationally-closed", "financially-closed"):
+            if (doc.get("closed") or {}).get(when) and doc["closed"][when] > instant:
+                past["closed"] = {k: v for k, v in doc["closed"].items() if v <= instant}
+        return past
+
+    async def programmes_as_of(self, instant: datetime) -> tuple[list[dict[str, Any]],
+                                                                 list[dict[str, Any]]]:
+        """Every programme and report as they stood at `instant` (for the portfolio)."""
+        reports = [r for r in await self.reports({}) if r["at"] <= instant]
+        by: dict[str, list[dict[str, Any]]] = {}
+        for r in reports:
+            by.setdefault(r["programme_id"], []).append(r)
+        docs = []
+        for d in await self.programmes():
+            past = await self._as_of(d, instant, by.get(d["_id"], []))
+            if past is not None:
+                docs.append(past)
+        return docs, reports
 
     # -- reads --------------------------------------------------------------------------------
     async def programme(self, pid: str) -> dict[str, Any] | None:

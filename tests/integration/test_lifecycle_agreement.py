@@ -284,3 +284,63 @@ def test_a_withdrawal_racing_an_allocation_agrees_in_every_service() -> None:
                   [("deliver", LANES.index(("funding", topics.PROGRAMMES)), 50),
                    ("approve", 0, 1), ("withdraw", 0), ("deposit", 900), *deliver_all]):
         asyncio.run(run(order))
+
+
+def test_each_service_answers_as_of_every_earlier_instant() -> None:
+    """A programme's life, step by step (approval, deposit and allocation, transfer,
+    suspension, resumption, top-up, withdrawal), each step delivered everywhere: what each
+    service said after each step is what it answers `as_of` that moment afterwards."""
+    from datetime import UTC, datetime
+
+    from services.intake.api import as_of_view
+
+    life = [("approve", 0, 1), ("deposit", 900), ("tranche", 0), ("suspend", 0),
+            ("resume", 0), ("topup", 0, 20), ("deposit", 50), ("withdraw", 0)]
+    deliver_all = [("deliver", k, 500) for k in range(len(LANES))]
+
+    async def scenario() -> None:
+        w = World()
+        try:
+            await w.start()
+            pid = w.pids[0]
+            seen = []  # (instant, what each service said then)
+
+            async def snapshot() -> None:
+                await asyncio.sleep(0.01)  # facts of the next step come strictly later
+                i = await w.intake.get(pid)
+                f = await w.funding.programme(pid)
+                m = await w.monitoring.programme(pid)
+                assert i and f and m
+                seen.append((datetime.now(UTC), {
+                    "intake": i["status"], "funding": f["status"], "monitoring": m["status"],
+                    "transferred": fpy(f.get("transferred") or {}),
+                    "monitoring transferred": amounts(m, "transferred")}))
+                await asyncio.sleep(0.01)
+
+            for s in [*deliver_all]:
+                await w.step(s)
+            await snapshot()
+            for s in life:
+                await w.step(s)
+                for d in deliver_all:
+                    await w.step(d)
+                await snapshot()
+            assert [s["funding"] for _, s in seen] == [
+                "screened-eligible", "approved", "on-going", "on-going", "suspended",
+                "on-going", "on-going", "on-going", "withdrawn"]
+            for instant, then in seen:
+                i = as_of_view(await w.intake.get(pid), instant)
+                f = await w.funding.programme_as_of(pid, instant)
+                m = await w.monitoring.programme_as_of(pid, instant)
+                assert i and f and m
+                now = {"intake": i["status"], "funding": f["status"],
+                       "monitoring": m["status"],
+                       "transferred": {k: v for k, v in f["transferred"].items() if v},
+                       "monitoring transferred": amounts(m, "transferred")}
+                assert now == then, (instant, now, then)
+            before = await w.funding.programme_as_of(pid, datetime(2000, 1, 1, tzinfo=UTC))
+            assert before is None  # it did not exist yet
+        finally:
+            await w.close()
+
+    asyncio.run(scenario())
