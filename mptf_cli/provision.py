@@ -182,6 +182,10 @@ def _until_in_force(admin: Any, bindings: list[Any], timeout: float = 30.0) -> N
         time.sleep(0.05)
 
 
+# how Strimzi's KafkaUser spells the ACL pattern types (its CRD: literal | prefix)
+STRIMZI_PATTERN = {"LITERAL": "literal", "PREFIXED": "prefix"}
+
+
 def strimzi(entities: Iterable[str] = DEFAULT_ENTITIES, funders: Iterable[str] = DEFAULT_FUNDERS,
             *, cluster: str = "mptf-kafka", partitions: int = 12, replication: int = 3
             ) -> list[dict[str, Any]]:
@@ -193,7 +197,7 @@ def strimzi(entities: Iterable[str] = DEFAULT_ENTITIES, funders: Iterable[str] =
     inbound = {kafka_acl.T.inbound_topic(b, e) for e in entities for b in kafka_acl.T.INBOUND}
     out: list[dict[str, Any]] = []
     for t in kafka_acl.topics_of("", entities):
-        out.append({"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaTopic",
+        out.append({"apiVersion": "kafka.strimzi.io/v1", "kind": "KafkaTopic",
                     "metadata": {"name": t.lower().replace(".", "-").replace("_", "-"),
                                  "labels": labels},
                     "spec": {"topicName": t,
@@ -205,10 +209,10 @@ def strimzi(entities: Iterable[str] = DEFAULT_ENTITIES, funders: Iterable[str] =
         if user in kafka_acl.SUPER_USERS:
             continue
         acls = [{"resource": {"type": g.resource.lower(), "name": g.name,
-                              "patternType": g.pattern.lower()},
+                              "patternType": STRIMZI_PATTERN[g.pattern]},
                  "operations": [g.operation.capitalize()], "host": "*"}
                 for g in grants if g.principal == user]
-        out.append({"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaUser",
+        out.append({"apiVersion": "kafka.strimzi.io/v1", "kind": "KafkaUser",
                     "metadata": {"name": user.lower(), "labels": labels},
                     "spec": {"authentication": {"type": "scram-sha-512"},
                              "authorization": {"type": "simple", "acls": acls}}})
