@@ -60,7 +60,6 @@ class Runtime:
         self.ready = asyncio.Event()
         self._connect_task: asyncio.Task[None] | None = None
         self._background: list[asyncio.Task[Any]] = []
-        self.background(self._retention)
 
     def _security(self) -> Any:
         """The broker's SASL settings; without credentials none, and `_connect` then refuses
@@ -87,16 +86,6 @@ class Runtime:
     def background(self, coro_fn: Any) -> None:
         """Run a coroutine function (a scheduler, say) once the runtime is ready."""
         self._background.append(coro_fn)
-
-    async def _retention(self) -> None:
-        async def prune() -> None:
-            pruned = await self.store.prune(utcnow())
-            if any(pruned.values()):
-                log.info("retention_pruned", **pruned)
-
-        await keep_running("retention", prune,
-                           lambda _: asyncio.sleep(self.settings.retention_every_seconds),
-                           cap=300)
 
     def asyncapi(self) -> dict[str, Any]:
         return document(self.settings.service_name, receives=self.receives)

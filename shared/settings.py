@@ -86,13 +86,12 @@ class ServiceSettings(BaseSettings):
     outbox_poll_seconds: float = 0.5
     outbox_batch_max: int = 500  # events per relay round (whole transactions: may be more)
     outbox_lease_seconds: float = 10.0
-    # Retention (shared.store.Store.prune, run by each service every retention_every_seconds):
-    # published outbox documents are kept for inspection this long; consumed event ids
-    # longer than the topics keep records (deploy/kafka: 7 days), so any record a consumer
-    # can still be handed is recognised if it was processed already.
+    # Retention (the store's TTL indexes, Store.ensure_indexes): published outbox documents
+    # are kept for inspection this long; consumed event ids longer than inbound topics keep
+    # records (shared.topics: 7 days), so any record a consumer can still be handed is
+    # recognised if it was processed already.
     outbox_keep_sent_hours: float = 24.0
     inbox_keep_days: float = 14.0
-    retention_every_seconds: float = 3600.0
 
     # Telemetry. exporter: none | otlp | zipkin | file | console
     otel_exporter: Literal["none", "otlp", "zipkin", "file", "console"] = "none"

@@ -25,7 +25,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -388,8 +388,35 @@ class Store:
 
     async def ensure_indexes(self) -> None:
         await self.db.outbox.create_index([("sent_at", ASCENDING), ("seq", ASCENDING)])
-        await self.db.inbox.create_index([("at", ASCENDING)])
+        # retention by the server's own TTL indexes: published outbox documents (sent_at
+        # set) and consumed event ids expire after what the settings keep; an unpublished
+        # event (sent_at null) has no date, so it never expires
+        s = self.settings
+        await self.ttl_index("outbox", "sent_at", s.outbox_keep_sent_hours * 3600)
+        await self.ttl_index("inbox", "at", s.inbox_keep_days * 86400)
         await self.indexes()
+
+    async def ttl_index(self, collection: str, field: str, seconds: float) -> None:
+        """A TTL index on `field` expiring documents `seconds` after it; one that exists with
+        another lifetime (or none) is replaced. Safe when several instances start at once:
+        whoever loses the race finds the index made."""
+        coll = self.db[collection]
+        want = int(seconds)
+        for attempt in range(3):
+            info = await coll.index_information()
+            same = [(n, spec) for n, spec in info.items() if spec["key"] == [(field, 1)]]
+            if same and same[0][1].get("expireAfterSeconds") == want:
+                return
+            try:
+                for name, _ in same:
+                    await coll.drop_index(name)
+                await coll.create_index([(field, ASCENDING)], name=f"{field}_ttl",
+                                        expireAfterSeconds=want)
+                return
+            except OperationFailure:
+                if attempt == 2:
+                    raise
+                await asyncio.sleep(0.2)  # another instance is at it: look again
 
     async def indexes(self) -> None:
         """Service-specific indexes."""
@@ -453,26 +480,6 @@ class Store:
         q = {"sent_at": None} if pending else {}
         return [{**e, "sent_at": d["sent_at"]} async for d in self.db.outbox.find(q).sort(
             "seq", ASCENDING) for e in d["events"]]
-
-    async def prune(self, now: datetime, chunk: int = 1000) -> dict[str, int]:
-        """Retention: drop published outbox documents and consumed event ids older than the
-        settings keep them. Unpublished events are never dropped, however old. Deleted a
-        chunk at a time, by id, so no single write holds a collection for long."""
-        s = self.settings
-        rules = {"outbox": {"sent_at": {"$lt": now - timedelta(hours=s.outbox_keep_sent_hours)}},
-                 "inbox": {"at": {"$lt": now - timedelta(days=s.inbox_keep_days)}}}
-        pruned = {}
-        for name, query in rules.items():
-            pruned[name] = 0
-            while True:
-                ids = [d["_id"] async for d in self.db[name].find(query, {"_id": 1}).limit(chunk)]
-                if not ids:
-                    break
-                res = await self.db[name].bulk_write([DeleteOne({"_id": i}) for i in ids])
-                pruned[name] += res.deleted_count
-                if len(ids) < chunk:
-                    break
-        return pruned
 
     async def close(self) -> None:
         r = self.client.close()
