@@ -413,36 +413,35 @@ class FundingStore(Store):
             {"decision": command, "decision_id": decision_id, **record})}})
         return doc, True
 
-    async def suspend(self, uow: UnitOfWork, pid: str, decision_id: str, rationale: str,
-                      at: datetime) -> bool:
-        doc, new = await self._change(uow, pid, "suspend", decision_id,
+    async def _decided(self, uow: UnitOfWork, pid: str, command: str, fact: type,
+                       decision_id: str, rationale: str, at: datetime) -> bool:
+        """An SC decision that is its fact and nothing more (suspend, resume, cancel):
+        checked, recorded, published; False for a repeat of the same decision."""
+        doc, new = await self._change(uow, pid, command, decision_id,
                                       {"rationale": rationale, "at": at})
         if new:
-            await self.emit(uow, ProgrammeSuspended(programme_id=pid, decision_id=decision_id,
-                                                    rationale=rationale, decided_at=at),
+            await self.emit(uow, fact(programme_id=pid, decision_id=decision_id,
+                                      rationale=rationale, decided_at=at),
                             doc.get("traceparent"))
         return new
 
+    async def suspend(self, uow: UnitOfWork, pid: str, decision_id: str, rationale: str,
+                      at: datetime) -> bool:
+        return await self._decided(uow, pid, "suspend", ProgrammeSuspended, decision_id,
+                                   rationale, at)
+
     async def resume(self, uow: UnitOfWork, pid: str, decision_id: str, rationale: str,
                      at: datetime) -> bool:
-        doc, new = await self._change(uow, pid, "resume", decision_id,
-                                      {"rationale": rationale, "at": at})
-        if new:
-            await self.emit(uow, ProgrammeResumed(programme_id=pid, decision_id=decision_id,
-                                                  rationale=rationale, decided_at=at),
-                            doc.get("traceparent"))
-        return new
+        return await self._decided(uow, pid, "resume", ProgrammeResumed, decision_id,
+                                   rationale, at)
 
     async def cancel(self, uow: UnitOfWork, pid: str, decision_id: str, rationale: str,
                      at: datetime) -> bool:
         """Cancelled by the SC: out of the pipeline; what is allocated and not transferred
         back to the Fund, what was transferred owed back (the caller funds the pipeline)."""
-        doc, new = await self._change(uow, pid, "cancel", decision_id,
-                                      {"rationale": rationale, "at": at})
+        new = await self._decided(uow, pid, "cancel", ProgrammeCancelled, decision_id,
+                                  rationale, at)
         if new:
-            await self.emit(uow, ProgrammeCancelled(programme_id=pid, decision_id=decision_id,
-                                                    rationale=rationale, decided_at=at),
-                            doc.get("traceparent"))
             await self._end(uow, pid, "cancelled", at)
         return new
 

@@ -109,9 +109,13 @@ async def test_prometheus_scrapes_the_services_and_the_dashboard_queries_evaluat
                         and list(usd.values()) == [1000000.0])
 
             await eventually(figures, timeout=30)
-            lag = await values(f'sum by (topic) (mptf_consumer_lag{{topic=~"{tag}.*"}})')
-            assert {json.loads(k)["topic"] for k in lag} >= {
-                f"{tag}.mptf.programmes", f"{tag}.mptf.funding"}
+            async def lag_seen() -> bool:  # each consumer reports after its batch, and
+                # Prometheus sees it at its next scrape: poll, as for the figures above
+                lag = await values(f'sum by (topic) (mptf_consumer_lag{{topic=~"{tag}.*"}})')
+                return {json.loads(k)["topic"] for k in lag} >= {
+                    f"{tag}.mptf.programmes", f"{tag}.mptf.funding"}
+
+            await eventually(lag_seen, timeout=30)
             http_red = await values('sum by (route, status) (mptf_http_requests_total)')
             assert any(json.loads(k) == {"route": "/v1/concept-notes", "status": "201"}
                        for k in http_red), http_red
