@@ -173,10 +173,15 @@ class World:
                 n = s[2] % self.read[lane]
                 await self.deliver(lane, [(n, log[n])])
             return
+        before = sum(len(v) for v in self.published.values())
         try:
             await self.command(s)
-        except MptfError:
-            pass  # refused by the rules: nothing changed
+        except MptfError as e:
+            # refused by the rules: it published nothing (its transaction never committed)
+            await self.collect()
+            assert sum(len(v) for v in self.published.values()) == before, (s, e)
+            note_event(f"a {s[0]} refused")
+            return
         await self.collect()
 
     async def command(self, s: tuple) -> None:
