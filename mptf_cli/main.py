@@ -5,6 +5,7 @@
     mptf dlq list        dead letters with their reasons;  mptf dlq replay  sends them back
     mptf lag             consumer lag per group, topic and partition
     mptf load            concept notes at a given rate, with live throughput and latency
+    mptf rebuild SVC     a service's read models made again from the fact topics
 
 Endpoints come from the environment (defaults: the local stack): KAFKA_BOOTSTRAP_SERVERS,
 MPTF_INTAKE_URL, MPTF_FUNDING_URL, MPTF_MONITORING_URL, MPTF_NOTIFICATIONS_URL.
@@ -410,6 +411,93 @@ def load(rate: float = typer.Option(20, help="Concept notes per second"),
     t = Table(*result.keys())
     t.add_row(*(str(v) for v in result.values()))
     console.print(t)
+
+
+# -- rebuild ------------------------------------------------------------------------------------
+# what each service is rebuilt from (its module's REBUILD: shared.rebuild.Plan), its settings
+# and its store adapter
+REBUILDABLE = {
+    "intake": ("services.intake.app:IntakeSettings", "services.intake.store:IntakeStore",
+               "services.intake.service:REBUILD"),
+    "monitoring": ("services.monitoring.app:MonitoringSettings",
+                   "services.monitoring.store:MonitoringStore",
+                   "services.monitoring.service:REBUILD"),
+}
+
+
+def _load_obj(spec: str) -> Any:
+    import importlib
+
+    mod, name = spec.split(":")
+    return getattr(importlib.import_module(mod), name)
+
+
+async def _rebuild(service: str, into: str | None, replace: bool, compare: bool,
+                   batch: int) -> int:
+    from shared.rebuild import compare as diff
+    from shared.rebuild import read_log, replay
+
+    settings_cls, store_cls, plan = (_load_obj(x) for x in REBUILDABLE[service])
+    live_settings = settings_cls()
+    target = into or f"{live_settings.database}_rebuilt"
+    if target == live_settings.database:
+        raise typer.BadParameter("--into must name another database than the live one")
+    store = store_cls(live_settings.model_copy(update={"mongodb_database": target}))
+    live = store.client[live_settings.database]
+    try:
+        existing = await store.db.list_collection_names()
+        if existing and not replace:
+            raise typer.BadParameter(f"database {target} is not empty; --replace drops it")
+        if existing:
+            await store.client.drop_database(target)
+        with Progress(console=console) as bar:
+            reading = bar.add_task(f"reading {', '.join(plan.topics)}", total=None)
+            facts, report = await read_log(
+                live_settings.kafka_bootstrap_servers,
+                [live_settings.topic(t) for t in plan.topics],
+                kafka_tools.operator_auth(), max_bytes=live_settings.max_body_bytes,
+                progress=lambda done, total: bar.update(reading, completed=done, total=total))
+            bar.update(reading, completed=report.records, total=report.records or 1)
+            applying = bar.add_task(f"applying to {target}", total=len(facts) or 1)
+            await replay(store, plan, facts, batch=batch, report=report,
+                         progress=lambda done, total: bar.update(applying, completed=done))
+        t = Table("read model", "documents")
+        for name in plan.read_models:
+            t.add_row(name, str(await store.db[name].count_documents({})))
+        console.print(t)
+        console.print(f"{report.records} records read, {report.applied} facts applied, "
+                      f"{len(report.undecodable)} undecodable, {len(report.refused)} refused "
+                      "(as they were live)")
+        for line in report.undecodable[:20] + report.refused[:20]:
+            console.print(f"  {line}")
+        if not compare:
+            return 0
+        differences = await diff(live, store.db, plan.read_models)
+        for line in differences:
+            console.print(f"[red]{line}")
+        console.print("the same as the live read models" if not differences
+                      else f"{len(differences)} differences (at most 20 shown)")
+        return 1 if differences else 0
+    finally:
+        await store.close()
+
+
+@app.command()
+def rebuild(service: str = typer.Argument(..., help=" | ".join(REBUILDABLE)),
+            into: str | None = typer.Option(None, help=(
+                "The database to rebuild into (default: the service's own, + '_rebuilt')")),
+            replace: bool = typer.Option(False, help="Drop the target database if it has data"),
+            compare: bool = typer.Option(False, help=(
+                "Compare the rebuilt read models with the live ones, document by document; "
+                "exit 1 if they differ")),
+            batch: int = typer.Option(500, help="Facts per transaction")) -> None:
+    """Rebuild a service's read models from the fact topics alone into a fresh database
+    (its own facts and those of the others it reads, from the first record to the end;
+    nothing is published). Point the service at the result with MPTF_MONGODB_DATABASE.
+    Settings come from the service's own environment (MONGODB_URL, MPTF_TOPIC_PREFIX...)."""
+    if service not in REBUILDABLE:
+        raise typer.BadParameter(f"one of {', '.join(REBUILDABLE)}")
+    raise typer.Exit(asyncio.run(_rebuild(service, into, replace, compare, batch)))
 
 
 if __name__ == "__main__":

@@ -277,8 +277,15 @@ def iati_status(state: str | None) -> int:
 # Each service keeps, per programme, the timeline of the lifecycle facts it folded: the
 # fact's own time (not when it arrived), its type and id, and what the fold needs of it. The
 # state at an instant is the same fold over the entries up to that instant.
+def ms(at: Any) -> Any:
+    """A time as the store keeps it (to the millisecond), so what a service computes from
+    times it just made and from times it read back agree."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000) if hasattr(at, "microsecond") \
+        else at
+
+
 def timeline_entry(fact_type: str, fact_id: str, at: Any, event: Any = None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"type": fact_type, "id": fact_id, "at": at}
+    entry: dict[str, Any] = {"type": fact_type, "id": fact_id, "at": ms(at)}
     if fact_type == SCREENED_TYPE:
         entry["eligible"] = bool(getattr(event, "eligible", True))
     decision = getattr(event, "decision_id", None)
@@ -301,3 +308,12 @@ def as_of(timeline: Iterable[dict[str, Any]], instant: Any) -> dict[str, Any]:
 
 def status_as_of(timeline: Iterable[dict[str, Any]], instant: Any) -> str | None:
     return status(as_of(timeline, instant))
+
+
+def restated(history: list[dict[str, Any]], timeline: list[dict[str, Any]]
+             ) -> list[dict[str, Any]]:
+    """A history whose entries for facts each say the status as of the fact's time (from the
+    timeline), not as of when the fact happened to arrive: the same history in any order of
+    arrival."""
+    return [{**h, "status": status_as_of(timeline, h["at"]) or h["status"]} if h.get("fact")
+            else h for h in history]

@@ -351,8 +351,8 @@ class UnitOfWork:
         """The transaction's events, in order, as outbox documents of up to OUTBOX_CHUNK
         events each: one document per transaction, not per event, because the Mongo server
         pays per document written (and the relay writes each again to mark it sent)."""
-        if not self._events:
-            return
+        if not self._events or self.store.replaying:
+            return  # a rebuild (shared.rebuild) publishes nothing: the facts exist already
         base = time.time_ns()
         events = []
         for env, event in self._events:
@@ -381,6 +381,7 @@ class Store:
         self.client = _make_client(settings.mongodb_url, self.driver)
         self.db = self.client[settings.database]
         self.outbox_signal = asyncio.Event()
+        self.replaying = False  # set by shared.rebuild: facts are applied, none published
 
     async def ping(self) -> bool:
         await self.db.command("ping")

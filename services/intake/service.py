@@ -19,12 +19,19 @@ from services.intake.domain import (
 )
 from services.intake.screening import ScreeningRules, screen
 from services.intake.store import IntakeStore
+from shared import lifecycle, topics
 from shared.consumer import Incoming, Rejection, apply_each, programmes_of
-from shared.contracts.intake import SubmitConceptNote
+from shared.contracts.intake import (
+    ProgrammeScreened,
+    ProgrammeSubmitted,
+    ProgrammeWithdrawn,
+    SubmitConceptNote,
+)
 from shared.envelope import utcnow
 from shared.errors import PersonalData
 from shared.metrics import BUSINESS
 from shared.privacy import find_personal_data, redact
+from shared.rebuild import Plan
 from shared.store import UnitOfWork, is_duplicate
 from shared.telemetry import tag_programme
 
@@ -108,10 +115,51 @@ async def handle_inbound(store: IntakeStore, rules: ScreeningRules, batch: list[
 
 async def handle_facts(store: IntakeStore, batch: list[Incoming]) -> list[Rejection]:
     """Other services' facts move the programme's status in intake's read model."""
+    return await apply_each(store, FACTS_CONSUMER, batch, _apply_fact(store), programmes_of())
 
+
+# -- rebuilt from the log (shared.rebuild; `mptf rebuild intake`) -----------------------------
+OWN_FACTS_CONSUMER = "intake.own-facts"
+
+
+async def project(store: IntakeStore, batch: list[Incoming]) -> list[Rejection]:
+    """Our facts as they were made (the same store code, given the fact), and the others'
+    lifecycle facts as the live consumer applies them."""
+
+    async def own(uow: UnitOfWork, inc: Incoming) -> None:
+        ev = inc.event
+        if isinstance(ev, ProgrammeSubmitted):
+            await store.submitted(uow, ev, inc.id)
+        elif isinstance(ev, ProgrammeScreened):
+            await store.screened(uow, ev, inc.id)
+        elif isinstance(ev, ProgrammeWithdrawn):
+            await store.apply_fact(uow, ev.programme_id, inc.type, inc.id, ev,
+                                   at=ev.withdrawn_at, by=ev.withdrawn_by,
+                                   detail={"reason": ev.reason})
+
+    mine = [i for i in batch if i.record.topic.endswith(topics.PROGRAMMES)]
+    theirs = [i for i in batch if not i.record.topic.endswith(topics.PROGRAMMES)
+              and i.type in lifecycle.HISTORY_TYPES]
+    out: list[Rejection] = []
+    # one batch, in order: our facts of it first would reorder nothing that matters (a
+    # programme's own facts precede every other service's fact about it)
+    for group, consumer in ((mine, OWN_FACTS_CONSUMER), (theirs, FACTS_CONSUMER)):
+        if group:
+            out += await apply_each(store, consumer, group,
+                                    own if consumer == OWN_FACTS_CONSUMER
+                                    else _apply_fact(store), programmes_of())
+    return out
+
+
+def _apply_fact(store: IntakeStore):  # type: ignore[no-untyped-def]
     async def apply(uow: UnitOfWork, inc: Incoming) -> None:
         pid = getattr(inc.event, "programme_id", None) or inc.subject or ""
         await store.apply_fact(uow, pid, inc.type, inc.id, inc.event, at=inc.envelope.time,
                                by=inc.envelope.source)
 
-    return await apply_each(store, FACTS_CONSUMER, batch, apply, programmes_of())
+    return apply
+
+
+REBUILD = Plan(topics=(topics.PROGRAMMES, topics.FUNDING, topics.MONITORING),
+               project=project,  # type: ignore[arg-type]
+               read_models=("programmes",))

@@ -23,6 +23,7 @@ from services.intake.domain import (
     Status,
     Submission,
     SubmissionOutcome,
+    fingerprint,
     resolve_duplicate,
 )
 from services.intake.screening import ScreeningRules, screen
@@ -35,6 +36,7 @@ from shared.contracts.intake import (
     ProgrammeWithdrawn,
 )
 from shared.errors import BadRequest, NotFound
+from shared.rebuild import chronological
 from shared.store import Store, UnitOfWork
 
 
@@ -71,52 +73,68 @@ class IntakeStore(Store):
         if existing:
             return resolve_duplicate(existing["fingerprint"], sub)
         reasons = screen(sub.note, rules, today)
-        summary = summary_of(sub)
         note = sub.note
         submitted = ProgrammeSubmitted(
             programme_id=sub.programme_id, submitted_by=sub.submitted_by,
-            entity_reference=note.entity_reference, channel=sub.channel,
+            entity_reference=note.entity_reference, channel=sub.channel,  # type: ignore[arg-type]
             submitted_at=sub.at, note=note)
         screened = ProgrammeScreened(
             programme_id=sub.programme_id, eligible=not reasons, reasons=reasons,
-            screened_at=sub.at, programme=summary)
-        envs = [uow.emit(f, traceparent=traceparent) for f in (submitted, screened)]
-        record = lifecycle.replay((e.type, e.id, f) for e, f in zip(envs, (submitted, screened),
-                                                                      strict=True))
-        timeline = [lifecycle.timeline_entry(e.type, e.id, sub.at, f)
-                    for e, f in zip(envs, (submitted, screened), strict=True)]
-        status = lifecycle.status(record)
-        await programmes.insert({
-            "_id": sub.programme_id,
-            "submitted_by": sub.submitted_by,
+            screened_at=sub.at, programme=summary_of(sub))
+        first, second = (uow.emit(f, traceparent=traceparent) for f in (submitted, screened))
+        await self.submitted(uow, submitted, first.id)
+        status = await self.screened(uow, screened, second.id)
+        return SubmissionOutcome(sub.programme_id, created=True, status=status,
+                                 reasons=tuple(reasons))
+
+    # -- our own facts, as made (above) or replayed (shared.rebuild) ---------------------------
+    async def submitted(self, uow: UnitOfWork, f: ProgrammeSubmitted, fact_id: str) -> None:
+        """A programme's document from its submission."""
+        note = f.note
+        record = lifecycle.replay([(ProgrammeSubmitted.TYPE, fact_id, f)])
+        total = sum((p.budget_usd for p in note.punos), Decimal(0))
+        await uow.docs("programmes").insert({
+            "_id": f.programme_id,
+            "submitted_by": f.submitted_by,
             "entity_reference": note.entity_reference,
-            "fingerprint": sub.fingerprint,
-            "channel": sub.channel,
+            "fingerprint": fingerprint(note),
+            "channel": f.channel,
             "title": note.title,
             "note": note.model_dump(mode="json"),
             "punos": [p.entity.upper() for p in note.punos],
             "convening": next((p.entity.upper() for p in note.punos if p.convening), None),
-            "countries": summary.countries,
+            "countries": [c.upper() for c in note.countries],
             "region": note.region,
             "gcm_objectives": list(note.gcm_objectives),
             "primary_thematic_area": note.primary_thematic_area,
-            "requested_budget_usd": Decimal128(summary.total_budget_usd),
-            "status": status,
+            "requested_budget_usd": Decimal128(total),
+            "status": lifecycle.status(record),
             "lifecycle": record,
-            "timeline": timeline,
-            "eligible": not reasons,
-            "reasons": [r.model_dump() for r in reasons],
-            "history": [
-                {"status": Status.SUBMITTED, "at": sub.at, "by": sub.submitted_by,
-                 "via": sub.channel},
-                {"status": status, "at": sub.at, "by": "intake.screening",
-                 "reasons": [r.code for r in reasons]},
-            ],
-            "submitted_at": sub.at,
-            "updated_at": sub.at,
+            "timeline": [lifecycle.timeline_entry(ProgrammeSubmitted.TYPE, fact_id,
+                                                  f.submitted_at, f)],
+            "history": [{"status": Status.SUBMITTED, "at": f.submitted_at,
+                         "by": f.submitted_by, "via": f.channel}],
+            "submitted_at": f.submitted_at,
+            "updated_at": f.submitted_at,
         })
-        return SubmissionOutcome(sub.programme_id, created=True, status=status,
-                                 reasons=tuple(reasons))
+
+    async def screened(self, uow: UnitOfWork, f: ProgrammeScreened, fact_id: str) -> str:
+        """The screening's verdict on the submitted programme; returns its status."""
+        programmes = uow.docs("programmes")
+        doc = await programmes.get(f.programme_id)
+        if doc is None:
+            raise NotFound(f"no programme {f.programme_id}")
+        record = lifecycle.fold(doc["lifecycle"], ProgrammeScreened.TYPE, fact_id, f, None)
+        status = lifecycle.status(record) or doc["status"]
+        await programmes.update(f.programme_id, {"$set": {
+            "status": status, "lifecycle": record, "eligible": f.eligible,
+            "reasons": [r.model_dump() for r in f.reasons], "updated_at": f.screened_at,
+            "timeline": chronological([*doc["timeline"], lifecycle.timeline_entry(
+                ProgrammeScreened.TYPE, fact_id, f.screened_at, f)]),
+            "history": [*doc["history"], {"status": status, "at": f.screened_at,
+                                          "by": "intake.screening",
+                                          "reasons": [r.code for r in f.reasons]}]}})
+        return status
 
     async def apply_fact(self, uow: UnitOfWork, programme_id: str, fact_type: str,
                          fact_id: str, event: Any, *, at: datetime, by: str,
@@ -133,16 +151,21 @@ class IntakeStore(Store):
         record = lifecycle.fold(doc.get("lifecycle") or lifecycle.from_status(current),
                                 fact_type, fact_id, event, getattr(event, "decision_id", None))
         status = lifecycle.status(record) or current
+        at = lifecycle.ms(at)
         entry = {"status": status, "at": at, "by": by, "fact": fact_type, "fact_id": fact_id,
                  **(detail or {})}
+        # in the facts' own order and as of their own times, not their arrival's: the same
+        # document whatever order the topics delivered them in (shared.rebuild)
+        timeline = doc.get("timeline", [])
+        if fact_type in lifecycle.FACT_TYPES:
+            timeline = chronological([*timeline, lifecycle.timeline_entry(
+                fact_type, fact_id, at, event)])
         # written with the transaction: a concurrent change to this document conflicts with
         # it, and the transaction retries against the other's result
-        push: dict[str, Any] = {"history": entry}
-        if fact_type in lifecycle.FACT_TYPES:
-            push["timeline"] = lifecycle.timeline_entry(fact_type, fact_id, at, event)
-        await programmes.update(programme_id, {
-            "$set": {"status": status, "lifecycle": record, "updated_at": at},
-            "$push": push})
+        await programmes.update(programme_id, {"$set": {
+            "status": status, "lifecycle": record, "timeline": timeline,
+            "updated_at": max(doc.get("updated_at") or at, at),
+            "history": lifecycle.restated(chronological([*doc["history"], entry]), timeline)}})
         return current, status
 
     async def withdraw(self, uow: UnitOfWork, programme_id: str, entity: str, reason: str,

@@ -28,11 +28,20 @@ from shared.contracts.funding import (
     ProgrammeExtended,
 )
 from shared.contracts.intake import ProgrammeScreened
-from shared.contracts.monitoring import SubmitProgressReport
+from shared.contracts.monitoring import (
+    ProgrammeAtRisk,
+    ProgrammeFinanciallyClosed,
+    ProgrammeOperationallyClosed,
+    ProgrammeRiskCleared,
+    ReportOverdue,
+    ReportSubmitted,
+    SubmitProgressReport,
+)
 from shared.envelope import utcnow
 from shared.errors import PersonalData
 from shared.logging import get_logger
 from shared.privacy import find_personal_data, redact
+from shared.rebuild import Plan
 from shared.runtime import keep_running
 from shared.store import UnitOfWork
 from shared.telemetry import tag_programme
@@ -193,3 +202,42 @@ class Scheduler:
     async def run(self) -> None:
         await keep_running("scheduler", self.run_once,
                            lambda _: asyncio.sleep(self.interval), cap=60)
+
+
+# -- rebuilt from the log (shared.rebuild; `mptf rebuild monitoring`) --------------------------
+OWN_FACTS_CONSUMER = "monitoring.own-facts"
+
+
+async def project_own(store: MonitoringStore, uow: UnitOfWork, inc: Incoming) -> None:
+    """One of our facts, as the store code that made it wrote it."""
+    ev: Any = inc.event
+    if isinstance(ev, ReportSubmitted):
+        await store.reported(uow, ev)
+    elif isinstance(ev, ReportOverdue):
+        await store.went_overdue(uow, ev)
+    elif isinstance(ev, ProgrammeAtRisk | ProgrammeRiskCleared):
+        await store.flagged(uow, ev)
+    elif isinstance(ev, ProgrammeOperationallyClosed | ProgrammeFinanciallyClosed):
+        await store.closed(uow, inc.type, inc.id, ev)
+
+
+async def project(store: MonitoringStore, batch: list[Incoming]) -> list[Rejection]:
+    """Our facts and the others' (those the live consumers read), each batch's others' facts
+    first: a programme's own facts follow what made them (submission, transfers)."""
+    theirs = [i for i in batch if i.type in FOREIGN]
+    mine = [i for i in batch if i.record.topic.endswith(topics.MONITORING)]
+    out = await apply_each(store, FACTS_CONSUMER, theirs,
+                           lambda uow, inc: apply_fact(store, uow, inc), programmes_of())
+    async def preload(uow: UnitOfWork, events: list[Incoming]) -> None:
+        await uow.docs("reports").load(i.event.report_id for i in events
+                                       if isinstance(i.event, ReportSubmitted))
+        await programmes_of()(uow, events)
+
+    return out + await apply_each(store, OWN_FACTS_CONSUMER, mine,
+                                  lambda uow, inc: project_own(store, uow, inc), preload)
+
+
+FOREIGN = frozenset(PROGRAMME_FACTS) | frozenset(FUNDING_FACTS)
+REBUILD = Plan(topics=(topics.PROGRAMMES, topics.FUNDING, topics.MONITORING),
+               project=project,  # type: ignore[arg-type]
+               read_models=("programmes", "reports", "overdue", "contributions"))

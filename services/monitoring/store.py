@@ -29,6 +29,7 @@ from shared.contracts.monitoring import (
     ProgrammeAtRisk,
     ProgrammeFinanciallyClosed,
     ProgrammeOperationallyClosed,
+    ProgrammeRiskCleared,
     ReportOverdue,
     ReportSubmitted,
     SubmitProgressReport,
@@ -36,6 +37,7 @@ from shared.contracts.monitoring import (
 )
 from shared.errors import Conflict, NotFound
 from shared.metrics import BUSINESS
+from shared.rebuild import chronological
 from shared.store import Store, UnitOfWork
 
 
@@ -89,16 +91,17 @@ class MonitoringStore(Store):
         rec = lifecycle.fold(doc.get("lifecycle") or lifecycle.from_status(doc.get("status")),
                              fact_type, fact_id, event, getattr(event, "decision_id", None))
         status = lifecycle.status(rec) or doc.get("status")
-        update: dict[str, Any] = {"$set": {"updated_at": at, "lifecycle": rec,
-                                           **({"status": status} if status else {}),
-                                           **(set_ or {})}}
+        at = lifecycle.ms(at)
+        update: dict[str, Any] = {"$set": {
+            "updated_at": max(doc.get("updated_at") or at, at), "lifecycle": rec,
+            **({"status": status} if status else {}), **(set_ or {})}}
         if inc:
             update["$inc"] = inc
-        update["$push"] = {**(push or {})}
-        if fact_type in lifecycle.FACT_TYPES:
-            update["$push"]["timeline"] = lifecycle.timeline_entry(fact_type, fact_id, at, event)
-        if not update["$push"]:
-            del update["$push"]
+        if push:
+            update["$push"] = push
+        if fact_type in lifecycle.FACT_TYPES:  # in the facts' order, not their arrival's
+            update["$set"]["timeline"] = chronological([
+                *doc.get("timeline", []), lifecycle.timeline_entry(fact_type, fact_id, at, event)])
         await uow.docs("programmes").update(pid, update, upsert=True)
         if set_ and "duration_months" in set_ and doc.get("start_date"):
             await self._set_calendar(uow, pid)
@@ -140,27 +143,14 @@ class MonitoringStore(Store):
         assert start and end
         deadlines = reporting_calendar(start, end, rules)
         timely = on_time(r.kind, r.year, deadlines, now)
-        key = report_key(r.kind, r.year)
         spend = sum((s.amount_usd for s in r.expenditure), ZERO)
-        report = {"_id": r.report_id, "programme_id": r.programme_id, "kind": r.kind,
-                  "year": r.year, "key": key, "submitted_by": entity, "channel": channel,
-                  "at": now, "on_time": timely, "body": r.model_dump(mode="json")}
-        await uow.docs("reports").insert(report)
-        inc: dict[str, Any] = {f"spent.{s.entity.upper()}": d128(s.amount_usd)
-                               for s in r.expenditure}
-        if r.beneficiaries:
-            inc["beneficiaries_total"] = r.beneficiaries.total
-        upd: dict[str, Any] = {"$set": {f"received.{key}": {"report_id": r.report_id,
-                                                           "at": now, "on_time": timely},
-                                       "last_report_at": now}}
-        if inc:
-            upd["$inc"] = inc
-        await uow.docs("programmes").update(r.programme_id, upd)
-        uow.emit(ReportSubmitted(
+        fact = ReportSubmitted(
             programme_id=r.programme_id, report_id=r.report_id, kind=r.kind, year=r.year,
             submitted_by=entity, submitted_at=now, on_time=timely,
             beneficiaries=r.beneficiaries.total if r.beneficiaries else 0,
-            expenditure_usd=spend), traceparent=traceparent)
+            expenditure_usd=spend, channel=channel, report=r)  # type: ignore[arg-type]
+        uow.emit(fact, traceparent=traceparent)
+        report = await self.reported(uow, fact)
         BUSINESS.labels("reports_submitted").inc()
         await self.evaluate(uow, r.programme_id, now, rules, traceparent)
         return True, report
@@ -188,12 +178,10 @@ class MonitoringStore(Store):
         for d in late:
             if ids[d] in known:
                 continue
-            await self.db.overdue.insert_one(
-                {"_id": ids[d], "programme_id": pid, "key": d.key, "due": as_dt(d.due),
-                 "detected_at": now}, session=uow.session)
-            uow.emit(ReportOverdue(programme_id=pid, kind=d.kind, year=d.year, due=d.due,
-                                   detected_at=now, punos=doc.get("punos", [])),
-                     traceparent=traceparent)
+            fact = ReportOverdue(programme_id=pid, kind=d.kind, year=d.year, due=d.due,
+                                 detected_at=now, punos=doc.get("punos", []))
+            uow.emit(fact, traceparent=traceparent)
+            await self.went_overdue(uow, fact)
             BUSINESS.labels("reports_overdue").inc()
             happened.append(f"overdue {d.key}")
         nf, spent = net_funded(doc), amounts(doc, "spent")
@@ -204,16 +192,19 @@ class MonitoringStore(Store):
         old = set(doc.get("risk_flags", []))
         if flags != old:
             # a concurrent evaluation writes the same document: one transaction retries
-            await uow.docs("programmes").update(pid, {"$set": {"risk_flags": sorted(flags)}})
+            risk: Any = (ProgrammeAtRisk(
+                programme_id=pid, flags=sorted(flags), new_flags=sorted(flags - old),
+                delivery_rate=str(rate) if rate is not None else None, detected_at=now)
+                if flags - old else ProgrammeRiskCleared(
+                    programme_id=pid, flags=sorted(flags), cleared_flags=sorted(old - flags),
+                    detected_at=now))
+            uow.emit(risk, traceparent=traceparent)
+            await self.flagged(uow, risk)
             if flags - old:
-                uow.emit(ProgrammeAtRisk(programme_id=pid, flags=sorted(flags),
-                                         new_flags=sorted(flags - old),
-                                         delivery_rate=str(rate) if rate is not None else None,
-                                         detected_at=now), traceparent=traceparent)
                 happened.append(f"at-risk {sorted(flags - old)}")
         status = doc["status"]
         if status == "on-going" and operationally_closable(end, received, today):
-            await self._close(uow, pid, "on-going", "operationally-closed", now)
+            await self._close(uow, pid, "on-going", "operationally-closed")
             await self._emit_own(uow, ProgrammeOperationallyClosed(
                 programme_id=pid, end_date=end, closed_at=now), now, traceparent)
             happened.append("operationally-closed")
@@ -225,9 +216,7 @@ class MonitoringStore(Store):
             # above the threshold was received (refunds lower the net funded amount)
             rows = [{**r, "refund_usd": amounts(doc, "refunded").get(r["entity"], ZERO)}
                     for r in rows]
-            await self._close(uow, pid, "operationally-closed", "financially-closed", now,
-                              {"balances": [{k: d128(v) if isinstance(v, Decimal) else v
-                                             for k, v in r.items()} for r in rows]})
+            await self._close(uow, pid, "operationally-closed", "financially-closed")
             await self._emit_own(uow, ProgrammeFinanciallyClosed(
                 programme_id=pid, closed_at=now, balances=[Unspent(**r) for r in rows],
                 refund_total_usd=sum((r["refund_usd"] for r in rows), ZERO)), now,
@@ -235,20 +224,66 @@ class MonitoringStore(Store):
             happened.append("financially-closed")
         return happened
 
-    async def _close(self, uow: UnitOfWork, pid: str, current: str, target: str,
-                     now: datetime, extra: dict[str, Any] | None = None) -> None:
+    async def _close(self, uow: UnitOfWork, pid: str, current: str, target: str) -> None:
         doc = await self._doc(uow, pid)
         if doc.get("status") != current:
             raise Conflict(f"{pid} changed concurrently")
-        await uow.docs("programmes").update(
-            pid, {"$set": {f"closed.{target}": now, **(extra or {})}})
         BUSINESS.labels(target.replace("-", "_")).inc()
 
     async def _emit_own(self, uow: UnitOfWork, fact: Any, at: datetime,
                         traceparent: str | None) -> None:
         """Emit one of our lifecycle facts and fold it into our own record."""
         env = uow.emit(fact, traceparent=traceparent)
-        await self.advance(uow, fact.programme_id, env.type, env.id, fact, at)
+        await self.closed(uow, env.type, env.id, fact)
+
+    # -- our own facts, as made (above) or replayed (shared.rebuild) ---------------------------
+    async def reported(self, uow: UnitOfWork, f: ReportSubmitted) -> dict[str, Any]:
+        """A report accepted: kept, and what it says added to the programme."""
+        r, key, now = f.report, report_key(f.kind, f.year), f.submitted_at
+        if r is None:
+            raise NotFound(f"report {f.report_id}: published before facts carried reports")
+        report = {"_id": r.report_id, "programme_id": r.programme_id, "kind": r.kind,
+                  "year": r.year, "key": key, "submitted_by": f.submitted_by,
+                  "channel": f.channel, "at": now, "on_time": f.on_time,
+                  "body": r.model_dump(mode="json")}
+        await uow.docs("reports").insert(report)
+        inc: dict[str, Any] = {f"spent.{s.entity.upper()}": d128(s.amount_usd)
+                               for s in r.expenditure}
+        if r.beneficiaries:
+            inc["beneficiaries_total"] = r.beneficiaries.total
+        doc = await self._doc(uow, r.programme_id)
+        last = doc.get("last_report_at")
+        upd: dict[str, Any] = {"$set": {f"received.{key}": {"report_id": r.report_id,
+                                                           "at": now, "on_time": f.on_time},
+                                       "last_report_at": max(last, now) if last else now}}
+        if inc:
+            upd["$inc"] = inc
+        await uow.docs("programmes").update(r.programme_id, upd)
+        return report
+
+    async def went_overdue(self, uow: UnitOfWork, f: ReportOverdue) -> None:
+        key = report_key(f.kind, f.year)
+        await uow.docs("overdue").insert({
+            "_id": f"{f.programme_id}:{key}:{f.due.isoformat()}", "programme_id": f.programme_id,
+            "key": key, "due": as_dt(f.due), "detected_at": f.detected_at})
+
+    async def flagged(self, uow: UnitOfWork, f: ProgrammeAtRisk | ProgrammeRiskCleared
+                      ) -> None:
+        await uow.docs("programmes").update(f.programme_id,
+                                            {"$set": {"risk_flags": sorted(f.flags)}})
+
+    async def closed(self, uow: UnitOfWork, fact_type: str, fact_id: str,
+                     f: ProgrammeOperationallyClosed | ProgrammeFinanciallyClosed) -> None:
+        """Our closure, folded into our record with its date (and the balances)."""
+        target = ("operationally-closed" if isinstance(f, ProgrammeOperationallyClosed)
+                  else "financially-closed")
+        extra: dict[str, Any] = {}
+        if isinstance(f, ProgrammeFinanciallyClosed):
+            extra["balances"] = [{k: d128(v) if isinstance(v, Decimal) else v
+                                  for k, v in b.model_dump().items()} for b in f.balances]
+        await uow.docs("programmes").update(
+            f.programme_id, {"$set": {f"closed.{target}": f.closed_at, **extra}})
+        await self.advance(uow, f.programme_id, fact_type, fact_id, f, f.closed_at)
 
     async def active_ids(self) -> list[str]:
         return [d["_id"] async for d in self.db.programmes.find(

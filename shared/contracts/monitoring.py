@@ -92,9 +92,13 @@ class SubmitProgressReport(Command):
     "programme_id": "jp-3f1c0c1e9b7a4d2e", "report_id": "IOM-PHL-2027-AN",
     "kind": "annual-narrative", "year": 2027, "submitted_by": "IOM",
     "submitted_at": "2028-03-01T00:00:00Z", "on_time": True, "beneficiaries": 1200,
-    "expenditure_usd": "0.00"})
+    "expenditure_usd": "0.00", "channel": "kafka",
+    "report": {**REPORT_EXAMPLE, "report_id": "IOM-PHL-2027-AN"}})
 class ReportSubmitted(Fact):
-    """A progress report was accepted."""
+    """A progress report was accepted. `report` is the report itself (aggregates only) and
+    `channel` how it came: monitoring is rebuilt from its facts (`mptf rebuild`), so the
+    fact carries what the report changed. Both are absent from facts published before
+    they were added (consumers must accept that)."""
 
     TYPE = "org.migrationmptf.report.submitted.v1"
 
@@ -107,6 +111,8 @@ class ReportSubmitted(Fact):
     on_time: bool
     beneficiaries: int = 0
     expenditure_usd: Money
+    channel: Literal["http", "kafka"] | None = None
+    report: SubmitProgressReport | None = None
 
 
 @register(topic=topics.MONITORING, owner="monitoring", key="programme_id", example={
@@ -140,6 +146,22 @@ class ProgrammeAtRisk(Fact):
     flags: list[str]
     new_flags: list[str]
     delivery_rate: str | None = None
+    detected_at: datetime
+
+
+@register(topic=topics.MONITORING, owner="monitoring", key="programme_id", example={
+    "programme_id": "jp-3f1c0c1e9b7a4d2e", "flags": ["low-delivery"],
+    "cleared_flags": ["report-overdue"], "detected_at": "2028-05-20T00:00:00Z"})
+class ProgrammeRiskCleared(Fact):
+    """A programme lost a risk flag (an overdue report came in, say); `flags` are those it
+    still has. Nobody is alerted: the flags shown are kept true by this and
+    ProgrammeAtRisk together."""
+
+    TYPE = "org.migrationmptf.programme.risk-cleared.v1"
+
+    programme_id: str
+    flags: list[str]
+    cleared_flags: list[str]
     detected_at: datetime
 
 

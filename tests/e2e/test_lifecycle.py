@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal as D
@@ -22,19 +23,25 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from typer.testing import CliRunner
 
-from shared import topics
+from mptf_cli import kafka_tools
+from mptf_cli.main import app as cli
+from shared import kafka_acl, topics
 from shared.contracts.funding import SubmitRefund
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from tests.support import (
     FMU,
     OPERATOR,
+    TEST_ENTITIES,
     all_pages,
     bearer,
     documented_fields_missing,
     event_record,
     eventually,
     free_port,
+    headers_of,
+    kafka_auth,
     produce,
     start_service,
     stop_all,
@@ -53,6 +60,83 @@ def note(ref: str, punos: list[tuple[str, str]], countries: list[str], **kw: Any
             "countries": countries, "duration_months": 6,
             "punos": [{"entity": e, "convening": i == 0, "budget_usd": b}
                       for i, (e, b) in enumerate(punos)], **kw}
+
+
+async def settled(tag: str) -> None:
+    """Every consumer of the deployment has read everything, and nothing waits to be
+    published: the live read models hold every fact (twice in a row, a second apart)."""
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    mongo = AsyncIOMotorClient(os.environ["MONGODB_URL"], tz_aware=True)
+    quiet = 0
+
+    async def still() -> bool:
+        nonlocal quiet
+        lag = sum(r["lag"] for r in await kafka_tools.consumer_lag(
+            os.environ["KAFKA_BOOTSTRAP_SERVERS"], f"{tag}.mptf-", auth=kafka_auth()))
+        pending = [await mongo[f"{tag}_{s}"].outbox.count_documents({"sent_at": None})
+                   for s in ("intake", "funding", "monitoring", "notifications")]
+        quiet = quiet + 1 if lag == 0 and not any(pending) else 0
+        return quiet >= 2
+
+    await eventually(still, timeout=60, every=1)
+    mongo.close()
+
+
+async def retention_passed(tag: str) -> None:
+    """What retention removes, removed: every inbound topic's records (the broker's
+    DeleteRecords, as retention moves a log's start) and every published outbox document."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    names = [t for t in kafka_acl.topics_of(f"{tag}.", TEST_ENTITIES)
+             if topics.inbound_sender(t) is not None]
+    # subscribed without a group, a consumer is assigned every partition of its topics
+    probe = AIOKafkaConsumer(*names, bootstrap_servers=bootstrap, group_id=None, **kafka_auth())
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_auth())
+    await probe.start()
+    await admin.start()
+    try:
+        tps = sorted(probe.assignment())
+        assert {tp.topic for tp in tps} == set(names)
+        end = await probe.end_offsets(tps)
+        await admin.delete_records({tp: RecordsToDelete(end[tp]) for tp in tps if end[tp]})
+        start = await probe.beginning_offsets(tps)
+        assert start == end and sum(end.values()) > 0  # the commands are gone
+    finally:
+        await admin.close()
+        await probe.stop()
+    mongo = AsyncIOMotorClient(os.environ["MONGODB_URL"], tz_aware=True)
+    for s in ("intake", "funding", "monitoring", "notifications"):
+        await mongo[f"{tag}_{s}"].outbox.delete_many({"sent_at": {"$ne": None}})
+    mongo.close()
+
+
+async def read_from_first(topic: str, funder: str, group: str) -> list[tuple[str, str]]:
+    """(type, key) of every record of `topic`, read by `funder`'s principal in a new
+    consumer group from the first offset, which must be 0: nothing was ever removed."""
+    from aiokafka import AIOKafkaConsumer
+
+    c = AIOKafkaConsumer(topic, bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                         group_id=group, auto_offset_reset="earliest",
+                         enable_auto_commit=False, **kafka_auth(f"funder-{funder}"))
+    await c.start()
+    out: list[tuple[int, int, str, str]] = []
+    try:
+        while not c.assignment():
+            await c.getmany(timeout_ms=200)
+        parts = list(c.assignment())
+        assert set((await c.beginning_offsets(parts)).values()) == {0}
+        end = await c.end_offsets(parts)
+        while [tp for tp in parts if await c.position(tp) < end[tp]]:
+            for recs in (await c.getmany(timeout_ms=500)).values():
+                out += [(r.partition, r.offset, headers_of(r)["ce_type"],
+                         (r.key or b"").decode()) for r in recs]
+    finally:
+        await c.stop()
+    return [(t, k) for *_, t, k in sorted(out)]  # each key's records in their order
 
 
 def read_spans(folder: Path) -> list[dict[str, Any]]:
@@ -356,8 +440,29 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
                 return log if types >= told_ilo else []
 
             log = await eventually(notified, timeout=30)
+            await settled(tag)
     finally:
         stop_all(procs)
+
+    # the log is the Fund's memory: once the retention of everything else has passed (the
+    # commands on inbound topics gone, published outboxes expired), a funder's new consumer
+    # group reads the Fund's facts from the first one, and every service that keeps lifecycle
+    # state is rebuilt from the fact topics alone into read models equal to the live ones
+    await retention_passed(tag)
+    funders = await read_from_first(f"{tag}.{topics.FUNDERS}", "DEU", f"{tag}.funder-DEU.new")
+    moved = {"A": {"funds.transferred.v1", "budget.revised.v1", "programme.suspended.v1",
+                   "programme.resumed.v1", "funds.refunded.v1"},
+             "F": {"funds.transferred.v1", "allocation.released.v1", "funds.refunded.v1"}}
+    for p, expected in moved.items():
+        seen = [t.split(".", 2)[2] for t, k in funders if k == pid[p]]
+        assert seen[0] == "allocation.made.v1" and expected <= set(seen), (p, seen)
+    for service in ("intake", "monitoring"):
+        out = await asyncio.to_thread(CliRunner().invoke, cli, ["rebuild", service, "--compare"],
+                                      env={"MPTF_TOPIC_PREFIX": f"{tag}.", "COLUMNS": "200",
+                                           "MPTF_MONGODB_DATABASE": f"{tag}_{service}"})
+        assert out.exit_code == 0, out.output
+        assert "the same as the live read models" in out.output
+        print(out.output)
 
     # the OpenAPI examples show the fields the real answers have
     assert len(checked) >= 10, sorted(checked)
