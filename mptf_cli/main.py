@@ -419,6 +419,8 @@ def load(rate: float = typer.Option(20, help="Concept notes per second"),
 REBUILDABLE = {
     "intake": ("services.intake.app:IntakeSettings", "services.intake.store:IntakeStore",
                "services.intake.service:REBUILD"),
+    "funding": ("services.funding.app:FundingSettings", "services.funding.store:FundingStore",
+                "services.funding.service:REBUILD"),
     "monitoring": ("services.monitoring.app:MonitoringSettings",
                    "services.monitoring.store:MonitoringStore",
                    "services.monitoring.service:REBUILD"),

@@ -3,6 +3,7 @@ the pipeline also funds the pipeline in that same transaction."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,7 @@ from shared.contracts.monitoring import (
 from shared.envelope import utcnow
 from shared.errors import MptfError
 from shared.logging import get_logger
+from shared.rebuild import Plan
 from shared.store import UnitOfWork, is_transient
 from shared.telemetry import tag_programme
 
@@ -185,13 +187,46 @@ async def handle_programme_facts(store: FundingStore, rules: FundingRules,
         ev = inc.event
         at = inc.envelope.time
         if isinstance(ev, ProgrammeScreened):
-            await store.remember_screened(uow, ev, inc.id, inc.traceparent)
+            # the programme's trace, as its submitter started it (the same when replayed)
+            await store.remember_screened(uow, ev, inc.id, inc.envelope.traceparent)
             return
         if isinstance(ev, ProgrammeWithdrawn):
             await store.withdrawn(uow, ev, inc.id, at)
         elif isinstance(ev, ProgrammeOperationallyClosed | ProgrammeFinanciallyClosed):
             await store.closed(uow, inc.type, inc.id, ev, at)
-        await store.fund_pipeline(uow, rules, at)
+        if not store.replaying:  # replayed, our own facts say what was allocated then
+            await store.fund_pipeline(uow, rules, at)
 
     async with store.money_lock:  # withdrawals and closures fund the pipeline too
         return await apply_each(store, PROGRAMMES_CONSUMER, batch, apply, programmes_of())
+
+
+# -- rebuilt from the log (shared.rebuild; `mptf rebuild funding`) -----------------------------
+OWN_FACTS_CONSUMER = "funding.own-facts"
+FOREIGN = frozenset({ProgrammeScreened.TYPE, ProgrammeWithdrawn.TYPE,
+                     ProgrammeOperationallyClosed.TYPE, ProgrammeFinanciallyClosed.TYPE})
+
+
+async def project(store: FundingStore, batch: list[Incoming]) -> list[Rejection]:
+    """Our facts, each as the store code that made it booked it (money facts in the order
+    they were made, so the oldest sources are drawn as they were), and intake's and
+    monitoring's facts as the live consumers apply them, deciding nothing: what funding
+    decided because of them is among its own facts. In the batch's order, run by run."""
+    rules = store.settings.rules()  # type: ignore[attr-defined]
+    out: list[Rejection] = []
+    for own, run in itertools.groupby(
+            (i for i in batch if i.record.topic.endswith(topics.FUNDING) or i.type in FOREIGN),
+            key=lambda i: i.record.topic.endswith(topics.FUNDING)):
+        run = list(run)
+        if own:
+            out += await apply_each(store, OWN_FACTS_CONSUMER, run,
+                                    lambda uow, inc: store.replay(uow, inc, rules),
+                                    programmes_of())
+        else:
+            out += await handle_programme_facts(store, rules, run)
+    return out
+
+
+REBUILD = Plan(topics=(topics.PROGRAMMES, topics.FUNDING, topics.MONITORING),
+               project=project,  # type: ignore[arg-type]
+               read_models=("programmes", "contributions", "sources", "fund", "journal"))

@@ -71,8 +71,10 @@ from shared.contracts.funding import (
     RevisedLine,
 )
 from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
+from shared.envelope import Envelope
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.metrics import BUSINESS, USD  # metrics only: money itself stays Decimal
+from shared.rebuild import chronological
 from shared.store import Store, UnitOfWork
 
 
@@ -106,6 +108,16 @@ def py(x: Any) -> Any:
     if isinstance(x, list):
         return [py(v) for v in x]
     return x
+
+
+CHANGES = {ProgrammeSuspended: "suspend", ProgrammeResumed: "resume",
+           ProgrammeCancelled: "cancel", ProgrammeExtended: "extend",
+           BudgetRevised: "revise-budget"}
+
+
+def _ended(doc: dict[str, Any]) -> bool:
+    """Withdrawn or cancelled: nothing more waits for money."""
+    return doc.get("status") in (lifecycle.S.WITHDRAWN, lifecycle.S.CANCELLED)
 
 
 class FundingStore(Store):
@@ -151,17 +163,25 @@ class FundingStore(Store):
         rec = lifecycle.fold(doc.get("lifecycle") or lifecycle.from_status(doc.get("status")),
                              fact_type, fact_id, event, getattr(event, "decision_id", None))
         status = lifecycle.status(rec) or doc.get("status")
-        await programmes.update(pid, {
-            "$set": {"lifecycle": rec, "status": status},
-            "$push": {"timeline": lifecycle.timeline_entry(fact_type, fact_id, at, event)}})
+        await programmes.update(pid, {"$set": {
+            "lifecycle": rec, "status": status,
+            # in the facts' own order, not their arrival's (shared.rebuild)
+            "timeline": chronological([*doc.get("timeline", []), lifecycle.timeline_entry(
+                fact_type, fact_id, at, event)])}})
         return status
 
-    async def emit(self, uow: UnitOfWork, fact: Any, traceparent: str | None = None) -> None:
+    async def emit(self, uow: UnitOfWork, fact: Any, traceparent: str | None = None
+                   ) -> Envelope:
         """Emit a fact and, if it is a lifecycle fact, fold it into our own record too."""
         env = uow.emit(fact, traceparent=traceparent)
+        await self._fold_own(uow, env.type, env.id, fact, env.time)
+        return env
+
+    async def _fold_own(self, uow: UnitOfWork, fact_type: str, fact_id: str, fact: Any,
+                        at: datetime) -> None:
         pid = getattr(fact, "programme_id", None)
-        if pid and env.type in lifecycle.FACT_TYPES:
-            await self.fold(uow, pid, env.type, env.id, fact, env.time)
+        if pid and fact_type in lifecycle.FACT_TYPES:
+            await self.fold(uow, pid, fact_type, fact_id, fact, at)
 
     # -- what intake and monitoring tell us -----------------------------------------------
     async def remember_screened(self, uow: UnitOfWork, f: ProgrammeScreened, fact_id: str,
@@ -188,9 +208,12 @@ class FundingStore(Store):
         raced (a rejection, a cancellation) stands (shared.lifecycle)."""
         pid = f.programme_id
         status = await self.fold(uow, pid, ProgrammeWithdrawn.TYPE, fact_id, f, f.withdrawn_at)
-        if status != lifecycle.S.WITHDRAWN:
+        if status is None:
             return status
-        await self._end(uow, pid, "withdrawn", at)
+        # when, whichever decision the withdrawal raced: the same in any order of arrival
+        await uow.docs("programmes").update(pid, {"$set": {"withdrawn_at": at}})
+        if status == lifecycle.S.WITHDRAWN:
+            await self._end(uow, pid, "withdrawn", at)
         return status
 
     async def _end(self, uow: UnitOfWork, pid: str, reason: str, at: datetime) -> None:
@@ -198,10 +221,15 @@ class FundingStore(Store):
         doc = await uow.docs("programmes").get(pid)
         assert doc is not None
         was = doc.get("pipeline")
-        await uow.docs("programmes").update(pid, {"$set": {
-            "pipeline": "released" if was in ("allocated", "released") else None,
-            "topup_waiting": False, f"{reason}_at": at}})
-        if was == "allocated":
+        set_: dict[str, Any] = {f"{reason}_at": at}
+        if doc.get("topup_waiting"):
+            set_["topup_waiting"] = False
+        if was == "waiting":
+            set_["pipeline"] = None
+        await uow.docs("programmes").update(pid, {"$set": set_})
+        # allocated: released (replayed, its AllocationReleased fact does that, whenever a
+        # withdrawal that raced it is merged in)
+        if was == "allocated" and not self.replaying:
             await self.release(uow, pid, reason, f"rel-{pid}-{reason}", at, owe=True)
 
     async def closed(self, uow: UnitOfWork, fact_type: str, fact_id: str, event: Any,
@@ -216,7 +244,7 @@ class FundingStore(Store):
         await uow.docs("programmes").update(pid, {"$set": {
             "topup_waiting": False,
             "pipeline": None if doc.get("pipeline") == "waiting" else doc.get("pipeline")}})
-        if doc.get("pipeline") == "allocated":
+        if doc.get("pipeline") == "allocated" and not self.replaying:
             await self.release(uow, pid, "closed", f"rel-{pid}-closed", at, owe=False)
 
     # -- releases: allocated money back to the Fund ---------------------------------------
@@ -246,42 +274,54 @@ class FundingStore(Store):
         if not rel:
             return ZERO
         freed = sum((r.released_usd for r in rel), ZERO)
-        owed = sum((r.owed_usd for r in rel), ZERO)
-        upd: dict[str, Any] = {"$inc": {f"allocated.{r.entity}": Decimal128(-r.released_usd)
-                                        for r in rel if r.released_usd},
-                               "$set": {f"owed.{r.entity}": Decimal128(r.owed_usd)
-                                        for r in rel if r.owed_usd}}
-        if doc.get("allocated") is None:  # first per-PUNO sums for a document kept before
-            upd = {"$set": {**upd["$set"], **{
-                f"allocated.{e}": Decimal128(v - sum((r.released_usd for r in rel
-                                                      if r.entity == e), ZERO))
-                for e, v in self._allocated(doc).items()}}}
-        await uow.docs("programmes").update(pid, {k: v for k, v in upd.items() if v})
-        back: list[Draw] = []
-        if freed:
-            dims = {"countries": doc["countries"], "region": doc.get("region"),
-                    "thematic_area": doc["thematic_area"], "year": at.year}
-            await journal.add(m({"_id": f"release:{release_id}", **release_entry(
-                pid, [(r.entity, r.released_usd) for r in rel if r.released_usd], at,
-                **dims)}))
-            back = split_refund(draws_of(doc), freed)
-            await self.db.sources.insert_many([m({
-                "_id": f"rel:{release_id}:{n}", "contributor": d.contributor, "at": at,
-                "contribution_id": d.contribution_id, "release_id": release_id,
-                "remaining": d.usd}) for n, d in enumerate(back)], session=uow.session)
-            await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
-                "available": freed, "allocated_usd": -freed, "released_usd": freed})},
-                upsert=True, session=uow.session)
-        await self.emit(uow, AllocationReleased(
+        back = split_refund(draws_of(doc), freed) if freed else []
+        fact = AllocationReleased(
             programme_id=pid, release_id=release_id, reason=reason,  # type: ignore[arg-type]
             lines=[ReleasedLine(entity=r.entity, released_usd=r.released_usd,
                                 owed_usd=r.owed_usd) for r in rel],
-            released_usd=freed, owed_usd=owed,
+            released_usd=freed, owed_usd=sum((r.owed_usd for r in rel), ZERO),
             funded_by=[FundingSource(contribution_id=d.contribution_id,
                                      contributor=d.contributor, usd=d.usd) for d in back],
-            released_at=at), doc.get("traceparent"))
+            released_at=at)
+        env = uow.emit(fact, traceparent=doc.get("traceparent"))
+        await self.released(uow, fact, env.id, env.time)
         USD.labels("released").inc(float(freed))
         return freed
+
+    async def released(self, uow: UnitOfWork, f: AllocationReleased, fact_id: str,
+                       at_env: datetime) -> None:
+        """What a release changes (made above, or replayed from its fact): the programme's
+        allocation and what its PUNOs owe; the money back in the balance, as sources of the
+        contributions it came from; the journal."""
+        pid, at = f.programme_id, f.released_at
+        doc = await uow.docs("programmes").get(pid)
+        assert doc is not None
+        set_: dict[str, Any] = {f"owed.{ln.entity}": Decimal128(ln.owed_usd)
+                                for ln in f.lines if ln.owed_usd}
+        if f.reason in ("withdrawn", "cancelled"):
+            set_.update({"pipeline": "released", "topup_waiting": False})
+        upd: dict[str, Any] = {"$inc": {f"allocated.{ln.entity}": Decimal128(-ln.released_usd)
+                                        for ln in f.lines if ln.released_usd}, "$set": set_}
+        if doc.get("allocated") is None:  # first per-PUNO sums for a document kept before
+            upd = {"$set": {**set_, **{
+                f"allocated.{e}": Decimal128(v - sum((ln.released_usd for ln in f.lines
+                                                      if ln.entity == e), ZERO))
+                for e, v in self._allocated(doc).items()}}}
+        await uow.docs("programmes").update(pid, {k: v for k, v in upd.items() if v})
+        if f.released_usd:
+            dims = {"countries": doc["countries"], "region": doc.get("region"),
+                    "thematic_area": doc["thematic_area"], "year": at.year}
+            await uow.docs("journal").add(m({"_id": f"release:{f.release_id}", **release_entry(
+                pid, [(ln.entity, ln.released_usd) for ln in f.lines if ln.released_usd], at,
+                **dims)}))
+            await self.db.sources.insert_many([m({
+                "_id": f"rel:{f.release_id}:{n}", "contributor": d.contributor, "at": at,
+                "contribution_id": d.contribution_id, "release_id": f.release_id,
+                "remaining": d.usd}) for n, d in enumerate(f.funded_by)], session=uow.session)
+            await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
+                "available": f.released_usd, "allocated_usd": -f.released_usd,
+                "released_usd": f.released_usd})}, upsert=True, session=uow.session)
+        await self._fold_own(uow, AllocationReleased.TYPE, fact_id, f, at_env)
 
     # -- contributions ------------------------------------------------------------------------
     async def pledge(self, uow: UnitOfWork, c: ContributionPledged) -> bool:
@@ -323,30 +363,42 @@ class FundingStore(Store):
             raise Conflict(f"deposit of {amount} {doc['currency']} exceeds the pledge's "
                            f"undeposited {remaining} {doc['currency']}")
         fee, net = split_deposit(usd, rules)
-        await self.db.contributions.update_one(
-            {"_id": contribution_id, "deposited_amount": doc["deposited_amount"]},
-            {"$inc": m({"deposited_amount": amount, "usd_deposited": usd}),
-             "$push": {"deposits": m({"deposit_id": deposit_id, "amount": amount, "usd": usd,
-                                      "fee_usd": fee, "net_usd": net, "at": at})}},
-            session=uow.session)
-        await self.db.sources.insert_one(m({
-            "_id": f"dep:{contribution_id}:{deposit_id}", "contributor": doc["contributor"],
-            "contribution_id": contribution_id, "at": at, "remaining": net}),
-            session=uow.session)
-        await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
-            "available": net, "deposited_usd": usd, "fees_usd": fee})}, upsert=True,
-            session=uow.session)
-        await self.db.journal.insert_one(m({
-            "_id": f"dep:{contribution_id}:{deposit_id}",
-            **deposit_entry(contribution_id, doc["contributor"], usd, fee, at, doc["year"])}),
-            session=uow.session)
         fact = ContributionDeposited(
             contribution_id=contribution_id, contributor=doc["contributor"],
             currency=doc["currency"], amount=amount, usd_amount=usd, fee_usd=fee, net_usd=net,
-            year=doc["year"], deposited_at=at)
+            year=doc["year"], deposited_at=at, deposit_id=deposit_id)
         uow.emit(fact)
+        await self.deposited(uow, fact, expect=doc["deposited_amount"])
         USD.labels("deposited").inc(float(usd))
         return fact
+
+    async def deposited(self, uow: UnitOfWork, f: ContributionDeposited,
+                        expect: Any = None) -> None:
+        """What a deposit changes (booked above, or replayed from its fact): the contribution,
+        a new source of money, the balance, the journal. `expect`: the deposited amount read
+        before, which a concurrent deposit would have changed."""
+        cid, at = f.contribution_id, f.deposited_at
+        if f.deposit_id is None:
+            raise InvalidInput(f"a deposit of {cid} published before facts named deposits")
+        res = await self.db.contributions.update_one(
+            {"_id": cid, **({"deposited_amount": expect} if expect is not None else {})},
+            {"$inc": m({"deposited_amount": f.amount, "usd_deposited": f.usd_amount}),
+             "$push": {"deposits": m({"deposit_id": f.deposit_id, "amount": f.amount,
+                                      "usd": f.usd_amount, "fee_usd": f.fee_usd,
+                                      "net_usd": f.net_usd, "at": at})}},
+            session=uow.session)
+        if res.matched_count != 1:
+            raise Conflict(f"contribution {cid} changed under this deposit")
+        await self.db.sources.insert_one(m({
+            "_id": f"dep:{cid}:{f.deposit_id}", "contributor": f.contributor,
+            "contribution_id": cid, "at": at, "remaining": f.net_usd}), session=uow.session)
+        await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
+            "available": f.net_usd, "deposited_usd": f.usd_amount, "fees_usd": f.fee_usd})},
+            upsert=True, session=uow.session)
+        await self.db.journal.insert_one(m({
+            "_id": f"dep:{cid}:{f.deposit_id}",
+            **deposit_entry(cid, f.contributor, f.usd_amount, f.fee_usd, at, f.year)}),
+            session=uow.session)
 
     # -- decisions ----------------------------------------------------------------------------
     async def decide(self, uow: UnitOfWork, programme_id: str, decision: str,
@@ -360,38 +412,57 @@ class FundingStore(Store):
         doc = await programmes.get(programme_id)
         check_decidable(doc["status"] if doc else None, programme_id)
         assert doc is not None
-        record = {"decision": decision, "decision_id": decision_id, "rationale": rationale,
-                  "at": at}
         if decision == "approve":
             approved = budget or [(r["entity"], py(r["budget_usd"])) for r in doc["requested"]]
             total = check_approval(doc["punos"], approved, rules)
-            lines = allocation_lines(approved, rules)
-            status, update = "approved", {
-                "pipeline": "waiting", "priority": priority, "approved_at": at,
-                "approved_budget": [{"entity": e, "budget_usd": b} for e, b in approved],
-                "approved_total_usd": total,
-                "lines": [{"entity": ln.entity, "programme_budget_usd": ln.programme_budget_usd,
-                           "support_cost_usd": ln.support_cost_usd,
-                           "total_usd": ln.total_usd} for ln in lines],
-                "total_usd": sum((ln.total_usd for ln in lines), ZERO)}
             fact: Any = ProgrammeApproved(
                 programme_id=programme_id, decision_id=decision_id, priority=priority or 0,
                 approved_budget=[ApprovedLine(entity=e, budget_usd=b) for e, b in approved],
                 total_budget_usd=total, rationale=rationale, decided_at=at)
         elif decision == "reject":
-            status, update = "rejected", {}
             fact = ProgrammeRejected(programme_id=programme_id, decision_id=decision_id,
                                      rationale=rationale, decided_at=at)
         else:
-            status, update = "deferred", {}
             fact = ProgrammeDeferred(programme_id=programme_id, decision_id=decision_id,
                                      rationale=rationale, decided_at=at)
+        env = uow.emit(fact, traceparent=doc.get("traceparent"))
+        status = await self.decided(uow, fact, env.id, env.time, rules)
+        BUSINESS.labels(f"programmes_{status}").inc()
+        return status
+
+    async def decided(self, uow: UnitOfWork, f: Any, fact_id: str, at_env: datetime,
+                      rules: FundingRules) -> str:
+        """What an SC decision on a screened programme changes (made above, or replayed from
+        its fact): approved, it waits in the pipeline with its allocation lines (unless a
+        withdrawal that raced it ended the programme); the decision is in its history."""
+        programmes = uow.docs("programmes")
+        doc = await programmes.get(f.programme_id)
+        assert doc is not None
+        update: dict[str, Any] = {}
+        if isinstance(f, ProgrammeApproved):
+            status, decision = "approved", "approve"
+            approved = [(b.entity, b.budget_usd) for b in f.approved_budget]
+            lines = allocation_lines(approved, rules)
+            update = {
+                "pipeline": None if _ended(doc) else "waiting", "priority": f.priority,
+                "approved_at": f.decided_at,
+                "approved_budget": [{"entity": e, "budget_usd": b} for e, b in approved],
+                "approved_total_usd": f.total_budget_usd,
+                "lines": [{"entity": ln.entity, "programme_budget_usd": ln.programme_budget_usd,
+                           "support_cost_usd": ln.support_cost_usd,
+                           "total_usd": ln.total_usd} for ln in lines],
+                "total_usd": sum((ln.total_usd for ln in lines), ZERO)}
+        elif isinstance(f, ProgrammeRejected):
+            status, decision = "rejected", "reject"
+        else:
+            status, decision = "deferred", "defer"
+        record = {"decision": decision, "decision_id": f.decision_id,
+                  "rationale": f.rationale, "at": f.decided_at}
         # a concurrent decision on this programme writes the same document: the transaction
         # conflicts and retries, and then the rules see the decision already made
-        await programmes.update(programme_id, {"$set": m(update),
-                                               "$push": {"history": m(record)}})
-        await self.emit(uow, fact, doc.get("traceparent"))
-        BUSINESS.labels(f"programmes_{status}").inc()
+        await programmes.update(f.programme_id, {"$set": m(update),
+                                                 "$push": {"history": m(record)}})
+        await self._fold_own(uow, type(f).TYPE, fact_id, f, at_env)
         return status
 
     # -- the Steering Committee's changes to approved programmes ------------------------------
@@ -477,20 +548,8 @@ class FundingStore(Store):
         old = [(b["entity"], py(b["budget_usd"])) for b in doc.get("approved_budget", [])]
         revs = revise(old, budget, doc["punos"], rules)
         n = doc.get("revisions", 0) + 1
-        approved = [(r.entity, r.budget_usd) for r in revs]
-        upd: dict[str, Any] = {
-            "revisions": n,
-            "approved_budget": [{"entity": e, "budget_usd": b} for e, b in approved],
-            "approved_total_usd": sum((b for _, b in approved), ZERO)}
         allocated = doc.get("pipeline") == "allocated"
-        if not allocated:  # still waiting: the allocation to come is the new budget
-            lines = allocation_lines(approved, rules)
-            upd.update({"lines": [{"entity": ln.entity,
-                                   "programme_budget_usd": ln.programme_budget_usd,
-                                   "support_cost_usd": ln.support_cost_usd,
-                                   "total_usd": ln.total_usd} for ln in lines],
-                        "total_usd": sum((ln.total_usd for ln in lines), ZERO)})
-        else:
+        if allocated:
             free = {e: a - amounts(doc, "transferred").get(e, ZERO)
                     for e, a in self._allocated(doc).items()}
             for r in revs:
@@ -498,27 +557,76 @@ class FundingStore(Store):
                     raise Conflict(f"{r.entity} was already transferred part of what the "
                                    f"revision takes away: at most {free.get(r.entity, ZERO)}"
                                    " can move", entity=r.entity)
+        fact = BudgetRevised(
+            programme_id=pid, decision_id=decision_id, revision=n,
+            lines=[RevisedLine(entity=r.entity, budget_usd=r.budget_usd,
+                               change_usd=r.change_usd) for r in revs],
+            total_budget_usd=sum((r.budget_usd for r in revs), ZERO),
+            change_usd=sum((r.change_usd for r in revs), ZERO), rationale=rationale,
+            decided_at=at)
+        await self._revised(uow, pid, n, revs, at, rules)
+        await self.emit(uow, fact, doc.get("traceparent"))
+        downs = {r.entity: -r.change_total_usd for r in revs if r.change_total_usd < 0}
+        if allocated and downs:
+            await self.release(uow, pid, "revised", f"rel-{pid}-r{n}", at, owe=False,
+                               only=downs)
+        return n
+
+    async def _revised(self, uow: UnitOfWork, pid: str, n: int, revs: list[Any], at: datetime,
+                       rules: FundingRules) -> None:
+        """What revision `n` changes: the approved budget; before the allocation, the
+        allocation to come; after it, what grows waits in the pipeline as a top-up (unless a
+        withdrawal that raced the revision ended the programme)."""
+        doc = await uow.docs("programmes").get(pid)
+        assert doc is not None
+        approved = [(r.entity, r.budget_usd) for r in revs]
+        upd: dict[str, Any] = {
+            "revisions": n,
+            "approved_budget": [{"entity": e, "budget_usd": b} for e, b in approved],
+            "approved_total_usd": sum((b for _, b in approved), ZERO)}
+        if doc.get("pipeline") != "allocated":  # still waiting: the allocation to come
+            lines = allocation_lines(approved, rules)
+            upd.update({"lines": [{"entity": ln.entity,
+                                   "programme_budget_usd": ln.programme_budget_usd,
+                                   "support_cost_usd": ln.support_cost_usd,
+                                   "total_usd": ln.total_usd} for ln in lines],
+                        "total_usd": sum((ln.total_usd for ln in lines), ZERO)})
+        else:
             ups = [r for r in revs if r.change_total_usd > 0]
             if ups:
-                upd.update({"topup_waiting": True, "topup": {
+                upd.update({"topup_waiting": not _ended(doc), "topup": {
                     "revision": n, "at": at,
                     "total_usd": sum((r.change_total_usd for r in ups), ZERO),
                     "lines": [{"entity": r.entity, "programme_budget_usd": r.change_usd,
                                "support_cost_usd": r.change_total_usd - r.change_usd,
                                "total_usd": r.change_total_usd} for r in ups]}})
         await uow.docs("programmes").update(pid, {"$set": m(upd)})
-        await self.emit(uow, BudgetRevised(
-            programme_id=pid, decision_id=decision_id, revision=n,
-            lines=[RevisedLine(entity=r.entity, budget_usd=r.budget_usd,
-                               change_usd=r.change_usd) for r in revs],
-            total_budget_usd=upd["approved_total_usd"],
-            change_usd=sum((r.change_usd for r in revs), ZERO), rationale=rationale,
-            decided_at=at), doc.get("traceparent"))
-        downs = {r.entity: -r.change_total_usd for r in revs if r.change_total_usd < 0}
-        if allocated and downs:
-            await self.release(uow, pid, "revised", f"rel-{pid}-r{n}", at, owe=False,
-                               only=downs)
-        return n
+
+    async def changed(self, uow: UnitOfWork, f: Any, fact_id: str, at_env: datetime,
+                      rules: FundingRules) -> None:
+        """An SC change to an approved programme, replayed from its fact (shared.rebuild):
+        in the history, with what it changes, as the commands above made it."""
+        pid = f.programme_id
+        programmes = uow.docs("programmes")
+        doc = await programmes.get(pid)
+        if doc is None:
+            raise NotFound(f"no programme {pid}")
+        record: dict[str, Any] = {"decision": CHANGES[type(f)], "decision_id": f.decision_id,
+                                  "rationale": f.rationale, "at": f.decided_at}
+        if isinstance(f, ProgrammeExtended):
+            record["months"] = f.extension_months
+        await programmes.update(pid, {"$push": {"history": m(record)}})
+        if isinstance(f, ProgrammeExtended):
+            await programmes.update(pid, {"$set": {
+                "extension_months": f.total_extension_months}})
+        elif isinstance(f, BudgetRevised):
+            old = [(b["entity"], py(b["budget_usd"])) for b in doc.get("approved_budget", [])]
+            revs = revise(old, [(ln.entity, ln.budget_usd) for ln in f.lines], doc["punos"],
+                          rules)
+            await self._revised(uow, pid, f.revision, revs, f.decided_at, rules)
+        await self._fold_own(uow, type(f).TYPE, fact_id, f, at_env)
+        if isinstance(f, ProgrammeCancelled):
+            await self._end(uow, pid, "cancelled", f.decided_at)
 
     # -- allocation and transfers -------------------------------------------------------------
     async def fund_pipeline(self, uow: UnitOfWork, rules: FundingRules, at: datetime
@@ -577,53 +685,60 @@ class FundingStore(Store):
                         rules: FundingRules, at: datetime) -> Decimal:
         """Book one allocation (or top-up) and its first transfer (the balance is the
         caller's); returns the amount transferred."""
-        total = w.total_usd
         prog = await uow.docs("programmes").get(w.programme_id)
         assert prog is not None
+        src = prog["topup"]["lines"] if w.revision else prog["lines"]
+        fact = AllocationMade(
+            programme_id=w.programme_id,
+            allocation_id=f"a-{w.programme_id}" + (f"-r{w.revision}" if w.revision else ""),
+            lines=[AllocationLine(entity=ln["entity"],
+                                  programme_budget_usd=py(ln["programme_budget_usd"]),
+                                  support_cost_usd=py(ln["support_cost_usd"]),
+                                  total_usd=py(ln["total_usd"])) for ln in src],
+            total_usd=w.total_usd,
+            funded_by=[FundingSource(contribution_id=d.contribution_id, contributor=d.contributor,
+                                     usd=d.usd) for d in draws],
+            allocated_at=at)
+        env = uow.emit(fact, traceparent=prog.get("traceparent"))
+        await self.allocated(uow, fact, env.id, env.time, draws)
+        BUSINESS.labels("allocations_made").inc()
+        USD.labels("allocated").inc(float(w.total_usd))
+        prog = await uow.docs("programmes").get(w.programme_id)
+        assert prog is not None
+        if w.revision:  # a top-up is transferred at once, as a tranche of its own
+            return await self._transfer(uow, prog, len(rules.tranches) + w.revision,
+                                        {ln.entity: ln.total_usd for ln in fact.lines},
+                                        f"-r{w.revision}", at)
+        return await self._release(uow, prog, 0, rules, at)
+
+    async def allocated(self, uow: UnitOfWork, f: AllocationMade, fact_id: str,
+                        at_env: datetime, draws: list[Draw]) -> None:
+        """What an allocation (or a top-up: its id ends -r<revision>) changes in the programme
+        and the journal (made above, or replayed from its fact); `draws`: the sources it
+        took, whose balance and remainders the caller books."""
+        pid, at = f.programme_id, f.allocated_at
+        suffix = f.allocation_id.removeprefix(f"a-{pid}")
         funded = [{"source_id": d.source_id, "contributor": d.contributor,
                    "contribution_id": d.contribution_id, "usd": d.usd} for d in draws]
-        if w.revision:
-            src = prog["topup"]["lines"]
-            suffix = f":r{w.revision}"
+        if suffix:
             upd: dict[str, Any] = {
                 "$set": {"topup_waiting": False, "topup": None},
-                "$inc": {f"allocated.{ln['entity']}": ln["total_usd"] for ln in src},
+                "$inc": {f"allocated.{ln.entity}": Decimal128(ln.total_usd) for ln in f.lines},
                 "$push": {"funded_by": {"$each": m(funded)}}}
         else:
-            src = prog["lines"]
-            suffix = ""
             upd = {"$set": m({
                 "pipeline": "allocated", "allocated_at": at, "tranches_released": 0,
-                "allocated": {ln["entity"]: py(ln["total_usd"]) for ln in src},
+                "allocated": {ln.entity: ln.total_usd for ln in f.lines},
                 "funded_by": funded})}
-        prog = await uow.docs("programmes").update(w.programme_id, upd)
+        prog = await uow.docs("programmes").update(pid, upd)
         assert prog is not None
-        lines = [Line(ln["entity"], py(ln["programme_budget_usd"]), py(ln["support_cost_usd"]))
-                 for ln in src]
+        lines = [Line(ln.entity, ln.programme_budget_usd, ln.support_cost_usd) for ln in f.lines]
         dims = {"countries": prog["countries"], "region": prog.get("region"),
                 "thematic_area": prog["thematic_area"], "year": at.year}
         await uow.docs("journal").add(m({
-            "_id": f"alloc:{w.programme_id}{suffix}",
-            **allocation_entry(w.programme_id, lines, at, **dims)}))
-        await self.emit(uow, AllocationMade(
-            programme_id=w.programme_id,
-            allocation_id=f"a-{w.programme_id}" + (f"-r{w.revision}" if w.revision else ""),
-            lines=[AllocationLine(entity=ln.entity, programme_budget_usd=ln.programme_budget_usd,
-                                  support_cost_usd=ln.support_cost_usd, total_usd=ln.total_usd)
-                   for ln in lines],
-            total_usd=total,
-            funded_by=[FundingSource(contribution_id=d.contribution_id, contributor=d.contributor,
-                                     usd=d.usd) for d in draws],
-            allocated_at=at), prog.get("traceparent"))
-        BUSINESS.labels("allocations_made").inc()
-        USD.labels("allocated").inc(float(total))
-        if w.revision:  # a top-up is transferred at once, as a tranche of its own
-            prog = await uow.docs("programmes").get(w.programme_id)
-            assert prog is not None
-            return await self._transfer(uow, prog, len(rules.tranches) + w.revision,
-                                        {ln.entity: ln.total_usd for ln in lines},
-                                        f"-r{w.revision}", at)
-        return await self._release(uow, prog, 0, rules, at)
+            "_id": f"alloc:{pid}{suffix.replace('-', ':')}",
+            **allocation_entry(pid, lines, at, **dims)}))
+        await self._fold_own(uow, AllocationMade.TYPE, fact_id, f, at_env)
 
     async def _release(self, uow: UnitOfWork, prog: dict[str, Any], tranche: int,
                        rules: FundingRules, at: datetime) -> Decimal:
@@ -704,30 +819,104 @@ class FundingStore(Store):
             prog.get("refunded", {}).get(entity, Decimal128("0")))
         if amount > net:
             raise Conflict(f"{entity} holds {net} of {programme_id}; cannot refund {amount}")
+        fact = FundsRefunded(programme_id=programme_id, refund_id=refund_id, entity=entity,
+                             amount_usd=amount, refunded_at=at)
+        env = uow.emit(fact, traceparent=prog.get("traceparent"))
+        await self.refunded(uow, fact, env.id, env.time)
+        USD.labels("refunded").inc(float(amount))
+        return True
+
+    async def refunded(self, uow: UnitOfWork, f: FundsRefunded, fact_id: str,
+                       at_env: datetime) -> None:
+        """What a refund changes (booked above, or replayed from its fact): what the PUNO
+        holds and owes; the money back in the balance as sources of the contributions that
+        funded the programme, in proportion; the journal."""
+        pid, entity, amount, at = f.programme_id, f.entity, f.amount_usd, f.refunded_at
+        prog = await uow.docs("programmes").get(pid)
+        assert prog is not None
         owed = amounts(prog, "owed").get(entity, ZERO)
         upd: dict[str, Any] = {"$inc": {f"refunded.{entity}": Decimal128(amount)}}
         if owed:  # what a withdrawn or cancelled programme's PUNO owes back
             upd["$set"] = {f"owed.{entity}": Decimal128(max(owed - amount, ZERO))}
-        await uow.docs("programmes").update(programme_id, upd)
+        await uow.docs("programmes").update(pid, upd)
         dims = {"countries": prog["countries"], "region": prog.get("region"),
                 "thematic_area": prog["thematic_area"], "year": at.year}
         await uow.docs("journal").add(m({
-            "_id": f"refund:{refund_id}",
-            **refund_entry(programme_id, entity, amount, at, **dims)}))
-        back = split_refund([Draw(f["source_id"], f["contributor"], py(f["usd"]),
-                                  f.get("contribution_id") or "")
-                             for f in prog.get("funded_by", [])], amount)
+            "_id": f"refund:{f.refund_id}", **refund_entry(pid, entity, amount, at, **dims)}))
+        back = split_refund([Draw(d["source_id"], d["contributor"], py(d["usd"]),
+                                  d.get("contribution_id") or "")
+                             for d in prog.get("funded_by", [])], amount)
         await self.db.sources.insert_many([m({
-            "_id": f"ref:{refund_id}:{n}", "contributor": d.contributor, "at": at,
-            "contribution_id": d.contribution_id, "refund_id": refund_id, "remaining": d.usd})
-            for n, d in enumerate(back)], session=uow.session)
+            "_id": f"ref:{f.refund_id}:{n}", "contributor": d.contributor, "at": at,
+            "contribution_id": d.contribution_id, "refund_id": f.refund_id,
+            "remaining": d.usd}) for n, d in enumerate(back)], session=uow.session)
         await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
             "available": amount, "refunded_usd": amount})}, upsert=True, session=uow.session)
-        await self.emit(uow, FundsRefunded(programme_id=programme_id, refund_id=refund_id,
-                                           entity=entity, amount_usd=amount, refunded_at=at),
-                        prog.get("traceparent"))
-        USD.labels("refunded").inc(float(amount))
-        return True
+        await self._fold_own(uow, FundsRefunded.TYPE, fact_id, f, at_env)
+
+    # -- our facts replayed (shared.rebuild): what the live paths book in bulk, one by one --
+    async def replay_allocation(self, uow: UnitOfWork, f: AllocationMade, fact_id: str,
+                                at_env: datetime) -> None:
+        """An allocation from its fact: the oldest sources drawn first, as when it was made
+        (the Fund's money facts replayed in their order leave the sources as they were
+        then), checked against the contributions the fact names."""
+        sources = [(d["_id"], d["contributor"], py(d["remaining"]), d.get("contribution_id"))
+                   async for d in self.db.sources.find(
+                       {"remaining": {"$gt": Decimal128("0")}}, session=uow.session).sort(
+                       [("at", ASCENDING), ("_id", ASCENDING)])]
+        draws = draw_fifo(sources, f.total_usd)
+        if [(d.contribution_id, d.usd) for d in draws] != [
+                (x.contribution_id, x.usd) for x in f.funded_by]:
+            raise Conflict(f"{f.allocation_id}: the replayed sources give "
+                           f"{[(d.contribution_id, str(d.usd)) for d in draws]}, the fact "
+                           f"{[(x.contribution_id, str(x.usd)) for x in f.funded_by]}")
+        for d in draws:
+            await self.db.sources.update_one({"_id": d.source_id}, {"$inc": {
+                "remaining": Decimal128(-d.usd)}}, session=uow.session)
+        await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
+            "available": -f.total_usd, "allocated_usd": f.total_usd})}, upsert=True,
+            session=uow.session)
+        await self.allocated(uow, f, fact_id, at_env, draws)
+
+    async def replay_transfer(self, uow: UnitOfWork, f: FundsTransferred, fact_id: str,
+                              at_env: datetime) -> None:
+        pid, at = f.programme_id, f.transferred_at
+        prog = await uow.docs("programmes").get(pid)
+        assert prog is not None
+        suffix = f.transfer_id.removeprefix(f"t-{pid}-{f.entity}")
+        dims = {"countries": prog["countries"], "region": prog.get("region"),
+                "thematic_area": prog["thematic_area"], "year": at.year}
+        await uow.docs("journal").add(m({
+            "_id": f"xfer:{pid}:{f.entity}:{suffix.lstrip('-')}",
+            **transfer_entry(pid, f.entity, f.amount_usd, at, **dims)}))
+        upd: dict[str, Any] = {"$inc": {f"transferred.{f.entity}": Decimal128(f.amount_usd)}}
+        if not suffix.startswith("-r"):  # a tranche of the allocation, not a top-up
+            upd["$set"] = {"tranches_released": max(prog.get("tranches_released", 0),
+                                                    f.tranche)}
+        await uow.docs("programmes").update(pid, upd)
+        await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
+            "transferred_usd": f.amount_usd})}, upsert=True, session=uow.session)
+        await self._fold_own(uow, FundsTransferred.TYPE, fact_id, f, at_env)
+
+    async def replay(self, uow: UnitOfWork, inc: Any, rules: FundingRules) -> None:
+        """One of our facts, replayed (shared.rebuild)."""
+        f, fid, at = inc.event, inc.id, inc.envelope.time
+        if isinstance(f, ContributionPledged):
+            await self.pledge(uow, f)
+        elif isinstance(f, ContributionDeposited):
+            await self.deposited(uow, f)
+        elif isinstance(f, ProgrammeApproved | ProgrammeRejected | ProgrammeDeferred):
+            await self.decided(uow, f, fid, at, rules)
+        elif isinstance(f, tuple(CHANGES)):
+            await self.changed(uow, f, fid, at, rules)
+        elif isinstance(f, AllocationMade):
+            await self.replay_allocation(uow, f, fid, at)
+        elif isinstance(f, FundsTransferred):
+            await self.replay_transfer(uow, f, fid, at)
+        elif isinstance(f, FundsRefunded):
+            await self.refunded(uow, f, fid, at)
+        elif isinstance(f, AllocationReleased):
+            await self.released(uow, f, fid, at)
 
     # -- reads --------------------------------------------------------------------------------
     async def journal(self, as_of: datetime | None = None) -> list[dict[str, Any]]:

@@ -40,10 +40,12 @@ class ContributionPledged(Fact):
 @register(topic=topics.FUNDING, owner="funding", key="contribution_id", example={
     "contribution_id": "c-DEU-2026-01", "contributor": "DEU", "currency": "EUR",
     "amount": "5000000.00", "usd_amount": "5400000.00", "fee_usd": "54000.00",
-    "net_usd": "5346000.00", "year": 2026, "deposited_at": "2026-03-01T09:00:00Z"})
+    "net_usd": "5346000.00", "year": 2026, "deposited_at": "2026-03-01T09:00:00Z",
+    "deposit_id": "AA-2026-0301"})
 class ContributionDeposited(Fact):
     """A contribution was deposited with the Administrative Agent; its fee (1%) was taken and
-    the rest joined the Fund's net balance."""
+    the rest joined the Fund's net balance. `deposit_id` is the AA's reference of the deposit
+    (absent from facts published before it was added)."""
 
     TYPE = "org.migrationmptf.contribution.deposited.v1"
 
@@ -56,6 +58,7 @@ class ContributionDeposited(Fact):
     net_usd: Money
     year: int
     deposited_at: datetime
+    deposit_id: str | None = None
 
 
 class ApprovedLine(_Part):

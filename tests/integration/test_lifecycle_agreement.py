@@ -5,7 +5,7 @@ layers against the real store, while the facts each publishes (read from its out
 the other two in random interleavings of their topics, in batches, with redeliveries. When
 everything has been delivered, the three agree on every programme's state, and funding and
 monitoring on its money per PUNO (allocated, transferred, refunded, owed); no fact was
-dead-lettered; and intake and monitoring rebuilt from the facts alone (`mptf rebuild`), in the
+dead-lettered; and each service rebuilt from the facts alone (`mptf rebuild`), in the
 order of the facts' times rather than of their arrival, have the same read models."""
 
 from __future__ import annotations
@@ -259,6 +259,7 @@ class World:
                                  key=lambda inc: inc.envelope.time))
         for name, live, plan, store_cls in (
                 ("intake", self.intake, intake.REBUILD, IntakeStore),
+                ("funding", self.funding, funding.REBUILD, FundingStore),
                 ("monitoring", self.monitoring, monitoring.REBUILD, MonitoringStore)):
             fresh = store_cls(self.settings[name].model_copy(
                 update={"mongodb_database": f"{live.db.name}_rebuilt"}))
