@@ -424,6 +424,9 @@ REBUILDABLE = {
     "monitoring": ("services.monitoring.app:MonitoringSettings",
                    "services.monitoring.store:MonitoringStore",
                    "services.monitoring.service:REBUILD"),
+    "notifications": ("services.notifications.app:NotificationsSettings",
+                      "services.notifications.store:NotificationsStore",
+                      "services.notifications.service:REBUILD"),
 }
 
 
@@ -436,8 +439,8 @@ def _load_obj(spec: str) -> Any:
 
 async def _rebuild(service: str, into: str | None, replace: bool, compare: bool,
                    batch: int) -> int:
+    from shared.rebuild import carry, read_log, replay
     from shared.rebuild import compare as diff
-    from shared.rebuild import read_log, replay
 
     settings_cls, store_cls, plan = (_load_obj(x) for x in REBUILDABLE[service])
     live_settings = settings_cls()
@@ -452,6 +455,10 @@ async def _rebuild(service: str, into: str | None, replace: bool, compare: bool,
             raise typer.BadParameter(f"database {target} is not empty; --replace drops it")
         if existing:
             await store.client.drop_database(target)
+        carried = await carry(live, store.db, plan.carried)
+        if plan.carried:
+            console.print(f"carried over from {live_settings.database} (configuration, not "
+                          f"facts): {', '.join(plan.carried)}, {carried} document(s)")
         with Progress(console=console) as bar:
             reading = bar.add_task(f"reading {', '.join(plan.topics)}", total=None)
             facts, report = await read_log(

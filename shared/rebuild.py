@@ -43,12 +43,25 @@ Project = Callable[[Store, list[Incoming]], Awaitable[list[Rejection]]]
 @dataclass(frozen=True)
 class Plan:
     """What a service is rebuilt from: the fact topics it reads and writes (bare names,
-    without the deployment's prefix), the function applying a batch of their facts, and the
-    collections that are its read models (what the rebuild makes again and compares)."""
+    without the deployment's prefix), the function applying a batch of their facts, the
+    collections that are its read models (what the rebuild makes again and compares), and
+    those that are configuration, not facts (carried over from the live database first)."""
 
     topics: tuple[str, ...]
     project: Project
     read_models: tuple[str, ...]
+    carried: tuple[str, ...] = ()
+
+
+async def carry(live: Any, target: Any, collections: Iterable[str]) -> int:
+    """Copy configuration collections from the live database; returns how many documents."""
+    n = 0
+    for name in collections:
+        docs = await live[name].find().to_list(None)
+        if docs:
+            await target[name].insert_many(docs)
+        n += len(docs)
+    return n
 
 
 @dataclass

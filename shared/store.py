@@ -141,6 +141,10 @@ class Docs:
         self.pending: dict[Any, str] = {}  # key -> "insert" | "write" | "delete"
         # what a caller's `load_where` queries covered completely (its own vocabulary)
         self.covered: set[Any] = set()
+        # each document as the store held it, for collections that feed aggregates
+        # (Store.aggregate): what a write changes is the difference
+        self.tracked = uow.store.aggregate is not None and name in uow.store.aggregate.parts
+        self.original: dict[Any, dict[str, Any] | None] = {}
 
     def _remember(self, key: Any) -> None:
         """Note `key`'s state for UnitOfWork.rollback_to (what one event changed)."""
@@ -151,6 +155,8 @@ class Docs:
     def _known(self, key: Any, doc: dict[str, Any] | None) -> None:
         self.cache[key] = doc
         self.existed[key] = doc is not None
+        if self.tracked and key not in self.original:
+            self.original[key] = copy.deepcopy(doc)
 
     async def load(self, ids: Iterable[Any]) -> None:
         missing = [i for i in dict.fromkeys(ids) if i is not None and i not in self.cache]
@@ -199,6 +205,8 @@ class Docs:
         transaction at the flush."""
         key = doc["_id"]
         self._remember(key)
+        if self.tracked:
+            self.original.setdefault(key, None)
         self.cache[key] = copy.deepcopy(doc)
         self.pending[key] = "write" if self.pending.get(key) == "delete" else "insert"
 
@@ -212,9 +220,21 @@ class Docs:
         else:
             self.pending[key] = "delete"
 
+    def _count(self) -> None:
+        """Add what the pending writes change to the transaction's aggregate counters; the
+        written state becomes the original for the next flush."""
+        agg = self.uow.store.aggregate
+        if agg is None or not self.tracked:
+            return
+        for key in self.pending:
+            agg.add(self.uow._deltas, key, agg.change(self.coll.name, self.original.get(key),
+                                                      self.cache[key]))
+            self.original[key] = copy.deepcopy(self.cache[key])
+
     async def flush(self) -> None:
         if not self.pending:
             return
+        self._count()
         ops: list[Any] = []
         for key, kind in self.pending.items():
             doc = self.cache[key]
@@ -257,6 +277,7 @@ class UnitOfWork:
         self._docs: dict[str, Docs] = {}
         self._undo: list[tuple[Docs, Any, Any, Any, Any]] = []
         self._touched = False  # the session was used since the last savepoint
+        self._deltas: dict[int, dict[str, Any]] = {}  # Store.aggregate's, per shard
 
     @property
     def session(self) -> Any:
@@ -295,7 +316,21 @@ class UnitOfWork:
         return self._docs[name]
 
     async def write(self) -> None:
-        """Flush buffered writes (one bulk write per collection, in first-use order)."""
+        """Flush buffered writes (one bulk write per collection, in first-use order), and
+        add what they change to the store's aggregate (one bulk write)."""
+        agg = self.store.aggregate
+        for d in list(self._docs.values()):
+            d._count()
+        if agg is not None and self._deltas:
+            # the counters' shards read and written like any document of the transaction
+            # (a concurrent writer of the same shard conflicts, and one retries)
+            shards = self.docs(agg.collection)
+            await shards.load(self._deltas)
+            for shard, delta in sorted(self._deltas.items()):
+                doc = shards.cache.get(shard)
+                await shards.update(shard, {"$set": {"c": agg.plus(
+                    doc["c"] if doc else {}, delta)}}, upsert=True)
+            self._deltas = {}
         for d in self._docs.values():
             await d.flush()
 
@@ -372,8 +407,92 @@ class UnitOfWork:
         return [e for e, _ in self._events]
 
 
+class Aggregate:
+    """Counters a store keeps over some of its collections, in the transactions that write
+    them: `parts[collection](doc)` is what one document adds (a dict of dotted paths to
+    numbers); each write adds the change of its document's part to the shard of its key, in
+    `collection`. Sums are the same whatever the order of the writes."""
+
+    def __init__(self, collection: str, parts: dict[str, Callable[[Any], dict[str, Any]]],
+                 shards: int = 16) -> None:
+        self.collection, self.parts, self.shards = collection, parts, shards
+
+    def shard(self, key: Any) -> int:
+        import zlib
+
+        return zlib.crc32(str(key).encode()) % self.shards
+
+    def change(self, name: str, before: dict[str, Any] | None, after: dict[str, Any] | None
+               ) -> dict[str, Any]:
+        part = self.parts[name]
+        old, new = part(before), part(after)
+        out = {k: new.get(k, 0) - old.get(k, 0) for k in set(old) | set(new)}
+        return {k: v for k, v in out.items() if v != 0}
+
+    def add(self, into: dict[int, dict[str, Any]], key: Any, delta: dict[str, Any]) -> None:
+        """Add `delta` (of the document `key`) to its shard's counters in `into`."""
+        if delta:
+            shard = into.setdefault(self.shard(key), {})
+            for k, v in delta.items():
+                shard[k] = shard.get(k, 0) + v
+
+    @staticmethod
+    def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        """Stored counters as dotted paths (money as Decimal)."""
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            if isinstance(v, dict):
+                out.update(Aggregate.flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v.to_decimal() if isinstance(v, Decimal128) else v
+        return out
+
+    @staticmethod
+    def plus(tree: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+        """Stored counters with `delta` added; a counter at zero is left out, so the stored
+        counters are the same whatever path of changes led to them."""
+        flat = Aggregate.flat(tree)
+        for k, v in delta.items():
+            flat[k] = flat.get(k, 0) + v
+        out: dict[str, Any] = {}
+        for path, v in sorted(flat.items()):
+            if v == 0:
+                continue
+            *head, last = path.split(".")
+            node = out
+            for h in head:
+                node = node.setdefault(h, {})
+            node[last] = Decimal128(v) if isinstance(v, Decimal) else v
+        return out
+
+    async def count(self, db: Any, session: Any) -> None:
+        """Count the counters from the documents, if there are none yet (a database kept
+        before they were); in the caller's transaction, so that two instances starting
+        together do not both count."""
+        if await db[self.collection].find_one({}, session=session):
+            return
+        deltas: dict[int, dict[str, Any]] = {}
+        for name in self.parts:
+            async for d in db[name].find({}, session=session):
+                self.add(deltas, d["_id"], self.change(name, None, d))
+        if deltas:
+            await db[self.collection].insert_many(
+                [{"_id": shard, "c": self.plus({}, delta)} for shard, delta
+                 in sorted(deltas.items())], session=session)
+
+    async def read(self, db: Any) -> dict[str, Any]:
+        """The counters, summed over the shards (money as Decimal)."""
+        total: dict[str, Any] = {}
+        async for d in db[self.collection].find():
+            for k, v in self.flat(d.get("c", {})).items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+
 class Store:
     """Base of each service's store adapter."""
+
+    aggregate: Aggregate | None = None  # counters kept with the writes (see Aggregate)
 
     def __init__(self, settings: ServiceSettings, *, driver: str | None = None) -> None:
         self.settings = settings

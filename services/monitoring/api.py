@@ -133,7 +133,7 @@ async def get_portfolio(request: Request, _: Annotated[Principal, ANYONE],
     if as_of is not None:
         docs, reports = await store.programmes_as_of(check_instant(as_of))
         return exact(portfolio(docs, reports))
-    return exact(portfolio(await store.programmes(), await store.reports({})))
+    return exact(await store.portfolio())
 
 
 @router.get("/export/iati", tags=["open data"], response_class=Response,

@@ -240,4 +240,4 @@ async def project(store: MonitoringStore, batch: list[Incoming]) -> list[Rejecti
 FOREIGN = frozenset(PROGRAMME_FACTS) | frozenset(FUNDING_FACTS)
 REBUILD = Plan(topics=(topics.PROGRAMMES, topics.FUNDING, topics.MONITORING),
                project=project,  # type: ignore[arg-type]
-               read_models=("programmes", "reports", "overdue", "contributions"))
+               read_models=("programmes", "reports", "overdue", "contributions", "portfolio"))

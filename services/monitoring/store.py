@@ -10,6 +10,7 @@ from typing import Any
 from bson import Decimal128
 from pymongo import ASCENDING
 
+from services.monitoring import portfolio
 from services.monitoring.domain import (
     ZERO,
     MonitoringRules,
@@ -38,7 +39,7 @@ from shared.contracts.monitoring import (
 from shared.errors import Conflict, NotFound
 from shared.metrics import BUSINESS
 from shared.rebuild import chronological
-from shared.store import Store, UnitOfWork
+from shared.store import Aggregate, Store, UnitOfWork
 
 
 def d128(x: Decimal) -> Decimal128:
@@ -68,10 +69,28 @@ def dates(doc: dict[str, Any]) -> tuple[date | None, date | None]:
 
 
 class MonitoringStore(Store):
+    # the portfolio's counters, kept by every transaction that writes a programme or a
+    # report (services.monitoring.portfolio)
+    aggregate = Aggregate(portfolio.COLLECTION, portfolio.PARTS)
+
     async def indexes(self) -> None:
         await self.db.programmes.create_index([("status", ASCENDING)])
+        await self.db.programmes.create_index([("risk_flags", ASCENDING)])
         await self.db.reports.create_index([("programme_id", ASCENDING), ("at", ASCENDING),
                                             ("_id", ASCENDING)])
+        agg = self.aggregate
+        assert agg is not None
+        # a database kept before the portfolio's counters were: counted once
+        await self.transaction(lambda uow: agg.count(self.db, uow.session))
+
+    async def portfolio(self) -> dict[str, Any]:
+        """The portfolio from its counters (and the programmes flagged at risk)."""
+        agg = self.aggregate
+        assert agg is not None
+        at_risk = await self.db.programmes.find(
+            {"risk_flags": {"$exists": True, "$ne": []}}, {"title": 1, "risk_flags": 1}
+        ).to_list(None)
+        return portfolio.view(await agg.read(self.db), at_risk)
 
     # -- projections of other services' facts -------------------------------------------------
     async def _doc(self, uow: UnitOfWork, pid: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import uuid
 from collections import defaultdict
@@ -22,6 +23,7 @@ from services.notifications.domain import (
     programme_view,
 )
 from services.notifications.store import NotificationsStore
+from shared import topics
 from shared.consumer import Incoming, Rejection, apply_each, programmes_of
 from shared.contracts import REGISTRY
 from shared.contracts.funding import (
@@ -33,8 +35,16 @@ from shared.contracts.funding import (
 )
 from shared.contracts.intake import ProgrammeSubmitted
 from shared.contracts.monitoring import ReportOverdue
+from shared.contracts.notifications import (
+    NotificationDelivered,
+    NotificationFailed,
+    NotificationRead,
+    NotificationRequeued,
+    NotificationRetrying,
+)
 from shared.envelope import utcnow
 from shared.logging import get_logger
+from shared.rebuild import Plan
 from shared.runtime import keep_running
 from shared.store import UnitOfWork
 
@@ -49,11 +59,11 @@ SELF_ADDRESSED = {ProgrammeSubmitted.TYPE, FundsTransferred.TYPE, FundsRefunded.
 
 
 async def notify(store: NotificationsStore, uow: UnitOfWork, fact_id: str, fact_type: str,
-                 ev: Any, traceparent: str | None, digest_hour: int) -> int:
-    """Record the notices a fact causes (each once). Everyone it concerns gets an inbox
-    notice, registered or not (contributors whose money it concerns, the RC office, the
-    FMU, the PUNOs): the directory adds webhook and e-mail where they are registered.
-    Returns how many new notices there are."""
+                 ev: Any, traceparent: str | None, digest_hour: int, at: datetime) -> int:
+    """Record the notices a fact causes (each once), as of the fact's time `at`. Everyone
+    it concerns gets an inbox notice, registered or not (contributors whose money it
+    concerns, the RC office, the FMU, the PUNOs): the directory adds webhook and e-mail
+    where they are registered. Returns how many new notices there are."""
     pid = getattr(ev, "programme_id", None)
     msg = message_for(ev, await store.programme(uow, pid))
     if msg is None or not msg.recipients:
@@ -64,7 +74,7 @@ async def notify(store: NotificationsStore, uow: UnitOfWork, fact_id: str, fact_
     notices = [Notice(fact_id, fact_type, pid, r, ch, msg.subject, msg.body, msg.action,
                       data if ch != "inbox" else None)
                for r in recipients for ch in channels(contacts.get(r), fact_type)]
-    return await store.record(uow, notices, contacts, utcnow(), digest_hour, traceparent)
+    return await store.record(uow, notices, contacts, at, digest_hour, traceparent)
 
 
 async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, digest_hour: int,
@@ -79,21 +89,23 @@ async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, dige
         nonlocal created
         ev: Any = inc.event
         pid = getattr(ev, "programme_id", None)
+        # the fact's own time and trace: the same notices when replayed (shared.rebuild)
+        at, trace = inc.envelope.time, inc.envelope.traceparent
         if isinstance(ev, AllocationMade):
             await store.add_contributors(uow, pid, [f.contributor for f in ev.funded_by])
         if isinstance(ev, ProgrammeSubmitted):
             await store.remember_programme(uow, programme_view(ev))
         elif pid and inc.type not in SELF_ADDRESSED and not await store.programme(uow, pid):
-            await store.park(uow, inc.id, inc.type, pid, ev.model_dump(mode="json"),
-                             inc.traceparent)
+            await store.park(uow, inc.id, inc.type, pid, ev.model_dump(mode="json"), trace,
+                             at)
             return
-        created += await notify(store, uow, inc.id, inc.type, ev, inc.traceparent,
-                                digest_hour)
+        created += await notify(store, uow, inc.id, inc.type, ev, trace, digest_hour, at)
         if isinstance(ev, ProgrammeSubmitted):
             for p in await store.unpark(uow, pid):
                 fact = REGISTRY[p["type"]].model.model_validate(p["data"])
                 created += await notify(store, uow, p["_id"], p["type"], fact,
-                                        p.get("traceparent"), digest_hour)
+                                        p.get("traceparent"), digest_hour,
+                                        p.get("at") or utcnow())
 
     async def preload(uow: UnitOfWork, events: list[Incoming]) -> None:
         await programmes_of()(uow, events)
@@ -171,3 +183,37 @@ class Dispatcher:
 
     async def run(self) -> None:
         await keep_running("dispatcher", self.run_once, self._idle, cap=30)
+
+
+# -- rebuilt from the log (shared.rebuild; `mptf rebuild notifications`) ----------------------
+OWN_FACTS_CONSUMER = "notifications.own-facts"
+FOREIGN = frozenset(c.type for c in REGISTRY.values()
+                    if c.topic in (topics.PROGRAMMES, topics.FUNDING, topics.MONITORING))
+OUTCOMES = (NotificationDelivered, NotificationRetrying, NotificationFailed,
+            NotificationRequeued, NotificationRead)
+
+
+async def project(store: NotificationsStore, batch: list[Incoming]) -> list[Rejection]:
+    """The others' facts as the live consumer makes notices of them (at the facts' times),
+    and our own facts (each delivery's outcomes, requeues and read marks) as the store code
+    that made them wrote them; in the batch's order, run by run."""
+    digest_hour = store.settings.digest_hour_utc  # type: ignore[attr-defined]
+    out: list[Rejection] = []
+    for own, run in itertools.groupby(
+            (i for i in batch if i.type in FOREIGN or isinstance(i.event, OUTCOMES)),
+            key=lambda i: isinstance(i.event, OUTCOMES)):
+        run = list(run)
+        if own:
+            out += await apply_each(store, OWN_FACTS_CONSUMER, run,
+                                    lambda uow, inc: store.outcome(uow, inc.event))
+        else:
+            out += await handle_facts(store, run, digest_hour=digest_hour)
+    return out
+
+
+# the directory (contact points and their webhook secrets) is configuration, never
+# published: a rebuild carries it over from the live database, and makes the rest anew
+REBUILD = Plan(topics=(topics.PROGRAMMES, topics.FUNDING, topics.MONITORING,
+                       topics.NOTIFICATIONS),
+               project=project,  # type: ignore[arg-type]
+               read_models=("programmes", "deliveries"), carried=("directory",))

@@ -16,7 +16,14 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 
 from services.notifications.domain import FMU, Contact, Notice, Programme, next_digest
-from shared.contracts.notifications import NotificationDelivered, NotificationFailed
+from shared.contracts.notifications import (
+    NotificationDelivered,
+    NotificationFailed,
+    NotificationRead,
+    NotificationRequeued,
+    NotificationRetrying,
+)
+from shared.envelope import utcnow
 from shared.metrics import BUSINESS
 from shared.reference import NETWORK_MEMBERS
 from shared.store import Store, UnitOfWork
@@ -80,7 +87,7 @@ class NotificationsStore(Store):
         return Programme.from_doc(d) if d and d.get("punos") else None
 
     async def park(self, uow: UnitOfWork, fact_id: str, fact_type: str, pid: str,
-                   data: dict[str, Any], traceparent: str | None) -> None:
+                   data: dict[str, Any], traceparent: str | None, at: datetime) -> None:
         """Keep a fact until its programme is known. Parking also writes the programme's
         document, so it conflicts with a concurrent remember_programme (which writes the same
         document): one transaction retries and sees the other, and no fact is left parked
@@ -88,7 +95,7 @@ class NotificationsStore(Store):
         await uow.docs("programmes").update(pid, {"$inc": {"parked": 1}}, upsert=True)
         await uow.docs("parked").update(
             fact_id, {"$setOnInsert": {"type": fact_type, "programme_id": pid,
-                                       "data": data, "traceparent": traceparent}},
+                                       "data": data, "traceparent": traceparent, "at": at}},
             upsert=True)
 
     async def unpark(self, uow: UnitOfWork, pid: str) -> list[dict[str, Any]]:
@@ -99,7 +106,7 @@ class NotificationsStore(Store):
         docs = await parked.load_where({"programme_id": pid})
         for d in docs:
             await parked.delete(d["_id"])
-        await uow.docs("programmes").update(pid, {"$set": {"parked": 0}})
+        await uow.docs("programmes").update(pid, {"$unset": {"parked": ""}})
         return docs
 
     async def load_deliveries(self, uow: UnitOfWork, fact_ids: list[str]) -> None:
@@ -177,23 +184,18 @@ class NotificationsStore(Store):
             deliveries = await self._claimed(uow, docs, owner)
             for d in docs:
                 if d["_id"] in deliveries:
-                    await uow.docs("deliveries").update(d["_id"], {
-                        "$set": {"status": "delivered", "delivered_at": now},
-                        "$inc": {"attempts": 1},
-                        "$push": {"history": {"at": now, "outcome": "delivered"}}})
-                    uow.emit(NotificationDelivered(
-                        notification_id=d["_id"], fact_id=d["fact_id"],
-                        fact_type=d["fact_type"], programme_id=d["programme_id"],
-                        recipient=d["recipient"], channel=d["channel"], delivered_at=now),
-                        traceparent=d.get("traceparent"))
+                    fact = NotificationDelivered(**_notice(d), delivered_at=now)
+                    uow.emit(fact, traceparent=d.get("traceparent"))
+                    await self.outcome(uow, fact)
                     BUSINESS.labels("notifications_delivered").inc()
 
         await self.transaction(work)
 
     async def failed(self, docs: list[dict[str, Any]], owner: str, now: datetime, error: str,
                      max_attempts: int, next_due: datetime) -> list[str]:
-        """Record a failed attempt; the last one makes the delivery dead (the delivery dead
-        letters) and announces NotificationFailed. Returns the ids that died."""
+        """Record a failed attempt (NotificationRetrying); the last one makes the delivery
+        dead (the delivery dead letters) and announces NotificationFailed. Returns the ids
+        that died."""
         died: list[str] = []
 
         async def work(uow: UnitOfWork) -> None:
@@ -203,24 +205,48 @@ class NotificationsStore(Store):
                 if d["_id"] not in deliveries:
                     continue
                 attempts = d.get("attempts", 0) + 1
-                dead = attempts >= max_attempts
-                await uow.docs("deliveries").update(d["_id"], {
-                    "$set": {"status": "dead" if dead else "pending", "attempts": attempts,
-                             "last_error": error[:500], "due_at": next_due},
-                    "$push": {"history": {"at": now, "outcome": "failed",
-                                          "error": error[:500]}}})
-                if dead:
+                fact: Any
+                if attempts >= max_attempts:
                     died.append(d["_id"])
-                    uow.emit(NotificationFailed(
-                        notification_id=d["_id"], fact_id=d["fact_id"],
-                        fact_type=d["fact_type"], programme_id=d["programme_id"],
-                        recipient=d["recipient"], channel=d["channel"], attempts=attempts,
-                        last_error=error[:500], failed_at=now),
-                        traceparent=d.get("traceparent"))
+                    fact = NotificationFailed(**_notice(d), attempts=attempts,
+                                              last_error=error[:500], failed_at=now)
                     BUSINESS.labels("notifications_failed").inc()
+                else:
+                    fact = NotificationRetrying(**_notice(d), attempts=attempts,
+                                                last_error=error[:500], failed_at=now,
+                                                next_attempt_at=next_due)
+                uow.emit(fact, traceparent=d.get("traceparent"))
+                await self.outcome(uow, fact)
 
         await self.transaction(work)
         return died
+
+    async def outcome(self, uow: UnitOfWork, f: Any) -> None:
+        """What a delivery's outcome changes (as it happens, or replayed from its fact):
+        its status, attempts, history and when it is due; the sender's lease ends."""
+        done = {"$unset": {"owner": "", "lease_until": ""}}
+        if isinstance(f, NotificationDelivered):
+            if f.channel == "inbox":
+                return  # delivered by its very creation (record)
+            upd: dict[str, Any] = {
+                "$set": {"status": "delivered", "delivered_at": f.delivered_at,
+                         "due_at": None},
+                "$inc": {"attempts": 1},
+                "$push": {"history": {"at": f.delivered_at, "outcome": "delivered"}}, **done}
+        elif isinstance(f, NotificationRetrying | NotificationFailed):
+            dead = isinstance(f, NotificationFailed)
+            upd = {"$set": {"status": "dead" if dead else "pending", "attempts": f.attempts,
+                            "last_error": f.last_error,
+                            "due_at": None if dead else f.next_attempt_at},
+                   "$push": {"history": {"at": f.failed_at, "outcome": "failed",
+                                         "error": f.last_error}}, **done}
+        elif isinstance(f, NotificationRequeued):
+            upd = {"$set": {"status": "pending", "attempts": 0, "due_at": f.requeued_at},
+                   "$push": {"history": {"at": f.requeued_at, "outcome": "replayed"}}}
+        else:
+            assert isinstance(f, NotificationRead)
+            upd = {"$set": {"read": True}}
+        await uow.docs("deliveries").update(f.notification_id, upd)
 
     async def _claimed(self, uow: UnitOfWork, docs: list[dict[str, Any]], owner: str
                        ) -> set[str]:
@@ -235,14 +261,23 @@ class NotificationsStore(Store):
         """Give back unsent deliveries (an open circuit): not an attempt."""
         await self.db.deliveries.update_many(
             {"_id": {"$in": [d["_id"] for d in docs]}, "owner": owner, "status": "sending"},
-            {"$set": {"status": "pending", "due_at": due}})
+            {"$set": {"status": "pending", "due_at": due},
+             "$unset": {"owner": "", "lease_until": ""}})
 
     async def replay(self, notification_id: str, now: datetime) -> bool:
-        res = await self.db.deliveries.update_one(
-            {"_id": notification_id, "status": "dead"},
-            {"$set": {"status": "pending", "attempts": 0, "due_at": now},
-             "$push": {"history": {"at": now, "outcome": "replayed"}}})
-        return res.modified_count == 1
+        """A dead delivery back in the queue (NotificationRequeued); False if it is not
+        dead."""
+        async def work(uow: UnitOfWork) -> bool:
+            d = await uow.docs("deliveries").get(notification_id)
+            if d is None or d.get("status") != "dead":
+                return False
+            fact = NotificationRequeued(**_notice(d), requeued_at=now)
+            uow.emit(fact, traceparent=d.get("traceparent"))
+            await self.outcome(uow, fact)
+            return True
+
+        done, _ = await self.transaction(work)
+        return done
 
     async def deliveries(self, query: dict[str, Any], cursor: str | None = None,
                          limit: int = 100) -> tuple[list[dict[str, Any]], str | None]:
@@ -250,8 +285,26 @@ class NotificationsStore(Store):
         return await self.page("deliveries", query, [("created_at", -1), ("_id", -1)], cursor,
                                limit, {"html": 0, "traceparent": 0})
 
-    async def mark_read(self, notification_id: str, recipient: str) -> bool:
-        res = await self.db.deliveries.update_one(
-            {"_id": notification_id, "recipient": recipient, "channel": "inbox"},
-            {"$set": {"read": True}})
-        return res.matched_count == 1
+    async def mark_read(self, notification_id: str, recipient: str,
+                        now: datetime | None = None) -> bool:
+        """The recipient's inbox notice marked read (once: NotificationRead); False if the
+        recipient has no such notice."""
+        async def work(uow: UnitOfWork) -> bool:
+            d = await uow.docs("deliveries").get(notification_id)
+            if d is None or d["recipient"] != recipient or d["channel"] != "inbox":
+                return False
+            if not d.get("read"):
+                fact = NotificationRead(**_notice(d), read_at=now or utcnow())
+                uow.emit(fact, traceparent=d.get("traceparent"))
+                await self.outcome(uow, fact)
+            return True
+
+        done, _ = await self.transaction(work)
+        return done
+
+
+def _notice(d: dict[str, Any]) -> dict[str, Any]:
+    """What every fact about a delivery names."""
+    return {"notification_id": d["_id"], "fact_id": d["fact_id"], "fact_type": d["fact_type"],
+            "programme_id": d.get("programme_id"), "recipient": d["recipient"],
+            "channel": d["channel"]}

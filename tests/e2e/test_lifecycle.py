@@ -456,7 +456,7 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
     for p, expected in moved.items():
         seen = [t.split(".", 2)[2] for t, k in funders if k == pid[p]]
         assert seen[0] == "allocation.made.v1" and expected <= set(seen), (p, seen)
-    for service in ("intake", "funding", "monitoring"):
+    for service in ("intake", "funding", "monitoring", "notifications"):
         out = await asyncio.to_thread(CliRunner().invoke, cli, ["rebuild", service, "--compare"],
                                       env={"MPTF_TOPIC_PREFIX": f"{tag}.", "COLUMNS": "200",
                                            "MPTF_MONGODB_DATABASE": f"{tag}_{service}"})

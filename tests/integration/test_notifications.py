@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import email
 import json
+import os
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,9 +21,11 @@ from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request, Response
 
 from examples.webhook_receiver import verify
+from services.notifications import service as notifications
 from services.notifications.app import NotificationsSettings
 from services.notifications.app import build as build_notifications
-from shared import topics
+from services.notifications.store import NotificationsStore
+from shared import rebuild, topics
 from shared.contracts.funding import ProgrammeApproved
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeSubmitted
 from shared.contracts.notifications import NotificationFailed
@@ -38,6 +41,7 @@ from tests.support import (
     free_port,
     headers_of,
     isolated,
+    kafka_auth,
     produce,
     read_all,
 )
@@ -103,6 +107,37 @@ async def receivers() -> AsyncIterator[tuple[Receiver, Mailbox, int]]:
         smtp.stop()
         rx.server.should_exit = True
         await task
+
+
+async def rebuilt_alike(s: NotificationsSettings, store: NotificationsStore) -> None:
+    """Once everything is sent and a notice read, notifications rebuilt from the log alone
+    (its own facts say every outcome, retry, requeue and read mark; the directory is carried
+    over as configuration) has the same delivery log, document by document."""
+    async def quiet() -> bool:
+        busy = await store.db.deliveries.count_documents({"status": {"$in": [
+            "pending", "sending"]}})
+        return not busy and not await store.outbox_events(pending=True)
+
+    await eventually(quiet, timeout=30)
+    inbox = await store.db.deliveries.find_one({"recipient": "IOM", "channel": "inbox"})
+    assert await store.mark_read(inbox["_id"], "IOM")
+    await eventually(quiet)
+    plan = notifications.REBUILD
+    facts_, _ = await rebuild.read_log(os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                                       [s.topic(t) for t in plan.topics], kafka_auth())
+    fresh = NotificationsStore(s.model_copy(update={
+        "mongodb_database": f"{s.database}_rebuilt"}))
+    try:
+        await rebuild.carry(store.db, fresh.db, plan.carried)
+        report = await rebuild.replay(fresh, plan, facts_)
+        assert not report.refused, report.refused
+        assert await rebuild.compare(store.db, fresh.db, plan.read_models) == []
+        assert await fresh.db.deliveries.count_documents({"read": True}) == 1
+        assert await fresh.db.deliveries.count_documents({"status": "delivered"}) == (
+            await store.db.deliveries.count_documents({}))
+    finally:
+        await fresh.client.drop_database(fresh.db.name)
+        await fresh.close()
 
 
 def facts(pid: str) -> tuple[Any, Any]:
@@ -175,6 +210,7 @@ async def test_webhooks_and_email_to_every_puno_with_retries_and_dead_letters() 
 
             await eventually(replayed)
             fails = await read_all(s.topic(topics.NOTIFICATIONS), min_count=1)
+            await rebuilt_alike(s, rt.store)
 
     by = {(d["recipient"], d["channel"]): d for d in log}
     # 4 PUNOs x inbox, webhook, e-mail, and the RC office's inbox: once each
