@@ -58,14 +58,27 @@ def decode(cursor: str, n: int) -> list[Any]:
             {"field": "cursor", "reason": "not a cursor this API returned"}]) from e
 
 
-def after(sort: list[tuple[str, int]], values: list[Any]) -> dict[str, Any]:
-    """The query for what comes after `values` in `sort` order (keyset)."""
-    ors = []
+def after_parts(sort: list[tuple[str, int]], values: list[Any]) -> list[dict[str, Any]]:
+    """What comes after `values` in `sort` order (keyset), as disjoint conjunctions in the
+    order their items come: the ties on every key but the last first, the items past the
+    first key last. Each is an equality prefix and one range, which an index on the sort
+    keys answers without a scan (an `$or` of them is not, by every server: the local one
+    scans the whole collection for it)."""
+    parts = []
     for i, (key, direction) in enumerate(sort):
         cond: dict[str, Any] = {k: values[j] for j, (k, _) in enumerate(sort[:i])}
         cond[key] = {"$gt" if direction > 0 else "$lt": values[i]}
-        ors.append(cond)
-    return {"$or": ors}
+        parts.append(cond)
+    return parts[::-1]
+
+
+def after(sort: list[tuple[str, int]], values: list[Any]) -> dict[str, Any]:
+    """The query for what comes after `values` in `sort` order (keyset), as one `$or`."""
+    return {"$or": after_parts(sort, values)}
+
+
+def _and(query: dict[str, Any], cond: dict[str, Any]) -> dict[str, Any]:
+    return {"$and": [query, cond]} if query else cond
 
 
 async def page(coll: Any, query: dict[str, Any], sort: list[tuple[str, int]],
@@ -75,11 +88,15 @@ async def page(coll: Any, query: dict[str, Any], sort: list[tuple[str, int]],
     cursor of the next page (None on the last)."""
     sort = [*sort, ("_id", 1)] if all(k != "_id" for k, _ in sort) else sort
     limit = max(1, min(limit, MAX_LIMIT))
-    q = dict(query)
-    if cursor:
-        q = {"$and": [q, after(sort, decode(cursor, len(sort)))]} if q else after(
-            sort, decode(cursor, len(sort)))
-    docs = await coll.find(q, projection).sort(sort).limit(limit + 1).to_list(None)
+    if not cursor:
+        docs = await coll.find(query, projection).sort(sort).limit(limit + 1).to_list(None)
+    else:  # one indexed query per part, in order, until the page is full
+        docs = []
+        for cond in after_parts(sort, decode(cursor, len(sort))):
+            docs += await coll.find(_and(query, cond), projection).sort(sort).limit(
+                limit + 1 - len(docs)).to_list(None)
+            if len(docs) > limit:
+                break
     if len(docs) <= limit:
         return docs, None
     docs = docs[:limit]
@@ -111,5 +128,6 @@ async def count_before(coll: Any, query: dict[str, Any], sort: list[tuple[str, i
                        doc: dict[str, Any]) -> int:
     """How many of `query` come before `doc` in `sort` order (its rank, from 0)."""
     sort = [*sort, ("_id", 1)] if all(k != "_id" for k, _ in sort) else sort
-    cond = before(sort, [_get(doc, k) for k, _ in sort])
-    return await coll.count_documents({"$and": [query, cond]} if query else cond)
+    back = [(k, -d) for k, d in sort]
+    return sum([await coll.count_documents(_and(query, cond))
+                for cond in after_parts(back, [_get(doc, k) for k, _ in sort])])

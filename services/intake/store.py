@@ -10,8 +10,6 @@ result; they cannot both apply.
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -35,7 +33,7 @@ from shared.contracts.intake import (
     ProgrammeSummary,
     ProgrammeWithdrawn,
 )
-from shared.errors import BadRequest, NotFound
+from shared.errors import NotFound
 from shared.rebuild import chronological
 from shared.store import Store, UnitOfWork
 
@@ -191,24 +189,6 @@ class IntakeStore(Store):
 
     async def search(self, query: dict[str, Any], cursor: str | None, limit: int
                      ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first, keyset pagination on (submitted_at, _id)."""
-        q = dict(query)
-        if cursor:
-            try:
-                at, pid = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-                at = datetime.fromisoformat(at)
-            except (ValueError, TypeError) as e:
-                raise BadRequest("invalid cursor", errors=[
-                    {"field": "cursor", "reason": "not a cursor this API returned"}]) from e
-            q["$or"] = [{"submitted_at": {"$lt": at}},
-                        {"submitted_at": at, "_id": {"$lt": pid}}]
-        docs = await self.db.programmes.find(q, {"note": 0, "fingerprint": 0}).sort(
-            [("submitted_at", DESCENDING), ("_id", DESCENDING)]).limit(limit + 1).to_list(None)
-        nxt = None
-        if len(docs) > limit:
-            docs = docs[:limit]
-            last = docs[-1]
-            nxt = base64.urlsafe_b64encode(json.dumps(
-                [last["submitted_at"].isoformat(), last["_id"]]).encode()).decode()
-        return docs, nxt
-
+        """Newest first, a page at a time (shared.paging: keyset on (submitted_at, _id))."""
+        return await self.page("programmes", query, [("submitted_at", -1), ("_id", -1)],
+                               cursor, limit, {"note": 0, "fingerprint": 0})
