@@ -72,11 +72,6 @@ def after_parts(sort: list[tuple[str, int]], values: list[Any]) -> list[dict[str
     return parts[::-1]
 
 
-def after(sort: list[tuple[str, int]], values: list[Any]) -> dict[str, Any]:
-    """The query for what comes after `values` in `sort` order (keyset), as one `$or`."""
-    return {"$or": after_parts(sort, values)}
-
-
 def _and(query: dict[str, Any], cond: dict[str, Any]) -> dict[str, Any]:
     return {"$and": [query, cond]} if query else cond
 
@@ -117,11 +112,6 @@ def link(request: Request, response: Response, cursor: str | None, limit: int) -
     url = request.url.include_query_params(cursor=cursor, limit=limit)
     response.headers["X-Next-Cursor"] = cursor
     response.headers["Link"] = f'<{url}>; rel="next"'
-
-
-def before(sort: list[tuple[str, int]], values: list[Any]) -> dict[str, Any]:
-    """The query for what comes before `values` in `sort` order."""
-    return after([(k, -d) for k, d in sort], values)
 
 
 async def count_before(coll: Any, query: dict[str, Any], sort: list[tuple[str, int]],

@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Awaitable, Callable, Iterable
+import itertools
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from bson import Decimal128
 from pydantic import ValidationError
 
-from shared.consumer import Incoming, Preload, Rejection, apply_each
+from shared.consumer import Incoming, Rejection
 from shared.contracts import REGISTRY
 from shared.envelope import decode
 from shared.errors import PermanentMessageError
-from shared.store import Store, UnitOfWork
+from shared.store import Store, decimals
 
 Project = Callable[[Store, list[Incoming]], Awaitable[list[Rejection]]]
 
@@ -68,7 +68,6 @@ async def carry(live: Any, target: Any, collections: Iterable[str]) -> int:
 class Report:
     records: int = 0  # read from the topics
     applied: int = 0  # facts applied
-    ignored: int = 0  # records of types this service does not act on
     undecodable: list[str] = field(default_factory=list)  # topic:partition:offset reason
     refused: list[str] = field(default_factory=list)  # facts the rules refused (as live)
 
@@ -86,15 +85,12 @@ def chronological(entries: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(entries, key=key)
 
 
-def apply_with(consumer: str, apply: Callable[[UnitOfWork, Incoming], Awaitable[None]],
-               preload: Preload | None = None) -> Callable[[Store, list[Incoming]],
-                                                            Awaitable[list[Rejection]]]:
-    """A batch projector from a per-fact `apply` (the live consumers' way)."""
-
-    async def project(store: Store, batch: list[Incoming]) -> list[Rejection]:
-        return await apply_each(store, consumer, batch, apply, preload)
-
-    return project
+def runs(batch: list[Incoming], *, own: Callable[[Incoming], bool],
+         wanted: Callable[[Incoming], bool]) -> Iterator[tuple[bool, list[Incoming]]]:
+    """The facts of a batch a service applies (`wanted`), in their order, as runs of its own
+    facts (`own`: projected) and of the others' (applied by the live consumer)."""
+    for mine, run in itertools.groupby((i for i in batch if wanted(i)), key=own):
+        yield mine, list(run)
 
 
 async def read_log(bootstrap: str, topics: Iterable[str], auth: dict[str, Any], *,
@@ -173,18 +169,6 @@ async def replay(store: Store, plan: Plan, facts: list[Incoming], *, batch: int 
     return report
 
 
-def _plain(x: Any) -> Any:
-    """A stored value to compare: amounts by value (Decimal128 keeps its exponent: 1.50 and
-    1.5 are the same money)."""
-    if isinstance(x, Decimal128):
-        return x.to_decimal()
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_plain(v) for v in x]
-    return x
-
-
 async def compare(live: Any, rebuilt: Any, collections: Iterable[str], *, limit: int = 20
                   ) -> list[str]:
     """The differences between two databases' read models, document by document (empty:
@@ -192,8 +176,9 @@ async def compare(live: Any, rebuilt: Any, collections: Iterable[str], *, limit:
     differs."""
     out: list[str] = []
     for name in collections:
-        a = {d["_id"]: _plain(d) async for d in live[name].find()}
-        b = {d["_id"]: _plain(d) async for d in rebuilt[name].find()}
+        # amounts by value (Decimal128 keeps its exponent: 1.50 and 1.5 are the same money)
+        a = {d["_id"]: decimals(d) async for d in live[name].find()}
+        b = {d["_id"]: decimals(d) async for d in rebuilt[name].find()}
         for k in sorted(set(a) | set(b), key=str):
             if len(out) >= limit:
                 return out

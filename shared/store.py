@@ -86,6 +86,17 @@ def _add(a: Any, b: Any) -> Any:
     return a + b
 
 
+def decimals(x: Any) -> Any:
+    """A stored value with its Decimal128 amounts as Decimal, recursively."""
+    if isinstance(x, Decimal128):
+        return x.to_decimal()
+    if isinstance(x, dict):
+        return {k: decimals(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [decimals(v) for v in x]
+    return x
+
+
 def _parent(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
     *head, last = path.split(".")
     for k in head:
@@ -231,10 +242,13 @@ class Docs:
                                                       self.cache[key]))
             self.original[key] = copy.deepcopy(self.cache[key])
 
-    async def flush(self) -> None:
+    async def flush(self, *, counted: bool = False) -> None:
+        """Write the pending documents; `counted`: their changes were already added to the
+        aggregate (UnitOfWork.write counts before it flushes)."""
         if not self.pending:
             return
-        self._count()
+        if not counted:
+            self._count()
         ops: list[Any] = []
         for key, kind in self.pending.items():
             doc = self.cache[key]
@@ -332,7 +346,7 @@ class UnitOfWork:
                     doc["c"] if doc else {}, delta)}}, upsert=True)
             self._deltas = {}
         for d in self._docs.values():
-            await d.flush()
+            await d.flush(counted=True)
 
     def emit(self, event: BaseModel, *, traceparent: str | None = None) -> Envelope:
         """Queue a fact for the outbox; it is written in this transaction."""

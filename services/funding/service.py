@@ -3,7 +3,6 @@ the pipeline also funds the pipeline in that same transaction."""
 
 from __future__ import annotations
 
-import itertools
 from datetime import datetime
 from typing import Any
 
@@ -30,7 +29,7 @@ from shared.contracts.monitoring import (
 from shared.envelope import utcnow
 from shared.errors import MptfError
 from shared.logging import get_logger
-from shared.rebuild import Plan
+from shared.rebuild import Plan, runs
 from shared.store import UnitOfWork, is_transient
 from shared.telemetry import tag_programme
 
@@ -214,10 +213,10 @@ async def project(store: FundingStore, batch: list[Incoming]) -> list[Rejection]
     decided because of them is among its own facts. In the batch's order, run by run."""
     rules = store.settings.rules()  # type: ignore[attr-defined]
     out: list[Rejection] = []
-    for own, run in itertools.groupby(
-            (i for i in batch if i.record.topic.endswith(topics.FUNDING) or i.type in FOREIGN),
-            key=lambda i: i.record.topic.endswith(topics.FUNDING)):
-        run = list(run)
+    def mine(i: Incoming) -> bool:
+        return i.record.topic.endswith(topics.FUNDING)
+
+    for own, run in runs(batch, own=mine, wanted=lambda i: mine(i) or i.type in FOREIGN):
         if own:
             out += await apply_each(store, OWN_FACTS_CONSUMER, run,
                                     lambda uow, inc: store.replay(uow, inc, rules),

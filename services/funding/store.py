@@ -75,7 +75,7 @@ from shared.envelope import Envelope
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.metrics import BUSINESS, USD  # metrics only: money itself stays Decimal
 from shared.rebuild import chronological
-from shared.store import Store, UnitOfWork
+from shared.store import Store, UnitOfWork, decimals
 
 
 def m(x: Any) -> Any:
@@ -99,15 +99,7 @@ def draws_of(doc: dict[str, Any]) -> list[Draw]:
                  f.get("contribution_id") or "") for f in doc.get("funded_by", [])]
 
 
-def py(x: Any) -> Any:
-    """Decimal128 back to Decimal, recursively."""
-    if isinstance(x, Decimal128):
-        return x.to_decimal()
-    if isinstance(x, dict):
-        return {k: py(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [py(v) for v in x]
-    return x
+py = decimals  # stored amounts back to Decimal
 
 
 CHANGES = {ProgrammeSuspended: "suspend", ProgrammeResumed: "resume",

@@ -31,7 +31,7 @@ from shared.envelope import utcnow
 from shared.errors import PersonalData
 from shared.metrics import BUSINESS
 from shared.privacy import find_personal_data, redact
-from shared.rebuild import Plan
+from shared.rebuild import Plan, runs
 from shared.store import UnitOfWork, is_duplicate
 from shared.telemetry import tag_programme
 
@@ -137,17 +137,14 @@ async def project(store: IntakeStore, batch: list[Incoming]) -> list[Rejection]:
                                    at=ev.withdrawn_at, by=ev.withdrawn_by,
                                    detail={"reason": ev.reason})
 
-    mine = [i for i in batch if i.record.topic.endswith(topics.PROGRAMMES)]
-    theirs = [i for i in batch if not i.record.topic.endswith(topics.PROGRAMMES)
-              and i.type in lifecycle.HISTORY_TYPES]
+    def mine(i: Incoming) -> bool:
+        return i.record.topic.endswith(topics.PROGRAMMES)
+
     out: list[Rejection] = []
-    # one batch, in order: our facts of it first would reorder nothing that matters (a
-    # programme's own facts precede every other service's fact about it)
-    for group, consumer in ((mine, OWN_FACTS_CONSUMER), (theirs, FACTS_CONSUMER)):
-        if group:
-            out += await apply_each(store, consumer, group,
-                                    own if consumer == OWN_FACTS_CONSUMER
-                                    else _apply_fact(store), programmes_of())
+    for ours, run in runs(batch, own=mine,
+                          wanted=lambda i: mine(i) or i.type in lifecycle.HISTORY_TYPES):
+        out += await apply_each(store, OWN_FACTS_CONSUMER if ours else FACTS_CONSUMER, run,
+                                own if ours else _apply_fact(store), programmes_of())
     return out
 
 

@@ -41,7 +41,7 @@ from shared.envelope import utcnow
 from shared.errors import PersonalData
 from shared.logging import get_logger
 from shared.privacy import find_personal_data, redact
-from shared.rebuild import Plan
+from shared.rebuild import Plan, runs
 from shared.runtime import keep_running
 from shared.store import UnitOfWork
 from shared.telemetry import tag_programme
@@ -222,19 +222,22 @@ async def project_own(store: MonitoringStore, uow: UnitOfWork, inc: Incoming) ->
 
 
 async def project(store: MonitoringStore, batch: list[Incoming]) -> list[Rejection]:
-    """Our facts and the others' (those the live consumers read), each batch's others' facts
-    first: a programme's own facts follow what made them (submission, transfers)."""
-    theirs = [i for i in batch if i.type in FOREIGN]
-    mine = [i for i in batch if i.record.topic.endswith(topics.MONITORING)]
-    out = await apply_each(store, FACTS_CONSUMER, theirs,
-                           lambda uow, inc: apply_fact(store, uow, inc), programmes_of())
+    """Our facts and the others' (those the live consumers read), in the batch's order."""
+
     async def preload(uow: UnitOfWork, events: list[Incoming]) -> None:
         await uow.docs("reports").load(i.event.report_id for i in events
                                        if isinstance(i.event, ReportSubmitted))
         await programmes_of()(uow, events)
 
-    return out + await apply_each(store, OWN_FACTS_CONSUMER, mine,
-                                  lambda uow, inc: project_own(store, uow, inc), preload)
+    def mine(i: Incoming) -> bool:
+        return i.record.topic.endswith(topics.MONITORING)
+
+    out: list[Rejection] = []
+    for ours, run in runs(batch, own=mine, wanted=lambda i: mine(i) or i.type in FOREIGN):
+        out += await (apply_each(store, OWN_FACTS_CONSUMER, run,
+                                 lambda uow, inc: project_own(store, uow, inc), preload)
+                      if ours else handle_facts(store, run))
+    return out
 
 
 FOREIGN = frozenset(PROGRAMME_FACTS) | frozenset(FUNDING_FACTS)

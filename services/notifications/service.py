@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import os
 import uuid
 from collections import defaultdict
@@ -44,7 +43,7 @@ from shared.contracts.notifications import (
 )
 from shared.envelope import utcnow
 from shared.logging import get_logger
-from shared.rebuild import Plan
+from shared.rebuild import Plan, runs
 from shared.runtime import keep_running
 from shared.store import UnitOfWork
 
@@ -199,10 +198,8 @@ async def project(store: NotificationsStore, batch: list[Incoming]) -> list[Reje
     that made them wrote them; in the batch's order, run by run."""
     digest_hour = store.settings.digest_hour_utc  # type: ignore[attr-defined]
     out: list[Rejection] = []
-    for own, run in itertools.groupby(
-            (i for i in batch if i.type in FOREIGN or isinstance(i.event, OUTCOMES)),
-            key=lambda i: isinstance(i.event, OUTCOMES)):
-        run = list(run)
+    for own, run in runs(batch, own=lambda i: isinstance(i.event, OUTCOMES),
+                         wanted=lambda i: i.type in FOREIGN or isinstance(i.event, OUTCOMES)):
         if own:
             out += await apply_each(store, OWN_FACTS_CONSUMER, run,
                                     lambda uow, inc: store.outcome(uow, inc.event))

@@ -33,13 +33,21 @@ class NotificationDelivered(Notice):
     delivered_at: datetime
 
 
+class Attempt(Notice):
+    """What both failure facts say of the failed attempt."""
+
+    attempts: int
+    last_error: str
+    failed_at: datetime
+
+
 @register(topic=topics.NOTIFICATIONS, owner="notifications", key="programme_id", example={
     "notification_id": "n-1b2c", "fact_id": "6c0e8f8e-8a53-4a55-b0c4-4f7b4f4f1f10",
     "fact_type": "org.migrationmptf.programme.approved.v1", "programme_id": "jp-3f1c0c1e9b7a4d2e",
     "recipient": "IOM", "channel": "webhook", "attempts": 6,
     "last_error": "HTTP 503 from https://iom.example.org/mptf-hook",
     "failed_at": "2026-11-23T10:05:00Z"})
-class NotificationFailed(Notice):
+class NotificationFailed(Attempt):
     """A notification could not be delivered through one channel after its last attempt; it
     waits in the delivery dead letters (GET /v1/deliveries?status=dead) for a replay.
 
@@ -49,10 +57,6 @@ class NotificationFailed(Notice):
 
     TYPE = "org.migrationmptf.notification.failed.v1"
 
-    attempts: int
-    last_error: str
-    failed_at: datetime
-
 
 @register(topic=topics.NOTIFICATIONS, owner="notifications", key="programme_id", example={
     "notification_id": "n-1b2c", "fact_id": "6c0e8f8e-8a53-4a55-b0c4-4f7b4f4f1f10",
@@ -60,15 +64,12 @@ class NotificationFailed(Notice):
     "recipient": "ILO", "channel": "webhook", "attempts": 2,
     "last_error": "HTTP 503 from https://ilo.example.org/mptf-hook",
     "failed_at": "2026-11-23T10:00:03Z", "next_attempt_at": "2026-11-23T10:00:07Z"})
-class NotificationRetrying(Notice):
+class NotificationRetrying(Attempt):
     """An attempt to deliver a notification failed; it is tried again from
     `next_attempt_at`."""
 
     TYPE = "org.migrationmptf.notification.retrying.v1"
 
-    attempts: int
-    last_error: str
-    failed_at: datetime
     next_attempt_at: datetime
 
 

@@ -19,10 +19,8 @@ else the stack script's own servers on bench ports).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import statistics
-import subprocess
 import tempfile
 import time
 from decimal import Decimal as D
@@ -50,7 +48,7 @@ from shared.consumer import Incoming
 from shared.contracts import REGISTRY
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from shared.envelope import Envelope, utcnow
-from tests.bench.pipeline import ROOT, SERVICES, infra, machine
+from tests.bench.pipeline import SERVICES, run, write_figures
 from tests.support import FMU, OPERATOR, free_port, provision, start_service, stop_all, wait_ready
 
 BATCH = 500
@@ -238,14 +236,7 @@ if __name__ == "__main__":
     ap.add_argument("--programmes", type=int, default=10_000)
     ap.add_argument("--walk-seconds", type=float, default=60,
                     help="Stop walking a route's pages after this long")
-    args = ap.parse_args()
-    env, started = infra()
-    try:
-        res = asyncio.run(main(args))
-    finally:
-        if started:
-            subprocess.run([str(ROOT / "deploy/local/stack.sh"), "down"], env=env, check=False)
-    res["machine"] = machine()
+    res = run(main, ap.parse_args())
     print(f"{'route':42} {'first page ms':>14} {'page size':>10} {'pages':>6} {'items':>7} "
           f"{'walk s':>8} {'deepest page ms':>16}")
     for r in res["routes"]:
@@ -254,15 +245,7 @@ if __name__ == "__main__":
               f"{r['walk_s'] if r['walk_s'] is not None else '-':>8} "
               f"{r['deepest_page_ms'] or '-':>16}")
     print(json.dumps(res, indent=2))
-    out = ROOT / "docs" / "benchmarks.md"
-    figures = ("<!-- lists: written by tests/bench/lists.py -->\n"
-               f"Machine: {res['machine']}.\n\n```json\n" + json.dumps(res, indent=2)
-               + "\n```\n<!-- /lists -->")
-    text = out.read_text()
-    if "<!-- lists" in text and "<!-- /lists -->" in text:
-        head, rest = text.split("<!-- lists", 1)
-        text = head + figures + rest.split("<!-- /lists -->", 1)[1]
-    else:
-        text += ("\n## List routes at scale\n\nProduced by `.venv/bin/python -m "
-                 "tests.bench.lists` (see its docstring).\n\n" + figures + "\n")
-    out.write_text(text)
+    write_figures("lists", "## List routes at scale\n\nProduced by `.venv/bin/python -m "
+                  "tests.bench.lists` (see its docstring).",
+                  f"Machine: {res['machine']}.\n\n```json\n" + json.dumps(res, indent=2)
+                  + "\n```")

@@ -397,32 +397,42 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem} GiB, Python {platform.python_version()}"
 
 
+def run(main_fn: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """A benchmark's `main_fn(args)` on the infrastructure (started here if need be, and
+    stopped after), with the machine it ran on."""
+    env, started = infra()
+    try:
+        res = asyncio.run(main_fn(args))
+    finally:
+        if started:
+            subprocess.run([str(ROOT / "deploy/local/stack.sh"), "down"], env=env, check=False)
+    res["machine"] = machine()
+    return res
+
+
+def write_figures(marker: str, intro: str, body: str) -> None:
+    """Put `body` between `<!-- marker ... -->` and `<!-- /marker -->` in docs/benchmarks.md,
+    keeping the prose around it; a section of its own (headed by `intro`) the first time."""
+    out = ROOT / "docs" / "benchmarks.md"
+    figures = f"<!-- {marker}: written by a benchmark -->\n{body}\n<!-- /{marker} -->"
+    text = out.read_text() if out.exists() else "# Benchmarks\n"
+    if f"<!-- {marker}" in text and f"<!-- /{marker} -->" in text:
+        head, rest = text.split(f"<!-- {marker}", 1)
+        text = head + figures + rest.split(f"<!-- /{marker} -->", 1)[1]
+    else:
+        text += f"\n{intro}\n\n{figures}\n"
+    out.write_text(text)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--programmes", type=int, default=600)
     ap.add_argument("--rate", type=float, default=20)
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--reference", type=int, default=5000)
-    args = ap.parse_args()
-    env, started = infra()
-    try:
-        res = asyncio.run(main(args))
-    finally:
-        if started:
-            subprocess.run([str(ROOT / "deploy/local/stack.sh"), "down"], env=env, check=False)
-    res["machine"] = machine()
+    res = run(main, ap.parse_args())
     print(json.dumps(res, indent=2))
-    out = ROOT / "docs" / "benchmarks.md"
-    figures = (
-        "<!-- figures: written by tests/bench/pipeline.py -->\n"
-        f"Machine: {res['machine']}. Kafka 4.1.1 (one KRaft node), SecantusDB 0.7.0b3.\n\n"
-        "```json\n" + json.dumps(res, indent=2) + "\n```\n<!-- /figures -->")
-    text = out.read_text() if out.exists() else ""
-    if "<!-- figures" in text and "<!-- /figures -->" in text:  # keep the prose around them
-        head, rest = text.split("<!-- figures", 1)
-        text = head + figures + rest.split("<!-- /figures -->", 1)[1]
-    else:
-        text = ("# Benchmarks\n\nProduced by `.venv/bin/python -m tests.bench.pipeline` "
-                "(see the script's docstring for what each figure measures).\n\n"
-                + figures + "\n")
-    out.write_text(text)
+    write_figures("figures", "Produced by `.venv/bin/python -m tests.bench.pipeline` (see the "
+                  "script's docstring for what each figure measures).",
+                  f"Machine: {res['machine']}. Kafka 4.1.1 (one KRaft node), SecantusDB "
+                  "0.7.0b3.\n\n```json\n" + json.dumps(res, indent=2) + "\n```")
