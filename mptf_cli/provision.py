@@ -89,12 +89,16 @@ def _wait(futures: dict[Any, Any], ignore: tuple[str, ...] = ()) -> None:
 
 def apply(admin: Any, creds: dict[str, str], *, prefix: str = "",
           entities: Iterable[str] = DEFAULT_ENTITIES, funders: Iterable[str] = DEFAULT_FUNDERS,
-          partitions: int = 6, replication: int = 1, users: bool = True,
+          partitions: int = 6, replication: int | None = None, users: bool = True,
           inbound_days: float | None = None, dlq_days: float | None = None) -> dict[str, int]:
     """Users (all at once), then missing topics, then each topic's retention (facts for
     good, inbound and dead letters for their days: shared.topics.retention_ms), then the ACLs
     of `prefix`: one round trip each. Safe to run again: what exists is left as it is, its
-    retention set as stated."""
+    retention set as stated.
+
+    Replication, unless stated, is what the cluster allows up to 3 (one broker: 1; three or
+    more: 3, with min.insync.replicas=2, so that an acknowledged write (acks=all) is on two
+    brokers and one broker may be down without stopping producers)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import (
         AclBinding,
@@ -121,7 +125,11 @@ def apply(admin: Any, creds: dict[str, str], *, prefix: str = "",
             creds[u].encode()) for u in wanted]
         _wait(admin.alter_user_scram_credentials(ups))
         out["users"] = len(ups)
-    existing = set(admin.list_topics(timeout=20).topics)
+    meta = admin.list_topics(timeout=20)
+    existing = set(meta.topics)
+    if replication is None:
+        replication = min(3, max(len(meta.brokers), 1))
+    min_isr = {"min.insync.replicas": "2"} if replication >= 3 else {}
     inbound = {f"{prefix}{kafka_acl.T.inbound_topic(b, e)}" for e in entities
                for b in kafka_acl.T.INBOUND}
     days = retention_days(inbound_days, dlq_days)
@@ -132,7 +140,7 @@ def apply(admin: Any, creds: dict[str, str], *, prefix: str = "",
             _wait(admin.create_topics([
                 NewTopic(t, num_partitions=INBOUND_PARTITIONS if t in inbound else partitions,
                          replication_factor=replication,
-                         config={"retention.ms": str(retention_ms(t, **days))})
+                         config={"retention.ms": str(retention_ms(t, **days)), **min_isr})
                 for t in missing]), ignore=("TOPIC_ALREADY_EXISTS",))
         except KafkaException as e:  # pragma: no cover - reported with context
             raise RuntimeError(f"creating topics failed: {e}") from e
@@ -256,7 +264,7 @@ def main(argv: list[str]) -> int:
     done = apply(admin, creds, prefix=(opts.get("prefix") or [""])[0], entities=entities,
                  funders=funders,
                  partitions=int((opts.get("partitions") or ["6"])[0]),
-                 replication=int((opts.get("replication") or ["1"])[0]))
+                 replication=int(opts["replication"][0]) if opts.get("replication") else None)
     print(json.dumps(done))
     return 0
 

@@ -21,5 +21,8 @@ HTTP_SECONDS = Histogram("mptf_http_request_seconds", "HTTP latency", ["method",
 BUSINESS = Counter("mptf_business_events_total", "Business facts by kind", ["kind"])
 USD = Counter("mptf_usd_total", "US dollars moved, by kind: deposited, allocated, "
               "transferred, refunded", ["kind"])
+STORE_COMMANDS = Counter("mptf_store_commands_total",
+                         "Commands sent to the store (each a round trip), by command",
+                         ["command"])
 TX_RETRIES = Counter("mptf_transaction_retries_total",
                      "Store transactions retried after a transient error (a write conflict)")

@@ -2,26 +2,30 @@
 marks them sent.
 
 A crash between publishing and marking republishes those events on restart (at-least-once);
-consumers dedupe by event id (shared.store.UnitOfWork.claim). Only one instance of a service
-relays at a time (a lease document renewed while it works), which keeps each key's events in
-commit order on its partition.
+consumers dedupe by event id (shared.store.UnitOfWork.claim).
+
+Publishing scales out: the outbox is divided into `outbox_shards` shards by the events' keys
+(shared.lease.unit_of), and the live replicas share the shards under fenced leases
+(shared.lease.Leases): each shard is relayed by one replica at a time, which publishes its
+pending documents in `seq` order. `seq` rises with each key's commits whatever the replicas'
+clocks (shared.store.UnitOfWork._flush), and a shard's pending documents are read in one
+snapshot (a read-only transaction), where a later commit of a key is never seen without the
+earlier ones: so each key's events reach its partition in commit order. Marking sent is
+fenced: a relay that lost its shard cannot mark (it may only have published again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import uuid
-from datetime import timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo import ASCENDING, UpdateOne
 
 from shared.envelope import Envelope, utcnow
+from shared.lease import Fenced, Leases
 from shared.logging import get_logger
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
 from shared.store import Store, is_transient
@@ -35,41 +39,42 @@ class OutboxRelay:
         self.store = store
         self.producer = producer
         self.settings = store.settings
-        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.leases = Leases(store.members, "outbox", self.settings.outbox_shards,
+                             self.settings.outbox_lease_seconds)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
-    # -- leadership -------------------------------------------------------------------
-    async def _hold_lease(self) -> bool:
-        now = utcnow()
-        until = now + timedelta(seconds=self.settings.outbox_lease_seconds)
-        try:
-            doc = await self.store.db.relay_lease.find_one_and_update(
-                {"_id": "outbox", "$or": [{"owner": self.owner}, {"until": {"$lt": now}}]},
-                {"$set": {"owner": self.owner, "until": until}},
-                upsert=True, return_document=ReturnDocument.AFTER)
-        except DuplicateKeyError:
-            return False  # someone else holds a live lease
-        return bool(doc and doc.get("owner") == self.owner)
-
     async def release(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.store.db.relay_lease.update_one(
-                {"_id": "outbox", "owner": self.owner}, {"$set": {"until": utcnow()}})
+        await self.leases.release()
 
     # -- publishing --------------------------------------------------------------------
-    async def publish_pending(self) -> int:
-        """Publish the pending events of a few transactions, in commit order; mark their
-        outbox documents sent; return how many events."""
-        docs: list[dict[str, Any]] = []
-        events = 0
-        cursor = self.store.db.outbox.find({"sent_at": None}).sort("seq", ASCENDING)
-        async for d in cursor:  # whole transactions, until the round holds outbox_batch_max
-            docs.append(d)
-            events += d["count"]
-            if events >= self.settings.outbox_batch_max:
-                break
-        await cursor.close()
+    async def pending(self, shard: int | None) -> list[dict[str, Any]]:
+        """A round's pending documents of `shard` (every shard if None), in `seq` order,
+        whole transactions until they hold outbox_batch_max events; read in one snapshot."""
+        q: dict[str, Any] = {"sent_at": None}
+        if shard is not None:
+            q["shard"] = shard
+
+        async def read(uow: Any) -> list[dict[str, Any]]:
+            docs: list[dict[str, Any]] = []
+            events = 0
+            cursor = uow.db.outbox.find(q, session=uow.session).sort("seq", ASCENDING)
+            async for d in cursor:
+                docs.append(d)
+                events += d["count"]
+                if events >= self.settings.outbox_batch_max:
+                    break
+            await cursor.close()
+            return docs
+
+        docs, _ = await self.store.transaction(read)
+        return docs
+
+    async def publish_pending(self, shard: int | None = None) -> int:
+        """Publish the pending events of a few transactions of `shard` (every shard if None:
+        tests and tools), in commit order; mark their outbox documents sent; return how
+        many events."""
+        docs = await self.pending(shard)
         if not docs:
             return 0
         futures = []
@@ -89,10 +94,17 @@ class OutboxRelay:
         await asyncio.gather(*futures)
         await self.after_publish(docs)
         now = utcnow()
-        # one point update per document (an `$in` makes the local server compare every
-        # candidate with every id)
-        await self.store.db.outbox.bulk_write(
-            [UpdateOne({"_id": d["_id"]}, {"$set": {"sent_at": now}}) for d in docs])
+
+        async def mark(uow: Any) -> None:
+            if shard is not None:
+                await self.leases.fence(uow, shard)
+            # one point update per document (an `$in` makes the local server compare every
+            # candidate with every id)
+            await uow.db.outbox.bulk_write(
+                [UpdateOne({"_id": d["_id"]}, {"$set": {"sent_at": now}}) for d in docs],
+                session=uow.session)
+
+        await self.store.transaction(mark)
         return len(futures)
 
     async def after_publish(self, docs: list[dict[str, Any]]) -> None:
@@ -108,13 +120,17 @@ class OutboxRelay:
         while not self._stopping.is_set():
             self.store.outbox_signal.clear()  # before reading: a commit from now on re-wakes us
             try:
-                if await self._hold_lease():
-                    while await self.publish_pending():
+                held = await self.leases.refresh()
+                # the shards with something to publish (one query, not one per shard)
+                busy = await self.store.db.outbox.distinct(
+                    "shard", {"sent_at": None, "shard": {"$in": held}}) if held else []
+                for shard in sorted(busy):
+                    while await self.publish_pending(shard):
                         pass
-                    await self._report_backlog()
+                await self._report_backlog()
                 backoff = 0.2
             except Exception as e:
-                level = log.warning if is_transient(e) else log.exception
+                level = log.warning if is_transient(e) or isinstance(e, Fenced) else log.exception
                 level("outbox_relay_error", error=repr(e))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

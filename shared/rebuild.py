@@ -133,8 +133,24 @@ async def read_log(bootstrap: str, topics: Iterable[str], auth: dict[str, Any], 
         parts = list(by_tp.values())
     finally:
         await c.stop()
-    merged = list(heapq.merge(*parts, key=lambda i: i.envelope.time))
-    return merged, report
+    return merge(parts), report
+
+
+def merge(logs: Iterable[list[Incoming]]) -> list[Incoming]:
+    """Facts of several logs (partitions) in one order: each key's facts in their log's
+    order (the order they were committed: shared.store.UnitOfWork._flush), the keys' streams
+    merged by the facts' times. A log is not in time order across its keys (each key's facts
+    are published in order by the relay holding the key's shard, the shards by different
+    relays), so each key's stream is merged on its own, on the latest time it has reached."""
+    streams: dict[tuple[int, str | None], list[tuple[datetime, int, Incoming]]] = {}
+    n = 0
+    for i, log in enumerate(logs):
+        for inc in log:
+            stream = streams.setdefault((i, inc.envelope.subject), [])
+            at = max(inc.envelope.time, stream[-1][0]) if stream else inc.envelope.time
+            stream.append((at, n, inc))
+            n += 1
+    return [inc for _, _, inc in heapq.merge(*streams.values(), key=lambda x: x[:2])]
 
 
 def _decode(rec: Any, max_bytes: int, report: Report) -> Incoming | None:

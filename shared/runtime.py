@@ -44,7 +44,8 @@ class Runtime:
         self.credentials_error: str | None = None  # set when Kafka credentials are missing
         # FastStream's telemetry middleware spans each consumed batch (linked to every
         # producer); shared.consumer adds one span per record as a child of its producer
-        self.broker = KafkaBroker(settings.kafka_bootstrap_servers,
+        # a list: FastStream takes one string as one address, "a:9092,b:9092" included
+        self.broker = KafkaBroker(settings.bootstrap_servers,
                                   client_id=f"mptf-{settings.service_name}",
                                   security=self._security(),
                                   # entity systems added later are found within this time
@@ -114,6 +115,7 @@ class Runtime:
                     await self.broker.stop()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
+        self.store.members.start()  # alive among the replicas; reaps the dead ones
         self.relay = OutboxRelay(self.store, self.producer)
         self.relay.start()
         self._background = [asyncio.create_task(fn(), name=getattr(fn, "__name__", "bg"))
@@ -133,6 +135,7 @@ class Runtime:
                 t.cancel()
         if self.relay is not None:
             await self.relay.stop()
+        await self.store.members.leave()
         with contextlib.suppress(Exception):
             await self.broker.stop()
         if self.producer is not None:

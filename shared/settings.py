@@ -86,6 +86,15 @@ class ServiceSettings(BaseSettings):
     outbox_poll_seconds: float = 0.5
     outbox_batch_max: int = 500  # events per relay round (whole transactions: may be more)
     outbox_lease_seconds: float = 10.0
+    # the outbox's shards, relayed by the live replicas in fair shares (shared.outbox); a
+    # change of this number takes an outbox with nothing pending
+    outbox_shards: int = 8
+    # shared work among replicas (shared.lease): a member is alive while it renews its
+    # document; one missing this long is reaped (its server sessions ended, its work handed
+    # over) by another
+    member_beat_seconds: float = 1.5
+    member_ttl_seconds: float = 6.0
+    work_shards: int = 8  # units of periodic work (monitoring's scheduler) among replicas
     # Retention (the store's TTL indexes, Store.ensure_indexes): published outbox documents
     # are kept for inspection this long; consumed event ids longer than inbound topics keep
     # records (shared.topics: 7 days), so any record a consumer can still be handed is
@@ -107,6 +116,11 @@ class ServiceSettings(BaseSettings):
     auth_issuer: str = "mptf-local"
     auth_audience: str = "mptf"
     auth_leeway_seconds: float = 30.0  # clock skew allowed on exp and nbf
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """The brokers' addresses, one per item (the setting lists them comma-separated)."""
+        return [b.strip() for b in self.kafka_bootstrap_servers.split(",") if b.strip()]
 
     @property
     def database(self) -> str:

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from bson import Decimal128
 from pydantic import BaseModel
-from pymongo import ASCENDING, DeleteOne, InsertOne, ReplaceOne, WriteConcern
+from pymongo import ASCENDING, DeleteOne, InsertOne, ReplaceOne, WriteConcern, monitoring
 from pymongo.errors import (
     BulkWriteError,
     ConnectionFailure,
@@ -43,7 +43,8 @@ from pymongo.errors import (
 from shared.contracts import contract_for
 from shared.envelope import Envelope, utcnow
 from shared.errors import Conflict
-from shared.metrics import TX_RETRIES
+from shared.lease import Members
+from shared.metrics import STORE_COMMANDS, TX_RETRIES
 from shared.settings import ServiceSettings
 from shared.telemetry import current_traceparent
 
@@ -53,8 +54,22 @@ MAJORITY = WriteConcern(w="majority")
 OUTBOX_CHUNK = 500  # events per outbox document (well under the 16 MiB document limit)
 
 
+class _CommandCounter(monitoring.CommandListener):
+    """Counts the commands sent to the store (mptf_store_commands_total): round trips."""
+
+    def started(self, event: Any) -> None:
+        STORE_COMMANDS.labels(event.command_name).inc()
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
 def _make_client(url: str, driver: str) -> Any:
-    kw = dict(tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=3000)
+    kw = dict(tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=3000,
+              event_listeners=[_CommandCounter()])
     if driver == "pymongo":
         from pymongo import AsyncMongoClient
 
@@ -397,23 +412,48 @@ class UnitOfWork:
         return fresh
 
     async def _flush(self) -> None:
-        """The transaction's events, in order, as outbox documents of up to OUTBOX_CHUNK
-        events each: one document per transaction, not per event, because the Mongo server
-        pays per document written (and the relay writes each again to mark it sent)."""
+        """The transaction's events as outbox documents: one per relay shard the events' keys
+        fall in (shared.lease.unit_of), of up to OUTBOX_CHUNK events, in the transaction's
+        order (one document per transaction and shard, not per event, because the Mongo
+        server pays per document written, and the relay writes each again to mark it sent).
+
+        Order without clocks: each document's `seq` is above every earlier `seq` of each of
+        its keys, which the key's document in `outbox_keys` holds and this transaction
+        raises; two transactions publishing for one key both write that document, so they
+        commit one after the other and the later one has the higher `seq`, whatever the
+        clocks of the replicas that ran them. (The clock only makes `seq` roughly follow time
+        across keys, for fairness.)"""
         if not self._events or self.store.replaying:
             return  # a rebuild (shared.rebuild) publishes nothing: the facts exist already
-        base = time.time_ns()
-        events = []
+        from shared.lease import unit_of
+
+        shards = self.store.settings.outbox_shards
+        by_shard: dict[int, list[dict[str, Any]]] = {}
         for env, event in self._events:
             value = event.model_dump_json().encode()
             envelope = env.model_dump(mode="json")
             for topic in contract_for(event).topics:  # one entry per topic, one event id
-                events.append({"id": env.id, "topic": topic, "key": env.subject,
-                               "type": env.type, "envelope": envelope, "value": value})
-        docs = [{"_id": chunk[0]["id"], "seq": base + n, "created_at": self._events[0][0].time,
-                 "sent_at": None, "count": len(chunk), "events": chunk}
-                for n, chunk in enumerate(events[i:i + OUTBOX_CHUNK]
-                                          for i in range(0, len(events), OUTBOX_CHUNK))]
+                by_shard.setdefault(unit_of(env.subject, shards), []).append(
+                    {"id": env.id, "topic": topic, "key": env.subject, "type": env.type,
+                     "envelope": envelope, "value": value})
+        counters = self.docs("outbox_keys")
+        keys = {e["key"] or "" for evs in by_shard.values() for e in evs}
+        await counters.load(keys)
+        now = self.store.clock_ns()
+        docs = []
+        for shard, events in sorted(by_shard.items()):
+            for n, chunk in enumerate(events[i:i + OUTBOX_CHUNK]
+                                      for i in range(0, len(events), OUTBOX_CHUNK)):
+                mine = {e["key"] or "" for e in chunk}
+                seq = max([now + n] + [(counters.cache.get(k) or {}).get("seq", 0) + 1
+                                       for k in mine])
+                for k in mine:
+                    await counters.update(k, {"$set": {"seq": seq}}, upsert=True)
+                docs.append({"_id": chunk[0]["id"] + (f":{shard}" if n == 0 else f":{shard}.{n}"),
+                             "shard": shard, "seq": seq,
+                             "created_at": self._events[0][0].time, "sent_at": None,
+                             "count": len(chunk), "events": chunk})
+        await counters.flush()
         await self.db.outbox.insert_many(docs, session=self.session)
 
     @property
@@ -514,6 +554,8 @@ class Store:
         self.client = _make_client(settings.mongodb_url, self.driver)
         self.db = self.client[settings.database]
         self.outbox_signal = asyncio.Event()
+        self.clock_ns = time.time_ns  # the outbox's clock (a test skews it: see _flush)
+        self.members = Members(self)  # this process among the service's replicas
         self.replaying = False  # set by shared.rebuild: facts are applied, none published
 
     async def ping(self) -> bool:
@@ -521,7 +563,13 @@ class Store:
         return True
 
     async def ensure_indexes(self) -> None:
+        # the relay reads one shard's pending documents in `seq` order
+        await self.db.outbox.create_index([("shard", ASCENDING), ("sent_at", ASCENDING),
+                                           ("seq", ASCENDING)])
         await self.db.outbox.create_index([("sent_at", ASCENDING), ("seq", ASCENDING)])
+        # documents from before the relay was sharded go to shard 0, in their order
+        await self.db.outbox.update_many({"shard": {"$exists": False}}, {"$set": {"shard": 0}})
+        await self.db.leases.create_index([("owner", ASCENDING)])
         # retention by the server's own TTL indexes: published outbox documents (sent_at
         # set) and consumed event ids expire after what the settings keep; an unpublished
         # event (sent_at null) has no date, so it never expires
@@ -572,6 +620,7 @@ class Store:
             s = await s
         holder: dict[str, UnitOfWork] = {}
         attempts = 0
+        await self.members.track(s)  # so that a transaction we die in is ended by another
 
         async def attempt(session: Any) -> T:
             nonlocal attempts

@@ -38,13 +38,13 @@ os.environ.pop("MPTF_AUTH_MODE", None)
 OWN_SERVERS = not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("MONGODB_URL"))
 
 
-def _stack(cmd: str) -> str:
+def _stack(cmd: str, *args: str) -> str:
     env = {**os.environ, **TEST_ENV}
     if OWN_SERVERS:  # the endpoints exported below are ours, not external ones
         env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         env.pop("MONGODB_URL", None)
         env.pop("MPTF_KAFKA_CREDENTIALS", None)
-    out = subprocess.run([str(ROOT / "deploy/local/stack.sh"), cmd], env=env, check=True,
+    out = subprocess.run([str(ROOT / "deploy/local/stack.sh"), cmd, *args], env=env, check=True,
                          capture_output=True, text=True, timeout=600)
     return out.stdout + out.stderr
 
@@ -54,7 +54,7 @@ def infra() -> dict[str, str]:
     """The endpoints of a real Kafka broker and a real MongoDB wire-protocol server."""
     _stack("down")  # whatever an interrupted run left behind
     # the servers this suite starts begin empty: old topics would slow the broker's start
-    for sub in ("kafka", "mongo"):
+    for sub in ("kafka", "kafka-2", "kafka-3", "mongo"):
         shutil.rmtree(TEST_RUN_DIR / sub, ignore_errors=True)
     try:
         _stack("infra-up")

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The local stack without Docker: a real Apache Kafka broker (Apache's own jars from Maven
-# Central, one KRaft node), a MongoDB wire-protocol server (SecantusDB), and the four services.
+# The local stack without Docker: a real Apache Kafka cluster (Apache's own jars from Maven
+# Central: one KRaft node by default, MPTF_KAFKA_BROKERS=3 for three, each broker and
+# controller, with a three-voter controller quorum), a MongoDB wire-protocol server
+# (SecantusDB), and the four services.
 #
 #   deploy/local/stack.sh infra-up | services-up | up | down | status | env
+#   deploy/local/stack.sh kill-kafka-node N | start-kafka-node N | kafka-controller
 #
 # Everything it starts writes logs and pids under one run folder (MPTF_RUN_DIR, default
 # .run/dev), and `down` stops only what that folder records. KAFKA_BOOTSTRAP_SERVERS and
@@ -16,6 +19,9 @@ KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROO
 KAFKA_CACHE="${MPTF_CACHE_DIR:-$HOME/.cache/mptf}/kafka-$KAFKA_VERSION"
 KAFKA_PORT="${MPTF_KAFKA_PORT:-19092}"
 KAFKA_CONTROLLER_PORT="${MPTF_KAFKA_CONTROLLER_PORT:-19093}"
+# node i (1..N) listens for clients on KAFKA_PORT+2(i-1) and for controllers on
+# KAFKA_CONTROLLER_PORT+2(i-1); node 1 is named kafka, the others kafka-2, kafka-3
+KAFKA_BROKERS="${MPTF_KAFKA_BROKERS:-1}"
 MONGO_PORT="${MPTF_MONGO_PORT:-27117}"
 PY="${MPTF_PYTHON:-$ROOT/.venv/bin/python}"
 SERVICES=(intake funding monitoring notifications)
@@ -24,7 +30,13 @@ PORT_OFFSET="${MPTF_HTTP_PORT_OFFSET:-0}"
 
 EXTERNAL_KAFKA="${KAFKA_BOOTSTRAP_SERVERS:-}"
 EXTERNAL_MONGO="${MONGODB_URL:-}"
-BOOTSTRAP="${EXTERNAL_KAFKA:-127.0.0.1:$KAFKA_PORT}"
+node_name() { if (($1 == 1)); then echo kafka; else echo "kafka-$1"; fi; }
+node_port() { echo $((KAFKA_PORT + 2 * ($1 - 1))); }
+node_controller_port() { echo $((KAFKA_CONTROLLER_PORT + 2 * ($1 - 1))); }
+NODES=(); for ((i = 1; i <= KAFKA_BROKERS; i++)); do NODES+=("$i"); done
+LOCAL_BOOTSTRAP="$(for i in "${NODES[@]}"; do printf '127.0.0.1:%s,' "$(node_port "$i")"; done)"
+LOCAL_BOOTSTRAP="${LOCAL_BOOTSTRAP%,}"
+BOOTSTRAP="${EXTERNAL_KAFKA:-$LOCAL_BOOTSTRAP}"
 MONGO_URL="${EXTERNAL_MONGO:-mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true}"
 # Every Kafka principal's password (JSON, mode 0600): made once, on first start. With an
 # external broker, MPTF_KAFKA_CREDENTIALS names that deployment's file.
@@ -68,34 +80,74 @@ kafka_jars() {
   fi
 }
 
-kafka_up() {
-  if [[ -n $EXTERNAL_KAFKA ]]; then say "using Kafka at $EXTERNAL_KAFKA"; return; fi
-  if alive kafka; then say "Kafka already running (pid $(cat "$RUN_DIR/pids/kafka.pid"))"; return; fi
-  port_open "$KAFKA_PORT" && die "port $KAFKA_PORT is taken by something this stack did not start"
-  kafka_jars
-  local dir="$RUN_DIR/kafka"
+kafka_node_up() {  # node id: format its storage once, start it
+  local i=$1 name port cport dir
+  name="$(node_name "$i")"; port="$(node_port "$i")"; cport="$(node_controller_port "$i")"
+  if alive "$name"; then say "$name already running (pid $(cat "$RUN_DIR/pids/$name.pid"))"; return; fi
+  port_open "$port" && die "port $port is taken by something this stack did not start"
+  dir="$RUN_DIR/$name"
   mkdir -p "$dir/data" "$RUN_DIR/logs"
-  "$PY" -m mptf_cli.provision credentials "$CREDENTIALS" || die "could not write $CREDENTIALS"
-  local broker_pw admin_pw
+  local broker_pw admin_pw voters="" quorum
   broker_pw="$(cred broker)"; admin_pw="$(cred admin)"
-  (umask 077; sed -e "s#@PORT@#$KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$KAFKA_CONTROLLER_PORT#g" \
+  if ((KAFKA_BROKERS == 1)); then
+    quorum="controller.quorum.bootstrap.servers=127.0.0.1:$cport"
+  else  # a static quorum of every node
+    for j in "${NODES[@]}"; do voters+="$j@127.0.0.1:$(node_controller_port "$j"),"; done
+    quorum="controller.quorum.voters=${voters%,}"
+  fi
+  local rf=$((KAFKA_BROKERS < 3 ? KAFKA_BROKERS : 3)) isr=1
+  ((rf >= 3)) && isr=2
+  (umask 077; sed -e "s#@PORT@#$port#g" -e "s#@CONTROLLER_PORT@#$cport#g" \
+      -e "s#@NODE_ID@#$i#g" -e "s#@QUORUM@#$quorum#g" -e "s#@RF@#$rf#g" -e "s#@MIN_ISR@#$isr#g" \
       -e "s#@DATA@#$dir/data#g" -e "s#@BROKER_PASSWORD@#$broker_pw#g" \
       "$ROOT/deploy/kafka/server.properties.in" >"$dir/server.properties")
   if [[ ! -f "$dir/data/meta.properties" ]]; then
-    local cid  # base64 may begin with "-": passed as --cluster-id=<id> so it is never an option
-    cid="$("$PY" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')"
     # the super users exist from the start; provisioning (as admin) adds everyone else
-    java -cp "$KAFKA_CACHE/lib/*" kafka.tools.StorageTool format --standalone --cluster-id="$cid" \
-      -c "$dir/server.properties" \
+    local how=(--standalone)
+    ((KAFKA_BROKERS > 1)) && how=()
+    java -cp "$KAFKA_CACHE/lib/*" kafka.tools.StorageTool format "${how[@]}" \
+      --cluster-id="$(cat "$RUN_DIR/kafka-cluster-id")" -c "$dir/server.properties" \
       --add-scram "SCRAM-SHA-512=[name=broker,password=$broker_pw]" \
       --add-scram "SCRAM-SHA-512=[name=admin,password=$admin_pw]" \
-      >>"$RUN_DIR/logs/kafka.log" 2>&1 || die "Kafka storage format failed"
+      >>"$RUN_DIR/logs/$name.log" 2>&1 || die "Kafka storage format failed ($name)"
   fi
-  start_bg kafka java -Xms256m -Xmx512m -XX:+UseG1GC \
+  start_bg "$name" java -Xms256m -Xmx512m -XX:+UseG1GC \
     -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.yaml" \
     -cp "$KAFKA_CACHE/lib/*" kafka.Kafka "$dir/server.properties"
-  wait_for kafka 60 port_open "$KAFKA_PORT"
-  say "Kafka $KAFKA_VERSION ready on 127.0.0.1:$KAFKA_PORT"
+}
+
+kafka_up() {
+  if [[ -n $EXTERNAL_KAFKA ]]; then say "using Kafka at $EXTERNAL_KAFKA"; return; fi
+  kafka_jars
+  mkdir -p "$RUN_DIR"
+  "$PY" -m mptf_cli.provision credentials "$CREDENTIALS" || die "could not write $CREDENTIALS"
+  if [[ ! -f $RUN_DIR/kafka-cluster-id ]]; then
+    # base64 may begin with "-": passed as --cluster-id=<id> so it is never an option
+    "$PY" -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' \
+      >"$RUN_DIR/kafka-cluster-id"
+  fi
+  for i in "${NODES[@]}"; do kafka_node_up "$i"; done
+  for i in "${NODES[@]}"; do wait_for "$(node_name "$i")" 60 port_open "$(node_port "$i")"; done
+  say "Kafka $KAFKA_VERSION ready on $LOCAL_BOOTSTRAP ($KAFKA_BROKERS node(s))"
+}
+
+kafka_controller() {  # the node id of the active controller (the quorum's leader), from the
+                      # nodes' own quorum-state files: the highest epoch's leader
+  "$PY" - "$RUN_DIR" "${NODES[@]}" <<'PY'
+import json, sys
+from pathlib import Path
+best = (-1, -1)
+for i in sys.argv[2:]:
+    name = "kafka" if i == "1" else f"kafka-{i}"
+    f = Path(sys.argv[1], name, "data", "__cluster_metadata-0", "quorum-state")
+    try:
+        d = json.loads(f.read_text())
+    except (OSError, ValueError):
+        continue
+    if d.get("leaderId", -1) >= 0:
+        best = max(best, (d.get("leaderEpoch", -1), d["leaderId"]))
+print(best[1])
+PY
 }
 
 mongo_up() {
@@ -218,14 +270,14 @@ stop_one() {
 down() {
   stop_one console
   for s in "${SERVICES[@]}"; do stop_one "$s"; done
-  stop_one kafka
+  for i in "${NODES[@]}"; do stop_one "$(node_name "$i")"; done
   stop_one mongo
   stop_one zipkin
   stop_one prometheus
 }
 
 status() {
-  for n in kafka mongo zipkin prometheus "${SERVICES[@]}" console; do
+  for n in $(for i in "${NODES[@]}"; do node_name "$i"; done) mongo zipkin prometheus "${SERVICES[@]}" console; do
     if alive "$n"; then printf '%-14s running (pid %s)\n' "$n" "$(cat "$RUN_DIR/pids/$n.pid")"
     else printf '%-14s stopped\n' "$n"; fi
   done
@@ -261,7 +313,10 @@ case "$cmd" in
   env) echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"; echo "MONGODB_URL=$MONGO_URL"
        echo "MPTF_KAFKA_CREDENTIALS=$CREDENTIALS" ;;
   jars) kafka_jars ;;
-  restart-kafka) stop_one kafka; kafka_up ;;   # same data: what a broker restart is
+  restart-kafka) for i in "${NODES[@]}"; do stop_one "$(node_name "$i")"; done; kafka_up ;;  # same data
+  kill-kafka-node) kill -KILL "$(cat "$RUN_DIR/pids/$(node_name "$2").pid")"; rm -f "$RUN_DIR/pids/$(node_name "$2").pid" ;;
+  start-kafka-node) kafka_jars; kafka_node_up "$2"; wait_for "$(node_name "$2")" 60 port_open "$(node_port "$2")" ;;
+  kafka-controller) kafka_controller ;;
   restart-mongo) stop_one mongo; mongo_up ;;
-  *) die "unknown command $cmd (infra-up | services-up | up | down | status | env | jars)" ;;
+  *) die "unknown command $cmd (infra-up | services-up | up | down | status | env | jars | kill-kafka-node N | start-kafka-node N | kafka-controller)" ;;
 esac

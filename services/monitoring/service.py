@@ -39,6 +39,7 @@ from shared.contracts.monitoring import (
 )
 from shared.envelope import utcnow
 from shared.errors import PersonalData
+from shared.lease import Fenced, Leases, unit_of
 from shared.logging import get_logger
 from shared.privacy import find_personal_data, redact
 from shared.rebuild import Plan, runs
@@ -180,20 +181,40 @@ async def handle_reports(store: MonitoringStore, rules: MonitoringRules,
 
 
 class Scheduler:
-    """Finds overdue reports, risks and closures. The clock is injectable (tests drive it);
-    ReportOverdue is emitted once per report and deadline however often this runs, on however
-    many instances, because each is recorded under a unique id in the same transaction."""
+    """Finds overdue reports, risks and closures. The clock is injectable (tests drive it).
+
+    The replicas share the work: programmes fall in `work_shards` shards, each scheduled by
+    the one replica that holds its lease (shared.lease), and a finding commits only under
+    that lease (fenced). Even so, ReportOverdue is emitted once per report and deadline
+    however often this runs, on however many instances, because each is recorded under a
+    unique id in the same transaction."""
 
     def __init__(self, store: MonitoringStore, rules: MonitoringRules,
                  clock: Callable[[], datetime] = utcnow, interval: float = 60.0) -> None:
         self.store, self.rules, self.clock, self.interval = store, rules, clock, interval
+        self.leases = Leases(store.members, "scheduler", store.settings.work_shards,
+                             max(3 * interval, 30.0))
 
     async def run_once(self, now: datetime | None = None) -> dict[str, list[str]]:
         now = now or self.clock()
+        mine = set(await self.leases.refresh())
         out = {}
         for pid in await self.store.active_ids():
-            happened, _ = await self.store.transaction(
-                lambda uow, pid=pid: self.store.evaluate(uow, pid, now, self.rules))
+            unit = unit_of(pid, self.leases.count)
+            if unit not in mine:
+                continue
+
+            async def evaluate(uow: UnitOfWork, pid: str = pid, unit: int = unit) -> list[str]:
+                happened = await self.store.evaluate(uow, pid, now, self.rules)
+                if happened:  # a finding commits only while we hold its shard
+                    await self.leases.fence(uow, unit)
+                return happened
+
+            try:
+                happened, _ = await self.store.transaction(evaluate)
+            except Fenced:
+                mine.discard(unit)  # another replica has it now
+                continue
             if happened:
                 out[pid] = happened
                 log.info("scheduler_findings", programme_id=pid, findings=happened)

@@ -54,6 +54,7 @@ def build(settings: NotificationsSettings | None = None):  # type: ignore[no-unt
                             breaker=CircuitBreaker(settings.breaker_threshold,
                                                    settings.breaker_cooldown_seconds),
                             poll=settings.dispatcher_poll_seconds)
+    store.members.on_reap.append(store.orphaned)  # a dead replica's claims, due again
     handlers.register(runtime, store, digest_hour=settings.digest_hour_utc, wake=dispatcher.wake)
     runtime.background(dispatcher.run)
     app = create_app(runtime, title="Migration MPTF — notifications",

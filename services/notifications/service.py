@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -128,7 +126,9 @@ class Dispatcher:
         self.max_attempts, self.backoff_base, self.backoff_cap = (max_attempts, backoff_base,
                                                                   backoff_cap)
         self.lease, self.batch, self.poll, self.clock = lease_seconds, batch, poll, clock
-        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        # the replica's member id: a dead replica's claims are handed back when it is reaped
+        # (NotificationsStore.orphaned), not after the lease
+        self.owner = store.members.owner
         self.wake = asyncio.Event()
 
     async def run_once(self) -> int:

@@ -257,6 +257,13 @@ class NotificationsStore(Store):
         return {d["_id"] for d in docs if (x := deliveries.cache[d["_id"]]) is not None
                 and x.get("owner") == owner and x.get("status") == "sending"}
 
+    async def orphaned(self, owner: str) -> None:
+        """A dead replica's claimed deliveries, due again now (shared.lease.Members reaps
+        it: its sessions were ended, so none of its outcomes can still commit)."""
+        await self.db.deliveries.update_many(
+            {"status": "sending", "owner": owner},
+            {"$set": {"status": "pending"}, "$unset": {"owner": "", "lease_until": ""}})
+
     async def release(self, docs: list[dict[str, Any]], owner: str, due: datetime) -> None:
         """Give back unsent deliveries (an open circuit): not an attempt."""
         await self.db.deliveries.update_many(

@@ -1,24 +1,34 @@
 """The benchmark (figures, not a test). Runs against one broker and Mongo server:
 
-    .venv/bin/python -m tests.bench.pipeline [--programmes 600] [--rate 20] [--seconds 20]
+    .venv/bin/python -m tests.bench.pipeline [--programmes 600] [--runs 5] [--seconds 20]
 
 It starts the four services as processes under a fresh topic prefix and prints:
-  * time to ready and RSS per service;
-  * pipeline throughput: concept note in (inbound topic) -> screened -> approved (an SC
-    driver meets every 100 ms and approves in one meeting every note screened since) ->
-    allocated -> the allocation notification logged, in programmes per second, offered all
-    at once;
+  * time to ready and the largest RSS per service;
+  * capacity: the pipeline's throughput, concept note in (inbound topic) -> screened ->
+    approved (an SC driver meets every 100 ms and approves in one meeting every note
+    screened since) -> allocated -> the allocation notification logged, in programmes per
+    second, for a burst offered all at once, `--runs` times in a row: the median, each run
+    and their spread ((max - min) / median);
+  * latency below saturation: at 25, 50, 75 and 90% of that capacity offered at a fixed
+    rate, end-to-end p50/p95/p99 and the median of each hop (note in -> screened fact
+    published -> approved -> allocated -> notification logged, each fact timed when the
+    relay published it), with the SC's wait for its next meeting (a timer) apart and the
+    end to end without it; a table and a plot (docs/latency-by-load.png);
+  * per programme and service: documents stored, store round trips (commands sent) and
+    Kafka records published;
+  * a py-spy profile (speedscope) of every service process during the last burst, under
+    docs/profiles/;
   * the pipeline's steps together, in reference (b)'s unit: messages consumed per second by
-    the four services during the burst;
-  * one step's throughput, comparable with reference (b): intake's inbound consumer (note
-    in, validated, screened, stored with its two facts in the outbox, facts published);
-  * end-to-end latency p50/p95/p99 of the same pipeline at a fixed offered rate;
+    the four services during the bursts; and one step, comparable with reference (b):
+    intake's inbound consumer (note in, validated, screened, stored with its two facts in
+    the outbox, facts published);
   * reference (a): a raw aiokafka consume->produce relay, no database (the client limit);
   * reference (b): the naive step: one FastStream handler per message awaiting one motor
     write per message (default ack policy, no batching);
   * the same work through our consumer (shared.consumer): batches, offsets committed after
     the effect, envelopes validated, event ids checked and recorded, one transaction per
-    batch; the like-for-like comparison with (b).
+    batch; the like-for-like comparison with (b);
+  * the ratios: the pipeline's messages over (a), our consumer over (b);
 and writes them, with the machine, to docs/benchmarks.md.
 
 Infrastructure: KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL if set, else the stack script's own
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -68,6 +79,12 @@ from tests.support import (  # noqa: E402
 
 SERVICES = ("intake", "funding", "monitoring", "notifications")
 ALLOCATION = "org.migrationmptf.allocation.made.v1"
+# the pipeline's hops: the facts that end each, by type (without the version)
+HOPS = {"org.migrationmptf.programme.screened": "screened",
+        "org.migrationmptf.programme.approved": "decided",
+        "org.migrationmptf.allocation.made": "allocated",
+        "org.migrationmptf.notification.delivered": "notified"}
+HOP_ORDER = ("screened", "decided", "allocated", "notified")
 
 
 def rss_mb(pid: int) -> float:
@@ -81,48 +98,83 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values or [0])[0]
 
 
-def infra() -> tuple[dict[str, str], bool]:
+def infra(brokers: int = 1) -> tuple[dict[str, str], bool]:
+    """The stack script's servers on bench ports (`brokers` Kafka nodes), unless
+    KAFKA_BOOTSTRAP_SERVERS and MONGODB_URL name existing ones."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("MONGODB_URL"):
         return {}, False
     # below 32768: Linux hands out 32768-60999 as clients' own ports
-    env = {**os.environ, "MPTF_RUN_DIR": str(ROOT / ".run/bench"), "MPTF_KAFKA_PORT": "24092",
+    run_dir = ROOT / ".run" / ("bench" if brokers == 1 else f"bench-{brokers}-brokers")
+    env = {**os.environ, "MPTF_RUN_DIR": str(run_dir), "MPTF_KAFKA_PORT": "24092",
            "MPTF_KAFKA_CONTROLLER_PORT": "24093", "MPTF_MONGO_PORT": "24117",
-           "MPTF_PYTHON": sys.executable}
+           "MPTF_KAFKA_BROKERS": str(brokers), "MPTF_PYTHON": sys.executable}
     env.pop("MPTF_KAFKA_CREDENTIALS", None)
     subprocess.run([str(ROOT / "deploy/local/stack.sh"), "infra-up"], env=env, check=True)
-    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = "127.0.0.1:24092"
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = ",".join(
+        f"127.0.0.1:{24092 + 2 * i}" for i in range(brokers))
     os.environ["MONGODB_URL"] = "mongodb://127.0.0.1:24117/?directConnection=true"
-    os.environ["MPTF_KAFKA_CREDENTIALS"] = str(ROOT / ".run/bench/kafka/credentials.json")
+    os.environ["MPTF_KAFKA_CREDENTIALS"] = str(run_dir / "kafka/credentials.json")
     return env, True
+
+
+def stack(env: dict[str, str], *args: str) -> str:
+    """The stack script on the benchmark's servers."""
+    return subprocess.run([str(ROOT / "deploy/local/stack.sh"), *args], env=env, check=True,
+                          capture_output=True, text=True).stdout
 
 
 class Pipeline:
     """The four services, an SC driver that approves each screened note, and a watcher of
     the allocation notifications."""
 
-    def __init__(self, tag: str, workdir: Path) -> None:
+    def __init__(self, tag: str, workdir: Path, replicas: int = 1) -> None:
         self.tag, self.workdir = tag, workdir
-        self.ports = {s: free_port() for s in SERVICES}
+        self.ports = {s: [free_port() for _ in range(replicas)] for s in SERVICES}
         self.procs: list[Any] = []
         self.ready_s: dict[str, float] = {}
         self.sent: dict[str, float] = {}
         self.pid_of: dict[str, str] = {}
         self.done: dict[str, float] = {}
         self.screened: dict[str, float] = {}
+        self.hops: dict[str, dict[str, float]] = {}  # programme -> hop -> epoch seconds
+        self.sent_at: dict[str, float] = {}  # entity reference -> epoch seconds
         self.meetings = 0
 
     def url(self, s: str) -> str:
-        return f"http://127.0.0.1:{self.ports[s]}"
+        return f"http://127.0.0.1:{self.ports[s][0]}"
+
+    def by_hop(self, run: str) -> dict[str, Any]:
+        """Medians of each hop (ms) over the run's completed programmes; the SC's wait for
+        its next meeting (a timer) apart, and end to end without it."""
+        rows = []
+        for pid, ref in self.pid_of.items():
+            h = self.hops.get(pid, {})
+            if ref.startswith(run) and all(k in h for k in (*HOP_ORDER, "meeting")):
+                rows.append({"in": self.sent_at[ref], **h})
+        out: dict[str, Any] = {"programmes": len(rows)}
+        chain = ("in", *HOP_ORDER)
+        for a, b in itertools.pairwise(chain):
+            out[f"{a}->{b}"] = round(statistics.median(r[b] - r[a] for r in rows) * 1000
+                                     ) if rows else None
+        if rows:
+            wait = [r["meeting"] - r["screened"] for r in rows]
+            out["sc_wait_for_meeting"] = round(statistics.median(wait) * 1000)
+            e2e = [r["notified"] - r["in"] - max(w, 0) for r, w in zip(rows, wait, strict=True)]
+            out["end_to_end_without_sc_wait_p50"] = round(pct(e2e, 50) * 1000)
+            out["end_to_end_without_sc_wait_p99"] = round(pct(e2e, 99) * 1000)
+        return out
 
     async def start(self) -> None:
         t0 = {}
-        for s, p in self.ports.items():
+        for s, ports in self.ports.items():
             t0[s] = time.perf_counter()
-            self.procs.append(start_service(s, self.tag, p, self.workdir,
-                                            MPTF_LOG_LEVEL="WARNING"))
+            for p in ports:
+                self.procs.append(start_service(s, self.tag, p, self.workdir,
+                                                MPTF_LOG_LEVEL="WARNING"))
         async with httpx.AsyncClient(timeout=5) as http:
-            for s in SERVICES:
-                await wait_ready(http, self.ports[s], every=0.05)
+            for s in SERVICES:  # a service is ready when its last replica is
+                for p in self.ports[s]:
+                    await wait_ready(http, p, every=0.05)
                 self.ready_s[s] = time.perf_counter() - t0[s]
             await http.post(f"{self.url('funding')}/v1/contributions", headers=FMU, json={
                 "contribution_id": "bench", "contributor": "DEU", "contributor_name": "DEU",
@@ -136,6 +188,7 @@ class Pipeline:
         eligible notes screened since (up to 100 a meeting). Records when each note was
         screened and when its allocation notification was logged."""
         c = AIOKafkaConsumer(f"{self.tag}.{topics.PROGRAMMES}",
+                             f"{self.tag}.{topics.FUNDING}",
                              f"{self.tag}.{topics.NOTIFICATIONS}",
                              bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
                              group_id=None, auto_offset_reset="earliest", **kafka_auth())
@@ -151,6 +204,9 @@ class Pipeline:
                 if not todo:
                     continue
                 meetings += 1
+                met = time.time()
+                for pid in todo:
+                    self.hops.setdefault(pid, {}).setdefault("meeting", met)
                 r = await http.post(f"{self.url('funding')}/v1/meetings", headers=FMU, json={
                     "meeting_id": f"sc{meetings}", "decisions": [
                         {"programme_id": pid, "decision": "approve", "decision_id": "sc",
@@ -167,6 +223,13 @@ class Pipeline:
                     for r in recs:
                         h = {k: v.decode() for k, v in r.headers}
                         body = json.loads(r.value)
+                        hop = HOPS.get(h["ce_type"].rsplit(".", 2)[0])
+                        if hop and (hop != "notified" or (body["fact_type"] == ALLOCATION
+                                                          and body["recipient"] == "IOM")):
+                            # when the fact was published (the relay's send: the record's
+                            # create time, on this machine's clock)
+                            self.hops.setdefault(body["programme_id"], {}).setdefault(
+                                hop, r.timestamp / 1000)
                         if h["ce_type"].endswith("programme.submitted.v1"):
                             self.pid_of[body["programme_id"]] = body["entity_reference"]
                         elif h["ce_type"].endswith("programme.screened.v1") and body["eligible"]:
@@ -191,6 +254,7 @@ class Pipeline:
                                                      "entity_reference": ref})
             env = Envelope(source="urn:mptf:entity:IOM", type=note.TYPE)
             self.sent[ref] = time.perf_counter()
+            self.sent_at[ref] = time.time()
             futs.append(await p.send(f"{self.tag}.{topics.INBOUND_CONCEPT_NOTES}.IOM",
                                      note.model_dump_json().encode(), key=ref.encode(),
                                      headers=env.headers()))
@@ -204,12 +268,12 @@ class Pipeline:
                 if ref.startswith(run) and pid in self.done]
 
     async def metric(self, name: str, skip: str = "\0") -> int:
-        """A counter summed over the four services' /metrics (series containing `skip`
-        left out)."""
+        """A counter summed over the services' /metrics, every replica's (series containing
+        `skip` left out)."""
         total = 0
         async with httpx.AsyncClient(timeout=5) as http:
-            for svc in SERVICES:
-                text = (await http.get(f"{self.url(svc)}/metrics")).text
+            for port in (p for svc in SERVICES for p in self.ports[svc]):
+                text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
                 total += sum(int(float(ln.rsplit(" ", 1)[1])) for ln in text.splitlines()
                              if ln.startswith((name + "{", name + " ")) and skip not in ln)
         return total
@@ -282,7 +346,7 @@ async def naive_step(n: int, tag: str) -> float:
     bs = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     topic = f"{tag}.ref.in"  # the same n records that reference (a) read
     coll = AsyncIOMotorClient(os.environ["MONGODB_URL"])[f"{tag}_naive"].notes
-    broker = KafkaBroker(bs, logger=None,  # its per-message log lines are not the work
+    broker = KafkaBroker(bs.split(","), logger=None,  # its per-message log lines are not the work
                          security=SASLScram512("admin", credentials()["admin"]))
     seen = 0
     done = asyncio.Event()
@@ -316,7 +380,7 @@ async def batched_step(n: int, tag: str) -> float:
     store = Store(settings)
     runtime = Runtime(settings, store)
     # as (b)'s broker: no per-message log lines (they are not the work being measured)
-    runtime.broker = KafkaBroker(settings.kafka_bootstrap_servers, logger=None,
+    runtime.broker = KafkaBroker(settings.bootstrap_servers, logger=None,
                                  security=SASLScram512("admin", credentials()["admin"]))
     done, seen = asyncio.Event(), 0
 
@@ -337,6 +401,65 @@ async def batched_step(n: int, tag: str) -> float:
     return await rate(n, runtime, done)
 
 
+class Profiler:
+    """py-spy (PyPI) sampling every service process for one phase, each to a speedscope
+    file: where the time goes, seen rather than guessed."""
+
+    def __init__(self, pipe: Pipeline, out: Path) -> None:
+        self.pipe, self.out, self.procs = pipe, out, []
+
+    def start(self, seconds: float) -> None:
+        spy = Path(sys.executable).parent / "py-spy"
+        if not spy.exists():
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        names = [s for s in SERVICES for _ in self.pipe.ports[s]]
+        for name, proc in zip(names, self.pipe.procs, strict=True):
+            self.procs.append(subprocess.Popen(
+                [str(spy), "record", "--pid", str(proc.pid), "--format", "speedscope",
+                 "--duration", str(max(1, int(seconds))), "--rate", "50", "--nonblocking",
+                 "--output", str(self.out / f"{name}-{proc.pid}.speedscope.json")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop(self) -> list[str]:
+        for p in self.procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.terminate()
+        return sorted(str(f.relative_to(ROOT)) if f.is_relative_to(ROOT) else str(f)
+                      for f in self.out.glob("*.speedscope.json"))
+
+
+async def per_programme(pipe: Pipeline, programmes: int) -> dict[str, Any]:
+    """Per completed programme, per service: documents in its database, store commands
+    (round trips) and Kafka records published."""
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    client = AsyncIOMotorClient(os.environ["MONGODB_URL"])
+    out: dict[str, Any] = {}
+    async with httpx.AsyncClient(timeout=5) as http:
+        for svc in SERVICES:
+            db = client[f"{pipe.tag}_{svc}"]
+            docs = {c: await db[c].estimated_document_count()
+                    for c in await db.list_collection_names()}
+            published = commands = 0
+            for port in pipe.ports[svc]:
+                text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+                for ln in text.splitlines():
+                    if ln.startswith("mptf_outbox_published_total{"):
+                        published += int(float(ln.rsplit(" ", 1)[1]))
+                    if ln.startswith("mptf_store_commands_total{"):
+                        commands += int(float(ln.rsplit(" ", 1)[1]))
+            out[svc] = {"documents": round(sum(docs.values()) / programmes, 1),
+                        "by_collection": {c: round(n / programmes, 2)
+                                          for c, n in sorted(docs.items()) if n},
+                        "store_round_trips": round(commands / programmes, 1),
+                        "kafka_records": round(published / programmes, 1)}
+    client.close()
+    return out
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     tag = f"bench{int(time.time())}"
     work = Path(tempfile.mkdtemp(prefix="mptf-bench-"))
@@ -346,36 +469,64 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     driver = asyncio.create_task(pipe.driver(stop))
     results: dict[str, Any] = {"time_to_ready_s": {s: round(v, 2) for s, v in
                                                    pipe.ready_s.items()}}
+    total = 0
     try:
+        # capacity: the same burst offered at once, `runs` times in a row; the median
+        bursts = []
         before = await pipe.consumed()
-        t0 = time.perf_counter()
-        await pipe.offer(args.programmes, None, "burst")
-        await pipe.wait("burst", args.programmes, 600)
-        took = time.perf_counter() - t0
-        results["throughput_programmes_per_s"] = round(len(pipe.finished("burst")) / took, 1)
-        results["burst"] = {"programmes": args.programmes,
-                            "completed": len(pipe.finished("burst")), "seconds": round(took, 1)}
+        busy = 0.0
+        profiler = Profiler(pipe, Path(args.profiles))
+        rss: dict[str, float] = {}
+        for k in range(args.runs):
+            if k == args.runs - 1 and args.profiles:
+                profiler.start(max(bursts) * 1.2 if bursts else 30)
+            t0 = time.perf_counter()
+            await pipe.offer(args.programmes, None, f"burst{k}")
+            await pipe.wait(f"burst{k}", args.programmes, 600)
+            took = time.perf_counter() - t0
+            busy += took
+            total += len(pipe.finished(f"burst{k}"))
+            bursts.append(round(len(pipe.finished(f"burst{k}")) / took, 1))
+            names = [svc for svc in SERVICES for _ in pipe.ports[svc]]
+            for name, p in zip(names, pipe.procs, strict=True):
+                rss[name] = max(rss.get(name, 0), rss_mb(p.pid))
+        capacity = statistics.median(bursts)
+        results["throughput_programmes_per_s"] = capacity
+        results["capacity_programmes_per_s"] = capacity
+        results["bursts"] = {"programmes": args.programmes, "programmes_per_s": bursts,
+                             "spread": round((max(bursts) - min(bursts)) / capacity, 2)}
         # every step of the pipeline together, in the unit of reference (b): messages
-        # consumed per second by the four services during the burst
+        # consumed per second by the four services during the bursts
         results["pipeline_steps_msgs_consumed_per_s"] = round(
-            (await pipe.consumed() - before) / took)
+            (await pipe.consumed() - before) / busy)
         # one step of the pipeline, comparable with reference (b): intake consuming the
         # inbound notes, screening each and writing it with its two facts (outbox), published
-        screened = pipe.screened_by("burst")
+        screened = pipe.screened_by("burst0")
+        first = min(pipe.sent[r] for r in pipe.sent if r.startswith("burst0"))
         results["step_intake_screening_msgs_per_s"] = round(
-            len(screened) / (max(screened) - t0)) if screened else 0
-        n = int(args.rate * args.seconds)
-        await pipe.offer(n, args.rate, "paced")
-        await pipe.wait("paced", n, 120)
-        lat = pipe.finished("paced")
-        results["latency_at_fixed_rate"] = {
-            "offered_per_s": args.rate, "programmes": n, "completed": len(lat),
-            "p50_ms": round(pct(lat, 50) * 1000), "p95_ms": round(pct(lat, 95) * 1000),
-            "p99_ms": round(pct(lat, 99) * 1000)}
+            len(screened) / (max(screened) - first)) if screened else 0
+        results["burst_by_hop_ms"] = pipe.by_hop(f"burst{args.runs - 1}")
+        results["profiles"] = profiler.stop()
+        # latency below saturation: a share of the capacity offered at a fixed rate
+        levels = []
+        for share in (0.25, 0.5, 0.75, 0.9):
+            offered = round(share * capacity, 1)
+            n = max(int(offered * args.seconds), 5)
+            run = f"load{int(share * 100)}"
+            await pipe.offer(n, offered, run)
+            await pipe.wait(run, n, 180)
+            total += len(pipe.finished(run))
+            lat = pipe.finished(run)
+            levels.append({"load_share": share, "offered_per_s": offered, "programmes": n,
+                           "completed": len(lat), "p50_ms": round(pct(lat, 50) * 1000),
+                           "p95_ms": round(pct(lat, 95) * 1000),
+                           "p99_ms": round(pct(lat, 99) * 1000), "hops": pipe.by_hop(run)})
+            print(json.dumps(levels[-1]), flush=True)
+        results["latency_by_load"] = levels
         results["store_transaction_retries"] = await pipe.metric(
             "mptf_transaction_retries_total")
-        results["rss_mb"] = {s: round(rss_mb(p.pid)) for s, p in zip(SERVICES, pipe.procs,
-                                                                     strict=True)}
+        results["per_programme"] = await per_programme(pipe, max(total, 1))
+        results["rss_mb_max"] = {s: round(v) for s, v in rss.items()}
     finally:
         stop.set()
         try:
@@ -387,7 +538,55 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     results["reference_b_naive_step_msgs_per_s"] = round(await naive_step(args.reference, tag))
     results["our_consumer_on_reference_b_work_msgs_per_s"] = round(
         await batched_step(args.reference, tag))
+    results["ratios"] = {
+        "pipeline_msgs_over_reference_a": round(
+            results["pipeline_steps_msgs_consumed_per_s"]
+            / results["reference_a_raw_relay_msgs_per_s"], 3),
+        "our_consumer_over_reference_b": round(
+            results["our_consumer_on_reference_b_work_msgs_per_s"]
+            / results["reference_b_naive_step_msgs_per_s"], 2)}
     return results
+
+
+def plot(results: dict[str, Any], out: Path) -> bool:
+    """Latency by load (p50/p95/p99), a PNG; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    levels = results["latency_by_load"]
+    x = [lv["offered_per_s"] for lv in levels]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for q in ("p50_ms", "p95_ms", "p99_ms"):
+        ax.plot(x, [lv[q] for lv in levels], marker="o", label=q.removesuffix("_ms"))
+    ax.set_xlabel("offered programmes/s (25, 50, 75, 90% of capacity "
+                  f"{results['capacity_programmes_per_s']}/s)")
+    ax.set_ylabel("end-to-end latency, ms")
+    ax.set_title("Pipeline latency by load")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def table(results: dict[str, Any]) -> str:
+    hops = [f"in->{HOP_ORDER[0]}"] + [f"{a}->{b}" for a, b in itertools.pairwise(HOP_ORDER)]
+    rows = ["| load | offered/s | p50 ms | p95 ms | p99 ms | " + " | ".join(hops)
+            + " | SC wait | p99 without SC wait |",
+            "|---" * (7 + len(hops)) + "|"]
+    for lv in results["latency_by_load"]:
+        h = lv["hops"]
+        rows.append(f"| {int(lv['load_share'] * 100)}% | {lv['offered_per_s']} | "
+                    f"{lv['p50_ms']} | {lv['p95_ms']} | {lv['p99_ms']} | "
+                    + " | ".join(str(h.get(k)) for k in hops)
+                    + f" | {h.get('sc_wait_for_meeting')} | "
+                    f"{h.get('end_to_end_without_sc_wait_p99')} |")
+    return "\n".join(rows)
 
 
 def machine() -> str:
@@ -427,12 +626,18 @@ def write_figures(marker: str, intro: str, body: str) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--programmes", type=int, default=600)
-    ap.add_argument("--rate", type=float, default=20)
-    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--runs", type=int, default=5, help="bursts in a row (capacity: median)")
+    ap.add_argument("--seconds", type=float, default=20, help="per load level")
     ap.add_argument("--reference", type=int, default=5000)
+    ap.add_argument("--profiles", default=str(ROOT / "docs" / "profiles"),
+                    help="where py-spy's speedscope files go ('' for none)")
     res = run(main, ap.parse_args())
     print(json.dumps(res, indent=2))
+    png = ROOT / "docs" / "latency-by-load.png"
+    plotted = plot(res, png)
     write_figures("figures", "Produced by `.venv/bin/python -m tests.bench.pipeline` (see the "
                   "script's docstring for what each figure measures).",
                   f"Machine: {res['machine']}. Kafka 4.1.1 (one KRaft node), SecantusDB "
-                  "0.7.0b3.\n\n```json\n" + json.dumps(res, indent=2) + "\n```")
+                  "0.7.0b3.\n\n" + table(res)
+                  + ("\n\n![latency by load](latency-by-load.png)" if plotted else "")
+                  + "\n\n```json\n" + json.dumps(res, indent=2) + "\n```")

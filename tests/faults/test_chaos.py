@@ -48,44 +48,132 @@ from tests.support import (
 SERVICES = ("intake", "funding", "monitoring", "notifications")
 N = int(os.environ.get("MPTF_FAULT_NOTES", "2000"))
 KILLS = int(os.environ.get("MPTF_FAULT_KILLS", "20"))
-KILL_EVERY = 2.5  # seconds: the notes are spread over the whole window of kills
+KILL_EVERY = 3.0  # seconds: the notes are spread over the whole window of kills
 ENTITIES = ["IOM", "ILO", "UNDP", "UNICEF"]
 
 
+REPLICAS = int(os.environ.get("MPTF_FAULT_REPLICAS", "2"))
+DOWN_FOR = 20.0  # seconds a killed replica stays down: its work must pass to another
+BROKERS = int(os.environ.get("MPTF_KAFKA_BROKERS", "1"))
+
+
 class Fleet:
+    """REPLICAS processes of each service (one consumer group, one store, shared work by
+    leases); a killed one stays down DOWN_FOR seconds, so the others take its work over."""
+
     def __init__(self, tag: str, workdir: Path) -> None:
         self.tag, self.workdir = tag, workdir
-        self.ports = {s: free_port() for s in SERVICES}
-        self.procs = {s: self._start(s) for s in SERVICES}
-        self.kills = 0
+        self.ports = {s: [free_port() for _ in range(REPLICAS)] for s in SERVICES}
+        self.procs = {s: [self._start(s, i) for i in range(REPLICAS)] for s in SERVICES}
+        self.down: dict[str, int] = {}  # service -> the replica that is down
+        self.kills: Counter[str] = Counter()  # per service/replica
+        self.rng = random.Random(11)
 
-    def _start(self, s: str) -> Any:
-        return start_service(s, self.tag, self.ports[s], self.workdir,
+    def _start(self, s: str, i: int) -> Any:
+        return start_service(s, self.tag, self.ports[s][i], self.workdir,
                              MPTF_LOG_LEVEL="WARNING", MPTF_OUTBOX_LEASE_SECONDS="3")
 
     def url(self, s: str) -> str:
-        return f"http://127.0.0.1:{self.ports[s]}"
+        """A live replica's address (any: each answers for the whole service)."""
+        up = [i for i in range(REPLICAS) if self.down.get(s) != i]
+        return f"http://127.0.0.1:{self.ports[s][self.rng.choice(up)]}"
 
-    def kill_and_restart(self, s: str) -> None:
-        self.procs[s].send_signal(signal.SIGKILL)
-        self.procs[s].wait(timeout=10)
-        self.kills += 1
-        self.procs[s] = self._start(s)
+    def reroute(self, url: str) -> str:
+        """`url` on a live replica of its service, if its own is down."""
+        for s, ports in self.ports.items():
+            for i, port in enumerate(ports):
+                base = f"http://127.0.0.1:{port}"
+                if url.startswith(base + "/") and self.down.get(s) == i:
+                    return self.url(s) + url[len(base):]
+        return url
+
+    def kill(self, s: str, i: int) -> None:
+        self.procs[s][i].send_signal(signal.SIGKILL)
+        self.procs[s][i].wait(timeout=10)
+        self.kills[f"{s}/{i}"] += 1
+        self.down[s] = i
+
+    def restart(self, s: str) -> None:
+        i = self.down.pop(s)
+        self.procs[s][i] = self._start(s, i)
+
+    def alive(self) -> list[Any]:
+        return [p for ps in self.procs.values() for p in ps if p.poll() is None]
+
+    def everyone(self) -> list[Any]:
+        return [p for ps in self.procs.values() for p in ps]
 
     async def all_ready(self, http: httpx.AsyncClient, timeout: float = 120) -> None:
         for s in SERVICES:
-            await wait_ready(http, self.ports[s], timeout)
+            for port in self.ports[s]:
+                await wait_ready(http, port, timeout)
+
+
+async def takeover(tag: str, service: str, killed_at: float, limit: float = 90.0
+                   ) -> float | None:
+    """How long after a SIGKILL the killed replica's work was handed over: until every
+    consumer group of the service is stable with only the live replicas as members (so each
+    of its partitions is assigned to a live one) and the store has reaped the dead replica
+    (its server sessions ended: whatever its last transaction held is free; its leases and
+    claimed deliveries handed back). None if that took longer than `limit`."""
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    from mptf_cli.provision import admin_client
+    from tests.support import credentials
+
+    live = REPLICAS - 1
+    admin = admin_client(os.environ["KAFKA_BOOTSTRAP_SERVERS"], "admin",
+                         credentials()["admin"])
+    prefix = f"{tag}.mptf-{service}."
+
+    def handed_over() -> bool:
+        listed = admin.list_consumer_groups(request_timeout=5).result()
+        ids = [g.group_id for g in listed.valid if g.group_id.startswith(prefix)]
+        described = [f.result() for f in admin.describe_consumer_groups(
+            ids, request_timeout=5).values()]
+        return bool(ids) and all(g.state.name == "STABLE" and len(g.members) == live
+                                 for g in described)
+
+    mongo = AsyncIOMotorClient(os.environ["MONGODB_URL"], tz_aware=True)
+    members = mongo[f"{tag}_{service}"].members
+    loop = asyncio.get_running_loop()
+    try:
+        while loop.time() - killed_at < limit:
+            await asyncio.sleep(0.25)
+            try:
+                if (await asyncio.to_thread(handed_over)
+                        and await members.count_documents({}) == live):
+                    return loop.time() - killed_at
+            except Exception:  # a broker or the store restarting: look again
+                continue
+        return None
+    finally:
+        mongo.close()
+
+
+def busy_leader(topic: str) -> int:
+    """The broker leading partition 0 of `topic` (as the cluster's metadata says)."""
+    from mptf_cli.provision import admin_client
+    from tests.support import credentials
+
+    admin = admin_client(os.environ["KAFKA_BOOTSTRAP_SERVERS"], "admin", credentials()["admin"])
+    return admin.list_topics(topic, timeout=20).topics[topic].partitions[0].leader
+
+
+FLEET: list[Fleet] = []  # the run's fleet: a call to a replica that is down goes to another
 
 
 async def call(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
-    """An HTTP call that outlives a killed service: retried until it gets an answer."""
+    """An HTTP call that outlives a killed replica: retried, on a live replica of the same
+    service, until it gets an answer."""
     for _ in range(200):
         try:
             r = await http.request(method, url, **kw)
             if r.status_code < 500:
                 return r
         except httpx.HTTPError:
-            pass
+            if FLEET:
+                url = FLEET[0].reroute(url)
         await asyncio.sleep(0.25)
     raise AssertionError(f"no answer from {url}")
 
@@ -135,6 +223,7 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
     rng = random.Random(7)
     tag = unique("fault")
     fleet = Fleet(tag, tmp_path)
+    FLEET[:] = [fleet]
     figures: Counter[str] = Counter()
     hostile: list[tuple[str, str]] = []  # (what, expected answer)
     try:
@@ -171,9 +260,13 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                 from aiokafka.errors import KafkaError
 
                 producer = await producer_of(writer_of(topic))
+                started = asyncio.get_running_loop().time()
                 for _ in range(240):
                     try:
                         await producer.send_and_wait(topic, value, key=key, headers=headers)
+                        figures["longest send"] = max(
+                            figures["longest send"],
+                            asyncio.get_running_loop().time() - started)  # type: ignore
                         return
                     except KafkaError:
                         figures["publish retries (broker down)"] += 1
@@ -334,16 +427,86 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                             "amount_usd": f"{float(held) / 10:.2f}"})
                     figures[f"changes: {what} answered {r.status_code}"] += 1
 
+            # (service, seconds or None, whether a broker or store fault overlapped it)
+            takeovers: list[tuple[str, float | None, bool]] = []
+            faults: list[tuple[float, float]] = []  # broker and store outages: (from, to)
+
+            def now() -> float:
+                return asyncio.get_running_loop().time()
+
+            def overlapped(a: float, b: float) -> bool:
+                return any(x < b and a < (y or now()) for x, y in faults)
+            pending: list[asyncio.Task[Any]] = []
+
+            async def kill_one() -> None:
+                """SIGKILL one replica of a service whose replicas are all up; it stays down
+                DOWN_FOR seconds while the others take its work over (timed)."""
+                choices = [s for s in SERVICES if s not in fleet.down]
+                if not choices:
+                    return
+                s = rng.choice(choices)
+                fleet.kill(s, rng.randrange(REPLICAS))
+                killed_at = asyncio.get_running_loop().time()
+
+                async def timed() -> None:
+                    took = await takeover(tag, s, killed_at, limit=DOWN_FOR)
+                    takeovers.append((s, took, overlapped(killed_at,
+                                                          killed_at + (took or DOWN_FOR))))
+
+                async def later() -> None:  # back after DOWN_FOR, taken over or not
+                    await asyncio.sleep(DOWN_FOR)
+                    fleet.restart(s)
+
+                pending.extend([asyncio.create_task(timed()), asyncio.create_task(later())])
+
+            async def broker_down(node: int, what: str) -> None:
+                """SIGKILL one Kafka node mid-run; it comes back DOWN_FOR seconds later."""
+                faults.append((now(), 0.0))
+                await asyncio.to_thread(_stack, "kill-kafka-node", str(node))
+                figures[f"brokers killed: {what} (node {node})"] += 1
+                await asyncio.sleep(DOWN_FOR)
+                await asyncio.to_thread(_stack, "start-kafka-node", str(node))
+                faults[-1] = (faults[-1][0], now() + 10)  # (a moment to catch up)
+                figures["broker restarts"] += 1
+
+            def kills() -> int:
+                return sum(fleet.kills.values())
+
+            a_third = asyncio.Event()  # a third of the kills done
+
+            async def brokers() -> None:
+                """A third of the way: the broker restarted (one node), or on three nodes the
+                leader of a busy partition killed, then the active controller, one at a
+                time (each brought back before the next: two down of three is an outage
+                that min.insync.replicas=2 makes on purpose)."""
+                await a_third.wait()
+                if BROKERS < 3:
+                    faults.append((now(), 0.0))
+                    await asyncio.to_thread(_stack, "restart-kafka")
+                    faults[-1] = (faults[-1][0], now() + 10)
+                    figures["broker restarts"] += 1
+                    return
+                leader = await asyncio.to_thread(busy_leader, inbound + ".IOM")
+                await broker_down(leader, "leader of a busy partition")
+                node = int((await asyncio.to_thread(_stack, "kafka-controller")).split()[0])
+                await broker_down(node, "active controller")
+
             async def chaos() -> None:
-                for k in range(KILLS):
+                broker_faults = asyncio.create_task(brokers())
+                restarted_store = False
+                while kills() < KILLS:
                     await asyncio.sleep(KILL_EVERY)
-                    fleet.kill_and_restart(rng.choice(SERVICES))
-                    if k == KILLS // 3:
-                        await asyncio.to_thread(_stack, "restart-kafka")
-                        figures["broker restarts"] += 1
-                    if k == 2 * KILLS // 3:
+                    await kill_one()
+                    if kills() >= KILLS // 3:
+                        a_third.set()
+                    if kills() >= 2 * KILLS // 3 and not restarted_store:
+                        faults.append((now(), 0.0))
                         await asyncio.to_thread(_stack, "restart-mongo")
+                        faults[-1] = (faults[-1][0], now() + 10)
                         figures["store restarts"] += 1
+                        restarted_store = True
+                await broker_faults
+                await asyncio.gather(*pending)
 
             stop = asyncio.Event()
             decider = asyncio.create_task(decisions(stop))
@@ -396,12 +559,12 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                                headers=FMU)).json()
             allocations = await all_pages(http, f"{fleet.url('funding')}/v1/allocations",
                                           headers=FMU, params={"limit": 500}, retry=call)
-            alive = [s for s in SERVICES if fleet.procs[s].poll() is None]
+            alive = fleet.alive()
         funding_facts = await read_to_end(f"{tag}.{topics.FUNDING}")
         notification_facts = await read_to_end(f"{tag}.{topics.NOTIFICATIONS}")
         dead = await read_all(inbound + ".dlq", min_count=len(hostile), timeout=20)
     finally:
-        stop_all(list(fleet.procs.values()))
+        stop_all(fleet.everyone())
 
     # nothing lost, nothing doubled
     by_ref = Counter(p["entity_reference"] for p in programmes if p["entity_reference"] in refs)
@@ -434,7 +597,32 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
         announced.setdefault((body["fact_id"], body["recipient"], body["channel"]),
                              set()).add(headers_of(f)["ce_id"])
     dlq_reasons = Counter(headers_of(d)["dlq_reason"] for d in dead)
-    figures.update({"kills": fleet.kills, "notes lost": len(lost),
+    timed = [t for _, t, _ in takeovers if t is not None]
+    alone = [t for _, t, o in takeovers if t is not None and not o]
+
+    def worst(ts: list[float]) -> str:
+        return f"{max(ts):.1f}" if ts else "-"
+
+    def median(ts: list[float]) -> str:
+        return f"{sorted(ts)[len(ts) // 2]:.1f}" if ts else "-"
+
+    report: dict[str, Any] = dict(figures)
+    report.pop("longest send", None)
+    report.update({"replicas per service": REPLICAS, "Kafka brokers": BROKERS,
+                    "kills": sum(fleet.kills.values()),
+                    "replicas killed": len(fleet.kills),
+                    "takeovers timed": len(timed),
+                    f"not taken over within {DOWN_FOR:.0f} s (back by then)": len(takeovers)
+                    - len(timed),
+                    "worst takeover after a kill (s)": worst(timed),
+                    "median takeover after a kill (s)": median(timed),
+                    "worst takeover, no broker/store fault near (s)": worst(alone),
+                    "median takeover, no broker/store fault near (s)": median(alone),
+                    "takeovers (service: s, * = broker/store fault near)": " ".join(
+                        f"{s[:5]}:{t:.0f}{'*' if o else ''}" if t is not None else f"{s}:-"
+                        for s, t, o in takeovers),
+                    "longest single publish (s)": f"{figures['longest send']:.1f}",
+                    "notes lost": len(lost),
                     "notes doubled": len(doubled), "allocations": len(allocated),
                     "allocations doubled": sum(len(v) > 1 for v in made.values()),
                     "programmes changed after allocation": len(changed),
@@ -450,9 +638,12 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                     "hostile Kafka inputs dead-lettered": sum(dlq_reasons.values()),
                     "services up at the end": len(alive)})
     print("\nFAULT RUN FIGURES")
-    for k, v in figures.items():
+    for k, v in report.items():
         print(f"  {k:36s} {v}")
-    assert fleet.kills >= KILLS and figures["broker restarts"] == 1
+    assert sum(fleet.kills.values()) >= KILLS
+    assert len({k.split("/")[0] for k in fleet.kills}) == len(SERVICES)  # every service
+    assert len(fleet.kills) > len(SERVICES)  # spread over replicas
+    assert figures["broker restarts"] == (2 if BROKERS >= 3 else 1)
     assert figures["store restarts"] == 1
     assert not lost and not doubled, (lost, doubled)
     assert len(allocated) >= N // 3  # money moved under the faults: the checks bite
@@ -468,4 +659,4 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
     assert fund["journal"]["debits"] == fund["journal"]["credits"]
     assert float(fund["available_usd"]) >= 0
     assert all(dlq_reasons[reason] >= 1 for _, reason in hostile), dlq_reasons
-    assert alive == list(SERVICES)
+    assert len(alive) == len(SERVICES) * REPLICAS

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import json
 from decimal import Decimal as D
@@ -254,9 +253,8 @@ class World:
     async def rebuilt_alike(self) -> None:
         """Each service rebuilt from the facts alone, merged by their times (not in the order
         the live services happened to receive them), has the live read models."""
-        facts = list(heapq.merge(*([self.incoming(e, n) for n, e in enumerate(log)]
-                                   for log in self.published.values()),
-                                 key=lambda inc: inc.envelope.time))
+        facts = rebuild.merge([self.incoming(e, n) for n, e in enumerate(log)]
+                              for log in self.published.values())
         for name, live, plan, store_cls in (
                 ("intake", self.intake, intake.REBUILD, IntakeStore),
                 ("funding", self.funding, funding.REBUILD, FundingStore),

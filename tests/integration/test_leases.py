@@ -1,0 +1,213 @@
+"""Shared work among replicas, against the real store and broker (shared.lease, shared.outbox):
+
+* the outbox's shards are spread over the live replicas, each relayed by one, and each key's
+  events reach Kafka in commit order although one replica's clock is an hour behind;
+* a replica that lost its lease (another took the shard over) can write nothing under it;
+* a replica SIGKILLed inside a store transaction is reaped by another: its server session is
+  ended, so what it held is free at once, not after the server's transaction lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shared import topics
+from shared.contracts.monitoring import ReportOverdue
+from shared.kafka import make_producer
+from shared.lease import Fenced, Leases
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+from shared.store import Store
+from tests.support import eventually, headers_of, isolated, read_to_end
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def overdue(pid: str, n: int) -> ReportOverdue:
+    return ReportOverdue.model_validate({
+        "programme_id": pid, "kind": "annual-financial", "year": 2027,
+        "due": f"2028-04-{n % 28 + 1:02}", "detected_at": "2028-05-01T00:00:00Z",
+        "punos": ["IOM", "ILO"]})
+
+
+async def replicas(n: int, **kw: object) -> tuple[ServiceSettings, list[Store]]:
+    settings = isolated(ServiceSettings, service_name="monitoring", **kw)
+    stores = [Store(settings) for _ in range(n)]
+    for s in stores:
+        await s.ensure_indexes()
+    for s in stores:  # each sees the others alive
+        await s.members.beat()
+    for s in stores:
+        await s.members.beat()
+    assert all(s.members.live == n for s in stores)
+    return settings, stores
+
+
+async def test_relay_shards_are_shared_and_each_key_keeps_commit_order_under_clock_skew(
+) -> None:
+    settings, (a, b) = await replicas(2)
+    b.clock_ns = lambda: time.time_ns() - 3600 * 10**9  # an hour behind
+    keys = [f"jp-skew-{k}" for k in range(6)]
+    committed: dict[str, list[str]] = {k: [] for k in keys}
+    by_b: set[str] = set()
+    for i in range(60):  # each key's facts committed by a, then b, then a... in turn
+        store, key = (a, b)[i // len(keys) % 2], keys[i % len(keys)]
+
+        async def emit(uow, key=key, i=i):  # type: ignore[no-untyped-def]
+            return uow.emit(overdue(key, i)).id
+
+        event_id, _ = await store.transaction(emit)
+        committed[key].append(event_id)
+        if store is b:
+            by_b.add(event_id)
+    pending = await a.db.outbox.find({"sent_at": None}).to_list(None)
+    # by its clock, each of b's commits would come an hour before a's earlier ones: the
+    # key's sequence lifted every one of them above
+    of_b = [d for d in pending if d["events"][0]["id"] in by_b]
+    assert len(of_b) == 30 and all(d["seq"] > b.clock_ns() + 10**9 for d in of_b)
+    by_key: dict[str, list[int]] = {}
+    for d in sorted(pending, key=lambda d: d["seq"]):
+        for e in d["events"]:
+            by_key.setdefault(e["key"], []).append(committed[e["key"]].index(e["id"]))
+    assert all(v == sorted(v) for v in by_key.values())
+
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        relays = [OutboxRelay(s, producer) for s in (a, b)]
+        held = [await r.leases.refresh() for r in relays]
+        held = [await r.leases.refresh() for r in relays]  # after both had their turn
+        assert set(held[0]).isdisjoint(held[1])
+        assert sorted(held[0] + held[1]) == list(range(settings.outbox_shards))
+        assert len(held[0]) == len(held[1]) == settings.outbox_shards // 2
+        published = 0
+        for r, mine in zip(relays, held, strict=True):
+            for shard in mine:
+                while n := await r.publish_pending(shard):
+                    published += n
+        assert published == 60
+        assert await a.db.outbox.count_documents({"sent_at": None}) == 0
+    finally:
+        await producer.stop()
+    records = await read_to_end(settings.topic(topics.MONITORING))
+    seen: dict[str, list[str]] = {}
+    for r in records:
+        seen.setdefault(r.key.decode(), []).append(headers_of(r)["ce_id"])
+    assert seen == committed  # every event once, each key's in commit order
+    for s in (a, b):
+        await s.close()
+
+
+async def test_a_replica_that_lost_its_lease_cannot_write_under_it() -> None:
+    settings, (a, b) = await replicas(2)
+    a.members.live = b.members.live = 1  # as if each thought itself alone
+    la = Leases(a.members, "work", 4, 30)
+    lb = Leases(b.members, "work", 4, 30)
+    assert await la.refresh() == [0, 1, 2, 3]
+    assert await lb.refresh() == []  # all held, none expired
+    # a stalls past its leases; b takes the work over
+    await a.db.leases.update_many({"owner": a.members.owner}, {"$set": {"until": 0}})
+    await a.db.leases.update_many({"owner": a.members.owner},
+                                  {"$currentDate": {"until": True}})
+    assert await lb.refresh() == [0, 1, 2, 3]
+
+    async def write_under(leases: Leases, value: str):  # type: ignore[no-untyped-def]
+        async def work(uow):  # type: ignore[no-untyped-def]
+            await uow.db.work.update_one({"_id": "shared"}, {"$set": {"by": value}},
+                                         upsert=True, session=uow.session)
+            await leases.fence(uow, 2)
+        await a.transaction(work) if leases is la else await b.transaction(work)
+
+    with pytest.raises(Fenced):
+        await write_under(la, "a")
+    assert await a.db.work.find_one({"_id": "shared"}) is None  # nothing of a's committed
+    await write_under(lb, "b")
+    assert (await a.db.work.find_one({"_id": "shared"}))["by"] == "b"
+    tokens = {d["_id"]: d["token"] async for d in a.db.leases.find({"kind": "work"})}
+    assert all(t == 2 for t in tokens.values())  # each changed hands once
+
+    # the relay's marking is fenced the same way: a publishes again, only b marks sent
+    await a.transaction(lambda uow: asyncio.sleep(0, uow.emit(overdue("jp-fenced", 1))))
+    shard = (await a.db.outbox.find_one({"sent_at": None}))["shard"]
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        ra, rb = OutboxRelay(a, producer), OutboxRelay(b, producer)
+        await ra.leases.refresh()
+        await rb.leases.refresh()
+        assert shard in ra.leases.held and shard not in rb.leases.held
+        await a.db.leases.update_many({"owner": a.members.owner},
+                                      {"$currentDate": {"until": True}})
+        assert shard in await rb.leases.refresh()
+        with pytest.raises(Fenced):
+            await ra.publish_pending(shard)
+        assert await a.db.outbox.count_documents({"sent_at": None}) == 1
+        assert await rb.publish_pending(shard) == 1
+        assert await a.db.outbox.count_documents({"sent_at": None}) == 0
+    finally:
+        await producer.stop()
+    for s in (a, b):
+        await s.close()
+
+
+DIES_IN_A_TRANSACTION = """
+import asyncio, sys
+from shared.settings import ServiceSettings
+from shared.store import Store
+
+async def main():
+    store = Store(ServiceSettings(service_name="monitoring", mongodb_database=sys.argv[1]))
+    s = await store.client.start_session()
+    await store.members.track(s)
+    s.start_transaction()
+    await store.db.work.update_one({"_id": "held"}, {"$set": {"by": "the dead"}},
+                                   upsert=True, session=s)
+    print("IN-TRANSACTION", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_replica_killed_inside_a_transaction_is_ended_by_another() -> None:
+    settings, (b,) = await replicas(1, member_ttl_seconds=2.0, member_beat_seconds=0.5)
+    await b.db.work.insert_one({"_id": "held", "by": "nobody"})
+    dead = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", DIES_IN_A_TRANSACTION, settings.database, cwd=ROOT,
+        env=os.environ.copy(), stdout=asyncio.subprocess.PIPE)
+    try:
+        line = await asyncio.wait_for(dead.stdout.readline(), 60)  # type: ignore[union-attr]
+        assert line.decode().strip() == "IN-TRANSACTION"
+        dead.send_signal(signal.SIGKILL)
+        await dead.wait()
+        killed = time.monotonic()
+        member = await b.db.members.find_one({"_id": {"$ne": b.members.owner}})
+        assert member and member["sessions"]  # the dead one had recorded its session
+        b.members.start()
+
+        async def take(uow):  # type: ignore[no-untyped-def]
+            await uow.db.work.update_one({"_id": "held"}, {"$set": {"by": "the living"}},
+                                         session=uow.session)
+
+        await b.transaction(take)  # waits on the dead one's write until it is reaped
+        took = time.monotonic() - killed
+        print(f"\ntakeover after SIGKILL inside a transaction: {took:.1f} s")
+        assert (await b.db.work.find_one({"_id": "held"}))["by"] == "the living"
+        assert b.members.reaped == 1
+        assert await b.db.members.count_documents({}) == 1  # only the living one
+
+        async def gone() -> bool:
+            return await b.db.members.count_documents({"_id": member["_id"]}) == 0
+
+        await eventually(gone)
+    finally:
+        if dead.returncode is None:
+            dead.kill()
+        await b.members.leave()
+        await b.close()
