@@ -176,6 +176,7 @@ class Pipeline:
                 for p in self.ports[s]:
                     await wait_ready(http, p, every=0.05)
                 self.ready_s[s] = time.perf_counter() - t0[s]
+        async with httpx.AsyncClient(timeout=60) as http:  # (many processes just started)
             await http.post(f"{self.url('funding')}/v1/contributions", headers=FMU, json={
                 "contribution_id": "bench", "contributor": "DEU", "contributor_name": "DEU",
                 "currency": "USD", "amount": "9000000000000", "year": 2026})
