@@ -117,10 +117,15 @@ class OutboxRelay:
 
     async def run(self) -> None:
         backoff = 0.2
+        renew_at = 0.0
         while not self._stopping.is_set():
             self.store.outbox_signal.clear()  # before reading: a commit from now on re-wakes us
             try:
-                held = await self.leases.refresh()
+                now = asyncio.get_running_loop().time()
+                if now >= renew_at:  # not at every commit's wake-up: a few times a lease
+                    await self.leases.refresh()
+                    renew_at = now + self.settings.outbox_lease_seconds / 4
+                held = sorted(self.leases.held)  # (a fenced write drops its shard at once)
                 # the shards with something to publish (one query, not one per shard)
                 busy = await self.store.db.outbox.distinct(
                     "shard", {"sent_at": None, "shard": {"$in": held}}) if held else []
@@ -132,6 +137,7 @@ class OutboxRelay:
             except Exception as e:
                 level = log.warning if is_transient(e) or isinstance(e, Fenced) else log.exception
                 level("outbox_relay_error", error=repr(e))
+                renew_at = 0.0  # look at the leases again first
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue

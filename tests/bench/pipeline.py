@@ -48,6 +48,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +186,26 @@ class Pipeline:
                             headers=FMU, json={"deposit_id": "d", "amount": "9000000000000",
                                                "usd_amount": "9000000000000"})
 
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Pipeline]:
+        """The services started, the SC driver watching; everything stopped after (also
+        when start-up fails)."""
+        try:
+            await self.start()
+        except BaseException:
+            stop_all(self.procs)
+            raise
+        stop = asyncio.Event()
+        driver = asyncio.create_task(self.driver(stop))
+        try:
+            yield self
+        finally:
+            stop.set()
+            try:
+                await driver
+            finally:
+                stop_all(self.procs)
+
     async def driver(self, stop: asyncio.Event) -> None:
         """The Steering Committee: meets every 100 ms and approves, in one meeting, the
         eligible notes screened since (up to 100 a meeting). Records when each note was
@@ -224,7 +246,7 @@ class Pipeline:
                     for r in recs:
                         h = {k: v.decode() for k, v in r.headers}
                         body = json.loads(r.value)
-                        hop = HOPS.get(h["ce_type"].rsplit(".", 2)[0])
+                        hop = HOPS.get(h["ce_type"].rsplit(".", 1)[0])
                         if hop and (hop != "notified" or (body["fact_type"] == ALLOCATION
                                                           and body["recipient"] == "IOM")):
                             # when the fact was published (the relay's send: the record's
@@ -465,13 +487,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     tag = f"bench{int(time.time())}"
     work = Path(tempfile.mkdtemp(prefix="mptf-bench-"))
     pipe = Pipeline(tag, work)
-    await pipe.start()
-    stop = asyncio.Event()
-    driver = asyncio.create_task(pipe.driver(stop))
-    results: dict[str, Any] = {"time_to_ready_s": {s: round(v, 2) for s, v in
-                                                   pipe.ready_s.items()}}
+    results: dict[str, Any] = {}
     total = 0
-    try:
+    async with pipe.running():
+        results["time_to_ready_s"] = {s: round(v, 2) for s, v in pipe.ready_s.items()}
         # capacity: the same burst offered at once, `runs` times in a row; the median
         bursts = []
         before = await pipe.consumed()
@@ -528,12 +547,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "mptf_transaction_retries_total")
         results["per_programme"] = await per_programme(pipe, max(total, 1))
         results["rss_mb_max"] = {s: round(v) for s, v in rss.items()}
-    finally:
-        stop.set()
-        try:
-            await driver
-        finally:
-            stop_all(pipe.procs)
     results["sc_meetings"] = pipe.meetings
     results["reference_a_raw_relay_msgs_per_s"] = round(await raw_relay(args.reference, tag))
     results["reference_b_naive_step_msgs_per_s"] = round(await naive_step(args.reference, tag))

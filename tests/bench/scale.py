@@ -51,17 +51,8 @@ async def one(replicas: int, args: argparse.Namespace, env: dict[str, str], brok
               kill: bool) -> dict[str, Any]:
     tag = f"scale{brokers}x{replicas}t{int(time.time())}"
     pipe = Pipeline(tag, Path(tempfile.mkdtemp(prefix="mptf-scale-")), replicas=replicas)
-    try:
-        await pipe.start()
-    except BaseException:
-        from tests.support import stop_all
-
-        stop_all(pipe.procs)
-        raise
-    stop = asyncio.Event()
-    driver = asyncio.create_task(pipe.driver(stop))
     out: dict[str, Any] = {"brokers": brokers, "replicas": replicas}
-    try:
+    async with pipe.running():
         t0 = time.perf_counter()
         await pipe.offer(args.programmes, None, "burst")
         await pipe.wait("burst", args.programmes, 600)
@@ -77,14 +68,6 @@ async def one(replicas: int, args: argparse.Namespace, env: dict[str, str], brok
         if kill and env:
             out["broker_kill"] = await broker_kill(pipe, args, env, rate,
                                                    normal=out["p99_ms"] / 1000)
-    finally:
-        stop.set()
-        try:
-            await driver
-        finally:
-            from tests.support import stop_all
-
-            stop_all(pipe.procs)
     print(json.dumps(out), flush=True)
     return out
 

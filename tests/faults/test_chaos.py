@@ -181,7 +181,12 @@ async def call(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> htt
 async def quiescent(fleet: Fleet, http: httpx.AsyncClient, tag: str) -> bool:
     """Every consumer group caught up and every outbox published (checked twice, a moment
     apart, by the caller: a fact in flight between the two shows as lag)."""
-    lag = await consumer_lag(os.environ["KAFKA_BOOTSTRAP_SERVERS"], prefix=f"{tag}.")
+    from aiokafka.errors import KafkaError
+
+    try:
+        lag = await consumer_lag(os.environ["KAFKA_BOOTSTRAP_SERVERS"], prefix=f"{tag}.")
+    except KafkaError:  # a restarted broker still loading its groups: not settled yet
+        return False
     if any(r["lag"] for r in lag):
         return False
     for s in SERVICES:
