@@ -291,7 +291,9 @@ async def apply_each(store: Store, consumer: str, batch: list[Incoming],
         if preload is not None and fresh:
             await preload(uow, [i for i in batch if i.id in fresh])
         done: dict[str, str] = {}  # id -> digest, in order
-        for inc in batch:
+        for n, inc in enumerate(batch):
+            if n % 32 == 31:  # a large batch's CPU work lets the process's other work run
+                await asyncio.sleep(0)
             earlier = done.get(inc.id) or seen.get(inc.id)
             if earlier is not None and earlier != inc.digest:
                 # a producer reused an event id for other content: never silently dropped

@@ -2,7 +2,12 @@
 
 * `Members`: who is alive. Each process keeps a heartbeat document in `members` (renewed
   every `member_beat_seconds`, expiring after `member_ttl_seconds`) that also lists the
-  server sessions its transactions use. Every member reaps the others' expired documents: it
+  server sessions its transactions use. The renewal runs on a thread of its own, so a
+  process whose event loop is busy for a while (a large batch's CPU work) stays alive and
+  keeps its sessions: reaping it would abort the very transaction it is finishing, and the
+  batch, run again, would be reaped again. The thread renews only while the event loop has
+  made progress within `member_stall_seconds`: a process hung for longer is reaped like a
+  dead one. Every member reaps the others' expired documents: it
   ends the dead member's server sessions (`killSessions`, which aborts a transaction the
   process was killed in and frees what it held, instead of letting the server reap it after
   its transaction lifetime: 60 s by default on mongod and SecantusDB), releases the dead
@@ -27,6 +32,8 @@ import contextlib
 import math
 import os
 import socket
+import threading
+import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable
@@ -52,16 +59,23 @@ class Members:
         self.store = store
         s = store.settings
         self.ttl, self.beat_every = s.member_ttl_seconds, s.member_beat_seconds
+        self.stall = s.member_stall_seconds
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.sessions: list[dict[str, Any]] = []  # the server sessions we used (lsids)
         self.live = 1  # members alive at the last heartbeat (this one included)
         self.on_reap: list[Callable[[str], Awaitable[Any]]] = []  # per dead member's id
         self.reaped = 0  # dead members this process reaped
         self._task: asyncio.Task[None] | None = None
+        self._ticked = time.monotonic()  # the event loop's last sign of progress
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     @property
     def coll(self) -> Any:
         return self.store.db.members
+
+    def _until(self) -> Any:
+        return utcnow() + timedelta(seconds=self.ttl)
 
     async def track(self, session: Any) -> None:
         """Record a server session before a transaction uses it (once per session: the
@@ -73,8 +87,7 @@ class Members:
         self.sessions.append(lsid)
         await self.coll.update_one(
             {"_id": self.owner},
-            {"$set": {"until": utcnow() + timedelta(seconds=self.ttl)},
-             "$addToSet": {"sessions": lsid}}, upsert=True)
+            {"$set": {"until": self._until()}, "$addToSet": {"sessions": lsid}}, upsert=True)
 
     async def beat(self) -> None:
         """Renew our document; count the live members; reap the dead ones."""
@@ -96,6 +109,9 @@ class Members:
     async def reap(self, member: dict[str, Any]) -> None:
         """End a dead member's sessions, release its work, forget it."""
         dead = member["_id"]
+        now = await self.coll.find_one({"_id": dead}, {"until": 1})
+        if now is None or now["until"] != member["until"]:
+            return  # it renewed meanwhile (alive after all), or another member reaped it
         if member.get("sessions"):
             try:
                 await self.store.client.admin.command("killSessions", member["sessions"])
@@ -114,14 +130,50 @@ class Members:
     async def run(self) -> None:
         from shared.runtime import keep_running
 
-        await keep_running("members", self.beat, lambda _: asyncio.sleep(self.beat_every),
-                           cap=self.beat_every)
+        async def tick() -> None:  # the loop's progress, as the renewal thread sees it
+            while True:
+                self._ticked = time.monotonic()
+                await asyncio.sleep(min(1.0, self.beat_every))
+
+        ticker = asyncio.create_task(tick(), name="members-tick")
+        try:
+            await keep_running("members", self.beat, lambda _: asyncio.sleep(self.beat_every),
+                               cap=self.beat_every)
+        finally:
+            ticker.cancel()
+
+    def _keepalive(self) -> None:
+        """The renewal thread (its own synchronous client): our document's expiry moved on
+        every `beat_every` seconds while the event loop shows progress; it only renews a
+        document that exists (the loop's `beat` creates it, `leave` deletes it)."""
+        from pymongo import MongoClient
+
+        client: Any = MongoClient(self.store.settings.mongodb_url, tz_aware=True,
+                                  serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
+        coll = client[self.store.settings.database].members
+        try:
+            while not self._stop.wait(self.beat_every):
+                if time.monotonic() - self._ticked > self.stall:
+                    continue  # hung: let the others reap us
+                try:
+                    coll.update_one({"_id": self.owner}, {"$set": {"until": self._until()}})
+                except Exception as e:  # the store restarting: the next round tries again
+                    log.debug("member_keepalive_failed", error=repr(e))
+        finally:
+            client.close()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="members")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._keepalive, name="members-keepalive",
+                                        daemon=True)
+        self._thread.start()
 
     async def leave(self) -> None:
         """A clean stop: our leases and document go at once, so others take over now."""
+        self._stop.set()
+        if self._thread:
+            await asyncio.to_thread(self._thread.join, 5)
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

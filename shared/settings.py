@@ -94,6 +94,9 @@ class ServiceSettings(BaseSettings):
     # over) by another
     member_beat_seconds: float = 1.5
     member_ttl_seconds: float = 6.0
+    # renewal goes on (from a thread) while the event loop is busy, up to this long: a
+    # process whose loop made no progress for longer is taken for hung and reaped
+    member_stall_seconds: float = 30.0
     work_shards: int = 8  # units of periodic work (monitoring's scheduler) among replicas
     # Retention (the store's TTL indexes, Store.ensure_indexes): published outbox documents
     # are kept for inspection this long; consumed event ids longer than inbound topics keep

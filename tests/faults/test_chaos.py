@@ -163,39 +163,62 @@ def busy_leader(topic: str) -> int:
 FLEET: list[Fleet] = []  # the run's fleet: a call to a replica that is down goes to another
 
 
+CALL_LIMIT = 120.0  # seconds an HTTP call is retried (a replica's restart takes 5-20)
+
+
 async def call(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
     """An HTTP call that outlives a killed replica: retried, on a live replica of the same
-    service, until it gets an answer."""
-    for _ in range(200):
+    service, until it gets an answer (or fails the run after CALL_LIMIT seconds)."""
+    loop = asyncio.get_running_loop()
+    deadline, last = loop.time() + CALL_LIMIT, "nothing"
+    while loop.time() < deadline:
         try:
             r = await http.request(method, url, **kw)
             if r.status_code < 500:
                 return r
-        except httpx.HTTPError:
+            last = f"{r.status_code} {r.text[:200]}"
+        except httpx.HTTPError as e:
+            last = repr(e)
             if FLEET:
                 url = FLEET[0].reroute(url)
         await asyncio.sleep(0.25)
-    raise AssertionError(f"no answer from {url}")
+    raise AssertionError(f"no answer from {method} {url} in {CALL_LIMIT:.0f} s (last: {last})")
 
 
-async def quiescent(fleet: Fleet, http: httpx.AsyncClient, tag: str) -> bool:
-    """Every consumer group caught up and every outbox published (checked twice, a moment
-    apart, by the caller: a fact in flight between the two shows as lag)."""
+async def unsettled(fleet: Fleet, http: httpx.AsyncClient, tag: str) -> str | None:
+    """What is still in flight (None when every consumer group has caught up and every
+    outbox is published). The caller checks twice, a moment apart: a fact in flight between
+    the two shows as lag."""
     from aiokafka.errors import KafkaError
 
     try:
-        lag = await consumer_lag(os.environ["KAFKA_BOOTSTRAP_SERVERS"], prefix=f"{tag}.")
-    except KafkaError:  # a restarted broker still loading its groups: not settled yet
-        return False
-    if any(r["lag"] for r in lag):
-        return False
+        lag = await asyncio.wait_for(
+            consumer_lag(os.environ["KAFKA_BOOTSTRAP_SERVERS"], prefix=f"{tag}."), 60)
+    except (KafkaError, TimeoutError) as e:  # a restarted broker still loading its groups
+        return f"consumer lag unreadable ({e!r})"
+    behind = [f"{r['group']} {r['topic']}[{r['partition']}] {r['lag']}" for r in lag if r["lag"]]
+    if behind:
+        return "lag: " + ", ".join(behind[:6])
     for s in SERVICES:
         text = (await call(http, "GET", f"{fleet.url(s)}/metrics")).text
         if any(ln.startswith("mptf_outbox_backlog ") and float(ln.split()[1]) > 0
                for ln in text.splitlines()):
-            return False
+            return f"{s}'s outbox not yet published"
     await asyncio.sleep(1)
-    return True
+    return None
+
+
+async def eventually(what: str, limit: float, why_not: Any) -> None:
+    """Waits until `why_not()` answers None, checking every second; fails the run with the
+    last answer after `limit` seconds (a run that does not settle is a failure, not a hang)."""
+    loop = asyncio.get_running_loop()
+    deadline, reason = loop.time() + limit, "not checked"
+    while loop.time() < deadline:
+        reason = await why_not()
+        if reason is None:
+            return
+        await asyncio.sleep(1)
+    raise AssertionError(f"{what}: not within {limit:.0f} s; last seen: {reason}")
 
 
 async def refused(user: str | None, topic: str, headers: Any) -> bool:
@@ -265,18 +288,18 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                 from aiokafka.errors import KafkaError
 
                 producer = await producer_of(writer_of(topic))
-                started = asyncio.get_running_loop().time()
-                for _ in range(240):
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                while loop.time() - started < 180:
                     try:
                         await producer.send_and_wait(topic, value, key=key, headers=headers)
-                        figures["longest send"] = max(
-                            figures["longest send"],
-                            asyncio.get_running_loop().time() - started)  # type: ignore
+                        figures["longest send"] = max(figures["longest send"],
+                                                      loop.time() - started)  # type: ignore
                         return
                     except KafkaError:
                         figures["publish retries (broker down)"] += 1
                         await asyncio.sleep(0.5)
-                raise AssertionError("the broker never came back")
+                raise AssertionError(f"no broker took a record for {topic} in 180 s")
 
             async def workload() -> None:
                 for i in range(N):
@@ -519,27 +542,23 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
             await asyncio.gather(workload(), hostile_inputs(), chaos())
             await fleet.all_ready(http)
 
-            async def settled() -> bool:
+            async def undecided() -> str | None:
                 r = await call(http, "GET", f"{fleet.url('intake')}/v1/programmes",
                                headers=FMU, params={"status": "screened-eligible",
                                                     "limit": 200})
-                return not r.json()["items"]
+                items = r.json()["items"]
+                return f"{len(items)} screened eligible, not decided" if items else None
 
-            for _ in range(1200):  # every eligible note decided
-                if await settled():
-                    break
-                await asyncio.sleep(0.5)
-            for _ in range(600):  # and every fact travelled: no lag, no outbox backlog
-                if await quiescent(fleet, http, tag) and await quiescent(fleet, http, tag):
-                    break
-                await asyncio.sleep(1)
+            async def in_flight() -> str | None:  # twice, a moment apart
+                return (await unsettled(fleet, http, tag)
+                        or await unsettled(fleet, http, tag))
+
+            await eventually("every eligible note decided", 300, undecided)
+            await eventually("every fact travelled (no lag, no outbox backlog)", 300,
+                             in_flight)
             stop.set()
-            await decider
-            await changer
-            for _ in range(600):  # the last changes travelled too
-                if await quiescent(fleet, http, tag) and await quiescent(fleet, http, tag):
-                    break
-                await asyncio.sleep(1)
+            await asyncio.wait_for(asyncio.gather(decider, changer), 3 * CALL_LIMIT)
+            await eventually("the last changes travelled", 300, in_flight)
             states: dict[str, set[str]] = {}  # every service's state of each changed one
             for pid in sorted(changed):
                 for svc, path in (("intake", f"/v1/programmes/{pid}"),

@@ -4,7 +4,9 @@
   events reach Kafka in commit order although one replica's clock is an hour behind;
 * a replica that lost its lease (another took the shard over) can write nothing under it;
 * a replica SIGKILLed inside a store transaction is reaped by another: its server session is
-  ended, so what it held is free at once, not after the server's transaction lifetime."""
+  ended, so what it held is free at once, not after the server's transaction lifetime;
+* a replica whose event loop is busy for several heartbeat lifetimes is not reaped (its
+  transaction commits), but one whose loop made no progress past member_stall_seconds is."""
 
 from __future__ import annotations
 
@@ -209,5 +211,60 @@ async def test_a_replica_killed_inside_a_transaction_is_ended_by_another() -> No
     finally:
         if dead.returncode is None:
             dead.kill()
+        await b.members.leave()
+        await b.close()
+
+
+BUSY_IN_A_TRANSACTION = """
+import asyncio, sys, time
+from shared.settings import ServiceSettings
+from shared.store import Store
+
+async def main():
+    store = Store(ServiceSettings(service_name="monitoring", mongodb_database=sys.argv[1],
+                                  member_ttl_seconds=2.0, member_beat_seconds=0.5,
+                                  member_stall_seconds=float(sys.argv[2])))
+    store.members.start()
+    await asyncio.sleep(1.5)  # its heartbeat document exists
+    s = await store.client.start_session()
+    await store.members.track(s)
+    s.start_transaction()
+    await store.db.work.update_one({"_id": "busy"}, {"$inc": {"n": 1}}, upsert=True,
+                                   session=s)
+    print("BUSY", flush=True)
+    time.sleep(float(sys.argv[3]))  # CPU work: the event loop does not run meanwhile
+    try:
+        await s.commit_transaction()
+        print("COMMITTED", flush=True)
+    except Exception as e:
+        print("ABORTED", type(e).__name__, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(("stall", "busy", "outcome", "reaped"), [
+    (30.0, 8.0, "COMMITTED", 0),  # busy for 4 TTLs: alive, its transaction commits
+    (1.0, 8.0, "ABORTED", 1),  # hung past member_stall_seconds: reaped, its session ended
+])
+async def test_a_busy_replica_is_not_reaped_but_a_hung_one_is(
+        stall: float, busy: float, outcome: str, reaped: int) -> None:
+    settings, (b,) = await replicas(1, member_ttl_seconds=2.0, member_beat_seconds=0.5)
+    b.members.start()
+    other = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BUSY_IN_A_TRANSACTION, settings.database, str(stall), str(busy),
+        cwd=ROOT, env=os.environ.copy(), stdout=asyncio.subprocess.PIPE)
+    try:
+        line = await asyncio.wait_for(other.stdout.readline(), 60)  # type: ignore[union-attr]
+        assert line.decode().strip() == "BUSY"
+        line = await asyncio.wait_for(other.stdout.readline(), 60)  # type: ignore[union-attr]
+        assert line.decode().split()[0] == outcome, line
+        assert b.members.reaped == reaped
+        held = await b.db.work.find_one({"_id": "busy"})
+        assert (held or {}).get("n") == (1 if outcome == "COMMITTED" else None)
+    finally:
+        other.kill()
+        await other.wait()
         await b.members.leave()
         await b.close()
