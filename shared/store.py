@@ -112,25 +112,40 @@ def decimals(x: Any) -> Any:
     return x
 
 
-def _parent(doc: dict[str, Any], path: str) -> tuple[dict[str, Any], str]:
-    *head, last = path.split(".")
-    for k in head:
-        doc = doc.setdefault(k, {})
-    return doc, last
-
-
 def apply_update(doc: dict[str, Any] | None, key: Any, update: dict[str, Any]
                  ) -> dict[str, Any]:
     """The document `update` (MongoDB's operators, as our stores use them: $set,
     $setOnInsert, $unset, $inc, $push, $addToSet with or without $each) makes of `doc`; an
-    absent doc is upserted. A copy: the caller's dict is left alone."""
+    absent doc is upserted. A new document, `doc` left alone: only the containers on the
+    updated paths are copied, the rest is shared with `doc` (documents are never changed in
+    place, so sharing is safe; a deep copy of a large programme per event was the consumers'
+    main CPU cost)."""
     inserting = doc is None
-    out = copy.deepcopy(doc) if doc is not None else {"_id": key}
+    out = dict(doc) if doc is not None else {"_id": key}
+    ours = {id(out)}  # the containers made by this call: changed in place freely
+
+    def own(parent: dict[str, Any], k: str, empty: Any) -> Any:
+        """parent[k], made by this call (a copy if it was `doc`'s), created if absent."""
+        if k not in parent:
+            child = parent[k] = type(empty)()
+        elif not isinstance(parent[k], type(empty)):  # as the server refuses it
+            raise TypeError(f"{k} is a {type(parent[k]).__name__}, not a "
+                            f"{type(empty).__name__}")
+        elif id(parent[k]) not in ours:
+            child = parent[k] = copy.copy(parent[k])
+        else:
+            return parent[k]
+        ours.add(id(child))
+        return child
+
     for op, fields in update.items():
         if op == "$setOnInsert" and not inserting:
             continue
         for path, value in fields.items():
-            parent, last = _parent(out, path)
+            *head, last = path.split(".")
+            parent = out
+            for k in head:
+                parent = own(parent, k, {})
             if op in ("$set", "$setOnInsert"):
                 parent[last] = copy.deepcopy(value)
             elif op == "$unset":
@@ -140,7 +155,7 @@ def apply_update(doc: dict[str, Any] | None, key: Any, update: dict[str, Any]
             elif op in ("$push", "$addToSet"):
                 items = value["$each"] if isinstance(value, dict) and "$each" in value else [
                     value]
-                current = parent.setdefault(last, [])
+                current = own(parent, last, [])
                 for item in items:
                     if op == "$push" or item not in current:
                         current.append(copy.deepcopy(item))
@@ -182,7 +197,7 @@ class Docs:
         self.cache[key] = doc
         self.existed[key] = doc is not None
         if self.tracked and key not in self.original:
-            self.original[key] = copy.deepcopy(doc)
+            self.original[key] = doc  # never changed in place (apply_update copies)
 
     async def load(self, ids: Iterable[Any]) -> None:
         missing = [i for i in dict.fromkeys(ids) if i is not None and i not in self.cache]
@@ -255,7 +270,7 @@ class Docs:
         for key in self.pending:
             agg.add(self.uow._deltas, key, agg.change(self.coll.name, self.original.get(key),
                                                       self.cache[key]))
-            self.original[key] = copy.deepcopy(self.cache[key])
+            self.original[key] = self.cache[key]
 
     async def flush(self, *, counted: bool = False) -> None:
         """Write the pending documents; `counted`: their changes were already added to the

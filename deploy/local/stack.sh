@@ -213,9 +213,13 @@ service_env() { # name
   # bearer tokens are JWTs signed by the local issuer (mptf token); no development tokens
   echo "MPTF_AUTH_JWKS=$RUN_DIR/auth/jwks.json"
   # only the console signs (its own operator tokens); services hold no private key
-  [[ $name == console ]] && echo "MPTF_AUTH_SIGNING_KEY=$RUN_DIR/auth/signing-key.pem"
-  return 0
-  if [[ $name == console ]]; then echo "KAFKA_USERNAME=operator"; else echo "KAFKA_USERNAME=svc-$name"; fi
+  if [[ $name == console ]]; then
+    echo "MPTF_AUTH_SIGNING_KEY=$RUN_DIR/auth/signing-key.pem"
+    echo "KAFKA_USERNAME=operator"
+  else
+    echo "KAFKA_USERNAME=svc-$name"
+  fi
+  # traces: to the local Zipkin when it runs, else to a JSON-lines file per service
   if [[ -z ${MPTF_OTEL_EXPORTER:-} ]] && alive zipkin; then
     echo "MPTF_OTEL_EXPORTER=zipkin"
     echo "MPTF_OTEL_ENDPOINT=http://127.0.0.1:$ZIPKIN_PORT/api/v2/spans"

@@ -6,6 +6,8 @@ from decimal import Decimal
 
 import pytest
 from bson import Decimal128
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.store import apply_update
 
@@ -43,3 +45,94 @@ def test_unset_removes_and_unknown_operators_are_refused() -> None:
         "_id": 1, "b": 2}
     with pytest.raises(ValueError, match=r"\$rename"):
         apply_update({"_id": 1}, 1, {"$rename": {"a": "b"}})
+
+
+def _deep_apply(doc, key, update):  # type: ignore[no-untyped-def]
+    """The reference: the same operators applied to a deep copy (what apply_update did
+    before it copied only the updated paths)."""
+    import copy
+
+    out = copy.deepcopy(doc) if doc is not None else {"_id": key}
+    for op, fields in update.items():
+        if op == "$setOnInsert" and doc is not None:
+            continue
+        for path, value in fields.items():
+            *head, last = path.split(".")
+            parent = out
+            for k in head:
+                parent = parent.setdefault(k, {})
+            if op in ("$set", "$setOnInsert"):
+                parent[last] = copy.deepcopy(value)
+            elif op == "$unset":
+                parent.pop(last, None)
+            elif op == "$inc":
+                parent[last] = parent.get(last, 0) + value
+            else:
+                items = value["$each"] if isinstance(value, dict) and "$each" in value else [
+                    value]
+                current = parent.setdefault(last, [])
+                for item in items:
+                    if op == "$push" or item not in current:
+                        current.append(copy.deepcopy(item))
+    return out
+
+
+_names = st.sampled_from(["a", "b", "c"])
+_leaf = st.one_of(st.integers(-5, 5), st.text(max_size=3), st.none())
+_tree = st.recursive(
+    _leaf, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                   st.dictionaries(_names, inner, max_size=3)), max_leaves=12)
+
+
+@st.composite
+def _doc_and_update(draw):  # type: ignore[no-untyped-def]
+    """A document with nested dicts and lists, and an update whose paths the server would
+    accept on it (containers where the path goes through one, numbers where it adds)."""
+    doc = {"_id": 1, **draw(st.dictionaries(_names, _tree, max_size=3))}
+    update: dict = {}
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["$set", "$unset", "$inc", "$push", "$addToSet",
+                                   "$setOnInsert"]))
+        path, node, ok = [], doc, True
+        levels = draw(st.integers(1, 3))
+        for depth in range(levels):
+            name = draw(_names)
+            path.append(name)
+            last = depth == levels - 1 or draw(st.booleans())
+            present = name in node
+            child = node.get(name)
+            if last:
+                if op == "$inc" and present and not isinstance(child, int):
+                    ok = False
+                if op in ("$push", "$addToSet") and present and not isinstance(child, list):
+                    ok = False
+                break
+            if present and not isinstance(child, dict):
+                ok = False
+                break
+            node = child if present else {}
+        dotted = ".".join(path)
+        if not ok or any(dotted.startswith(p) or p.startswith(dotted)
+                         for ops in update.values() for p in ops):
+            continue  # the server refuses conflicting paths in one update
+        value = (draw(st.integers(-3, 3)) if op == "$inc"
+                 else {"$each": draw(st.lists(_tree, max_size=3))} if op == "$addToSet"
+                 else draw(_tree))
+        update.setdefault(op, {})[dotted] = value
+    return doc, update
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(_doc_and_update())
+def test_copying_only_the_updated_paths_gives_the_same_document_and_leaves_the_input_alone(
+        case) -> None:  # type: ignore[no-untyped-def]
+    import copy
+
+    doc, update = case
+    before = copy.deepcopy(doc)
+    after = apply_update(doc, 1, update)
+    assert after == _deep_apply(before, 1, update)
+    assert doc == before  # the input (a cached version a savepoint may return to) unchanged
+    again = apply_update(after, 1, update)  # and an update of the result leaves it alone
+    snapshot = copy.deepcopy(after)
+    assert again == _deep_apply(snapshot, 1, update) and after == snapshot
