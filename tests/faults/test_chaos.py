@@ -168,6 +168,10 @@ CALL_LIMIT = 300.0  # seconds an HTTP call is retried (a replica's restart takes
 # makes two of the same (large) transaction run at once and conflict (an SC meeting took 89 s
 # that way, retried every 30 s)
 HTTP_TIMEOUT = 120.0
+# how long the run may take to settle after the faults: every eligible note decided (the SC
+# decides about 3 programmes/s here under the load of 8 replicas on 2 cores), then every fact
+# travelled
+SETTLE = 600.0
 
 
 async def call(http: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response:
@@ -566,13 +570,13 @@ async def test_faults_lose_and_double_nothing(tmp_path: Path) -> None:
                 return (await unsettled(fleet, http, tag)
                         or await unsettled(fleet, http, tag))
 
-            await eventually("every eligible note decided", 300, undecided,
+            await eventually("every eligible note decided", SETTLE, undecided,
                              (decider, changer))
-            await eventually("every fact travelled (no lag, no outbox backlog)", 300,
+            await eventually("every fact travelled (no lag, no outbox backlog)", SETTLE,
                              in_flight, (decider, changer))
             stop.set()
             await asyncio.wait_for(asyncio.gather(decider, changer), 3 * CALL_LIMIT)
-            await eventually("the last changes travelled", 300, in_flight)
+            await eventually("the last changes travelled", SETTLE, in_flight)
             states: dict[str, set[str]] = {}  # every service's state of each changed one
             for pid in sorted(changed):
                 for svc, path in (("intake", f"/v1/programmes/{pid}"),
