@@ -24,7 +24,7 @@ import copy
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -215,6 +215,20 @@ class Docs:
         for d in found:
             self._known(d["_id"], d)
         return found
+
+    async def iter_where(self, query: dict[str, Any], sort: list[tuple[str, int]]
+                         ) -> AsyncIterator[dict[str, Any]]:
+        """The documents `query` matches in `sort` order, each cached as it is read (pending
+        writes first, so it sees them); the caller stops when it has read enough, and the
+        rest is never read."""
+        await self.flush()
+        cursor = self.coll.find(query, session=self.uow._session).sort(sort)
+        try:
+            async for d in cursor:
+                self._known(d["_id"], d)
+                yield d
+        finally:
+            await cursor.close()
 
     async def get(self, key: Any) -> dict[str, Any] | None:
         if key not in self.cache:

@@ -631,15 +631,24 @@ class FundingStore(Store):
         fund = await self.db.fund.find_one({"_id": "fund"}, session=uow.session)
         available = py(fund["available"]) if fund else ZERO
         waiting = []
-        for d in await programmes.load_where(
-                {"$or": [{"pipeline": "waiting"}, {"topup_waiting": True}]}):
-            if d.get("pipeline") == "waiting":
-                waiting.append(Waiting(d["_id"], d["priority"], d["approved_at"],
-                                       py(d["total_usd"])))
-            elif d.get("topup_waiting") and d.get("status") != lifecycle.S.SUSPENDED:
+        for d in await programmes.load_where({"topup_waiting": True,
+                                              "pipeline": {"$ne": "waiting"}}):
+            if d.get("status") != lifecycle.S.SUSPENDED:
                 t = d["topup"]
                 waiting.append(Waiting(d["_id"], d["priority"], t["at"], py(t["total_usd"]),
                                        t["revision"]))
+        # the waiting programmes in rank order (an index), only as far as the balance could
+        # reach: one beyond it stops the queue whatever else waits (next_allocations), so a
+        # long pipeline with no money costs one document, not the whole pipeline
+        reach = ZERO
+        async for d in programmes.iter_where(
+                {"pipeline": "waiting"},
+                [("priority", ASCENDING), ("approved_at", ASCENDING), ("_id", ASCENDING)]):
+            waiting.append(Waiting(d["_id"], d["priority"], d["approved_at"],
+                                   py(d["total_usd"])))
+            reach += waiting[-1].total_usd
+            if reach > available:
+                break
         chosen = next_allocations(available, waiting)
         if not chosen:
             return []

@@ -183,3 +183,41 @@ async def check_invariants(store: FundingStore) -> None:
 @given(st.lists(op, min_size=12, max_size=40))
 def test_random_money_movements_never_break_the_ledger(ops: list[tuple]) -> None:
     asyncio.run(run(ops))
+
+
+async def test_funding_the_pipeline_reads_only_as_far_as_the_money_reaches() -> None:
+    """30 approved programmes wait with no money; each pass over the pipeline (at every
+    decision, deposit and change) reads its head, not all 30. A deposit covering two and a
+    half funds exactly the first two in rank order, and reads the third (which stops the
+    queue), no further."""
+    tag = unique("pipeline")
+    s = FundingSettings(mongodb_database=f"{tag}_funding", topic_prefix=f"{tag}.")
+    rules = s.rules()
+    store = FundingStore(s)
+    await store.ensure_indexes()
+    try:
+        await store.transaction(lambda u: store.pledge(u, ContributionPledged(
+            contribution_id="c", contributor="DEU", contributor_name="Germany",
+            currency="USD", amount=D("1000000000"), year=2026, pledged_at=AT)))
+        for i in range(30):
+            await store.transaction(lambda u, i=i: store.remember_screened(
+                u, screened(i), f"screened-{i}"))
+            await store.transaction(lambda u, i=i: store.decide(
+                u, f"p{i}", "approve", f"sc{i}", "", AT, rules, 30 - i,  # p29 ranks first
+                [("IOM", D("1000")), ("ILO", D("1000"))]))
+        each = py((await store.db.programmes.find_one({"_id": "p0"}))["total_usd"])
+
+        async def fund(u):  # type: ignore[no-untyped-def]
+            funded = await store.fund_pipeline(u, rules, AT)
+            return funded, len(u.docs("programmes").cache)
+
+        (funded, read), _ = await store.transaction(fund)
+        assert funded == [] and read == 1  # the head does not fit: nothing else is read
+        await store.transaction(lambda u: store.deposit(u, "c", "d1", each * D("2.5"),
+                                                        each * D("2.5"), AT, rules))
+        (funded, read), _ = await store.transaction(fund)
+        assert funded == ["p29", "p28"] and read == 3
+        await check_invariants(store)
+    finally:
+        await store.db.client.drop_database(s.database)
+        await store.close()
