@@ -1,5 +1,5 @@
 """The fault run (`./dev faults`, and part of `./dev test`): while a workload of concept
-notes, SC approvals and allocations is under way (2,000 notes spread over the window of
+notes, SC approvals and allocations is under way (1,000 notes spread over the window of
 faults), and the changes programmes go through after allocation (withdrawals by a PUNO,
 cancellations, suspensions and resumptions, top-ups, extensions, refunds), service
 processes are SIGKILLed at random (20 kills, each restarted), the Kafka broker is restarted
@@ -46,7 +46,7 @@ from tests.support import (
 )
 
 SERVICES = ("intake", "funding", "monitoring", "notifications")
-N = int(os.environ.get("MPTF_FAULT_NOTES", "2000"))
+N = int(os.environ.get("MPTF_FAULT_NOTES", "1000"))
 KILLS = int(os.environ.get("MPTF_FAULT_KILLS", "20"))
 KILL_EVERY = 3.0  # seconds: the notes are spread over the whole window of kills
 ENTITIES = ["IOM", "ILO", "UNDP", "UNICEF"]
