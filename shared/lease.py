@@ -109,8 +109,8 @@ class Members:
     async def reap(self, member: dict[str, Any]) -> None:
         """End a dead member's sessions, release its work, forget it."""
         dead = member["_id"]
-        now = await self.coll.find_one({"_id": dead}, {"until": 1})
-        if now is None or now["until"] != member["until"]:
+        current = await self.coll.find_one({"_id": dead}, {"until": 1})
+        if current is None or current["until"] != member["until"]:
             return  # it renewed meanwhile (alive after all), or another member reaped it
         if member.get("sessions"):
             try:

@@ -210,19 +210,17 @@ class Docs:
 
     async def load_where(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Cache every document `query` matches (pending writes first, so it sees them)."""
-        await self.flush()
-        found = [d async for d in self.coll.find(query, session=self.uow._session)]
-        for d in found:
-            self._known(d["_id"], d)
-        return found
+        return [d async for d in self.iter_where(query)]
 
-    async def iter_where(self, query: dict[str, Any], sort: list[tuple[str, int]]
+    async def iter_where(self, query: dict[str, Any], sort: list[tuple[str, int]] | None = None
                          ) -> AsyncIterator[dict[str, Any]]:
-        """The documents `query` matches in `sort` order, each cached as it is read (pending
-        writes first, so it sees them); the caller stops when it has read enough, and the
-        rest is never read."""
+        """The documents `query` matches (in `sort` order if given), each cached as it is
+        read (pending writes first, so it sees them); a caller that stops when it has read
+        enough never reads the rest."""
         await self.flush()
-        cursor = self.coll.find(query, session=self.uow._session).sort(sort)
+        cursor = self.coll.find(query, session=self.uow._session)
+        if sort:
+            cursor = cursor.sort(sort)
         try:
             async for d in cursor:
                 self._known(d["_id"], d)

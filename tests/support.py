@@ -254,12 +254,29 @@ def documented_fields_missing(openapi: dict[str, Any], method: str, path: str, s
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
+    """A port for a server the tests start, below 32768: Linux hands out 32768-60999 as
+    clients' own ports, so a server told to listen there may find its port taken by a
+    client's connection (30000-32767: above every port the stack script uses; each port
+    handed out once per process, since its server binds it only later)."""
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(1000):
+        port = random.randrange(30000, 32768)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError("no free port in 30000-32767")
 
 
 def start_service(service: str, tag: str, port: int, workdir: Any, *,

@@ -10,10 +10,12 @@ for the receiver to dedupe.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import OperationFailure
 
 from services.notifications.domain import FMU, Contact, Notice, Programme, next_digest
 from shared.contracts.notifications import (
@@ -41,8 +43,18 @@ class NotificationsStore(Store):
         d = self.db.deliveries
         await d.create_index([("recipient", ASCENDING), ("created_at", DESCENDING)])
         await d.create_index([("programme_id", ASCENDING)])
-        await d.create_index([("status", ASCENDING), ("due_at", ASCENDING)])
-        await d.create_index([("status", ASCENDING), ("lease_until", ASCENDING)])
+        # The dispatcher's queue: partial indexes holding only the webhook and e-mail
+        # deliveries that wait or are being sent. Inbox notices, most of the log, are
+        # delivered by their creation and never enter them (each index a write costs).
+        have = {ix["name"] async for ix in d.list_indexes()}
+        for whole in ("status_1_due_at_1", "status_1_lease_until_1"):  # their earlier form
+            if whole in have:
+                with suppress(OperationFailure):  # another replica starting dropped it first
+                    await d.drop_index(whole)
+        await d.create_index([("status", ASCENDING), ("due_at", ASCENDING)], name="queue_due",
+                             partialFilterExpression={"status": "pending"})
+        await d.create_index([("status", ASCENDING), ("lease_until", ASCENDING)],
+                             name="queue_leased", partialFilterExpression={"status": "sending"})
         await self.db.parked.create_index([("programme_id", ASCENDING)])
         await d.create_index([("fact_id", ASCENDING)])
         await d.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])

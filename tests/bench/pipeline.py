@@ -16,8 +16,9 @@ It starts the four services as processes under a fresh topic prefix and prints:
     end to end without it; a table and a plot (docs/latency-by-load.png);
   * per programme and service: documents stored, store round trips (commands sent) and
     Kafka records published;
-  * a py-spy profile (speedscope) of every service process during the last burst, under
-    docs/profiles/;
+  * a py-spy profile (speedscope) of every Python process (services, SecantusDB, this
+    benchmark) during the last burst, under .run/bench/profiles/; and the CPU each process used
+    during the bursts, in cores (what bound them);
   * the pipeline's steps together, in reference (b)'s unit: messages consumed per second by
     the four services during the bursts; and one step, comparable with reference (b):
     intake's inbound consumer (note in, validated, screened, stored with its two facts in
@@ -28,7 +29,11 @@ It starts the four services as processes under a fresh topic prefix and prints:
   * the same work through our consumer (shared.consumer): batches, offsets committed after
     the effect, envelopes validated, event ids checked and recorded, one transaction per
     batch; the like-for-like comparison with (b);
-  * the ratios: the pipeline's messages over (a), our consumer over (b);
+  * the store's own limit in the same run: this run's documents per programme (their
+    shapes and indexes copied) inserted in one transaction per service, nothing else; a
+    ceiling for the pipeline on this store;
+  * the ratios: the pipeline's messages over (a), our consumer over (b), capacity over the
+    store's limit;
 and writes them, with the machine, to docs/benchmarks.md.
 
 Infrastructure: KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL if set, else the stack script's own
@@ -43,6 +48,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -70,7 +76,7 @@ os.environ.setdefault("MPTF_AUTH_JWKS", str(_JWKS))
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote  # noqa: E402
 from shared.envelope import Envelope  # noqa: E402
 from tests.support import (  # noqa: E402
-    FMU,
+    bearer,
     credentials,
     free_port,
     kafka_auth,
@@ -111,18 +117,53 @@ def infra(brokers: int = 1) -> tuple[dict[str, str], bool]:
            "MPTF_KAFKA_CONTROLLER_PORT": "24093", "MPTF_MONGO_PORT": "24117",
            "MPTF_KAFKA_BROKERS": str(brokers), "MPTF_PYTHON": sys.executable}
     env.pop("MPTF_KAFKA_CREDENTIALS", None)
+    # every run starts from empty servers, as the test suite's do: the data earlier runs left
+    # (3 GB of it once, in SecantusDB's shared tables) halved the same burst's throughput
+    subprocess.run([str(ROOT / "deploy/local/stack.sh"), "down"], env=env, check=True,
+                   capture_output=True)
+    for sub in ("mongo", "kafka", "kafka-2", "kafka-3"):
+        shutil.rmtree(run_dir / sub, ignore_errors=True)
     subprocess.run([str(ROOT / "deploy/local/stack.sh"), "infra-up"], env=env, check=True)
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = ",".join(
         f"127.0.0.1:{24092 + 2 * i}" for i in range(brokers))
     os.environ["MONGODB_URL"] = "mongodb://127.0.0.1:24117/?directConnection=true"
     os.environ["MPTF_KAFKA_CREDENTIALS"] = str(run_dir / "kafka/credentials.json")
+    os.environ["MPTF_BENCH_RUN_DIR"] = str(run_dir)  # whose pids the CPU accounting reads
     return env, True
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU (user + system) a process has used so far; 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def processes(pipe: Pipeline) -> dict[str, int]:
+    """Every process of the run by name: the services' replicas, the servers the stack
+    script started (their pid files), and this benchmark itself (the SC driver, the
+    producers, the watcher)."""
+    names = [f"{s}{i or ''}" for s in SERVICES for i in range(len(pipe.ports[s]))]
+    out = dict(zip(names, (p.pid for p in pipe.procs), strict=True))
+    pids = Path(os.environ.get("MPTF_BENCH_RUN_DIR", "/nonexistent")) / "pids"
+    for f in sorted(pids.glob("*.pid")) if pids.is_dir() else []:
+        out[f.stem] = int(f.read_text().strip())
+    out["benchmark"] = os.getpid()
+    return out
 
 
 def stack(env: dict[str, str], *args: str) -> str:
     """The stack script on the benchmark's servers."""
     return subprocess.run([str(ROOT / "deploy/local/stack.sh"), *args], env=env, check=True,
                           capture_output=True, text=True).stdout
+
+
+def check(r: httpx.Response) -> None:
+    """A refused call stops the benchmark with the service's own answer (problem+json)."""
+    if r.is_error:
+        raise RuntimeError(f"{r.request.method} {r.request.url}: {r.status_code} {r.text[:500]}")
 
 
 class Pipeline:
@@ -141,6 +182,7 @@ class Pipeline:
         self.hops: dict[str, dict[str, float]] = {}  # programme -> hop -> epoch seconds
         self.sent_at: dict[str, float] = {}  # entity reference -> epoch seconds
         self.meetings = 0
+        self.fmu: dict[str, str] = {}  # the SC's token, made at start
 
     def url(self, s: str) -> str:
         return f"http://127.0.0.1:{self.ports[s][0]}"
@@ -178,13 +220,17 @@ class Pipeline:
                 for p in self.ports[s]:
                     await wait_ready(http, p, every=0.05)
                 self.ready_s[s] = time.perf_counter() - t0[s]
+        # a token of the run's own (one made at import could expire during a long benchmark)
+        self.fmu = bearer("dev-fmu")
         async with httpx.AsyncClient(timeout=60) as http:  # (many processes just started)
-            await http.post(f"{self.url('funding')}/v1/contributions", headers=FMU, json={
+            r = await http.post(f"{self.url('funding')}/v1/contributions", headers=self.fmu, json={
                 "contribution_id": "bench", "contributor": "DEU", "contributor_name": "DEU",
                 "currency": "USD", "amount": "9000000000000", "year": 2026})
-            await http.post(f"{self.url('funding')}/v1/contributions/bench/deposits",
-                            headers=FMU, json={"deposit_id": "d", "amount": "9000000000000",
-                                               "usd_amount": "9000000000000"})
+            check(r)
+            check(await http.post(f"{self.url('funding')}/v1/contributions/bench/deposits",
+                                  headers=self.fmu, json={"deposit_id": "d",
+                                                          "amount": "9000000000000",
+                                                          "usd_amount": "9000000000000"}))
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Pipeline]:
@@ -230,11 +276,11 @@ class Pipeline:
                 met = time.time()
                 for pid in todo:
                     self.hops.setdefault(pid, {}).setdefault("meeting", met)
-                r = await http.post(f"{self.url('funding')}/v1/meetings", headers=FMU, json={
+                r = await http.post(f"{self.url('funding')}/v1/meetings", headers=self.fmu, json={
                     "meeting_id": f"sc{meetings}", "decisions": [
                         {"programme_id": pid, "decision": "approve", "decision_id": "sc",
                          "priority": 1} for pid in todo]})
-                r.raise_for_status()
+                check(r)
                 for x in r.json()["results"]:
                     if x["status"] == "refused" and x["problem"]["status"] == 404:
                         agenda.append(x["programme_id"])  # funding has not consumed it yet
@@ -425,8 +471,9 @@ async def batched_step(n: int, tag: str) -> float:
 
 
 class Profiler:
-    """py-spy (PyPI) sampling every service process for one phase, each to a speedscope
-    file: where the time goes, seen rather than guessed."""
+    """py-spy (PyPI) sampling every Python process of the run for one phase (the services,
+    the Mongo server when the stack script runs SecantusDB, this benchmark), each to a
+    speedscope file: where the time goes, seen rather than guessed."""
 
     def __init__(self, pipe: Pipeline, out: Path) -> None:
         self.pipe, self.out, self.procs = pipe, out, []
@@ -436,12 +483,13 @@ class Profiler:
         if not spy.exists():
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        names = [s for s in SERVICES for _ in self.pipe.ports[s]]
-        for name, proc in zip(names, self.pipe.procs, strict=True):
+        for name, pid in processes(self.pipe).items():
+            if not name.startswith((*SERVICES, "mongo", "benchmark")):
+                continue  # (the JVMs are not Python)
             self.procs.append(subprocess.Popen(
-                [str(spy), "record", "--pid", str(proc.pid), "--format", "speedscope",
+                [str(spy), "record", "--pid", str(pid), "--format", "speedscope",
                  "--duration", str(max(1, int(seconds))), "--rate", "50", "--nonblocking",
-                 "--output", str(self.out / f"{name}-{proc.pid}.speedscope.json")],
+                 "--output", str(self.out / f"{name}.speedscope.json")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def stop(self) -> list[str]:
@@ -483,6 +531,51 @@ async def per_programme(pipe: Pipeline, programmes: int) -> dict[str, Any]:
     return out
 
 
+async def store_limit(pipe: Pipeline, programmes: int, sample: int = 100) -> dict[str, Any]:
+    """The store's own limit for this pipeline's documents, in the same run: every
+    collection the services wrote is copied (its indexes, and its documents' shapes from
+    what the run stored) into a scratch database, and `sample` programmes' worth of new
+    documents (the run's documents per programme, each collection) are inserted, one
+    transaction per service, as a batch of the pipeline would. Inserts only: no reads, no
+    updates, no relay, so the programmes/s it gives is a ceiling the pipeline cannot reach on
+    this store, whatever its code does."""
+    import uuid
+
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    client = AsyncIOMotorClient(os.environ["MONGODB_URL"])
+    plan: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {}
+    scratch = client[f"{pipe.tag}_limit"]
+    for svc in SERVICES:
+        db = client[f"{pipe.tag}_{svc}"]
+        for name in sorted(await db.list_collection_names()):
+            n = round(await db[name].estimated_document_count() * sample / programmes)
+            docs = await db[name].find().limit(n).to_list(None) if n else []
+            if not docs:
+                continue
+            target = f"{svc}_{name}"
+            async for ix in db[name].list_indexes():
+                if ix["name"] == "_id_":
+                    continue  # (copies would collide on a unique index's values: not unique)
+                opts = {k: v for k, v in ix.items() if k in ("sparse", "partialFilterExpression",
+                                                              "expireAfterSeconds")}
+                await scratch[target].create_index(list(ix["key"].items()), name=ix["name"],
+                                                   **opts)
+            plan.setdefault(svc, []).append((target, [docs[i % len(docs)]
+                                                      for i in range(n)]))
+    t0 = time.perf_counter()
+    for writes in plan.values():
+        async with await client.start_session() as s, s.start_transaction():
+            for target, docs in writes:
+                await scratch[target].insert_many(
+                    [{**d, "_id": f"{uuid.uuid4()}"} for d in docs], session=s)
+    took = time.perf_counter() - t0
+    await client.drop_database(scratch.name)
+    client.close()
+    return {"programmes": sample, "seconds": round(took, 2),
+            "programmes_per_s": round(sample / took, 1)}
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     tag = f"bench{int(time.time())}"
     work = Path(tempfile.mkdtemp(prefix="mptf-bench-"))
@@ -494,9 +587,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # capacity: the same burst offered at once, `runs` times in a row; the median
         bursts = []
         before = await pipe.consumed()
+        commands = await pipe.metric("mptf_store_commands_total")
         busy = 0.0
         profiler = Profiler(pipe, Path(args.profiles))
         rss: dict[str, float] = {}
+        cpu0 = {n: cpu_seconds(p) for n, p in processes(pipe).items()}
         for k in range(args.runs):
             if k == args.runs - 1 and args.profiles:
                 profiler.start(max(bursts) * 1.2 if bursts else 30)
@@ -511,6 +606,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             for name, p in zip(names, pipe.procs, strict=True):
                 rss[name] = max(rss.get(name, 0), rss_mb(p.pid))
         capacity = statistics.median(bursts)
+        # what bound the bursts: each process's CPU over their time, in cores (2 = the
+        # whole machine here)
+        results["cpu_cores_during_bursts"] = {
+            n: round((cpu_seconds(p) - cpu0.get(n, 0.0)) / busy, 2)
+            for n, p in processes(pipe).items()}
         results["throughput_programmes_per_s"] = capacity
         results["capacity_programmes_per_s"] = capacity
         results["bursts"] = {"programmes": args.programmes, "programmes_per_s": bursts,
@@ -519,6 +619,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # consumed per second by the four services during the bursts
         results["pipeline_steps_msgs_consumed_per_s"] = round(
             (await pipe.consumed() - before) / busy)
+        # the bursts' large batches: what each programme cost the store (round trips)
+        results["bursts"]["store_round_trips_per_programme"] = round(
+            (await pipe.metric("mptf_store_commands_total") - commands)
+            / max(sum(len(pipe.finished(f"burst{k}")) for k in range(args.runs)), 1), 1)
         # one step of the pipeline, comparable with reference (b): intake consuming the
         # inbound notes, screening each and writing it with its two facts (outbox), published
         screened = pipe.screened_by("burst0")
@@ -533,6 +637,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             offered = round(share * capacity, 1)
             n = max(int(offered * args.seconds), 5)
             run = f"load{int(share * 100)}"
+            commands = await pipe.metric("mptf_store_commands_total")
             await pipe.offer(n, offered, run)
             await pipe.wait(run, n, 180)
             total += len(pipe.finished(run))
@@ -540,12 +645,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             levels.append({"load_share": share, "offered_per_s": offered, "programmes": n,
                            "completed": len(lat), "p50_ms": round(pct(lat, 50) * 1000),
                            "p95_ms": round(pct(lat, 95) * 1000),
-                           "p99_ms": round(pct(lat, 99) * 1000), "hops": pipe.by_hop(run)})
+                           "p99_ms": round(pct(lat, 99) * 1000), "hops": pipe.by_hop(run),
+                           # a paced flow makes small batches: what each programme costs
+                           "store_round_trips_per_programme": round(
+                               (await pipe.metric("mptf_store_commands_total") - commands)
+                               / max(len(lat), 1), 1)})
             print(json.dumps(levels[-1]), flush=True)
         results["latency_by_load"] = levels
         results["store_transaction_retries"] = await pipe.metric(
             "mptf_transaction_retries_total")
         results["per_programme"] = await per_programme(pipe, max(total, 1))
+        results["store_limit_inserts_only"] = await store_limit(pipe, max(total, 1))
         results["rss_mb_max"] = {s: round(v) for s, v in rss.items()}
     results["sc_meetings"] = pipe.meetings
     results["reference_a_raw_relay_msgs_per_s"] = round(await raw_relay(args.reference, tag))
@@ -556,6 +666,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "pipeline_msgs_over_reference_a": round(
             results["pipeline_steps_msgs_consumed_per_s"]
             / results["reference_a_raw_relay_msgs_per_s"], 3),
+        "capacity_over_store_limit_inserts_only": round(
+            results["capacity_programmes_per_s"]
+            / results["store_limit_inserts_only"]["programmes_per_s"], 2),
         "our_consumer_over_reference_b": round(
             results["our_consumer_on_reference_b_work_msgs_per_s"]
             / results["reference_b_naive_step_msgs_per_s"], 2)}
@@ -591,15 +704,16 @@ def plot(results: dict[str, Any], out: Path) -> bool:
 def table(results: dict[str, Any]) -> str:
     hops = [f"in->{HOP_ORDER[0]}"] + [f"{a}->{b}" for a, b in itertools.pairwise(HOP_ORDER)]
     rows = ["| load | offered/s | p50 ms | p95 ms | p99 ms | " + " | ".join(hops)
-            + " | SC wait | p99 without SC wait |",
-            "|---" * (7 + len(hops)) + "|"]
+            + " | SC wait | p99 without SC wait | store round trips per programme |",
+            "|---" * (8 + len(hops)) + "|"]
     for lv in results["latency_by_load"]:
         h = lv["hops"]
         rows.append(f"| {int(lv['load_share'] * 100)}% | {lv['offered_per_s']} | "
                     f"{lv['p50_ms']} | {lv['p95_ms']} | {lv['p99_ms']} | "
                     + " | ".join(str(h.get(k)) for k in hops)
                     + f" | {h.get('sc_wait_for_meeting')} | "
-                    f"{h.get('end_to_end_without_sc_wait_p99')} |")
+                    f"{h.get('end_to_end_without_sc_wait_p99')} | "
+                    f"{lv.get('store_round_trips_per_programme')} |")
     return "\n".join(rows)
 
 
@@ -643,7 +757,7 @@ if __name__ == "__main__":
     ap.add_argument("--runs", type=int, default=5, help="bursts in a row (capacity: median)")
     ap.add_argument("--seconds", type=float, default=20, help="per load level")
     ap.add_argument("--reference", type=int, default=5000)
-    ap.add_argument("--profiles", default=str(ROOT / "docs" / "profiles"),
+    ap.add_argument("--profiles", default=str(ROOT / ".run" / "bench" / "profiles"),
                     help="where py-spy's speedscope files go ('' for none)")
     res = run(main, ap.parse_args())
     print(json.dumps(res, indent=2))
