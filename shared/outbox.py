@@ -27,7 +27,7 @@ from pymongo import ASCENDING, UpdateOne
 from shared.envelope import Envelope, utcnow
 from shared.lease import Fenced, Leases
 from shared.logging import get_logger
-from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE, OUTBOX_PUBLISHED
+from shared.metrics import OUTBOX_PUBLISHED
 from shared.store import Store, is_transient
 from shared.telemetry import current_traceparent, span
 
@@ -110,11 +110,6 @@ class OutboxRelay:
     async def after_publish(self, docs: list[dict[str, Any]]) -> None:
         """Hook between publishing and marking sent (fault-injection point in tests)."""
 
-    async def _report_backlog(self) -> None:
-        n, oldest = await self.store.outbox_backlog()
-        OUTBOX_BACKLOG.set(n)
-        OUTBOX_OLDEST_AGE.set((utcnow() - oldest).total_seconds() if oldest else 0)
-
     async def run(self) -> None:
         backoff = 0.2
         renew_at = 0.0
@@ -130,9 +125,11 @@ class OutboxRelay:
                 busy = await self.store.db.outbox.distinct(
                     "shard", {"sent_at": None, "shard": {"$in": held}}) if held else []
                 for shard in sorted(busy):
-                    while await self.publish_pending(shard):
+                    # a round short of the batch read everything committed before it (one
+                    # snapshot); a commit since has woken us again, so no second read to
+                    # find it empty
+                    while await self.publish_pending(shard) >= self.settings.outbox_batch_max:
                         pass
-                await self._report_backlog()
                 backoff = 0.2
             except Exception as e:
                 level = log.warning if is_transient(e) or isinstance(e, Fenced) else log.exception
