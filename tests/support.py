@@ -292,7 +292,8 @@ def start_service(service: str, tag: str, port: int, workdir: Any, *,
             "MPTF_OTEL_EXPORTER": "file",
             "MPTF_OTEL_FILE": str(workdir / f"{service}-{port}.spans"),
             "MPTF_OUTBOX_POLL_SECONDS": "0.2", **env}
-    log = (workdir / f"{service}-{port}.log").open("w")
+    # appended: a replica restarted on its port (the fault run) keeps its earlier life's log
+    log = (workdir / f"{service}-{port}.log").open("a")
     return subprocess.Popen([sys.executable, "-m", module or f"services.{service}"], cwd=ROOT,
                             env=full,
                             stdout=log, stderr=subprocess.STDOUT)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.intake import service
 from services.intake.domain import ALL_STATUSES, GATEWAY_STATUS, Status
 from services.intake.store import IntakeStore
-from shared import lifecycle
+from shared import lifecycle, paging
 from shared.access import FUNDER_VISIBLE, may_see_programme
 from shared.auth import require
 from shared.contracts.base import SafeInput
@@ -128,7 +128,7 @@ async def get_programme(
 @router.get("/programmes", tags=["programmes"], responses=_problems(400, 401),
             summary="Programmes, newest first, with filters and cursor pagination")
 async def list_programmes(
-    request: Request,
+    request: Request, response: Response,
     who: Annotated[Principal, Depends(require("entity", "fmu", "operator", "funder"))],
     status: StatusName | None = None,
     country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
@@ -138,6 +138,8 @@ async def list_programmes(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
+    """Newest first; pages of `limit`: the next page's cursor is `next_cursor` in the body,
+    and the `Link` and `X-Next-Cursor` headers name it too, as on every list route."""
     q: dict[str, Any] = {}
     status = status.value if status else None
     if status:
@@ -156,6 +158,7 @@ async def list_programmes(
     if who.role == "funder":
         q["status"] = {"$in": [s for s in sorted(FUNDER_VISIBLE) if status in (None, s)]}
     docs, nxt = await _store(request).search(q, cursor, limit)
+    paging.link(request, response, nxt, limit)  # the headers every list route gives
     return {"items": [_out(d) for d in docs], "next_cursor": nxt}
 
 

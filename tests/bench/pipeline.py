@@ -515,17 +515,25 @@ async def per_programme(pipe: Pipeline, programmes: int) -> dict[str, Any]:
             docs = {c: await db[c].estimated_document_count()
                     for c in await db.list_collection_names()}
             published = commands = 0
+            by_command: dict[str, float] = {}
             for port in pipe.ports[svc]:
                 text = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
                 for ln in text.splitlines():
                     if ln.startswith("mptf_outbox_published_total{"):
                         published += int(float(ln.rsplit(" ", 1)[1]))
                     if ln.startswith("mptf_store_commands_total{"):
-                        commands += int(float(ln.rsplit(" ", 1)[1]))
+                        n = int(float(ln.rsplit(" ", 1)[1]))
+                        commands += n
+                        name = ln.split('command="', 1)[-1].split('"', 1)[0]
+                        by_command[name] = by_command.get(name, 0) + n
             out[svc] = {"documents": round(sum(docs.values()) / programmes, 1),
                         "by_collection": {c: round(n / programmes, 2)
                                           for c, n in sorted(docs.items()) if n},
                         "store_round_trips": round(commands / programmes, 1),
+                        # which commands they are (the whole run, background polls too)
+                        "store_round_trips_by_command": {
+                            c: round(n / programmes, 1) for c, n in sorted(
+                                by_command.items(), key=lambda x: -x[1]) if n >= programmes / 10},
                         "kafka_records": round(published / programmes, 1)}
     client.close()
     return out

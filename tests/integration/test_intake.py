@@ -200,11 +200,17 @@ async def test_listing_filters_and_cursor_pagination() -> None:
         cursor = None
         while True:
             params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
-            page = (await http.get("/v1/programmes", params=params, headers=FMU)).json()
+            r = await http.get("/v1/programmes", params=params, headers=FMU)
+            page = r.json()
             seen += [p["programme_id"] for p in page["items"]]
             cursor = page["next_cursor"]
+            # the next page named in headers too, as on every list route (shared.paging)
+            assert r.headers.get("x-next-cursor") == cursor
             if not cursor:
+                assert "link" not in r.headers
                 break
+            assert r.headers["link"].endswith('>; rel="next"')
+            assert f"cursor={cursor}" in r.headers["link"]
         assert seen == list(reversed(ids))  # newest first, each once
         ph = (await http.get("/v1/programmes", params={"country": "ph"}, headers=FMU)).json()
         assert {p["programme_id"] for p in ph["items"]} == {ids[1], ids[3]}
