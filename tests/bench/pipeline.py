@@ -119,8 +119,7 @@ def infra(brokers: int = 1) -> tuple[dict[str, str], bool]:
     env.pop("MPTF_KAFKA_CREDENTIALS", None)
     # every run starts from empty servers, as the test suite's do: the data earlier runs left
     # (3 GB of it once, in SecantusDB's shared tables) halved the same burst's throughput
-    subprocess.run([str(ROOT / "deploy/local/stack.sh"), "down"], env=env, check=True,
-                   capture_output=True)
+    stack(env, "down")
     for sub in ("mongo", "kafka", "kafka-2", "kafka-3"):
         shutil.rmtree(run_dir / sub, ignore_errors=True)
     subprocess.run([str(ROOT / "deploy/local/stack.sh"), "infra-up"], env=env, check=True)
@@ -564,7 +563,8 @@ async def store_limit(pipe: Pipeline, programmes: int, sample: int = 100) -> dic
             target = f"{svc}_{name}"
             async for ix in db[name].list_indexes():
                 if ix["name"] == "_id_":
-                    continue  # (copies would collide on a unique index's values: not unique)
+                    continue  # (every collection has it)
+                # the index's options but `unique`: the copies repeat the sampled values
                 opts = {k: v for k, v in ix.items() if k in ("sparse", "partialFilterExpression",
                                                               "expireAfterSeconds")}
                 await scratch[target].create_index(list(ix["key"].items()), name=ix["name"],
@@ -576,7 +576,7 @@ async def store_limit(pipe: Pipeline, programmes: int, sample: int = 100) -> dic
         async with await client.start_session() as s, s.start_transaction():
             for target, docs in writes:
                 await scratch[target].insert_many(
-                    [{**d, "_id": f"{uuid.uuid4()}"} for d in docs], session=s)
+                    [{**d, "_id": str(uuid.uuid4())} for d in docs], session=s)
     took = time.perf_counter() - t0
     await client.drop_database(scratch.name)
     client.close()

@@ -1,7 +1,7 @@
 """The fault session's fixtures: the suite's real infrastructure, and a watchdog.
 
 A fault run that stops making progress must fail, loudly and in time, never hold CI until its
-limit: after MPTF_FAULT_TEST_LIMIT seconds (20 min by default; a run here takes 8-10) the
+limit: after MPTF_FAULT_TEST_LIMIT seconds (20 min by default; a run here takes 5-8) the
 watchdog prints where every thread and every asyncio task is waiting, then interrupts the
 test as Ctrl-C would, so pytest still tears the stack down and reports the test as failed."""
 
