@@ -370,6 +370,8 @@ def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, nam
         batch=True,
         max_records=settings.consumer_batch_max,
         batch_timeout_ms=50,
+        max_partition_fetch_bytes=settings.consumer_partition_fetch_bytes,
+        fetch_max_bytes=settings.consumer_fetch_max_bytes,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=_raw,

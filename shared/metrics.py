@@ -22,7 +22,11 @@ BUSINESS = Counter("mptf_business_events_total", "Business facts by kind", ["kin
 USD = Counter("mptf_usd_total", "US dollars moved, by kind: deposited, allocated, "
               "transferred, refunded", ["kind"])
 STORE_COMMANDS = Counter("mptf_store_commands_total",
-                         "Commands sent to the store (each a round trip), by command",
-                         ["command"])
+                         "Commands sent to the store (each a round trip), by command and "
+                         "collection", ["command", "collection"])
+STORE_SECONDS = Counter("mptf_store_command_seconds_total",
+                        "Time the store's commands took (round trip, as the driver saw it), "
+                        "by command and collection: over mptf_store_commands_total, the mean",
+                        ["command", "collection"])
 TX_RETRIES = Counter("mptf_transaction_retries_total",
                      "Store transactions retried after a transient error (a write conflict)")

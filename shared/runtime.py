@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -101,10 +103,14 @@ class Runtime:
                 delay = min(delay * 2, 30)
                 continue
             try:
+                t = [time.perf_counter()]
                 await self.store.ensure_indexes()
+                t.append(time.perf_counter())
                 self.producer = make_producer(self.settings)
                 await self.producer.start()
+                t.append(time.perf_counter())
                 await self.broker.start()
+                t.append(time.perf_counter())
                 break
             except Exception as e:
                 log.warning("dependencies_unavailable", error=repr(e), retry_in=delay)
@@ -122,6 +128,9 @@ class Runtime:
                             for fn in self._background]
         self.ready.set()
         log.info("service_ready", http_port=self.settings.http_port,
+                 since_spawn_s=round(_age(), 2),
+                 indexes_s=round(t[1] - t[0], 2), producer_s=round(t[2] - t[1], 2),
+                 subscribers_s=round(t[3] - t[2], 2),
                  kafka=self.settings.kafka_bootstrap_servers, database=self.settings.database)
 
     async def start(self) -> None:
@@ -171,6 +180,19 @@ class Runtime:
             n, oldest = await asyncio.wait_for(self.store.outbox_backlog(), 2)
             OUTBOX_BACKLOG.set(n)
             OUTBOX_OLDEST_AGE.set((utcnow() - oldest).total_seconds() if oldest else 0)
+
+
+def _age() -> float:
+    """Seconds since this process was spawned (from /proc: its start tick against the
+    uptime); 0 where there is no /proc."""
+    try:
+        with open(f"/proc/{os.getpid()}/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def broker_security(settings: ServiceSettings) -> Any:

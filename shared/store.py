@@ -44,7 +44,7 @@ from shared.contracts import contract_for
 from shared.envelope import Envelope, utcnow
 from shared.errors import Conflict
 from shared.lease import Members
-from shared.metrics import STORE_COMMANDS, TX_RETRIES
+from shared.metrics import STORE_COMMANDS, STORE_SECONDS, TX_RETRIES
 from shared.settings import ServiceSettings
 from shared.telemetry import current_traceparent
 
@@ -55,16 +55,25 @@ OUTBOX_CHUNK = 500  # events per outbox document (well under the 16 MiB document
 
 
 class _CommandCounter(monitoring.CommandListener):
-    """Counts the commands sent to the store (mptf_store_commands_total): round trips."""
+    """Counts the commands sent to the store (mptf_store_commands_total: round trips) and
+    the time they took, by command and collection (mptf_store_command_seconds_total)."""
+
+    def __init__(self) -> None:
+        self._collection: dict[int, str] = {}  # request id -> the command's collection
 
     def started(self, event: Any) -> None:
-        STORE_COMMANDS.labels(event.command_name).inc()
+        target = event.command.get("collection" if event.command_name == "getMore"
+                                   else event.command_name)
+        collection = target if isinstance(target, str) else ""
+        self._collection[event.request_id] = collection
+        STORE_COMMANDS.labels(event.command_name, collection).inc()
 
     def succeeded(self, event: Any) -> None:
-        pass
+        STORE_SECONDS.labels(event.command_name, self._collection.pop(event.request_id, "")
+                             ).inc(event.duration_micros / 1e6)
 
     def failed(self, event: Any) -> None:
-        pass
+        self.succeeded(event)
 
 
 def _make_client(url: str, driver: str) -> Any:

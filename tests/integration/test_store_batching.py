@@ -82,3 +82,29 @@ async def test_a_write_that_misses_its_document_fails_the_whole_transaction() ->
     assert await store.db.things.find_one({"_id": "a"}) == {"_id": "a", "n": 0}  # rolled back
     await store.client.drop_database(store.db.name)
     await store.close()
+
+
+async def test_each_store_command_is_counted_and_timed_by_command_and_collection() -> None:
+    """mptf_store_commands_total and mptf_store_command_seconds_total, as the service's own
+    client records them: a cursor's later batches (getMore) are its collection's too."""
+    from prometheus_client import REGISTRY
+
+    def value(name: str, command: str, collection: str) -> float:
+        return REGISTRY.get_sample_value(name, {"command": command,
+                                                "collection": collection}) or 0.0
+
+    store = Store(isolated(ServiceSettings, service_name="metered"))
+    await store.db.gauged.insert_many([{"_id": i} for i in range(250)])
+    before = {(c, n): value(f"mptf_store_{n}_total", c, "gauged")
+              for c in ("find", "getMore") for n in ("commands", "command_seconds")}
+    got = [d async for d in store.db.gauged.find({}, batch_size=100)]
+    assert len(got) == 250
+    assert value("mptf_store_commands_total", "find", "gauged") - before[
+        "find", "commands"] == 1
+    assert value("mptf_store_commands_total", "getMore", "gauged") - before[
+        "getMore", "commands"] == 2
+    for c in ("find", "getMore"):  # each round trip took some time, and it was added
+        assert value("mptf_store_command_seconds_total", c, "gauged") > before[
+            c, "command_seconds"]
+    await store.client.drop_database(store.db.name)
+    await store.close()
