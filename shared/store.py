@@ -29,7 +29,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from bson import Decimal128
+from bson import Decimal128, ObjectId
 from pydantic import BaseModel
 from pymongo import ASCENDING, DeleteOne, InsertOne, ReplaceOne, WriteConcern, monitoring
 from pymongo.errors import (
@@ -121,6 +121,24 @@ def decimals(x: Any) -> Any:
     return x
 
 
+# what a document holds that never changes in place: shared by a copy, not copied
+_IMMUTABLE = (str, int, float, bool, type(None), Decimal, Decimal128, datetime, bytes,
+              ObjectId)
+
+
+def copy_tree(value: Any) -> Any:
+    """A deep copy of a document: its dicts and lists anew, its immutable values shared,
+    anything else deep-copied (copy.deepcopy's memo and dispatch cost 8% of a consumer's
+    CPU here, on documents that are dicts, lists and scalars)."""
+    if isinstance(value, dict):
+        return {k: copy_tree(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [copy_tree(v) for v in value]
+    if isinstance(value, _IMMUTABLE):
+        return value
+    return copy.deepcopy(value)
+
+
 def apply_update(doc: dict[str, Any] | None, key: Any, update: dict[str, Any]
                  ) -> dict[str, Any]:
     """The document `update` (MongoDB's operators, as our stores use them: $set,
@@ -156,7 +174,7 @@ def apply_update(doc: dict[str, Any] | None, key: Any, update: dict[str, Any]
             for k in head:
                 parent = own(parent, k, {})
             if op in ("$set", "$setOnInsert"):
-                parent[last] = copy.deepcopy(value)
+                parent[last] = copy_tree(value)
             elif op == "$unset":
                 parent.pop(last, None)
             elif op == "$inc":
@@ -167,7 +185,7 @@ def apply_update(doc: dict[str, Any] | None, key: Any, update: dict[str, Any]
                 current = own(parent, last, [])
                 for item in items:
                     if op == "$push" or item not in current:
-                        current.append(copy.deepcopy(item))
+                        current.append(copy_tree(item))
             else:
                 raise ValueError(f"apply_update does not know {op}")
     return out
@@ -269,7 +287,7 @@ class Docs:
         self._remember(key)
         if self.tracked:
             self.original.setdefault(key, None)
-        self.cache[key] = copy.deepcopy(doc)
+        self.cache[key] = copy_tree(doc)
         self.pending[key] = "write" if self.pending.get(key) == "delete" else "insert"
 
     async def delete(self, key: Any) -> None:

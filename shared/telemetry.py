@@ -101,8 +101,17 @@ def shutdown_tracing() -> None:
         provider.force_flush()
 
 
+_tracer: tuple[Any, trace.Tracer] | None = None  # (its provider, the tracer)
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(_TRACER_NAME)
+    """The project's tracer, made once per tracer provider (getting it anew for every span
+    cost 7% of a consumer's CPU)."""
+    global _tracer
+    provider = trace.get_tracer_provider()
+    if _tracer is None or _tracer[0] is not provider:
+        _tracer = (provider, trace.get_tracer(_TRACER_NAME, tracer_provider=provider))
+    return _tracer[1]
 
 
 def current_traceparent() -> str | None:

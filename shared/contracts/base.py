@@ -8,6 +8,7 @@ generated from this registry, and tests/contract pins it so a silent change fail
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar
@@ -54,6 +55,12 @@ def _unsafe_char(ch: str) -> str | None:
     return None
 
 
+# every character `_unsafe_char` names, as one class: a string is searched in C, not a
+# character at a time in Python (the check ran on every inbound string: 18% of a consumer's
+# CPU); `_unsafe_char` still words the refusal
+_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
 def refuse_unsafe(value: Any, path: str = "") -> None:
     """Raise ValueError naming the place of the first value the store cannot hold or that
     would break an export later: integers outside int64, invalid Unicode (lone surrogates),
@@ -64,10 +71,9 @@ def refuse_unsafe(value: Any, path: str = "") -> None:
         if not INT64[0] <= value <= INT64[1]:
             raise ValueError(f"{path or 'value'}: integer out of range (at most 2^63-1)")
     elif isinstance(value, str):
-        for ch in value:
-            why = _unsafe_char(ch)
-            if why:
-                raise ValueError(f"{path or 'value'}: {why} is not allowed")
+        hit = _UNSAFE.search(value)
+        if hit:
+            raise ValueError(f"{path or 'value'}: {_unsafe_char(hit.group())} is not allowed")
     elif isinstance(value, dict):
         for k, v in value.items():
             refuse_unsafe(k, f"{path}.(key)" if path else "(key)")

@@ -50,3 +50,19 @@ def test_a_note_with_a_huge_integer_or_a_control_character_names_the_field() -> 
         SubmitConceptNote.model_validate(nested)
     assert e.value.errors()[0]["loc"] == ("punos",)
     assert "punos[1].entity" in e.value.errors()[0]["msg"]
+
+
+def test_the_refusal_searches_exactly_the_characters_it_names() -> None:
+    """Every code point: refused (with its own wording) if and only if `_unsafe_char`
+    names it; found wherever it sits in a string."""
+    from shared.contracts.base import _unsafe_char
+
+    for o in range(0x110000):
+        ch = chr(o)
+        why = _unsafe_char(ch)
+        if why is None:
+            refuse_unsafe(f"a{ch}b")
+        else:
+            with pytest.raises(ValueError) as e:
+                refuse_unsafe(f"text {ch} more")
+            assert str(e.value) == f"value: {why} is not allowed"

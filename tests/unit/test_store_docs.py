@@ -136,3 +136,21 @@ def test_copying_only_the_updated_paths_gives_the_same_document_and_leaves_the_i
     again = apply_update(after, 1, update)  # and an update of the result leaves it alone
     snapshot = copy.deepcopy(after)
     assert again == _deep_apply(snapshot, 1, update) and after == snapshot
+
+
+def test_a_copied_document_shares_nothing_that_can_change() -> None:
+    from datetime import UTC, datetime
+
+    from shared.store import copy_tree
+
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    odd = bytearray(b"x")  # a mutable value of no document type: copied too
+    doc = {"_id": "p1", "lines": [{"usd": Decimal128("1.50"), "tags": ["a"]}], "at": when,
+           "raw": odd, "n": 3, "none": None}
+    copied = copy_tree(doc)
+    assert copied == doc
+    copied["lines"][0]["tags"].append("b")
+    copied["lines"].append({})
+    copied["raw"].extend(b"y")
+    assert doc["lines"] == [{"usd": Decimal128("1.50"), "tags": ["a"]}] and odd == b"x"
+    assert copied["at"] is when  # immutable values are shared, as deepcopy shares them
