@@ -15,6 +15,10 @@ from shared.settings import ServiceSettings
 class NotificationsSettings(ServiceSettings):
     service_name: str = "notifications"
     http_port: int = 8004
+    # each fact becomes several notices (rendered text and HTML each) held until the batch
+    # commits, for each of three subscriptions at once: smaller batches than the other
+    # services' keep the process's peak memory down (RSS, issue 17)
+    consumer_batch_max: int = 100
 
     max_attempts: int = 6
     backoff_base_seconds: float = 2.0
