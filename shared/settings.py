@@ -81,9 +81,9 @@ class ServiceSettings(BaseSettings):
 
     consumer_group: str = ""  # defaults to mptf-<service_name>
     consumer_batch_max: int = 500
-    # what a consumer prefetches (aiokafka's defaults, 1 MiB a partition and 50 MiB a fetch,
-    # held up to ~20 MB per subscriber in a burst); a record larger than these still comes,
-    # alone (the broker returns at least one record batch)
+    # what each subscriber may prefetch (aiokafka's defaults are 1 MiB a partition and 50 MiB
+    # a fetch); a record larger than these still comes, alone (the broker returns at least
+    # one record batch)
     consumer_partition_fetch_bytes: int = 256 * 1024
     consumer_fetch_max_bytes: int = 2 * 1024 * 1024
     max_body_bytes: int = 256 * 1024  # HTTP bodies and Kafka values above this are refused

@@ -326,7 +326,9 @@ case "$cmd" in
   jars) kafka_jars ;;
   restart-kafka) for i in "${NODES[@]}"; do stop_one "$(node_name "$i")"; done; kafka_up ;;  # same data
   kill-kafka-node) kill -KILL "$(cat "$RUN_DIR/pids/$(node_name "$2").pid")"; rm -f "$RUN_DIR/pids/$(node_name "$2").pid" ;;
-  start-kafka-node) kafka_jars; kafka_node_up "$2"; wait_for "$(node_name "$2")" 60 port_open "$(node_port "$2")" ;;
+  # (a node restarted while 8 services load 2 cores took 48 s to open its port once: the JVM
+  # 15 s, catching up on the metadata log 33 s)
+  start-kafka-node) kafka_jars; kafka_node_up "$2"; wait_for "$(node_name "$2")" 180 port_open "$(node_port "$2")" ;;
   kafka-controller) kafka_controller ;;
   restart-mongo) stop_one mongo; mongo_up ;;
   *) die "unknown command $cmd (infra-up | services-up | up | down | status | env | jars | kill-kafka-node N | start-kafka-node N | kafka-controller)" ;;

@@ -215,8 +215,8 @@ class Pipeline:
 
     async def start(self) -> None:
         """Each process spawned alone and timed from its own spawn to ready (the topics are
-        made first, as a deployment's are); on 2 cores, four processes importing at once
-        share them, which `together` measures apart (see `time_to_ready_together`)."""
+        made first, as a deployment's are). Four processes spawned at once share the
+        machine's 2 cores: `ready_together` measures that apart."""
         provision(self.tag)
         async with httpx.AsyncClient(timeout=5) as http:
             for s, ports in self.ports.items():
@@ -405,8 +405,9 @@ async def raw_relay(n: int, tag: str) -> float:
 
 async def rate(n: int, consumer: Any, done: asyncio.Event) -> float:
     """Messages per second from when `consumer` has started (its subscriptions joined:
-    start-up is measured apart, as time to ready) until it has handled all n; what it
-    handled while starting counts too, so the figure errs low, never high."""
+    start-up is measured apart, as time to ready) until it has handled all n. What it
+    handled between joining and the clock starting (a few milliseconds' worth) is counted
+    as if handled after, the same way for every consumer measured."""
     await consumer.start()
     if isinstance(consumer, Runtime):  # it connects in the background
         await consumer.ready.wait()
