@@ -511,6 +511,12 @@ class Profiler:
                       for f in self.out.glob("*.speedscope.json"))
 
 
+def command_of(line: str) -> str:
+    """'find programmes' from a store metric's sample line (its command and collection)."""
+    return " ".join(line.split(f'{label}="', 1)[-1].split('"', 1)[0]
+                    for label in ("command", "collection")).strip()
+
+
 async def per_programme(pipe: Pipeline, programmes: int) -> dict[str, Any]:
     """Per completed programme, per service: documents in its database, store commands
     (round trips) and Kafka records published."""
@@ -534,12 +540,10 @@ async def per_programme(pipe: Pipeline, programmes: int) -> dict[str, Any]:
                     if ln.startswith("mptf_store_commands_total{"):
                         n = int(float(ln.rsplit(" ", 1)[1]))
                         commands += n
-                        name = " ".join(ln.split(f'{label}="', 1)[-1].split('"', 1)[0]
-                                        for label in ("command", "collection")).strip()
+                        name = command_of(ln)
                         by_command[name] = by_command.get(name, 0) + n
                     if ln.startswith("mptf_store_command_seconds_total{"):
-                        name = " ".join(ln.split(f'{label}="', 1)[-1].split('"', 1)[0]
-                                        for label in ("command", "collection")).strip()
+                        name = command_of(ln)
                         seconds[name] = seconds.get(name, 0) + float(ln.rsplit(" ", 1)[1])
             out[svc] = {"documents": round(sum(docs.values()) / programmes, 1),
                         "by_collection": {c: round(n / programmes, 2)
