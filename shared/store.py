@@ -363,6 +363,11 @@ class UnitOfWork:
         self._deltas: dict[int, dict[str, Any]] = {}  # Store.aggregate's, per shard
 
     @property
+    def emitted(self) -> int:
+        """How many events this transaction has queued so far."""
+        return len(self._events)
+
+    @property
     def session(self) -> Any:
         """The transaction's session. Using it (a direct read or write) means the changes
         since the last savepoint can no longer be undone in memory."""

@@ -40,6 +40,7 @@ class MonitoringSettings(ServiceSettings):
     no_report_months: int = _R.no_report_months
     refund_threshold_usd: Decimal = _R.refund_threshold_usd
     scheduler_interval_seconds: float = 60.0
+    scheduler_batch: int = 200  # programmes evaluated per transaction of a sweep
     # time travel for demos and end-to-end runs only: the service acts as of this moment
     clock_fixed: datetime | None = None
     iati_publisher_ref: str = "XM-DAC-41114"
@@ -65,7 +66,8 @@ def build(settings: MonitoringSettings | None = None):  # type: ignore[no-untype
     handlers.register(runtime, store, rules)
     clock = Clock(settings.clock_fixed)
     scheduler = Scheduler(store, rules, clock=clock.now,
-                          interval=settings.scheduler_interval_seconds)
+                          interval=settings.scheduler_interval_seconds,
+                          batch=settings.scheduler_batch)
     runtime.background(scheduler.run)
     app = create_app(runtime, title="Migration MPTF — monitoring",
                      description="Progress reports, results, spending, overdue detection, "

@@ -190,34 +190,51 @@ class Scheduler:
     unique id in the same transaction."""
 
     def __init__(self, store: MonitoringStore, rules: MonitoringRules,
-                 clock: Callable[[], datetime] = utcnow, interval: float = 60.0) -> None:
+                 clock: Callable[[], datetime] = utcnow, interval: float = 60.0,
+                 batch: int = 200) -> None:
         self.store, self.rules, self.clock, self.interval = store, rules, clock, interval
+        self.batch = batch
         self.leases = Leases(store.members, "scheduler", store.settings.work_shards,
                              max(3 * interval, 30.0))
 
     async def run_once(self, now: datetime | None = None) -> dict[str, list[str]]:
+        """One sweep: our shards' programmes under monitoring, `batch` at a time, each batch
+        in one transaction that reads what it needs in two queries (a sweep that finds
+        nothing writes nothing). Findings commit only under their shards' leases."""
         now = now or self.clock()
         mine = set(await self.leases.refresh())
-        out = {}
-        for pid in await self.store.active_ids():
-            unit = unit_of(pid, self.leases.count)
-            if unit not in mine:
-                continue
+        count = self.leases.count
+        pids = [p for p in await self.store.active_ids() if unit_of(p, count) in mine]
+        out: dict[str, list[str]] = {}
+        for i in range(0, len(pids), self.batch):
+            chunk = pids[i:i + self.batch]
 
-            async def evaluate(uow: UnitOfWork, pid: str = pid, unit: int = unit) -> list[str]:
-                happened = await self.store.evaluate(uow, pid, now, self.rules)
-                if happened:  # a finding commits only while we hold its shard
-                    await self.leases.fence(uow, unit)
-                return happened
+            async def evaluate(uow: UnitOfWork, chunk: list[str]) -> dict[str, list[str]]:
+                await self.store.preload_evaluation(uow, chunk, now, self.rules)
+                found, fenced = {}, set()
+                for pid in chunk:
+                    before = uow.emitted
+                    happened = await self.store.evaluate(uow, pid, now, self.rules)
+                    unit = unit_of(pid, count)
+                    if uow.emitted > before and unit not in fenced:
+                        await self.leases.fence(uow, unit)  # raises Fenced if it is not ours
+                        fenced.add(unit)
+                    if happened:
+                        found[pid] = happened
+                return found
 
-            try:
-                happened, _ = await self.store.transaction(evaluate)
-            except Fenced:
-                mine.discard(unit)  # another replica has it now
-                continue
-            if happened:
-                out[pid] = happened
-                log.info("scheduler_findings", programme_id=pid, findings=happened)
+            while chunk:
+                try:
+                    found, _ = await self.store.transaction(
+                        lambda uow, chunk=chunk: evaluate(uow, chunk))
+                except Fenced:  # another replica has a shard now: the rest, without it
+                    mine &= set(self.leases.held)
+                    chunk = [p for p in chunk if unit_of(p, count) in mine]
+                    continue
+                for pid, happened in found.items():
+                    log.info("scheduler_findings", programme_id=pid, findings=happened)
+                out.update(found)
+                break
         return out
 
     async def run(self) -> None:

@@ -13,6 +13,7 @@ from pymongo import ASCENDING
 from services.monitoring import portfolio
 from services.monitoring.domain import (
     ZERO,
+    Deadline,
     MonitoringRules,
     check_report,
     delivery,
@@ -66,6 +67,20 @@ def net_funded(doc: dict[str, Any]) -> dict[str, Decimal]:
 def dates(doc: dict[str, Any]) -> tuple[date | None, date | None]:
     s, e = doc.get("start_date"), doc.get("end_date")
     return (s.date() if s else None), (e.date() if e else None)
+
+
+def _late(doc: dict[str, Any], today: date, rules: MonitoringRules) -> list[Deadline]:
+    """The reports a programme under monitoring is late with (none for one not started,
+    or suspended, withdrawn, cancelled, closed)."""
+    start, end = dates(doc)
+    if not start or not end or not lifecycle.allowed("monitor", doc.get("status")):
+        return []
+    return overdue(reporting_calendar(start, end, rules), set(doc.get("received", {})), today)
+
+
+def overdue_id(pid: str, d: Deadline) -> str:
+    """The record of one late report, once per programme, report and deadline."""
+    return f"{pid}:{d.key}:{d.due.isoformat()}"
 
 
 class MonitoringStore(Store):
@@ -185,15 +200,16 @@ class MonitoringStore(Store):
             return []  # not started, or suspended, withdrawn, cancelled, closed
         today = now.date()
         received = set(doc.get("received", {}))
-        deadlines = reporting_calendar(start, end, rules)
-        late = overdue(deadlines, received, today)
+        late = _late(doc, today, rules)
         happened = []
-        ids = {d: f"{pid}:{d.key}:{d.due.isoformat()}" for d in late}
-        # a write error aborts a MongoDB transaction, so read what is recorded first; the
-        # unique id still makes this once per report and deadline across restarts and
-        # instances: a concurrent insert conflicts, this transaction retries and sees it
-        known = {x["_id"] async for x in self.db.overdue.find(
-            {"_id": {"$in": list(ids.values())}}, {"_id": 1}, session=uow.session)}
+        ids = {d: overdue_id(pid, d) for d in late}
+        # a write error aborts a MongoDB transaction, so read what is recorded first (in one
+        # query per batch when `preload_evaluation` ran); the unique id still makes this once
+        # per report and deadline across restarts and instances: a concurrent insert
+        # conflicts, this transaction retries and sees it
+        recorded = uow.docs("overdue")
+        await recorded.load(ids.values())
+        known = {i for i in ids.values() if recorded.cache.get(i) is not None}
         for d in late:
             if ids[d] in known:
                 continue
@@ -242,6 +258,16 @@ class MonitoringStore(Store):
                 traceparent)
             happened.append("financially-closed")
         return happened
+
+    async def preload_evaluation(self, uow: UnitOfWork, pids: list[str], now: datetime,
+                                 rules: MonitoringRules) -> None:
+        """What `evaluate` reads for these programmes, in two queries: their documents, and
+        the overdue records of the deadlines they are late for."""
+        docs = uow.docs("programmes")
+        await docs.load(pids)
+        await uow.docs("overdue").load(overdue_id(pid, d) for pid in pids
+                                       for d in _late(docs.cache.get(pid) or {}, now.date(),
+                                                      rules))
 
     async def _close(self, uow: UnitOfWork, pid: str, current: str, target: str) -> None:
         doc = await self._doc(uow, pid)

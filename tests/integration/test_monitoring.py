@@ -194,6 +194,44 @@ async def test_a_programme_reports_goes_overdue_once_and_closes(tmp_path: Path) 
     assert closed["refund_total_usd"] == "1100.00"
 
 
+async def test_a_sweep_reads_a_batch_of_programmes_in_one_go_and_finds_each_once() -> None:
+    """The scheduler's sweep costs round trips per batch of programmes, not per programme:
+    twelve programmes in batches of five are read with one query of programmes and one of
+    overdue records per batch; every programme's findings are made once, in whichever
+    batch it falls."""
+    from prometheus_client import REGISTRY
+
+    def finds(collection: str) -> float:
+        return REGISTRY.get_sample_value("mptf_store_commands_total", {
+            "command": "find", "collection": collection}) or 0.0
+
+    settings = isolated(MonitoringSettings, scheduler_interval_seconds=3600, scheduler_batch=5,
+                        clock_fixed=at("2026-06-01"))
+    pids = [f"jp-sweep-{i:02d}" for i in range(12)]
+    async with running(build_monitoring, settings) as (app, _rt, http):
+        for pid in pids:
+            await publish(settings, funded_programme(pid, "2026-01-15T00:00:00Z", 12))
+        for pid in pids:
+            await until_on_going(http, pid)
+        scheduler = app.state.scheduler
+        before = {c: finds(c) for c in ("programmes", "overdue")}
+        found = await scheduler.run_once(now=at("2026-04-01"))  # nothing is due yet
+        assert found == {}
+        # one query for the programmes under monitoring, then one per batch of five
+        assert finds("programmes") - before["programmes"] == 1 + 3
+        assert finds("overdue") - before["overdue"] <= 3
+        found = await scheduler.run_once(now=at("2027-05-01"))  # every one is late now
+        assert found == {pid: ["overdue annual-narrative:2026", "overdue annual-financial:2026",
+                               "overdue final-narrative",
+                               "at-risk ['low-delivery', 'report-overdue']"]
+                         for pid in pids}
+        assert await scheduler.run_once(now=at("2027-05-01")) == {}
+        facts = await read_all(settings.topic(topics.MONITORING), min_count=4 * len(pids))
+        late = [json.loads(f.value) for f in facts if headers_of(f)["ce_type"] ==
+                ReportOverdue.TYPE]
+        assert sorted(f["programme_id"] for f in late) == sorted(pids * 3)  # each once
+
+
 async def test_bad_reports_are_answered_and_nothing_is_stored() -> None:
     settings = isolated(MonitoringSettings, clock_fixed=at("2026-11-01"))
     pid = "jp-bad"
