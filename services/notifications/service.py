@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
 from services.notifications.channels import DeliveryError, Senders
 from services.notifications.domain import (
     CircuitBreaker,
@@ -43,7 +45,7 @@ from shared.envelope import utcnow
 from shared.logging import get_logger
 from shared.rebuild import Plan, runs
 from shared.runtime import keep_running
-from shared.store import UnitOfWork
+from shared.store import UnitOfWork, is_duplicate
 
 log = get_logger("mptf.notifications")
 FACTS_CONSUMER = "notifications.facts"
@@ -104,11 +106,23 @@ async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, dige
                                         p.get("traceparent"), digest_hour,
                                         p.get("at") or utcnow())
 
+    careful = False  # look each notice up before making it (see NotificationsStore.expect_new)
+
     async def preload(uow: UnitOfWork, events: list[Incoming]) -> None:
         await programmes_of()(uow, events)
-        await store.load_deliveries(uow, [i.id for i in events])
+        if not careful:
+            store.expect_new(uow, [i.id for i in events])
 
-    rejections = await apply_each(store, FACTS_CONSUMER, batch, apply, preload)
+    try:
+        rejections = await apply_each(store, FACTS_CONSUMER, batch, apply, preload)
+    except (BulkWriteError, DuplicateKeyError) as e:
+        if not is_duplicate(e):
+            raise
+        # a fact notified before came again after its inbox record expired: nothing of the
+        # failed attempt was committed; this time each notice is looked up first
+        log.info("facts_seen_before", facts=len(batch), detail=str(e)[:200])
+        careful, created = True, 0
+        rejections = await apply_each(store, FACTS_CONSUMER, batch, apply, preload)
     if created and wake is not None:
         wake.set()
     return rejections

@@ -293,3 +293,52 @@ async def test_inbox_is_private_and_can_be_marked_read() -> None:
                            json={"webhook_url": "https://hooks.bmz.de/mptf"})
         assert r.status_code == 200 and len(r.json()["webhook_secret"]) > 20
         assert await rt.store.db.directory.count_documents({"_id": "DEU"}) == 1
+
+
+async def test_a_fact_seen_again_after_its_inbox_record_expired_makes_no_notice_twice() -> None:
+    """A batch's notices are inserted without looking them up (the inbox has not seen their
+    facts). A fact that comes again after its inbox record expired fails that insert on a
+    notice's unique id; its batch then runs again, looking each notice up: no notice and no
+    NotificationDelivered twice, and the batch's other facts are notified."""
+    from types import SimpleNamespace
+
+    from shared.consumer import Incoming
+    from shared.contracts import contract_for
+    from shared.envelope import Envelope
+
+    def incoming(topic: str, event: Any, n: int) -> Incoming:
+        env = Envelope(source="/mptf/test", type=contract_for(event).type,
+                       subject=event.programme_id)
+        return Incoming(SimpleNamespace(topic=topic, partition=0, offset=n), env,  # type: ignore[arg-type]
+                        event)
+
+    store = NotificationsStore(isolated(NotificationsSettings))
+    try:
+        await store.ensure_indexes()
+        await store.seed_directory()
+        assert "fact_id_1" not in await store.db.deliveries.index_information()
+        submitted, approved = facts("jp-n3")
+        first = [incoming(topics.PROGRAMMES, submitted, 0), incoming(topics.FUNDING, approved, 0)]
+        assert await notifications.handle_facts(store, first, digest_hour=6) == []
+        made = await store.db.deliveries.count_documents({})
+        told = len(await store.outbox_events())
+        assert made == told > 0  # one NotificationDelivered per inbox notice
+        of_approval = await store.db.deliveries.count_documents({"fact_id": first[1].id})
+        assert of_approval >= len(PUNOS)
+
+        # the approval's inbox record expires; it comes again, with a new programme's fact
+        await store.db.inbox.delete_one({"_id": f"{notifications.FACTS_CONSUMER}:"
+                                                f"{first[1].id}"})
+        again = Incoming(first[1].record, first[1].envelope, approved)
+        other, _ = facts("jp-n4")
+        fresh = incoming(topics.PROGRAMMES, other, 1)
+        assert await notifications.handle_facts(store, [again, fresh], digest_hour=6) == []
+        new = await store.db.deliveries.count_documents({"fact_id": fresh.id})
+        assert new > 0
+        assert await store.db.deliveries.count_documents({}) == made + new
+        assert len(await store.outbox_events()) == told + new
+        assert await store.db.deliveries.count_documents({"fact_id": first[1].id}) == (
+            of_approval)
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
