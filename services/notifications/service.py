@@ -16,6 +16,7 @@ from services.notifications.channels import DeliveryError, Senders
 from services.notifications.domain import (
     CircuitBreaker,
     Notice,
+    Programme,
     backoff,
     channels,
     message_for,
@@ -76,6 +77,28 @@ async def notify(store: NotificationsStore, uow: UnitOfWork, fact_id: str, fact_
     return await store.record(uow, notices, contacts, at, digest_hour, traceparent)
 
 
+async def addressees(store: NotificationsStore, uow: UnitOfWork, events: list[Incoming]
+                     ) -> list[str]:
+    """Whom a batch's facts address, as far as the programmes known before the batch say
+    (a submission in the batch stands for its programme): their directory entries are then
+    read in one query. notify() still reads any it finds missing (a programme the batch
+    itself changes)."""
+    codes: dict[str, None] = {}
+    submitted: dict[str, Programme] = {}
+    for inc in events:
+        ev: Any = inc.event
+        pid = getattr(ev, "programme_id", None)
+        if isinstance(ev, ProgrammeSubmitted):
+            p: Programme | None = submitted.setdefault(
+                pid, Programme.from_doc(programme_view(ev)))
+        else:
+            p = submitted.get(pid) or await store.programme(uow, pid)
+        msg = message_for(ev, p)
+        if msg is not None:
+            codes.update(dict.fromkeys(msg.addressed()))
+    return list(codes)
+
+
 async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, digest_hour: int,
                        wake: asyncio.Event | None = None) -> list[Rejection]:
     """One transaction per batch: redelivered facts are skipped; each notice is recorded once
@@ -110,6 +133,7 @@ async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, dige
 
     async def preload(uow: UnitOfWork, events: list[Incoming]) -> None:
         await programmes_of()(uow, events)
+        await store.contacts(uow, await addressees(store, uow, events))
         if not careful:
             store.expect_new(uow, [i.id for i in events])
 

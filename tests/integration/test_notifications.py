@@ -342,3 +342,43 @@ async def test_a_fact_seen_again_after_its_inbox_record_expired_makes_no_notice_
     finally:
         await store.client.drop_database(store.db.name)
         await store.close()
+
+
+async def test_a_batch_reads_the_directory_entries_of_everyone_it_addresses_in_one_query() -> None:
+    """Three programmes in three countries submitted and approved in one batch: the PUNOs,
+    the three RC offices and the FMU are read from the directory in one query, not one per
+    programme as each fact found new recipients."""
+    from types import SimpleNamespace
+
+    from prometheus_client import REGISTRY
+
+    from shared.consumer import Incoming
+    from shared.contracts import contract_for
+    from shared.envelope import Envelope
+
+    def directory_reads() -> float:
+        return REGISTRY.get_sample_value("mptf_store_commands_total", {
+            "command": "find", "collection": "directory"}) or 0.0
+
+    store = NotificationsStore(isolated(NotificationsSettings))
+    try:
+        await store.ensure_indexes()
+        await store.seed_directory()
+        batch = []
+        for n, country in enumerate(("PH", "KE", "BD")):
+            submitted, approved = facts(f"jp-d{n}")
+            submitted = submitted.model_copy(update={"note": submitted.note.model_copy(
+                update={"countries": [country]})})
+            for event in (submitted, approved):
+                env = Envelope(source="/mptf/test", type=contract_for(event).type,
+                               subject=event.programme_id)
+                batch.append(Incoming(SimpleNamespace(topic="t", partition=0,  # type: ignore[arg-type]
+                                                      offset=len(batch)), env, event))
+        before = directory_reads()
+        assert await notifications.handle_facts(store, batch, digest_hour=6) == []
+        assert directory_reads() - before == 1
+        told = {d["recipient"] async for d in store.db.deliveries.find({}, {"recipient": 1})}
+        assert {"RCO-PH", "RCO-KE", "RCO-BD", *PUNOS} <= told
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
