@@ -117,47 +117,41 @@ async def takeover(tag: str, service: str, killed_at: float, limit: float = 90.0
     of its partitions is assigned to a live one) and the store has reaped the dead replica
     (its server sessions ended: whatever its last transaction held is free; its leases and
     claimed deliveries handed back). None if that took longer than `limit`."""
-    from aiokafka.admin import AIOKafkaAdminClient
     from motor.motor_asyncio import AsyncIOMotorClient
 
-    from tests.support import kafka_auth
+    from mptf_cli.provision import admin_client
+    from tests.support import credentials
 
     live = REPLICAS - 1
+    admin = admin_client(os.environ["KAFKA_BOOTSTRAP_SERVERS"], "admin",
+                         credentials()["admin"])
     prefix = f"{tag}.mptf-{service}."
-    # aiokafka's admin client, not librdkafka's: this polls through broker restarts, and
-    # librdkafka 2.16 once aborted the whole test process there (an assertion in
-    # rd_kafka_enq_once_del_source_return while a describe request was outstanding)
-    admin = AIOKafkaAdminClient(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
-                                request_timeout_ms=5000, **kafka_auth())
 
-    async def handed_over() -> bool:
-        ids = [g[0] for g in await admin.list_consumer_groups() if g[0].startswith(prefix)]
-        # each group as DescribeGroups answers it: (error, id, state, protocol type,
-        # protocol, members, ...)
-        groups = [g for r in await admin.describe_consumer_groups(ids) for g in r.groups]
-        return bool(ids) and len(groups) == len(ids) and all(
-            g[0] == 0 and g[2] == "Stable" and len(g[5]) == live for g in groups)
+    def handed_over() -> bool:
+        listed = admin.list_consumer_groups(request_timeout=5).result()
+        ids = [g.group_id for g in listed.valid if g.group_id.startswith(prefix)]
+        described = [f.result() for f in admin.describe_consumer_groups(
+            ids, request_timeout=5).values()]
+        return bool(ids) and all(g.state.name == "STABLE" and len(g.members) == live
+                                 for g in described)
 
     mongo = AsyncIOMotorClient(os.environ["MONGODB_URL"], tz_aware=True)
     members = mongo[f"{tag}_{service}"].members
     loop = asyncio.get_running_loop()
-    started = False
+    last = "none"
     try:
         while loop.time() - killed_at < limit:
             await asyncio.sleep(0.25)
             try:
-                if not started:
-                    await asyncio.wait_for(admin.start(), 10)
-                    started = True
-                if (await asyncio.wait_for(handed_over(), 10)
+                if (await asyncio.to_thread(handed_over)
                         and await members.count_documents({}) == live):
                     return loop.time() - killed_at
-            except Exception:  # a broker or the store restarting: look again
+            except Exception as e:  # a broker or the store restarting: look again
+                last = repr(e)[:300]
                 continue
+        print(f"takeover of {service} not seen in {limit:.0f} s; last error: {last}")
         return None
     finally:
-        if started:
-            await admin.close()
         mongo.close()
 
 
