@@ -117,24 +117,21 @@ async def takeover(tag: str, service: str, killed_at: float, limit: float = 90.0
     of its partitions is assigned to a live one) and the store has reaped the dead replica
     (its server sessions ended: whatever its last transaction held is free; its leases and
     claimed deliveries handed back). None if that took longer than `limit`."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
     from motor.motor_asyncio import AsyncIOMotorClient
 
-    from mptf_cli.provision import admin_client
-    from tests.support import credentials
+    from tests.faults import groups
 
     live = REPLICAS - 1
-    admin = admin_client(os.environ["KAFKA_BOOTSTRAP_SERVERS"], "admin",
-                         credentials()["admin"])
     prefix = f"{tag}.mptf-{service}."
 
-    def handed_over() -> bool:
-        listed = admin.list_consumer_groups(request_timeout=5).result()
-        ids = [g.group_id for g in listed.valid if g.group_id.startswith(prefix)]
-        described = [f.result() for f in admin.describe_consumer_groups(
-            ids, request_timeout=5).values()]
-        return bool(ids) and all(g.state.name == "STABLE" and len(g.members) == live
-                                 for g in described)
+    def child() -> ProcessPoolExecutor:  # see tests.faults.groups: librdkafka may abort
+        return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
 
+    pool = child()
     mongo = AsyncIOMotorClient(os.environ["MONGODB_URL"], tz_aware=True)
     members = mongo[f"{tag}_{service}"].members
     loop = asyncio.get_running_loop()
@@ -143,15 +140,19 @@ async def takeover(tag: str, service: str, killed_at: float, limit: float = 90.0
         while loop.time() - killed_at < limit:
             await asyncio.sleep(0.25)
             try:
-                if (await asyncio.to_thread(handed_over)
+                if (await loop.run_in_executor(pool, groups.handed_over, prefix, live)
                         and await members.count_documents({}) == live):
                     return loop.time() - killed_at
+            except BrokenProcessPool as e:  # the child died (librdkafka aborted): a new one
+                last = repr(e)[:300]
+                pool.shutdown(wait=False)
+                pool = child()
             except Exception as e:  # a broker or the store restarting: look again
                 last = repr(e)[:300]
-                continue
         print(f"takeover of {service} not seen in {limit:.0f} s; last error: {last}")
         return None
     finally:
+        pool.shutdown(wait=False, cancel_futures=True)
         mongo.close()
 
 
