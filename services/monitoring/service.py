@@ -206,23 +206,23 @@ class Scheduler:
         count = self.leases.count
         pids = [p for p in await self.store.active_ids() if unit_of(p, count) in mine]
         out: dict[str, list[str]] = {}
+
+        async def evaluate(uow: UnitOfWork, chunk: list[str]) -> dict[str, list[str]]:
+            await self.store.preload_evaluation(uow, chunk, now, self.rules)
+            found, fenced = {}, set()
+            for pid in chunk:
+                before = uow.emitted
+                happened = await self.store.evaluate(uow, pid, now, self.rules)
+                unit = unit_of(pid, count)
+                if uow.emitted > before and unit not in fenced:
+                    await self.leases.fence(uow, unit)  # raises Fenced if it is not ours
+                    fenced.add(unit)
+                if happened:
+                    found[pid] = happened
+            return found
+
         for i in range(0, len(pids), self.batch):
             chunk = pids[i:i + self.batch]
-
-            async def evaluate(uow: UnitOfWork, chunk: list[str]) -> dict[str, list[str]]:
-                await self.store.preload_evaluation(uow, chunk, now, self.rules)
-                found, fenced = {}, set()
-                for pid in chunk:
-                    before = uow.emitted
-                    happened = await self.store.evaluate(uow, pid, now, self.rules)
-                    unit = unit_of(pid, count)
-                    if uow.emitted > before and unit not in fenced:
-                        await self.leases.fence(uow, unit)  # raises Fenced if it is not ours
-                        fenced.add(unit)
-                    if happened:
-                        found[pid] = happened
-                return found
-
             while chunk:
                 try:
                     found, _ = await self.store.transaction(
