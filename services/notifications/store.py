@@ -46,7 +46,7 @@ class NotificationsStore(Store):
         # The dispatcher's queue: partial indexes holding only the webhook and e-mail
         # deliveries that wait or are being sent. Inbox notices, most of the log, are
         # delivered by their creation and never enter them (each index a write costs).
-        have = {ix["name"] async for ix in d.list_indexes()}
+        have = set(await d.index_information())  # (the same call in both drivers)
         # their earlier forms, and the fact_id index a batch's deliveries were once looked up
         # by (record() now inserts a batch's notices without a lookup: see expect_new)
         for old in ("status_1_due_at_1", "status_1_lease_until_1", "fact_id_1"):
