@@ -32,9 +32,11 @@ from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.subscriber.usecase import BatchSubscriber
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel, ValidationError
+from pymongo.errors import PyMongoError
 
 from shared import topics as T
 from shared.contracts import REGISTRY
@@ -42,9 +44,9 @@ from shared.envelope import Envelope, decode
 from shared.errors import MptfError, PermanentMessageError
 from shared.kafka import DeadLetters
 from shared.logging import get_logger
-from shared.metrics import CONSUMER_LAG, EVENTS_CONSUMED, HANDLER_SECONDS
+from shared.metrics import CONSUMER_LAG, EVENTS_CONSUMED, HANDLER_SECONDS, INBOX_REDELIVERED
 from shared.settings import ServiceSettings
-from shared.store import Store, UnitOfWork, is_transient
+from shared.store import Store, UnitOfWork, is_duplicate, is_transient
 from shared.telemetry import context_from, tracer
 
 log = get_logger("mptf.consumer")
@@ -280,13 +282,21 @@ async def apply_each(store: Store, consumer: str, batch: list[Incoming],
     refuse (an MptfError) is dead-lettered with its code and not marked seen, and none of
     its effects stay: what it changed in the transaction's buffers is undone, and if it had
     already written to the store the transaction is aborted and run again without it. The
-    rest are marked seen with their effects. Every event's effects are all or nothing."""
+    rest are marked seen with their effects. Every event's effects are all or nothing.
+
+    The batch's events are first taken to be new, without reading the inbox (a round trip
+    per batch, at every hop of the pipeline): redeliveries are rare (a restart, a
+    rebalance, a relay that published twice). One that was processed before makes marking
+    it seen fail on its unique inbox id (E11000), which aborts the whole transaction, so
+    nothing of it is committed; the batch then runs again, reading the inbox first, and
+    skips what was seen (or dead-letters an event id reused for other content)."""
     rejections: list[Rejection] = []
     refused: dict[str, Rejection] = {}  # refused after writing: left out of the rerun
+    careful = False  # read the inbox first (after a redelivery was found the fast way)
 
     async def work(uow: UnitOfWork) -> None:
         rejections.clear()  # the transaction may run more than once
-        seen = await uow.inbox_state(consumer, [i.id for i in batch])
+        seen = await uow.inbox_state(consumer, [i.id for i in batch]) if careful else {}
         fresh = {i.id for i in batch} - set(seen) - set(refused)
         if preload is not None and fresh:
             await preload(uow, [i for i in batch if i.id in fresh])
@@ -326,6 +336,12 @@ async def apply_each(store: Store, consumer: str, batch: list[Incoming],
             await store.transaction(work)
         except _Redo:
             continue
+        except PyMongoError as e:
+            if careful or not is_duplicate(e):
+                raise  # (a handler's own unique keys: its caller may know what to do)
+            careful = True
+            INBOX_REDELIVERED.labels(consumer).inc()
+            continue
         return [*rejections, *refused.values()]
 
 
@@ -350,6 +366,32 @@ async def _raw(msg: Any, original: Any = None) -> Any:
     return None
 
 
+# how long one poll of the broker waits for records when there are none (records that arrive
+# meanwhile are handed over at once)
+POLL_MS = 100
+
+
+class PromptBatchSubscriber(BatchSubscriber):
+    """FastStream's batch subscriber, without its idle sleep: after a poll that found nothing
+    it sleeps as long again (`batch_timeout_ms`) before the next poll, so a record that
+    arrives on an idle consumer waited up to that long (half of it on average) at every hop
+    of the pipeline. Here the poll itself is the wait: it returns as soon as records come.
+    Only a poll that came back empty early (no partitions assigned yet, a rebalance) sleeps
+    for the rest of its time, so the loop never spins."""
+
+    async def get_msg(self, consumer: Any) -> tuple[ConsumerRecord, ...]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        messages = await consumer.getmany(timeout_ms=self.batch_timeout_ms,
+                                          max_records=self.max_records)
+        if messages:
+            return tuple(r for records in messages.values() for r in records)
+        left = self.batch_timeout_ms / 1000 - (loop.time() - started)
+        if left > 0:
+            await asyncio.sleep(left)
+        return ()
+
+
 def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, name: str,
               accepts: Iterable[str], handler: Handler,
               dead_letters: Callable[[], DeadLetters], strict_types: bool = True,
@@ -360,7 +402,7 @@ def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, nam
     where: dict[str, Any] = ({"pattern": T.inbound_pattern(settings.topic(topic))}
                              if topic in T.INBOUND else {})
 
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         # topics are provisioned by the operators' tooling; services may not create them
         *(() if where else (Topic(settings.topic(topic), declare=False),)),
         **where,
@@ -369,7 +411,7 @@ def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, nam
         group_id=f"{settings.group_id}.{name}",
         batch=True,
         max_records=settings.consumer_batch_max,
-        batch_timeout_ms=50,
+        batch_timeout_ms=POLL_MS,
         max_partition_fetch_bytes=settings.consumer_partition_fetch_bytes,
         fetch_max_bytes=settings.consumer_fetch_max_bytes,
         auto_offset_reset="earliest",
@@ -379,6 +421,10 @@ def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, nam
         title=f"{name}:{topic}",
         description=description,
     )
+    assert isinstance(subscriber, BatchSubscriber)
+    subscriber.__class__ = PromptBatchSubscriber  # (same slots: only get_msg differs)
+
+    @subscriber
     async def _consume(msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
         await sub.process(records, msg.consumer)

@@ -9,9 +9,14 @@ Publishing scales out: the outbox is divided into `outbox_shards` shards by the 
 (shared.lease.Leases): each shard is relayed by one replica at a time, which publishes its
 pending documents in `seq` order. `seq` rises with each key's commits whatever the replicas'
 clocks (shared.store.UnitOfWork._flush), and a shard's pending documents are read in one
-snapshot (a read-only transaction), where a later commit of a key is never seen without the
-earlier ones: so each key's events reach its partition in commit order. Marking sent is
-fenced: a relay that lost its shard cannot mark (it may only have published again).
+snapshot (a snapshot read: no transaction to commit), where a later commit of a key is never
+seen without the earlier ones: so each key's events reach its partition in commit order.
+Marking sent is fenced: a relay that lost its shard cannot mark (it may only have published
+again).
+
+The relay wakes when this process commits events, and reads the shards those commits wrote;
+it asks which shards have anything pending (other replicas' commits, shards it just took
+over, what a failed round left) at least once every `outbox_poll_seconds`.
 """
 
 from __future__ import annotations
@@ -55,19 +60,17 @@ class OutboxRelay:
         if shard is not None:
             q["shard"] = shard
 
-        async def read(uow: Any) -> list[dict[str, Any]]:
-            docs: list[dict[str, Any]] = []
-            events = 0
-            cursor = uow.db.outbox.find(q, session=uow.session).sort("seq", ASCENDING)
+        # a snapshot read, not a transaction: the same one snapshot without a commit to send
+        docs: list[dict[str, Any]] = []
+        events = 0
+        async with await self.store.session(snapshot=True) as session:
+            cursor = self.store.db.outbox.find(q, session=session).sort("seq", ASCENDING)
             async for d in cursor:
                 docs.append(d)
                 events += d["count"]
                 if events >= self.settings.outbox_batch_max:
                     break
             await cursor.close()
-            return docs
-
-        docs, _ = await self.store.transaction(read)
         return docs
 
     async def publish_pending(self, shard: int | None = None) -> int:
@@ -112,18 +115,27 @@ class OutboxRelay:
 
     async def run(self) -> None:
         backoff = 0.2
-        renew_at = 0.0
+        renew_at = look_at = 0.0
+        last_held: list[int] = []
         while not self._stopping.is_set():
             self.store.outbox_signal.clear()  # before reading: a commit from now on re-wakes us
+            dirty, self.store.outbox_dirty = self.store.outbox_dirty, set()
             try:
                 now = asyncio.get_running_loop().time()
                 if now >= renew_at:  # not at every commit's wake-up: a few times a lease
                     await self.leases.refresh()
                     renew_at = now + self.settings.outbox_lease_seconds / 4
                 held = sorted(self.leases.held)  # (a fenced write drops its shard at once)
-                # the shards with something to publish (one query, not one per shard)
-                busy = await self.store.db.outbox.distinct(
-                    "shard", {"sent_at": None, "shard": {"$in": held}}) if held else []
+                if now >= look_at or held != last_held:
+                    # every shard with something to publish (one query, not one per shard):
+                    # other replicas' commits, shards just taken over, and anything a failed
+                    # round left are found here, at least once a poll interval however often
+                    # our own commits wake us
+                    busy = await self.store.db.outbox.distinct(
+                        "shard", {"sent_at": None, "shard": {"$in": held}}) if held else []
+                    look_at, last_held = now + self.settings.outbox_poll_seconds, held
+                else:  # woken by our own commits: the shards they wrote
+                    busy = [x for x in held if x in dirty]
                 for shard in sorted(busy):
                     # a round short of the batch read everything committed before it (one
                     # snapshot); a commit since has woken us again, so no second read to
@@ -134,7 +146,7 @@ class OutboxRelay:
             except Exception as e:
                 level = log.warning if is_transient(e) or isinstance(e, Fenced) else log.exception
                 level("outbox_relay_error", error=repr(e))
-                renew_at = 0.0  # look at the leases again first
+                renew_at = look_at = 0.0  # look at the leases and every shard again first
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue

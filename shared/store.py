@@ -361,6 +361,7 @@ class UnitOfWork:
         self._undo: list[tuple[Docs, Any, Any, Any, Any]] = []
         self._touched = False  # the session was used since the last savepoint
         self._deltas: dict[int, dict[str, Any]] = {}  # Store.aggregate's, per shard
+        self.shards: set[int] = set()  # the outbox shards its events were written to
 
     @property
     def emitted(self) -> int:
@@ -514,6 +515,7 @@ class UnitOfWork:
                              "count": len(chunk), "events": chunk})
         await counters.flush()
         await self.db.outbox.insert_many(docs, session=self.session)
+        self.shards = {d["shard"] for d in docs}
 
     @property
     def envelopes(self) -> list[Envelope]:
@@ -613,6 +615,10 @@ class Store:
         self.client = _make_client(settings.mongodb_url, self.driver)
         self.db = self.client[settings.database]
         self.outbox_signal = asyncio.Event()
+        # the outbox shards this process's commits wrote since the relay last looked: it
+        # reads those at once, and looks for all pending shards (other replicas' commits
+        # too) once a poll interval
+        self.outbox_dirty: set[int] = set()
         self.clock_ns = time.time_ns  # the outbox's clock (a test skews it: see _flush)
         self.members = Members(self)  # this process among the service's replicas
         self.replaying = False  # set by shared.rebuild: facts are applied, none published
@@ -662,9 +668,10 @@ class Store:
     async def indexes(self) -> None:
         """Service-specific indexes."""
 
-    def _start_session(self) -> Any:
+    async def session(self, **options: Any) -> Any:
         # the one difference between the drivers that we meet: motor's is a coroutine
-        return self.client.start_session()
+        s = self.client.start_session(**options)
+        return await s if asyncio.iscoroutine(s) else s
 
     async def transaction(self, fn: Callable[[UnitOfWork], Awaitable[T]]) -> tuple[T, UnitOfWork]:
         """Run fn in one transaction (retried as a whole on transient transaction errors, with
@@ -674,9 +681,7 @@ class Store:
         touch the same documents then conflict again and again (we measured batches stuck
         for minutes). So each retry first waits, exponentially longer and jittered, which
         lets one of them commit."""
-        s = self._start_session()
-        if asyncio.iscoroutine(s):
-            s = await s
+        s = await self.session()
         holder: dict[str, UnitOfWork] = {}
         attempts = 0
         await self.members.track(s)  # so that a transaction we die in is ended by another
@@ -698,7 +703,8 @@ class Store:
         async with s:
             result = await s.with_transaction(attempt, write_concern=MAJORITY)
         uow = holder["uow"]
-        if uow.envelopes:
+        if uow.shards:
+            self.outbox_dirty |= uow.shards
             self.outbox_signal.set()  # wake the relay now rather than at its next poll
         return result, uow
 

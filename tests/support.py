@@ -80,8 +80,8 @@ def isolated(settings_cls: type[T], **kw: Any) -> T:
     name = kw.get("service_name") or settings_cls.model_fields["service_name"].default
     if "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
         provision(tag)
-    return settings_cls(topic_prefix=f"{tag}.", mongodb_database=f"{tag}_{name}",
-                        consumer_batch_max=200, outbox_poll_seconds=0.2, **kw)
+    return settings_cls(**{"topic_prefix": f"{tag}.", "mongodb_database": f"{tag}_{name}",
+                           "consumer_batch_max": 200, "outbox_poll_seconds": 0.2, **kw})
 
 
 async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0,

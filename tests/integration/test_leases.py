@@ -106,6 +106,57 @@ async def test_relay_shards_are_shared_and_each_key_keeps_commit_order_under_clo
         await s.close()
 
 
+async def test_a_relay_reads_the_shards_its_own_commits_wrote_and_finds_others_each_poll(
+) -> None:
+    """Woken by a commit of its own process, the relay reads the shards that commit wrote,
+    without asking which shards have anything pending; another replica's commit, which does
+    not wake it, is found by that question, which it asks once a poll interval."""
+    from prometheus_client import REGISTRY
+
+    def questions() -> float:  # the relay's query for shards with anything pending
+        return REGISTRY.get_sample_value("mptf_store_commands_total", {
+            "command": "distinct", "collection": "outbox"}) or 0.0
+
+    settings, (a, b) = await replicas(2, outbox_poll_seconds=6.0)
+    producer = make_producer(settings)
+    await producer.start()
+    relay = OutboxRelay(a, producer)  # b relays nothing: a holds every shard
+    a.members.live = 1  # (as if b had not been seen)
+    try:
+        relay.start()
+        await eventually(lambda: _is(len(relay.leases.held), settings.outbox_shards))
+        await asyncio.sleep(0.5)  # past the relay's first look at every shard
+        asked = questions()
+
+        async def emit(uow, pid: str):  # type: ignore[no-untyped-def]
+            return uow.emit(overdue(pid, 1)).id
+
+        own, _ = await a.transaction(lambda uow: emit(uow, "jp-own-commit"))
+        await eventually(lambda: _is(pending(a), 0))
+        # published without the question (its next one is due 6 s after the first)
+        assert questions() == asked
+        other, _ = await b.transaction(lambda uow: emit(uow, "jp-other-commit"))
+        await eventually(lambda: _is(pending(a), 0))
+        assert questions() > asked
+    finally:
+        await relay.stop()
+        await producer.stop()
+    records = await read_to_end(settings.topic(topics.MONITORING))
+    assert sorted(headers_of(r)["ce_id"] for r in records) == sorted([own, other])
+    for s in (a, b):
+        await s.close()
+
+
+async def pending(store: Store) -> int:
+    return await store.db.outbox.count_documents({"sent_at": None})
+
+
+async def _is(value: object, expected: object) -> bool:
+    if asyncio.iscoroutine(value):
+        value = await value
+    return value == expected
+
+
 async def test_a_replica_that_lost_its_lease_cannot_write_under_it() -> None:
     settings, (a, b) = await replicas(2)
     a.members.live = b.members.live = 1  # as if each thought itself alone
