@@ -150,7 +150,9 @@ class NotificationsStore(Store):
             docs.append({
                 "_id": n.id, "fact_id": n.fact_id, "fact_type": n.fact_type,
                 "programme_id": n.programme_id, "recipient": n.recipient, "channel": n.channel,
-                "subject": n.subject, "text": n.text(), "html": n.html(),
+                "subject": n.subject, "text": n.text(),
+                # HTML only where it is sent (e-mail): the inbox and the log never show it
+                **({"html": n.html()} if n.channel == "email" else {}),
                 "status": "delivered" if inbox else "pending", "digest": digest,
                 "attempts": 1 if inbox else 0, "created_at": now,
                 "due_at": next_digest(now, digest_hour) if digest else now,

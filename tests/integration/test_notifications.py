@@ -210,6 +210,13 @@ async def test_webhooks_and_email_to_every_puno_with_retries_and_dead_letters() 
 
             await eventually(replayed)
             fails = await read_all(s.topic(topics.NOTIFICATIONS), min_count=1)
+            # only an e-mail's notice keeps the HTML it is sent with (the inbox and the
+            # log never show it)
+            html = {(d["recipient"], d["channel"]): "html" in d
+                    async for d in rt.store.db.deliveries.find(
+                        {"programme_id": "jp-n1", "fact_type": ProgrammeApproved.TYPE})}
+            assert len(html) == 13 and all(has == (ch == "email")
+                                           for (_, ch), has in html.items())
             await rebuilt_alike(s, rt.store)
 
     by = {(d["recipient"], d["channel"]): d for d in log}
@@ -248,7 +255,8 @@ async def test_webhooks_and_email_to_every_puno_with_retries_and_dead_letters() 
     mails = [m for m in box.messages if "Approved" in m["Subject"]]
     assert sorted(m["To"] for m in mails) == sorted(f"mptf@{w.lower()}.org" for w in PUNOS)
     assert all(m.is_multipart() and "jp-n1" in m.get_payload()[0].get_payload()
-               for m in mails)
+               and m.get_payload()[1].get_content_type() == "text/html"
+               and "jp-n1" in m.get_payload()[1].get_payload() for m in mails)
     failed = [json.loads(f.value) for f in fails
               if headers_of(f)["ce_type"] == NotificationFailed.TYPE]
     assert [(f["recipient"], f["channel"], f["attempts"]) for f in failed] == [
