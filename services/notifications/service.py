@@ -63,7 +63,8 @@ async def notify(store: NotificationsStore, uow: UnitOfWork, fact_id: str, fact_
     """Record the notices a fact causes (each once), as of the fact's time `at`. Everyone
     it concerns gets an inbox notice, registered or not (contributors whose money it
     concerns, the RC office, the FMU, the PUNOs): the directory adds webhook and e-mail
-    where they are registered. Returns how many new notices there are."""
+    where they are registered. Returns how many of its new notices wait for the dispatcher
+    (webhook and e-mail)."""
     pid = getattr(ev, "programme_id", None)
     msg = message_for(ev, await store.programme(uow, pid))
     if msg is None or not msg.recipients:
@@ -104,11 +105,12 @@ async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, dige
     """One transaction per batch: redelivered facts are skipped; each notice is recorded once
     (its id is fact + recipient + channel). Facts on different topics arrive in no set
     order: one about a programme not yet known is parked, and notified from when the
-    programme's submission arrives."""
-    created = 0
+    programme's submission arrives. The dispatcher is woken when the batch queued webhook or
+    e-mail notices; inbox notices need nothing more."""
+    queued = 0
 
     async def apply(uow: UnitOfWork, inc: Incoming) -> None:
-        nonlocal created
+        nonlocal queued
         ev: Any = inc.event
         pid = getattr(ev, "programme_id", None)
         # the fact's own time and trace: the same notices when replayed (shared.rebuild)
@@ -121,11 +123,11 @@ async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, dige
             await store.park(uow, inc.id, inc.type, pid, ev.model_dump(mode="json"), trace,
                              at)
             return
-        created += await notify(store, uow, inc.id, inc.type, ev, trace, digest_hour, at)
+        queued += await notify(store, uow, inc.id, inc.type, ev, trace, digest_hour, at)
         if isinstance(ev, ProgrammeSubmitted):
             for p in await store.unpark(uow, pid):
                 fact = REGISTRY[p["type"]].model.model_validate(p["data"])
-                created += await notify(store, uow, p["_id"], p["type"], fact,
+                queued += await notify(store, uow, p["_id"], p["type"], fact,
                                         p.get("traceparent"), digest_hour,
                                         p.get("at") or utcnow())
 
@@ -145,9 +147,9 @@ async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, dige
         # a fact notified before came again after its inbox record expired: nothing of the
         # failed attempt was committed; this time each notice is looked up first
         log.info("facts_seen_before", facts=len(batch), detail=str(e)[:200])
-        careful, created = True, 0
+        careful, queued = True, 0
         rejections = await apply_each(store, FACTS_CONSUMER, batch, apply, preload)
-    if created and wake is not None:
+    if queued and wake is not None:
         wake.set()
     return rejections
 

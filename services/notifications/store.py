@@ -134,7 +134,8 @@ class NotificationsStore(Store):
     async def record(self, uow: UnitOfWork, notices: list[Notice], contacts: dict[str, Contact],
                      now: datetime, digest_hour: int, traceparent: str | None) -> int:
         """Create each notice once. Inbox notices are delivered by this very write; webhook
-        and e-mail ones wait for the dispatcher (at once, or at the next digest slot)."""
+        and e-mail ones wait for the dispatcher (at once, or at the next digest slot).
+        Returns how many of the new notices wait for it."""
         if not notices:
             return 0
         deliveries = uow.docs("deliveries")
@@ -166,10 +167,10 @@ class NotificationsStore(Store):
                     delivered_at=now), traceparent=traceparent)
         for d in docs:
             await deliveries.insert(d)
-        if docs:
-            BUSINESS.labels("notifications_delivered").inc(sum(1 for d in docs
-                                                               if d["status"] == "delivered"))
-        return len(docs)
+        delivered = sum(1 for d in docs if d["status"] == "delivered")
+        if delivered:
+            BUSINESS.labels("notifications_delivered").inc(delivered)
+        return len(docs) - delivered
 
     async def claim_due(self, owner: str, now: datetime, limit: int, lease: float
                         ) -> list[dict[str, Any]]:

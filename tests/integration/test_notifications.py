@@ -390,3 +390,41 @@ async def test_a_batch_reads_the_directory_entries_of_everyone_it_addresses_in_o
     finally:
         await store.client.drop_database(store.db.name)
         await store.close()
+
+
+async def test_inbox_notices_leave_the_dispatcher_asleep_and_a_webhook_notice_wakes_it() -> None:
+    """Inbox notices are delivered by their very writing: a batch of them does not wake the
+    dispatcher (which would only query its queue for nothing). A webhook notice wakes it at
+    once, long before its next poll (a minute here)."""
+    from prometheus_client import REGISTRY
+
+    def queue_reads() -> float:
+        return REGISTRY.get_sample_value("mptf_store_commands_total", {
+            "command": "find", "collection": "deliveries"}) or 0.0
+
+    async with receivers() as (rx, _box, smtp_port):
+        s = isolated(NotificationsSettings, allow_private_webhooks=True, smtp_port=smtp_port,
+                     dispatcher_poll_seconds=60)
+        async with running(build_notifications, s) as (_app, rt, http):
+            r = await http.put("/v1/directory/IOM", headers=OPERATOR, json={
+                "webhook_url": rx.url("ok", "IOM"), "event_types": [ProgrammeApproved.TYPE]})
+            assert r.status_code == 200, r.text
+            await asyncio.sleep(1)  # past the dispatcher's first look at its queue
+            reads = queue_reads()
+            submitted, approved = facts("jp-wake")
+            await produce(s.topic(topics.PROGRAMMES), [
+                event_record(submitted, source="/mptf/intake", key="jp-wake")])
+
+            async def notices() -> int:  # (a count: not a `find`)
+                return await rt.store.db.deliveries.count_documents({"programme_id": "jp-wake"})
+
+            assert await eventually(notices) == len(PUNOS)  # their inbox notices
+            assert queue_reads() == reads
+            await produce(s.topic(topics.FUNDING), [
+                event_record(approved, source="/mptf/funding", key="jp-wake")])
+
+            async def sent() -> int:
+                return len(rx.ok["IOM"])
+
+            assert await eventually(sent) == 1
+            assert queue_reads() > reads
