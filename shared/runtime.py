@@ -93,6 +93,16 @@ class Runtime:
     def asyncapi(self) -> dict[str, Any]:
         return document(self.settings.service_name, receives=self.receives)
 
+    async def _retention(self) -> None:
+        """Store.prune now and every `retention_sweep_seconds`."""
+        async def sweep() -> None:
+            deleted = await self.store.prune()
+            if any(deleted.values()):
+                log.info("retention_pruned", **deleted)
+
+        await keep_running("retention", sweep, lambda _: asyncio.sleep(
+            self.settings.retention_sweep_seconds), cap=self.settings.retention_sweep_seconds)
+
     # -- lifecycle ------------------------------------------------------------------------
     async def _connect(self) -> None:
         delay = 0.5
@@ -125,7 +135,7 @@ class Runtime:
         self.relay = OutboxRelay(self.store, self.producer)
         self.relay.start()
         self._background = [asyncio.create_task(fn(), name=getattr(fn, "__name__", "bg"))
-                            for fn in self._background]
+                            for fn in (*self._background, self._retention)]
         self.ready.set()
         log.info("service_ready", http_port=self.settings.http_port,
                  since_spawn_s=round(_age(), 2),

@@ -103,12 +103,13 @@ class ServiceSettings(BaseSettings):
     # process whose loop made no progress for longer is taken for hung and reaped
     member_stall_seconds: float = 30.0
     work_shards: int = 8  # units of periodic work (monitoring's scheduler) among replicas
-    # Retention (the store's TTL indexes, Store.ensure_indexes): published outbox documents
+    # Retention (Store.prune, every retention_sweep_seconds): published outbox documents
     # are kept for inspection this long; consumed event ids longer than inbound topics keep
     # records (shared.topics: 7 days), so any record a consumer can still be handed is
     # recognised if it was processed already.
     outbox_keep_sent_hours: float = 24.0
     inbox_keep_days: float = 14.0
+    retention_sweep_seconds: float = 300.0
 
     # Telemetry. exporter: none | otlp | zipkin | file | console
     otel_exporter: Literal["none", "otlp", "zipkin", "file", "console"] = "none"

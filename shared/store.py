@@ -20,12 +20,13 @@ w="majority", which on a replica set also implies the journal (writeConcernMajor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -635,35 +636,42 @@ class Store:
         # documents from before the relay was sharded go to shard 0, in their order
         await self.db.outbox.update_many({"shard": {"$exists": False}}, {"$set": {"shard": 0}})
         await self.db.leases.create_index([("owner", ASCENDING)])
-        # retention by the server's own TTL indexes: published outbox documents (sent_at
-        # set) and consumed event ids expire after what the settings keep; an unpublished
-        # event (sent_at null) has no date, so it never expires
-        s = self.settings
-        await self.ttl_index("outbox", "sent_at", s.outbox_keep_sent_hours * 3600)
-        await self.ttl_index("inbox", "at", s.inbox_keep_days * 86400)
+        # retention (prune): ordinary indexes that the deletes walk by range. Earlier
+        # releases left it to TTL indexes on these fields: they are dropped
+        await self.drop_ttl("outbox", "sent_at")
+        await self.drop_ttl("inbox", "at")
+        await self.db.inbox.create_index([("at", ASCENDING)])
         await self.indexes()
 
-    async def ttl_index(self, collection: str, field: str, seconds: float) -> None:
-        """A TTL index on `field` expiring documents `seconds` after it; one that exists with
-        another lifetime (or none) is replaced. Safe when several instances start at once:
-        whoever loses the race finds the index made."""
+    async def drop_ttl(self, collection: str, field: str) -> None:
+        """Drop a TTL index on `field` that an earlier release made (another instance
+        starting may drop it first)."""
         coll = self.db[collection]
-        want = int(seconds)
-        for attempt in range(3):
-            info = await coll.index_information()
-            same = [(n, spec) for n, spec in info.items() if spec["key"] == [(field, 1)]]
-            if same and same[0][1].get("expireAfterSeconds") == want:
-                return
-            try:
-                for name, _ in same:
+        for name, spec in (await coll.index_information()).items():
+            if spec["key"] == [(field, 1)] and "expireAfterSeconds" in spec:
+                with contextlib.suppress(OperationFailure):
                     await coll.drop_index(name)
-                await coll.create_index([(field, ASCENDING)], name=f"{field}_ttl",
-                                        expireAfterSeconds=want)
-                return
-            except OperationFailure:
-                if attempt == 2:
-                    raise
-                await asyncio.sleep(0.2)  # another instance is at it: look again
+
+    async def prune(self, now: datetime | None = None) -> dict[str, int]:
+        """Retention: delete published outbox documents older than `outbox_keep_sent_hours`
+        and consumed event ids older than `inbox_keep_days`; an unpublished event (sent_at
+        null) has no date and is never deleted. Each collection is walked by range on its
+        date index, so a sweep touches only what expired (every `retention_sweep_seconds`: what
+        expired since the last one).
+
+        Not the server's TTL indexes: the local Mongo server (SecantusDB) sweeps those by
+        decoding every document of the collection, every 60 s, under its global lock, which
+        stalled the whole pipeline for longer the more was stored (docs/benchmarks.md).
+        Every replica may prune; the deletes are idempotent."""
+        now = now or utcnow()
+        s = self.settings
+        cutoffs = {("outbox", "sent_at"): now - timedelta(hours=s.outbox_keep_sent_hours),
+                   ("inbox", "at"): now - timedelta(days=s.inbox_keep_days)}
+        deleted: dict[str, int] = {}
+        for (collection, field), cutoff in cutoffs.items():
+            result = await self.db[collection].delete_many({field: {"$lt": cutoff}})
+            deleted[collection] = result.deleted_count
+        return deleted
 
     async def indexes(self) -> None:
         """Service-specific indexes."""
