@@ -44,7 +44,7 @@ from shared.envelope import Envelope, decode
 from shared.errors import MptfError, PermanentMessageError
 from shared.kafka import DeadLetters
 from shared.logging import get_logger
-from shared.metrics import CONSUMER_LAG, EVENTS_CONSUMED, HANDLER_SECONDS, INBOX_REDELIVERED
+from shared.metrics import BATCHES_RUN_AGAIN, CONSUMER_LAG, EVENTS_CONSUMED, HANDLER_SECONDS
 from shared.settings import ServiceSettings
 from shared.store import Store, UnitOfWork, is_duplicate, is_transient
 from shared.telemetry import context_from, tracer
@@ -340,7 +340,7 @@ async def apply_each(store: Store, consumer: str, batch: list[Incoming],
             if careful or not is_duplicate(e):
                 raise  # (a handler's own unique keys: its caller may know what to do)
             careful = True
-            INBOX_REDELIVERED.labels(consumer).inc()
+            BATCHES_RUN_AGAIN.labels(consumer).inc()
             continue
         return [*rejections, *refused.values()]
 

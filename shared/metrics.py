@@ -30,7 +30,7 @@ STORE_SECONDS = Counter("mptf_store_command_seconds_total",
                         ["command", "collection"])
 TX_RETRIES = Counter("mptf_transaction_retries_total",
                      "Store transactions retried after a transient error (a write conflict)")
-INBOX_REDELIVERED = Counter(
+BATCHES_RUN_AGAIN = Counter(
     "mptf_batches_run_again_total", "Consumed batches run a second time, reading the inbox "
     "first, because one of their events had been processed before (a redelivery)",
     ["consumer"])
