@@ -15,12 +15,14 @@ import os
 import signal
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from shared import topics
 from shared.contracts.monitoring import ReportOverdue
+from shared.envelope import utcnow
 from shared.kafka import make_producer
 from shared.lease import Fenced, Leases
 from shared.outbox import OutboxRelay
@@ -165,9 +167,10 @@ async def test_a_replica_that_lost_its_lease_cannot_write_under_it() -> None:
     assert await la.refresh() == [0, 1, 2, 3]
     assert await lb.refresh() == []  # all held, none expired
     # a stalls past its leases; b takes the work over
-    await a.db.leases.update_many({"owner": a.members.owner}, {"$set": {"until": 0}})
+    # (a second ago: a lease that ran out in the very millisecond b looks is still held, as
+    # dates are stored in milliseconds)
     await a.db.leases.update_many({"owner": a.members.owner},
-                                  {"$currentDate": {"until": True}})
+                                  {"$set": {"until": utcnow() - timedelta(seconds=1)}})
     assert await lb.refresh() == [0, 1, 2, 3]
 
     async def write_under(leases: Leases, value: str):  # type: ignore[no-untyped-def]
