@@ -20,6 +20,7 @@
   lease document on condition that this member still holds it with the token it took: a
   holder that lost its lease (it stalled past the lease, and another took over) cannot commit
   anything (`Fenced`), and a takeover racing a fenced write makes one of the two conflict.
+  (The relay's marks need no fence: shared.outbox.OutboxRelay.publish_pending.)
 
 Lease times are each member's own clock; skew between replicas can only make a lease change
 hands early, which fencing makes safe.

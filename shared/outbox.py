@@ -11,8 +11,9 @@ pending documents in `seq` order. `seq` rises with each key's commits whatever t
 clocks (shared.store.UnitOfWork._flush), and a shard's pending documents are read in one
 snapshot (a snapshot read: no transaction to commit), where a later commit of a key is never
 seen without the earlier ones: so each key's events reach its partition in commit order.
-Marking sent is fenced: a relay that lost its shard cannot mark (it may only have published
-again).
+Marking sent is one plain write (see publish_pending): a relay that lost its shard in a
+stall may publish a round again, never out of order, and drops the shard at its next lease
+refresh.
 
 The relay wakes when this process commits events, and reads the shards those commits wrote;
 it asks which shards have anything pending (other replicas' commits, shards it just took
@@ -30,7 +31,7 @@ from opentelemetry.trace import SpanKind
 from pymongo import ASCENDING, UpdateOne
 
 from shared.envelope import Envelope, utcnow
-from shared.lease import Fenced, Leases
+from shared.lease import Leases
 from shared.logging import get_logger
 from shared.metrics import OUTBOX_PUBLISHED
 from shared.store import Store, is_transient
@@ -97,17 +98,19 @@ class OutboxRelay:
         await asyncio.gather(*futures)
         await self.after_publish(docs)
         now = utcnow()
-
-        async def mark(uow: Any) -> None:
-            if shard is not None:
-                await self.leases.fence(uow, shard)
-            # one point update per document (an `$in` makes the local server compare every
-            # candidate with every id)
-            await uow.db.outbox.bulk_write(
-                [UpdateOne({"_id": d["_id"]}, {"$set": {"sent_at": now}}) for d in docs],
-                session=uow.session)
-
-        await self.store.transaction(mark)
+        # One write, no transaction and no fence: marking a document sent after it was
+        # published is true whoever marks it, and marking it twice changes nothing. (A relay
+        # that lost its shard while it published has published again, which consumers
+        # dedupe by event id; it finds the shard gone at its next lease refresh, at the
+        # latest the first thing after a stall. Each event's first publication stays in
+        # its key's commit order, as every relay publishes in `seq` order and an event is
+        # marked only after it was published.) A fenced mark cost the store three round
+        # trips a round instead of one.
+        # One point update per document (an `$in` makes the local server compare every
+        # candidate with every id).
+        await self.store.db.outbox.bulk_write(
+            [UpdateOne({"_id": d["_id"]}, {"$set": {"sent_at": now}}) for d in docs],
+            ordered=False)
         return len(futures)
 
     async def after_publish(self, docs: list[dict[str, Any]]) -> None:
@@ -144,7 +147,7 @@ class OutboxRelay:
                         pass
                 backoff = 0.2
             except Exception as e:
-                level = log.warning if is_transient(e) or isinstance(e, Fenced) else log.exception
+                level = log.warning if is_transient(e) else log.exception
                 level("outbox_relay_error", error=repr(e))
                 renew_at = look_at = 0.0  # look at the leases and every shard again first
                 await asyncio.sleep(backoff)

@@ -472,6 +472,21 @@ class UnitOfWork:
         await self.mark_seen(consumer, [i for i in dict.fromkeys(event_ids) if i in fresh])
         return fresh
 
+    async def _next_seq(self, key: str, now: int) -> int:
+        """The `seq` of a transaction whose events have one key and fill one document: above
+        the key's last and at least `now`, in one round trip where the clock is ahead of the
+        key's last (nearly always) instead of a read and a write. The write conflicts with
+        a concurrent transaction of the key's as the read-and-write did."""
+        counters = self.db.outbox_keys
+        before = await counters.find_one_and_update(
+            {"_id": key}, {"$max": {"seq": now}}, upsert=True, session=self.session)
+        last = (before or {}).get("seq", 0)
+        if last < now:
+            return now
+        await counters.update_one({"_id": key}, {"$set": {"seq": last + 1}},
+                                  session=self.session)
+        return last + 1
+
     async def _flush(self) -> None:
         """The transaction's events as outbox documents: one per relay shard the events' keys
         fall in (shared.lease.unit_of), of up to OUTBOX_CHUNK events, in the transaction's
@@ -497,24 +512,29 @@ class UnitOfWork:
                 by_shard.setdefault(unit_of(env.subject, shards), []).append(
                     {"id": env.id, "topic": topic, "key": env.subject, "type": env.type,
                      "envelope": envelope, "value": value})
-        counters = self.docs("outbox_keys")
         keys = {e["key"] or "" for evs in by_shard.values() for e in evs}
-        await counters.load(keys)
         now = self.store.clock_ns()
-        docs = []
-        for shard, events in sorted(by_shard.items()):
-            for n, chunk in enumerate(events[i:i + OUTBOX_CHUNK]
-                                      for i in range(0, len(events), OUTBOX_CHUNK)):
+        chunks = [(shard, n, chunk) for shard, events in sorted(by_shard.items())
+                  for n, chunk in enumerate(events[i:i + OUTBOX_CHUNK]
+                                            for i in range(0, len(events), OUTBOX_CHUNK))]
+        seqs: list[int] = []
+        if len(chunks) == 1 and len(keys) == 1:
+            seqs.append(await self._next_seq(keys.pop(), now))
+        else:
+            counters = self.docs("outbox_keys")
+            await counters.load(keys)
+            for _, n, chunk in chunks:
                 mine = {e["key"] or "" for e in chunk}
                 seq = max([now + n] + [(counters.cache.get(k) or {}).get("seq", 0) + 1
                                        for k in mine])
                 for k in mine:
                     await counters.update(k, {"$set": {"seq": seq}}, upsert=True)
-                docs.append({"_id": chunk[0]["id"] + (f":{shard}" if n == 0 else f":{shard}.{n}"),
-                             "shard": shard, "seq": seq,
-                             "created_at": self._events[0][0].time, "sent_at": None,
-                             "count": len(chunk), "events": chunk})
-        await counters.flush()
+                seqs.append(seq)
+            await counters.flush()
+        docs = [{"_id": chunk[0]["id"] + (f":{shard}" if n == 0 else f":{shard}.{n}"),
+                 "shard": shard, "seq": seq, "created_at": self._events[0][0].time,
+                 "sent_at": None, "count": len(chunk), "events": chunk}
+                for (shard, n, chunk), seq in zip(chunks, seqs, strict=True)]
         await self.db.outbox.insert_many(docs, session=self.session)
         self.shards = {d["shard"] for d in docs}
 

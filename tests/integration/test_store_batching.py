@@ -4,10 +4,13 @@ at all; a write that no longer hits its document fails the transaction."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import monitoring
 
+from shared.envelope import utcnow
 from shared.errors import Conflict
 from shared.settings import ServiceSettings
 from shared.store import Store, UnitOfWork
@@ -107,4 +110,45 @@ async def test_each_store_command_is_counted_and_timed_by_command_and_collection
         assert value("mptf_store_command_seconds_total", c, "gauged") > before[
             c, "command_seconds"]
     await store.client.drop_database(store.db.name)
+    await store.close()
+
+
+async def test_an_event_of_one_key_raises_its_keys_seq_in_one_command_whatever_the_clock(
+) -> None:
+    """A transaction whose events have one key takes its outbox `seq` with one command on
+    `outbox_keys` (not a read and a write), above the key's last even when this replica's
+    clock is behind the one that wrote it; events of several keys still read and write the
+    keys' documents in one round trip each."""
+    from datetime import date
+
+    from shared.contracts.monitoring import ReportOverdue
+
+    def overdue(pid: str) -> ReportOverdue:
+        return ReportOverdue(programme_id=pid, kind="annual-financial", year=2027,
+                             due=date(2028, 4, 1), detected_at=utcnow(), punos=["IOM", "ILO"])
+
+    store = Store(isolated(ServiceSettings, service_name="seq"))
+    counter = Counter()
+    await store.close()
+    store.client = AsyncIOMotorClient(store.settings.mongodb_url, tz_aware=True,
+                                      event_listeners=[counter])
+    store.db = store.client[store.settings.database]
+
+    async def emit(uow: UnitOfWork, *pids: str) -> None:
+        for pid in pids:
+            uow.emit(overdue(pid))
+
+    seqs = []
+    for clock in (time.time_ns, lambda: time.time_ns() - 3600 * 10**9, time.time_ns):
+        store.clock_ns = clock  # the second transaction's clock is an hour behind
+        counter.on.clear()
+        await store.transaction(lambda uow: emit(uow, "jp-one"))
+        on_keys = [c for c, coll in counter.on if coll == "outbox_keys"]
+        assert on_keys[0] == "findAndModify" and len(on_keys) == (2 if len(seqs) == 1 else 1)
+        seqs.append((await store.db.outbox.find_one(sort=[("seq", -1)]))["seq"])
+    assert seqs[0] < seqs[1] < seqs[2]  # in commit order, clock or not
+    counter.on.clear()
+    await store.transaction(lambda uow: emit(uow, "jp-one", "jp-two"))
+    assert [c for c, coll in counter.on if coll == "outbox_keys"] == ["find", "update"]
+    assert (await store.db.outbox_keys.find_one({"_id": "jp-one"}))["seq"] > seqs[2]
     await store.close()
