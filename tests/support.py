@@ -338,3 +338,15 @@ async def all_pages(http: Any, url: str, *, headers: dict[str, str],
         if not cursor:
             return items
         params["cursor"] = cursor
+
+
+async def notices(store: Any, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every notification of the delivery log that `query` names: the rows of
+    NotificationsStore.deliveries, all pages (a fact's inbox notices are one document)."""
+    rows: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        page, cursor = await store.deliveries(query or {}, cursor, 500)
+        rows += page
+        if not cursor:
+            return rows

@@ -48,6 +48,12 @@ class Notice:
         raw = f"{self.fact_id}|{self.recipient}|{self.channel}"
         return "n-" + hashlib.sha256(raw.encode()).hexdigest()[:24]
 
+    @property
+    def group(self) -> str:
+        """The document that holds a fact's inbox notices: one per fact, whatever the number
+        of its recipients (the delivery log's rows are read out of it)."""
+        return inbox_group(self.fact_id)
+
     def html(self) -> str:
         paras = "".join(f"<p>{html.escape(p)}</p>" for p in self.body.split("\n") if p)
         action = f"<p><strong>{html.escape(self.action)}</strong></p>" if self.action else ""
@@ -56,6 +62,11 @@ class Notice:
 
     def text(self) -> str:
         return f"{self.body}\n\n{self.action}".strip()
+
+
+def inbox_group(fact_id: str) -> str:
+    """The id of the document of a fact's inbox notices."""
+    return "g-" + hashlib.sha256(f"{fact_id}|inbox".encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,23 @@
 """Notifications' MongoDB adapter (its own database): the directory of recipients, what it
 remembers of programmes, and deliveries: the delivery log, the inbox and the outgoing queue.
 
-A delivery's `_id` is its notification id (fact, recipient, channel): created once whatever
-is redelivered. Webhook and e-mail deliveries are claimed by a dispatcher under a lease; a
-lease that expires (a dispatcher killed mid-send) makes the delivery due again, so the
-boundary with a remote system is at-least-once and every message carries its notification id
-for the receiver to dedupe.
+Every notification has its id (fact, recipient, channel), made once whatever is redelivered.
+`deliveries` holds them in two shapes:
+
+* a fact's inbox notices, all in one document (`_id` domain.inbox_group(fact)): its
+  `recipients` and their notification `ids` side by side, and `read_by`. They are
+  delivered by their writing, so nothing about them differs per recipient but the read
+  mark, and one document instead of one per recipient is most of the store's work saved
+  (the Mongo server pays per document and per index entry: docs/benchmarks.md);
+* a webhook or e-mail delivery, one document each (`_id` its notification id), with its
+  status, attempts, history and lease. A dispatcher claims it under a lease; a lease that
+  expires (a dispatcher killed mid-send) makes it due again, so the boundary with a remote
+  system is at-least-once and every message carries its notification id for the receiver
+  to dedupe. (Earlier releases kept inbox notices in this shape: they are moved into
+  their facts' inbox documents at start.)
+
+The log and the inbox read rows out of both (`rows_of`), so their answers are one row per
+notification as before.
 """
 
 from __future__ import annotations
@@ -17,7 +29,15 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import OperationFailure
 
-from services.notifications.domain import FMU, Contact, Notice, Programme, next_digest
+from services.notifications.domain import (
+    FMU,
+    Contact,
+    Notice,
+    Programme,
+    inbox_group,
+    next_digest,
+)
+from shared import paging
 from shared.contracts.notifications import (
     NotificationDelivered,
     NotificationFailed,
@@ -26,6 +46,7 @@ from shared.contracts.notifications import (
     NotificationRetrying,
 )
 from shared.envelope import utcnow
+from shared.errors import BadRequest
 from shared.metrics import BUSINESS
 from shared.reference import NETWORK_MEMBERS
 from shared.store import Store, UnitOfWork
@@ -41,7 +62,12 @@ def contact_of(d: dict[str, Any] | None) -> Contact | None:
 class NotificationsStore(Store):
     async def indexes(self) -> None:
         d = self.db.deliveries
-        await d.create_index([("recipient", ASCENDING), ("created_at", DESCENDING)])
+        await self._rows_of_earlier_releases()
+        # the inbox and the log by recipient (a fact's inbox document under each of its
+        # recipients), and a notification id to its fact's inbox document
+        await d.create_index([("recipients", ASCENDING), ("created_at", DESCENDING),
+                              ("_id", DESCENDING)])
+        await d.create_index([("ids", ASCENDING)])
         await d.create_index([("programme_id", ASCENDING)])
         # The dispatcher's queue: partial indexes holding only the webhook and e-mail
         # deliveries that wait or are being sent. Inbox notices, most of the log, are
@@ -49,7 +75,8 @@ class NotificationsStore(Store):
         have = set(await d.index_information())  # (the same call in both drivers)
         # their earlier forms, and the fact_id index a batch's deliveries were once looked up
         # by (record() now inserts a batch's notices without a lookup: see expect_new)
-        for old in ("status_1_due_at_1", "status_1_lease_until_1", "fact_id_1"):
+        for old in ("status_1_due_at_1", "status_1_lease_until_1", "fact_id_1",
+                    "recipient_1_created_at_-1"):
             if old in have:
                 with suppress(OperationFailure):  # another replica starting dropped it first
                     await d.drop_index(old)
@@ -59,6 +86,46 @@ class NotificationsStore(Store):
                              name="queue_leased", partialFilterExpression={"status": "sending"})
         await self.db.parked.create_index([("programme_id", ASCENDING)])
         await d.create_index([("created_at", DESCENDING), ("_id", DESCENDING)])
+
+    async def _rows_of_earlier_releases(self) -> None:
+        """Deliveries written before a fact's inbox notices were kept together have one
+        recipient each: each inbox notice moves into its fact's inbox document (its id, its
+        read mark and all), and the other deliveries get `recipients` like the rest. Once:
+        a marker in `meta` says it was done, so a start does not scan the log again. Each
+        chunk is one transaction, so replicas starting together cannot move a notice
+        twice (one conflicts, and finds it moved)."""
+        if await self.db.meta.find_one({"_id": "deliveries.recipients"}):
+            return
+        while old := await self.db.deliveries.find(
+                {"recipients": {"$exists": False}}).limit(200).to_list(None):
+            async def move(uow: UnitOfWork, old: list[dict[str, Any]] = old) -> None:
+                deliveries = uow.docs("deliveries")
+                await deliveries.load([d["_id"] for d in old] + [
+                    inbox_group(d["fact_id"]) for d in old if d["channel"] == "inbox"])
+                for d in old:
+                    if (deliveries.cache.get(d["_id"]) or {}).get("recipients") is not None:
+                        continue  # (moved meanwhile)
+                    if d["channel"] != "inbox":
+                        await deliveries.update(d["_id"], {"$set": {
+                            "recipients": [d["recipient"]]}})
+                        continue
+                    group = inbox_group(d["fact_id"])
+                    if deliveries.cache.get(group) is None:
+                        await deliveries.insert({
+                            "_id": group, **{k: d.get(k) for k in (
+                                "fact_id", "fact_type", "programme_id", "channel", "subject",
+                                "text", "status", "created_at", "delivered_at",
+                                "traceparent")}, "recipients": [], "ids": [], "read_by": []})
+                    if deliveries.cache.get(d["_id"]) is not None:
+                        await deliveries.update(group, {
+                            "$push": {"recipients": d["recipient"], "ids": d["_id"]},
+                            **({"$addToSet": {"read_by": d["recipient"]}}
+                               if d.get("read") else {})})
+                        await deliveries.delete(d["_id"])
+
+            await self.transaction(move)
+        await self.db.meta.update_one({"_id": "deliveries.recipients"},
+                                      {"$set": {"at": utcnow()}}, upsert=True)
 
     async def seed_directory(self) -> None:
         """The Network's members and the FMU, with no contact points yet (inbox only)."""
@@ -133,44 +200,67 @@ class NotificationsStore(Store):
     # -- deliveries ---------------------------------------------------------------------------
     async def record(self, uow: UnitOfWork, notices: list[Notice], contacts: dict[str, Contact],
                      now: datetime, digest_hour: int, traceparent: str | None) -> int:
-        """Create each notice once. Inbox notices are delivered by this very write; webhook
-        and e-mail ones wait for the dispatcher (at once, or at the next digest slot).
-        Returns how many of the new notices wait for it."""
+        """Create each notice once: a fact's inbox notices in its one inbox document,
+        delivered by this very write; each webhook and e-mail notice in a document of its
+        own, waiting for the dispatcher (at once, or at the next digest slot). Returns how
+        many of the new notices wait for it."""
         if not notices:
             return 0
         deliveries = uow.docs("deliveries")
+        # a notice's own document (webhook, e-mail, an inbox notice of an earlier release)
+        # and its fact's inbox document
+        keys = [n.id for n in notices] + [n.group for n in notices if n.channel == "inbox"]
         for n in notices:
             if n.fact_id in deliveries.covered:
                 deliveries.cache.setdefault(n.id, None)  # the load found none
-        await deliveries.load(n.id for n in notices)
-        fresh = [n for n in notices if deliveries.cache[n.id] is None]
-        docs = []
-        for n in fresh:
-            inbox = n.channel == "inbox"
-            digest = not inbox and getattr(contacts.get(n.recipient), "mode", "") == "digest"
-            docs.append({
-                "_id": n.id, "fact_id": n.fact_id, "fact_type": n.fact_type,
-                "programme_id": n.programme_id, "recipient": n.recipient, "channel": n.channel,
-                "subject": n.subject, "text": n.text(),
-                # HTML only where it is sent (e-mail): the inbox and the log never show it
-                **({"html": n.html()} if n.channel == "email" else {}),
-                "status": "delivered" if inbox else "pending", "digest": digest,
-                "attempts": 1 if inbox else 0, "created_at": now,
-                "due_at": next_digest(now, digest_hour) if digest else now,
-                "delivered_at": now if inbox else None, "read": False,
-                "traceparent": traceparent, "history": [],
-                **({"data": n.data} if n.data is not None else {})})
-            if inbox:
+                deliveries.cache.setdefault(n.group, None)
+        await deliveries.load(keys)
+
+        def made(n: Notice) -> bool:
+            group = deliveries.cache.get(n.group) if n.channel == "inbox" else None
+            return deliveries.cache[n.id] is not None or (
+                group is not None and n.id in group["ids"])
+
+        queued = 0
+        inbox: dict[str, list[Notice]] = {}
+        for n in (n for n in notices if not made(n)):
+            if n.channel == "inbox":
+                inbox.setdefault(n.group, []).append(n)
                 uow.emit(NotificationDelivered(
                     notification_id=n.id, fact_id=n.fact_id, fact_type=n.fact_type,
                     programme_id=n.programme_id, recipient=n.recipient, channel="inbox",
                     delivered_at=now), traceparent=traceparent)
-        for d in docs:
-            await deliveries.insert(d)
-        delivered = sum(1 for d in docs if d["status"] == "delivered")
+                continue
+            digest = getattr(contacts.get(n.recipient), "mode", "") == "digest"
+            await deliveries.insert({
+                "_id": n.id, "fact_id": n.fact_id, "fact_type": n.fact_type,
+                "programme_id": n.programme_id, "recipient": n.recipient,
+                "recipients": [n.recipient], "channel": n.channel,
+                "subject": n.subject, "text": n.text(),
+                # HTML only where it is sent (e-mail): the inbox and the log never show it
+                **({"html": n.html()} if n.channel == "email" else {}),
+                "status": "pending", "digest": digest, "attempts": 0, "created_at": now,
+                "due_at": next_digest(now, digest_hour) if digest else now,
+                "delivered_at": None, "read": False, "traceparent": traceparent,
+                "history": [], **({"data": n.data} if n.data is not None else {})})
+            queued += 1
+        for group, new in inbox.items():
+            added = {"recipients": [n.recipient for n in new], "ids": [n.id for n in new]}
+            if deliveries.cache.get(group) is not None:  # recipients the fact has gained
+                await deliveries.update(group, {"$push": {
+                    k: {"$each": v} for k, v in added.items()}})
+                continue
+            first = new[0]  # (a fact's words are the same for each of its recipients)
+            await deliveries.insert({
+                "_id": group, "fact_id": first.fact_id, "fact_type": first.fact_type,
+                "programme_id": first.programme_id, "channel": "inbox", **added,
+                "read_by": [], "subject": first.subject, "text": first.text(),
+                "status": "delivered", "created_at": now, "delivered_at": now,
+                "traceparent": traceparent})
+        delivered = sum(len(new) for new in inbox.values())
         if delivered:
             BUSINESS.labels("notifications_delivered").inc(delivered)
-        return len(docs) - delivered
+        return queued
 
     async def claim_due(self, owner: str, now: datetime, limit: int, lease: float
                         ) -> list[dict[str, Any]]:
@@ -262,7 +352,10 @@ class NotificationsStore(Store):
                    "$push": {"history": {"at": f.requeued_at, "outcome": "replayed"}}}
         else:
             assert isinstance(f, NotificationRead)
-            upd = {"$set": {"read": True}}
+            # (an inbox notice: in its fact's inbox document)
+            await uow.docs("deliveries").update(inbox_group(f.fact_id), {
+                "$addToSet": {"read_by": f.recipient}})
+            return
         await uow.docs("deliveries").update(f.notification_id, upd)
 
     async def _claimed(self, uow: UnitOfWork, docs: list[dict[str, Any]], owner: str
@@ -305,26 +398,81 @@ class NotificationsStore(Store):
 
     async def deliveries(self, query: dict[str, Any], cursor: str | None = None,
                          limit: int = 100) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first, a page at a time (shared.paging)."""
-        return await self.page("deliveries", query, [("created_at", -1), ("_id", -1)], cursor,
-                               limit, {"html": 0, "traceparent": 0})
+        """Notifications newest first, a page of rows at a time: `query` names fields of a
+        row (`recipient`, `read`, `channel`, `status`, `programme_id`, `fact_type`). The
+        documents are paged as every list is (shared.paging); the cursor names the last
+        row's document and its place among the document's rows."""
+        query = dict(query)
+        recipient = query.pop("recipient", None)
+        read = query.pop("read", None)
+        if recipient is not None:
+            query["recipients"] = recipient
+            if read is False:
+                query["read_by"] = {"$ne": recipient}
+        elif read is not None:
+            raise ValueError("read marks are per recipient: name the recipient")
+        limit = max(1, limit)  # (the routes bound it)
+        coll, hidden = self.db.deliveries, {"html": 0, "traceparent": 0}
+        rows: list[tuple[dict[str, Any], int, dict[str, Any]]] = []
+        after: str | None = None  # the documents after this one
+        if cursor:
+            try:
+                at, last, place = paging.decode(cursor, 3)
+            except BadRequest:  # a cursor of an earlier release names a document
+                at, last, place = *paging.decode(cursor, 2), 1 << 30
+            after = paging.encode([at, last])
+            d = await coll.find_one({"$and": [query, {"_id": last}]} if query else
+                                    {"_id": last}, hidden)
+            rows += [(d, i, r) for i, r in rows_of(d, recipient) if i > place] if d else []
+        while len(rows) <= limit:
+            docs, after = await paging.page(coll, query, _NEWEST, after, limit + 1 - len(rows),
+                                            hidden)
+            rows += [(d, i, r) for d in docs for i, r in rows_of(d, recipient)]
+            if after is None:
+                break
+        if len(rows) <= limit:
+            return [r for _, _, r in rows], None
+        d, i, _ = rows[limit - 1]
+        return [r for _, _, r in rows[:limit]], paging.encode([d["created_at"], d["_id"], i])
 
     async def mark_read(self, notification_id: str, recipient: str,
                         now: datetime | None = None) -> bool:
         """The recipient's inbox notice marked read (once: NotificationRead); False if the
         recipient has no such notice."""
         async def work(uow: UnitOfWork) -> bool:
-            d = await uow.docs("deliveries").get(notification_id)
-            if d is None or d["recipient"] != recipient or d["channel"] != "inbox":
+            rows = [r for d in await uow.docs("deliveries").load_where({"ids": notification_id})
+                    for _, r in rows_of(d) if r["_id"] == notification_id]
+            if not rows or rows[0]["recipient"] != recipient:
                 return False
-            if not d.get("read"):
-                fact = NotificationRead(**_notice(d), read_at=now or utcnow())
-                uow.emit(fact, traceparent=d.get("traceparent"))
+            if not rows[0]["read"]:
+                fact = NotificationRead(**_notice(rows[0]), read_at=now or utcnow())
+                uow.emit(fact, traceparent=rows[0].get("traceparent"))
                 await self.outcome(uow, fact)
             return True
 
         done, _ = await self.transaction(work)
         return done
+
+
+_NEWEST = [("created_at", DESCENDING), ("_id", DESCENDING)]
+# what a row never shows: how the document is kept, the dispatcher's lease, the e-mail's HTML
+_NOT_SHOWN = ("recipients", "ids", "read_by", "owner", "lease_until", "html")
+
+
+def rows_of(d: dict[str, Any], recipient: str | None = None
+            ) -> list[tuple[int, dict[str, Any]]]:
+    """The notifications a delivery document holds, as rows of the log (each with its place
+    in the document): a fact's inbox document one per recipient (only `recipient`'s if
+    given), any other document itself."""
+    shown = {k: v for k, v in d.items() if k not in _NOT_SHOWN}
+    if "ids" not in d:
+        return [(0, shown)]
+    read_by = d.get("read_by") or []
+    del shown["_id"]
+    return [(i, {"_id": nid, **shown, "recipient": who, "digest": False, "attempts": 1,
+                 "due_at": d["created_at"], "read": who in read_by, "history": []})
+            for i, (who, nid) in enumerate(zip(d["recipients"], d["ids"], strict=True))
+            if recipient is None or who == recipient]
 
 
 def _notice(d: dict[str, Any]) -> dict[str, Any]:

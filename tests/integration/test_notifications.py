@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request, Response
+from motor.motor_asyncio import AsyncIOMotorClient
 
 from examples.webhook_receiver import verify
 from services.notifications import service as notifications
@@ -42,6 +43,7 @@ from tests.support import (
     headers_of,
     isolated,
     kafka_auth,
+    notices,
     produce,
     read_all,
 )
@@ -119,7 +121,7 @@ async def rebuilt_alike(s: NotificationsSettings, store: NotificationsStore) -> 
         return not busy and not await store.outbox_events(pending=True)
 
     await eventually(quiet, timeout=30)
-    inbox = await store.db.deliveries.find_one({"recipient": "IOM", "channel": "inbox"})
+    inbox = (await notices(store, {"recipient": "IOM", "channel": "inbox"}))[0]
     assert await store.mark_read(inbox["_id"], "IOM")
     await eventually(quiet)
     plan = notifications.REBUILD
@@ -132,9 +134,10 @@ async def rebuilt_alike(s: NotificationsSettings, store: NotificationsStore) -> 
         report = await rebuild.replay(fresh, plan, facts_)
         assert not report.refused, report.refused
         assert await rebuild.compare(store.db, fresh.db, plan.read_models) == []
-        assert await fresh.db.deliveries.count_documents({"read": True}) == 1
-        assert await fresh.db.deliveries.count_documents({"status": "delivered"}) == (
-            await store.db.deliveries.count_documents({}))
+        rows = await notices(fresh)
+        assert [r["_id"] for r in rows if r["read"]] == [inbox["_id"]]
+        assert len(rows) == len(await notices(store))
+        assert all(r["status"] == "delivered" for r in rows)
     finally:
         await fresh.client.drop_database(fresh.db.name)
         await fresh.close()
@@ -188,7 +191,7 @@ async def test_webhooks_and_email_to_every_puno_with_retries_and_dead_letters() 
                 await eventually(settled, timeout=30)
             except AssertionError as e:
                 every = [(d["recipient"], d["channel"], d["fact_type"][-12:], d["status"])
-                         async for d in rt.store.db.deliveries.find()]
+                         for d in await notices(rt.store)]
                 parked = await rt.store.db.parked.find().to_list(None)
                 raise AssertionError(f"deliveries did not settle: {every} {parked}") from e
             # the redelivered fact (same event id) creates and sends nothing new
@@ -212,9 +215,10 @@ async def test_webhooks_and_email_to_every_puno_with_retries_and_dead_letters() 
             fails = await read_all(s.topic(topics.NOTIFICATIONS), min_count=1)
             # only an e-mail's notice keeps the HTML it is sent with (the inbox and the
             # log never show it)
-            html = {(d["recipient"], d["channel"]): "html" in d
+            html = {(who, d["channel"]): "html" in d
                     async for d in rt.store.db.deliveries.find(
-                        {"programme_id": "jp-n1", "fact_type": ProgrammeApproved.TYPE})}
+                        {"programme_id": "jp-n1", "fact_type": ProgrammeApproved.TYPE})
+                    for who in d["recipients"]}
             assert len(html) == 13 and all(has == (ch == "email")
                                            for (_, ch), has in html.items())
             await rebuilt_alike(s, rt.store)
@@ -305,9 +309,9 @@ async def test_inbox_is_private_and_can_be_marked_read() -> None:
 
 async def test_a_fact_seen_again_after_its_inbox_record_expired_makes_no_notice_twice() -> None:
     """A batch's notices are inserted without looking them up (the inbox has not seen their
-    facts). A fact that comes again after its inbox record expired fails that insert on a
-    notice's unique id; its batch then runs again, looking each notice up: no notice and no
-    NotificationDelivered twice, and the batch's other facts are notified."""
+    facts). A fact that comes again after its inbox record expired fails that insert on the
+    unique id of its inbox document; its batch then runs again, looking each notice up: no
+    notice and no NotificationDelivered twice, and the batch's other facts are notified."""
     from types import SimpleNamespace
 
     from shared.consumer import Incoming
@@ -328,11 +332,13 @@ async def test_a_fact_seen_again_after_its_inbox_record_expired_makes_no_notice_
         submitted, approved = facts("jp-n3")
         first = [incoming(topics.PROGRAMMES, submitted, 0), incoming(topics.FUNDING, approved, 0)]
         assert await notifications.handle_facts(store, first, digest_hour=6) == []
-        made = await store.db.deliveries.count_documents({})
+        made = len(await notices(store))
         told = len(await store.outbox_events())
         assert made == told > 0  # one NotificationDelivered per inbox notice
-        of_approval = await store.db.deliveries.count_documents({"fact_id": first[1].id})
+        of_approval = len(await notices(store, {"fact_id": first[1].id}))
         assert of_approval >= len(PUNOS)
+        # (its inbox notices are one document)
+        assert await store.db.deliveries.count_documents({"fact_id": first[1].id}) == 1
 
         # the approval's inbox record expires; it comes again, with a new programme's fact
         await store.db.inbox.delete_one({"_id": f"{notifications.FACTS_CONSUMER}:"
@@ -341,12 +347,11 @@ async def test_a_fact_seen_again_after_its_inbox_record_expired_makes_no_notice_
         other, _ = facts("jp-n4")
         fresh = incoming(topics.PROGRAMMES, other, 1)
         assert await notifications.handle_facts(store, [again, fresh], digest_hour=6) == []
-        new = await store.db.deliveries.count_documents({"fact_id": fresh.id})
+        new = len(await notices(store, {"fact_id": fresh.id}))
         assert new > 0
-        assert await store.db.deliveries.count_documents({}) == made + new
+        assert len(await notices(store)) == made + new
         assert len(await store.outbox_events()) == told + new
-        assert await store.db.deliveries.count_documents({"fact_id": first[1].id}) == (
-            of_approval)
+        assert len(await notices(store, {"fact_id": first[1].id})) == of_approval
     finally:
         await store.client.drop_database(store.db.name)
         await store.close()
@@ -385,7 +390,7 @@ async def test_a_batch_reads_the_directory_entries_of_everyone_it_addresses_in_o
         before = directory_reads()
         assert await notifications.handle_facts(store, batch, digest_hour=6) == []
         assert directory_reads() - before == 1
-        told = {d["recipient"] async for d in store.db.deliveries.find({}, {"recipient": 1})}
+        told = {r["recipient"] for r in await notices(store)}
         assert {"RCO-PH", "RCO-KE", "RCO-BD", *PUNOS} <= told
     finally:
         await store.client.drop_database(store.db.name)
@@ -405,7 +410,7 @@ async def test_inbox_notices_leave_the_dispatcher_asleep_and_a_webhook_notice_wa
     async with receivers() as (rx, _box, smtp_port):
         s = isolated(NotificationsSettings, allow_private_webhooks=True, smtp_port=smtp_port,
                      dispatcher_poll_seconds=60)
-        async with running(build_notifications, s) as (_app, rt, http):
+        async with running(build_notifications, s) as (_app, _rt, http):
             r = await http.put("/v1/directory/IOM", headers=OPERATOR, json={
                 "webhook_url": rx.url("ok", "IOM"), "event_types": [ProgrammeApproved.TYPE]})
             assert r.status_code == 200, r.text
@@ -415,10 +420,15 @@ async def test_inbox_notices_leave_the_dispatcher_asleep_and_a_webhook_notice_wa
             await produce(s.topic(topics.PROGRAMMES), [
                 event_record(submitted, source="/mptf/intake", key="jp-wake")])
 
-            async def notices() -> int:  # (a count: not a `find`)
-                return await rt.store.db.deliveries.count_documents({"programme_id": "jp-wake"})
+            # read with a client of the test's own: the store's client counts its `find`s
+            client = AsyncIOMotorClient(s.mongodb_url)
+            raw = client[s.database].deliveries
 
-            assert await eventually(notices) == len(PUNOS)  # their inbox notices
+            async def inbox_notices() -> int:
+                return sum([len(d["recipients"]) async for d in raw.find(
+                    {"programme_id": "jp-wake"})])
+
+            assert await eventually(inbox_notices) == len(PUNOS)
             assert queue_reads() == reads
             await produce(s.topic(topics.FUNDING), [
                 event_record(approved, source="/mptf/funding", key="jp-wake")])
@@ -428,3 +438,94 @@ async def test_inbox_notices_leave_the_dispatcher_asleep_and_a_webhook_notice_wa
 
             assert await eventually(sent) == 1
             assert queue_reads() > reads
+            client.close()
+
+
+async def test_a_facts_inbox_notices_are_one_document_read_as_rows_and_earlier_ones_moved_in(
+) -> None:
+    """A fact's inbox notices are kept in one document, and the log and the inbox read one
+    row per notification out of it: a page may end inside a fact's notices, and the next
+    starts after its last row (no row twice, none skipped, newest first). Inbox notices of
+    an earlier release (a document each, with a `read` flag) are moved into their fact's
+    document at start, ids and read marks kept, so a fact notified before the upgrade and
+    seen again after its inbox record expired makes no notice twice."""
+    from datetime import UTC
+    from types import SimpleNamespace
+
+    from services.notifications.domain import Notice
+    from shared.consumer import Incoming
+    from shared.contracts import contract_for
+    from shared.envelope import Envelope
+
+    def incoming(event: Any, n: int, event_id: str | None = None) -> Incoming:
+        env = Envelope(source="/mptf/test", type=contract_for(event).type,
+                       subject=event.programme_id, **({"id": event_id} if event_id else {}))
+        return Incoming(SimpleNamespace(topic="t", partition=0, offset=n), env,  # type: ignore[arg-type]
+                        event)
+
+    store = NotificationsStore(isolated(NotificationsSettings))
+    try:
+        # an earlier release's notices of an old fact: one document per recipient
+        old_submitted, _ = facts("jp-old")
+        then = datetime(2026, 11, 1, tzinfo=UTC)
+        legacy = {who: Notice("evt-old", ProgrammeSubmitted.TYPE, "jp-old", who, "inbox",
+                              "Concept note received", "words").id for who in PUNOS}
+        await store.db.deliveries.insert_many([{
+            "_id": nid, "fact_id": "evt-old", "fact_type": ProgrammeSubmitted.TYPE,
+            "programme_id": "jp-old", "recipient": who, "channel": "inbox",
+            "subject": "Concept note received", "text": "words", "status": "delivered",
+            "digest": False, "attempts": 1, "created_at": then, "due_at": then,
+            "delivered_at": then, "read": who == "ILO", "traceparent": None, "history": []}
+            for who, nid in legacy.items()])
+        await store.ensure_indexes()
+        await store.ensure_indexes()  # (a second start finds them moved)
+        await store.seed_directory()
+        assert await store.db.deliveries.count_documents({"fact_id": "evt-old"}) == 1
+        submitted, approved = facts("jp-new")
+        assert await notifications.handle_facts(store, [
+            incoming(submitted, 0), incoming(approved, 1)], digest_hour=6) == []
+        rows = await notices(store)
+        # 4 PUNOs told of the submission and of the approval, the RC office of the
+        # approval; and the 4 of the old fact, newest first
+        assert len(rows) == 13 and len({r["_id"] for r in rows}) == 13
+        assert [r["created_at"] for r in rows] == sorted(
+            (r["created_at"] for r in rows), reverse=True)
+        assert {r["_id"]: r["read"] for r in rows if r["fact_id"] == "evt-old"} == {
+            nid: who == "ILO" for who, nid in legacy.items()}
+        assert await store.db.deliveries.count_documents({}) == 3  # one per fact
+        for limit in (1, 2, 3, 4, 5):  # pages ending inside a fact's notices
+            for query in ({}, {"recipient": "IOM"}, {"channel": "inbox", "status": "delivered"}):
+                got, cursor = [], None
+                while True:
+                    page, cursor = await store.deliveries(query, cursor, limit)
+                    assert len(page) <= limit
+                    got += page
+                    if not cursor:
+                        break
+                assert got == [r for r in rows if all(
+                    r[k] == v for k, v in query.items())], (limit, query)
+
+        # read marks: the recipient's own notice only, once each
+        mine = next(r for r in rows if r["recipient"] == "UNDP" and r["fact_id"] != "evt-old")
+        assert not await store.mark_read(mine["_id"], "IOM")
+        assert await store.mark_read(mine["_id"], "UNDP")
+        assert await store.mark_read(mine["_id"], "UNDP")
+        assert await store.mark_read(legacy["IOM"], "IOM")
+        assert not await store.mark_read(legacy["UNICEF"], "IOM")
+        read = [e for e in await store.outbox_events() if e["type"].endswith("read.v1")]
+        assert sorted(json.loads(e["value"])["notification_id"] for e in read) == sorted(
+            [mine["_id"], legacy["IOM"]])
+        unread = await notices(store, {"recipient": "UNDP", "read": False})
+        assert mine["_id"] not in {r["_id"] for r in unread} and len(unread) == 2
+        assert [r["_id"] for r in await notices(store, {"recipient": "ILO", "read": False})
+                if r["fact_id"] == "evt-old"] == []
+
+        # the old fact again, after its inbox record expired: nothing new
+        before = len(await store.outbox_events())
+        assert await notifications.handle_facts(store, [
+            incoming(old_submitted, 2, "evt-old")], digest_hour=6) == []
+        assert len(await notices(store)) == 13
+        assert len(await store.outbox_events()) == before
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()

@@ -21,7 +21,15 @@ from shared.contracts.intake import (
 from shared.kafka import make_producer
 from shared.outbox import OutboxRelay
 from tests.integration.conftest import running
-from tests.support import consumed, eventually, headers_of, isolated, read_all, unique
+from tests.support import (
+    consumed,
+    eventually,
+    headers_of,
+    isolated,
+    notices,
+    read_all,
+    unique,
+)
 
 
 class RelayCrashed(Exception):
@@ -72,8 +80,8 @@ async def test_relay_restart_between_publish_and_mark_causes_one_effect(driver: 
     nset = isolated(NotificationsSettings, tag=tag)
     async with running(build_notifications, nset) as (_, runtime, _http):
         async def delivered():  # type: ignore[no-untyped-def]
-            return await runtime.store.db.deliveries.count_documents(
-                {"programme_id": outcome.programme_id, "fact_type": ProgrammeSubmitted.TYPE})
+            return len(await notices(runtime.store, {
+                "programme_id": outcome.programme_id, "fact_type": ProgrammeSubmitted.TYPE}))
 
         assert await eventually(delivered) == 3
         # let any redelivery land, then count again
