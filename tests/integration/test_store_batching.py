@@ -33,13 +33,19 @@ class Counter(monitoring.CommandListener):
         pass
 
 
-async def test_a_batch_reads_its_own_writes_and_writes_once() -> None:
-    store = Store(isolated(ServiceSettings, service_name="batching"))
+async def counted(name: str) -> tuple[Store, Counter]:
+    """A store whose client reports every command it sends to the counter."""
+    store = Store(isolated(ServiceSettings, service_name=name))
     counter = Counter()
     await store.close()
     store.client = AsyncIOMotorClient(store.settings.mongodb_url, tz_aware=True,
                                       event_listeners=[counter])
     store.db = store.client[store.settings.database]
+    return store, counter
+
+
+async def test_a_batch_reads_its_own_writes_and_writes_once() -> None:
+    store, counter = await counted("batching")
     await store.db.things.insert_many([{"_id": f"t{i}", "n": 0, "log": []} for i in range(50)])
 
     async def work(uow: UnitOfWork) -> None:
@@ -127,12 +133,7 @@ async def test_an_event_of_one_key_raises_its_keys_seq_in_one_command_whatever_t
         return ReportOverdue(programme_id=pid, kind="annual-financial", year=2027,
                              due=date(2028, 4, 1), detected_at=utcnow(), punos=["IOM", "ILO"])
 
-    store = Store(isolated(ServiceSettings, service_name="seq"))
-    counter = Counter()
-    await store.close()
-    store.client = AsyncIOMotorClient(store.settings.mongodb_url, tz_aware=True,
-                                      event_listeners=[counter])
-    store.db = store.client[store.settings.database]
+    store, counter = await counted("seq")
 
     async def emit(uow: UnitOfWork, *pids: str) -> None:
         for pid in pids:
