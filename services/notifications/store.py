@@ -420,6 +420,9 @@ class NotificationsStore(Store):
                 at, last, place = paging.decode(cursor, 3)
             except BadRequest:  # a cursor of an earlier release names a document
                 at, last, place = *paging.decode(cursor, 2), 1 << 30
+            if not isinstance(place, int) or isinstance(place, bool):
+                raise BadRequest("invalid cursor", errors=[
+                    {"field": "cursor", "reason": "not a cursor this API returned"}])
             after = paging.encode([at, last])
             d = await coll.find_one({"$and": [query, {"_id": last}]} if query else
                                     {"_id": last}, hidden)

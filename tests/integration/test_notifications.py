@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
+import pytest
 import uvicorn
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request, Response
@@ -504,6 +505,13 @@ async def test_a_facts_inbox_notices_are_one_document_read_as_rows_and_earlier_o
                         break
                 assert got == [r for r in rows if all(
                     r[k] == v for k, v in query.items())], (limit, query)
+
+        from shared import paging
+        from shared.errors import BadRequest
+
+        for forged in (["x", "y", "z"], [1, 2, [3]], ["a"]):  # a row's place is a number
+            with pytest.raises(BadRequest):
+                await store.deliveries({}, paging.encode(forged), 5)
 
         # read marks: the recipient's own notice only, once each
         mine = next(r for r in rows if r["recipient"] == "UNDP" and r["fact_id"] != "evt-old")
