@@ -207,13 +207,12 @@ class NotificationsStore(Store):
         if not notices:
             return 0
         deliveries = uow.docs("deliveries")
-        # a notice's own document (webhook, e-mail, an inbox notice of an earlier release)
-        # and its fact's inbox document
-        keys = [n.id for n in notices] + [n.group for n in notices if n.channel == "inbox"]
-        for n in notices:
-            if n.fact_id in deliveries.covered:
-                deliveries.cache.setdefault(n.id, None)  # the load found none
-                deliveries.cache.setdefault(n.group, None)
+        # each notice's own document (webhook, e-mail) and its fact's inbox document, by fact
+        keys = {n.id: n.fact_id for n in notices} | {
+            n.group: n.fact_id for n in notices if n.channel == "inbox"}
+        for key, fact in keys.items():
+            if fact in deliveries.covered:
+                deliveries.cache.setdefault(key, None)  # the load found none
         await deliveries.load(keys)
 
         def made(n: Notice) -> bool:
@@ -428,8 +427,8 @@ class NotificationsStore(Store):
                                     {"_id": last}, hidden)
             rows += [(d, i, r) for i, r in rows_of(d, recipient) if i > place] if d else []
         while len(rows) <= limit:
-            docs, after = await paging.page(coll, query, _NEWEST, after, limit + 1 - len(rows),
-                                            hidden)
+            docs, after = await self.page("deliveries", query, _NEWEST, after,
+                                          limit + 1 - len(rows), hidden)
             rows += [(d, i, r) for d in docs for i, r in rows_of(d, recipient)]
             if after is None:
                 break
