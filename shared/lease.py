@@ -12,7 +12,9 @@
   process was killed in and frees what it held, instead of letting the server reap it after
   its transaction lifetime: 60 s by default on mongod and SecantusDB), releases the dead
   member's leases, runs the services' hooks (the dispatcher's claimed deliveries), then
-  deletes the document.
+  deletes the document. The document also says how this release records consumed event
+  ids (`inbox`, see shared.store.Store.settle_inbox): a member without it is of an earlier
+  release, and `earlier_releases` counts them at each heartbeat.
 * `Leases`: `count` units of one kind of shared work (the outbox relay's shards, the
   scheduler's shards), each held by one member under a lease in `leases`, spread so that
   each live member holds its fair share (ceil(count / live members)). A lease's `token`
@@ -55,6 +57,12 @@ class Fenced(Conflict):
     """A member wrote under a lease it no longer holds."""
 
 
+# How this release records the event ids it consumed (shared.store): one document per batch,
+# its ids under a unique multikey index. A member without it (an earlier release) records
+# one document per id and looks only at those.
+INBOX_SHAPE = 2
+
+
 class Members:
     def __init__(self, store: Any) -> None:
         self.store = store
@@ -65,6 +73,8 @@ class Members:
         self.sessions: list[dict[str, Any]] = []  # the server sessions we used (lsids)
         self.live = 1  # members alive at the last heartbeat (this one included)
         self.on_reap: list[Callable[[str], Awaitable[Any]]] = []  # per dead member's id
+        self.on_beat: list[Callable[[], Awaitable[Any]]] = []  # after each heartbeat
+        self.earlier_releases = 0  # members (live or not yet reaped) of an earlier release
         self.reaped = 0  # dead members this process reaped
         self._task: asyncio.Task[None] | None = None
         self._ticked = time.monotonic()  # the event loop's last sign of progress
@@ -88,31 +98,42 @@ class Members:
         self.sessions.append(lsid)
         await self.coll.update_one(
             {"_id": self.owner},
-            {"$set": {"until": self._until()}, "$addToSet": {"sessions": lsid}}, upsert=True)
+            {"$set": {"until": self._until(), "inbox": INBOX_SHAPE},
+             "$addToSet": {"sessions": lsid}}, upsert=True)
 
     async def beat(self) -> None:
         """Renew our document; count the live members; reap the dead ones."""
         now = utcnow()
         await self.coll.update_one(
             {"_id": self.owner},
-            {"$set": {"until": now + timedelta(seconds=self.ttl)},
+            {"$set": {"until": now + timedelta(seconds=self.ttl), "inbox": INBOX_SHAPE},
              "$addToSet": {"sessions": {"$each": self.sessions}}}, upsert=True)
-        live, dead = 0, []
-        async for d in self.coll.find({}, {"until": 1, "sessions": 1}):
+        live, dead, earlier = 0, [], 0
+        async for d in self.coll.find({}, {"until": 1, "sessions": 1, "inbox": 1}):
             if d["until"] > now:
                 live += 1
+                earlier += d.get("inbox") != INBOX_SHAPE
             else:
                 dead.append(d)
         self.live = max(live, 1)
         for d in dead:
-            await self.reap(d)
+            # a dead member of an earlier release counts until it is reaped (its sessions
+            # ended): until then a transaction it was killed in may still commit
+            if not await self.reap(d) and d.get("inbox") != INBOX_SHAPE:
+                earlier += 1
+        self.earlier_releases = earlier
+        for hook in self.on_beat:
+            await hook()
 
-    async def reap(self, member: dict[str, Any]) -> None:
-        """End a dead member's sessions, release its work, forget it."""
+    async def reap(self, member: dict[str, Any]) -> bool:
+        """End a dead member's sessions, release its work, forget it; whether it is gone
+        (False: it renewed meanwhile, alive after all)."""
         dead = member["_id"]
         current = await self.coll.find_one({"_id": dead}, {"until": 1})
-        if current is None or current["until"] != member["until"]:
-            return  # it renewed meanwhile (alive after all), or another member reaped it
+        if current is None:
+            return True  # another member reaped it
+        if current["until"] != member["until"]:
+            return False  # it renewed meanwhile (alive after all)
         if member.get("sessions"):
             try:
                 await self.store.client.admin.command("killSessions", member["sessions"])
@@ -127,6 +148,7 @@ class Members:
         if res.deleted_count:
             self.reaped += 1
             log.warning("member_reaped", member=dead, sessions=len(member.get("sessions", [])))
+        return bool(res.deleted_count)
 
     async def run(self) -> None:
         from shared.runtime import keep_running

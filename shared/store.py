@@ -6,9 +6,11 @@ native async driver share, so switching driver (motor is deprecated as of 2026-0
 
 State changes happen in a `UnitOfWork` inside one multi-document transaction that also
   * appends the events they cause to the `outbox` collection (transactional outbox), and
-  * records the ids of the consumed events in `inbox` (idempotent consumer: `_id` is unique,
-    so a redelivered event is seen as already processed, in the same atomic write as its
-    effect).
+  * records the ids of the consumed events in `inbox` (idempotent consumer: one document
+    per transaction holds the batch's ids, `consumer:event id` each, under a unique
+    multikey index, so a redelivered event is seen as already processed, in the same
+    atomic write as its effect; see `Store.settle_inbox` for the per-id documents of
+    earlier releases).
 Writes are batched where it pays: `UnitOfWork.docs(name)` loads the documents a Kafka batch
 touches in one query, applies each event's update to them in memory (so the next event of the
 batch sees it), and writes them all with one `bulk_write` per collection when the transaction
@@ -44,12 +46,14 @@ from pymongo.errors import (
 from shared.contracts import contract_for
 from shared.envelope import Envelope, utcnow
 from shared.errors import Conflict
-from shared.lease import Members
+from shared.lease import INBOX_SHAPE, Members
+from shared.logging import get_logger
 from shared.metrics import STORE_COMMANDS, STORE_SECONDS, TX_RETRIES
 from shared.settings import ServiceSettings
 from shared.telemetry import current_traceparent
 
 T = TypeVar("T")
+log = get_logger("mptf.store")
 
 MAJORITY = WriteConcern(w="majority")
 OUTBOX_CHUNK = 500  # events per outbox document (well under the 16 MiB document limit)
@@ -441,10 +445,19 @@ class UnitOfWork:
                           ) -> dict[str, str | None]:
         """The ids among `event_ids` that `consumer` has processed, each with the digest of
         the content it had (None for records kept before digests were), read in this
-        transaction."""
+        transaction: in a batch's document (`ids`), or in a document of its own (`_id`, as
+        earlier releases kept them)."""
         keys = {f"{consumer}:{i}": i for i in dict.fromkeys(event_ids)}
-        return {keys[d["_id"]]: d.get("digest") async for d in self.db.inbox.find(
-            {"_id": {"$in": list(keys)}}, {"_id": 1, "digest": 1}, session=self.session)}
+        found: dict[str, str | None] = {}
+        async for d in self.db.inbox.find(
+                {"$or": [{"ids": {"$in": list(keys)}}, {"_id": {"$in": list(keys)}}]},
+                {"ids": 1, "digests": 1, "digest": 1}, session=self.session):
+            ids = d.get("ids") or [d["_id"]]
+            digests = d.get("digests") or [d.get("digest")] * len(ids)
+            for key, digest in zip(ids, digests, strict=False):
+                if key in keys:
+                    found[keys[key]] = digest
+        return found
 
     async def unseen(self, consumer: str, event_ids: Iterable[str]) -> set[str]:
         """The ids among `event_ids` that `consumer` has not processed."""
@@ -454,17 +467,25 @@ class UnitOfWork:
 
     async def mark_seen(self, consumer: str, event_ids: Iterable[str],
                         digests: dict[str, str] | None = None) -> None:
-        """Record processed ids, in the same transaction as their effect. A concurrent
-        instance recording the same id makes this insert conflict and the whole transaction
-        retry, after which the id is seen: never two effects."""
+        """Record processed ids, in the same transaction as their effect: one document
+        holding them all, each id (`consumer:event id`) under the unique index on `ids`. A
+        concurrent instance recording the same id makes this insert conflict and the whole
+        transaction retry, after which the id is seen: never two effects. While a replica
+        of an earlier release may be running, one document per id instead, whose `_id` is
+        the id (`Store.settle_inbox`)."""
         ids = list(dict.fromkeys(event_ids))
-        if ids:
-            now = utcnow()
-            digests = digests or {}
+        if not ids:
+            return
+        now, digests = utcnow(), digests or {}
+        keys = [f"{consumer}:{i}" for i in ids]
+        if self.store.inbox_batched:
+            await self.db.inbox.insert_one(
+                {"consumer": consumer, "ids": keys, "digests": [digests.get(i) for i in ids],
+                 "at": now}, session=self.session)
+        else:
             await self.db.inbox.insert_many(
-                [{"_id": f"{consumer}:{i}", "consumer": consumer, "event_id": i, "at": now,
-                  **({"digest": digests[i]} if i in digests else {})}
-                 for i in ids], session=self.session)
+                [{"_id": k, "consumer": consumer, "ids": [k], "digests": [digests.get(i)],
+                  "at": now} for k, i in zip(keys, ids, strict=True)], session=self.session)
 
     async def claim(self, consumer: str, event_ids: Iterable[str]) -> set[str]:
         """unseen + mark_seen: the ids to act on now; the rest are redeliveries."""
@@ -643,6 +664,9 @@ class Store:
         self.clock_ns = time.time_ns  # the outbox's clock (a test skews it: see _flush)
         self.members = Members(self)  # this process among the service's replicas
         self.replaying = False  # set by shared.rebuild: facts are applied, none published
+        # consumed ids recorded one document per batch (else per id): see settle_inbox
+        self.inbox_batched = False
+        self.members.on_beat.append(lambda: self.settle_inbox(self.members.earlier_releases))
 
     async def ping(self) -> bool:
         await self.db.command("ping")
@@ -661,7 +685,61 @@ class Store:
         await self.drop_ttl("outbox", "sent_at")
         await self.drop_ttl("inbox", "at")
         await self.db.inbox.create_index([("at", ASCENDING)])
+        # consumed ids, each at most once across all documents (a document without `ids`,
+        # an earlier release's, is not in it); and the documents of earlier releases
+        # (`event_id`), to be found without a scan
+        await self.db.inbox.create_index([("ids", ASCENDING)], unique=True, sparse=True)
+        await self.db.inbox.create_index([("event_id", ASCENDING)], partialFilterExpression={
+            "event_id": {"$exists": True}})
         await self.indexes()
+        await self.settle_inbox()
+
+    async def settle_inbox(self, earlier_releases: int | None = None) -> bool:
+        """Whether consumed ids are recorded one document per batch (`inbox_batched`), as
+        this release does; checked at start and after every heartbeat (`Members`).
+
+        Earlier releases kept one document per id (`_id` the id, and `event_id`) and look
+        only at `_id`. Against a replica of theirs a batch's document would not conflict,
+        so while one is a member (`earlier_releases`: live, or dead and not yet reaped)
+        this release writes one document per id too, each with the id both as its `_id`
+        and in `ids`: unique against either release. Once none is left, their documents
+        are given `ids` (found by the partial index on `event_id`), and then batches'
+        documents are safe: every id recorded so far is under the index on `ids`."""
+        if earlier_releases is None:
+            earlier_releases = await self.db.members.count_documents(
+                {"inbox": {"$ne": INBOX_SHAPE}})
+        if earlier_releases:
+            if self.inbox_batched:
+                log.warning("inbox_per_id", reason="a replica of an earlier release joined",
+                            members=earlier_releases)
+            self.inbox_batched = False
+            return False
+        if not self.inbox_batched:
+            converted = await self._give_ids_to_earlier_records()
+            self.inbox_batched = True
+            if converted:
+                log.info("inbox_earlier_records_converted", records=converted)
+        return True
+
+    async def _give_ids_to_earlier_records(self) -> int:
+        """Give each record of an earlier release `ids` (its `_id`), in one command. One
+        whose id another document already holds (it was recorded twice, once each way)
+        is deleted: the id stays recorded once."""
+        legacy = {"event_id": {"$exists": True}}
+        convert = [{"$set": {"ids": ["$_id"]}}, {"$unset": "event_id"}]
+        try:
+            return (await self.db.inbox.update_many(legacy, convert)).modified_count
+        except PyMongoError as e:
+            if not is_duplicate(e):
+                raise
+        done = 0
+        async for d in self.db.inbox.find(legacy, {"_id": 1}):
+            try:
+                await self.db.inbox.update_one({"_id": d["_id"], **legacy}, convert)
+            except DuplicateKeyError:
+                await self.db.inbox.delete_one({"_id": d["_id"], **legacy})
+            done += 1
+        return done
 
     async def drop_ttl(self, collection: str, field: str) -> None:
         """Drop a TTL index on `field` that an earlier release made (another instance

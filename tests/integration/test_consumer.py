@@ -7,6 +7,8 @@ import inspect
 import json
 from typing import Any
 
+import pytest
+
 from services.intake.app import IntakeSettings
 from services.intake.app import build as build_intake
 from services.notifications.app import NotificationsSettings
@@ -119,7 +121,7 @@ async def test_a_new_batch_is_applied_without_reading_the_inbox_and_a_redelivery
         assert inbox_reads() > reads
         assert await stored() == 1
         assert await rt.store.db.inbox.count_documents(
-            {"_id": "intake.concept-notes:fast-1"}) == 1
+            {"ids": "intake.concept-notes:fast-1"}) == 1
 
 
 async def test_concurrent_claims_of_one_event_admit_exactly_one() -> None:
@@ -186,3 +188,79 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_consumer_keeps_go
     assert b"34 56 78" not in by_key[b"k6"].value
     assert json.loads(by_key[b"k6"].value)["title"] == 7
     assert headers_of(by_key[b"k6"])["dlq_redacted"] == "personal-data"
+
+
+async def test_a_batchs_consumed_ids_are_one_document_and_an_earlier_releases_are_honoured(
+) -> None:
+    """This release records a batch's consumed ids in one document, each id unique across
+    documents. An earlier release kept one document per id and looks only at `_id`: while
+    a replica of it is a member (live, or dead and not yet reaped), ids are recorded one
+    document per id, unique both ways; once none is left, its records are given `ids` and
+    batches' documents are used again. No id is ever taken twice, whichever way."""
+    from datetime import timedelta
+
+    from pymongo.errors import DuplicateKeyError, PyMongoError
+
+    from shared.envelope import utcnow
+    from shared.store import Store, is_duplicate
+
+    store = Store(isolated(IntakeSettings, service_name="inboxshape"))
+    inbox, members = store.db.inbox, store.db.members
+
+    async def mark(ids: list[str], digests: dict[str, str] | None = None) -> None:
+        await store.transaction(lambda uow: uow.mark_seen("c", ids, digests))
+
+    async def refused(ids: list[str]) -> bool:
+        try:
+            await mark(ids)
+        except PyMongoError as e:
+            return is_duplicate(e)
+        return False
+
+    async def state(ids: list[str]) -> dict[str, str | None]:
+        return (await store.transaction(lambda uow: uow.inbox_state("c", ids)))[0]
+
+    try:
+        await store.ensure_indexes()
+        assert store.inbox_batched  # no replica of an earlier release
+        await mark(["a", "b", "c"], {"a": "da", "c": "dc"})
+        assert [(d["ids"], d["digests"]) async for d in inbox.find({}, {"_id": 0})] == [
+            (["c:a", "c:b", "c:c"], ["da", None, "dc"])]
+        assert await state(["a", "b", "x"]) == {"a": "da", "b": None}
+        assert await refused(["b", "d"])  # one taken id refuses the whole batch's record
+        assert await state(["d"]) == {}
+
+        # a replica of an earlier release joins; it has recorded "old" its way
+        now = utcnow()
+        await members.insert_one({"_id": "earlier", "until": now + timedelta(minutes=1)})
+        await inbox.insert_one({"_id": "c:old", "consumer": "c", "event_id": "old",
+                                "at": now, "digest": "dold"})
+        await store.members.beat()
+        assert store.members.earlier_releases == 1 and not store.inbox_batched
+        assert await state(["old", "a"]) == {"old": "dold", "a": "da"}
+        assert await refused(["old"])  # against its record's `_id`
+        assert await refused(["new", "a"])  # against a batch's `ids`
+        await mark(["e", "f"])
+        assert [d["ids"] async for d in inbox.find({"_id": {"$in": ["c:e", "c:f"]}})] == [
+            ["c:e"], ["c:f"]]
+        with pytest.raises(DuplicateKeyError):  # the earlier release's own insert
+            await inbox.insert_one({"_id": "c:e", "consumer": "c", "event_id": "e", "at": now})
+        # an id it recorded while this release still wrote batches (the window of one
+        # heartbeat before its membership is seen): recorded twice, once each way
+        await inbox.insert_one({"_id": "c:a", "consumer": "c", "event_id": "a", "at": now})
+
+        # it dies: until it is reaped (its sessions ended) it still counts
+        await members.update_one({"_id": "earlier"}, {"$set": {"until": now}})
+        await store.members.beat()  # reaps it
+        assert store.members.earlier_releases == 0 and store.inbox_batched
+        assert await inbox.count_documents({"event_id": {"$exists": True}}) == 0
+        assert [d["ids"] async for d in inbox.find({"_id": "c:old"})] == [["c:old"]]
+        for key in ("c:old", "c:a", "c:e"):
+            assert await inbox.count_documents({"ids": key}) == 1, key
+        assert await state(["old"]) == {"old": "dold"}
+        assert await refused(["old", "g"]) and await refused(["f"])
+        await mark(["g", "h"])
+        assert await inbox.count_documents({"ids": {"$in": ["c:g", "c:h"]}}) == 1
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()

@@ -342,8 +342,8 @@ async def test_a_fact_seen_again_after_its_inbox_record_expired_makes_no_notice_
         assert await store.db.deliveries.count_documents({"fact_id": first[1].id}) == 1
 
         # the approval's inbox record expires; it comes again, with a new programme's fact
-        await store.db.inbox.delete_one({"_id": f"{notifications.FACTS_CONSUMER}:"
-                                                f"{first[1].id}"})
+        assert (await store.db.inbox.delete_many({"ids": f"{notifications.FACTS_CONSUMER}:"
+                                                        f"{first[1].id}"})).deleted_count
         again = Incoming(first[1].record, first[1].envelope, approved)
         other, _ = facts("jp-n4")
         fresh = incoming(topics.PROGRAMMES, other, 1)
