@@ -40,6 +40,7 @@ from pymongo.errors import PyMongoError
 
 from shared import topics as T
 from shared.contracts import REGISTRY
+from shared.contracts.base import RAW_CHECKED, raw_json_safe
 from shared.envelope import Envelope, decode
 from shared.errors import MptfError, PermanentMessageError
 from shared.kafka import DeadLetters
@@ -148,7 +149,9 @@ class Subscription:
                     "unexpected-type", f"{env.type} is not accepted on {self.topic}")
             return None  # a fact this service does not act on
         try:
-            event = contract.model.model_validate(data)
+            # bytes found safe as a whole need no search value by value (shared.contracts.base)
+            event = contract.model.model_validate(data, context={RAW_CHECKED: True} if (
+                raw_json_safe(rec.value)) else None)
         except ValidationError as e:
             detail = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"

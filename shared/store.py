@@ -287,12 +287,15 @@ class Docs:
     async def add(self, doc: dict[str, Any]) -> None:
         """Insert without reading first, for documents whose deterministic `_id` the
         transaction's own logic keeps unique (journal entries): a duplicate fails the
-        transaction at the flush."""
+        transaction at the flush. The document is handed over, not copied (a copy of each
+        inserted document was 9% of a consumer's CPU): the caller builds it for this call
+        and does not change it afterwards, as documents in the cache are never changed in
+        place (`apply_update` makes new ones)."""
         key = doc["_id"]
         self._remember(key)
         if self.tracked:
             self.original.setdefault(key, None)
-        self.cache[key] = copy_tree(doc)
+        self.cache[key] = doc
         self.pending[key] = "write" if self.pending.get(key) == "delete" else "insert"
 
     async def delete(self, key: Any) -> None:
