@@ -237,6 +237,7 @@ async def test_a_batchs_consumed_ids_are_one_document_and_an_earlier_releases_ar
                                 "at": now, "digest": "dold"})
         await store.members.beat()
         assert store.members.earlier_releases == 1 and not store.inbox_batched
+        assert not await store.settle_inbox()  # as a replica starting now sees it
         assert await state(["old", "a"]) == {"old": "dold", "a": "da"}
         assert await refused(["old"])  # against its record's `_id`
         assert await refused(["new", "a"])  # against a batch's `ids`
