@@ -452,14 +452,20 @@ class UnitOfWork:
         earlier releases kept them)."""
         keys = {f"{consumer}:{i}": i for i in dict.fromkeys(event_ids)}
         found: dict[str, str | None] = {}
-        async for d in self.db.inbox.find(
-                {"$or": [{"ids": {"$in": list(keys)}}, {"_id": {"$in": list(keys)}}]},
-                {"ids": 1, "digests": 1, "digest": 1}, session=self.session):
-            ids = d.get("ids") or [d["_id"]]
-            digests = d.get("digests") or [d.get("digest")] * len(ids)
-            for key, digest in zip(ids, digests, strict=False):
-                if key in keys:
-                    found[keys[key]] = digest
+        # two queries, each on its own index: the local Mongo server answers an `$or` of
+        # the two by scanning the whole collection (364 ms at 400 documents)
+        for field in ("ids", "_id"):
+            wanted = [k for k, i in keys.items() if i not in found]
+            if not wanted:
+                break
+            async for d in self.db.inbox.find({field: {"$in": wanted}},
+                                              {"ids": 1, "digests": 1, "digest": 1},
+                                              session=self.session):
+                ids = d.get("ids") or [d["_id"]]
+                digests = d.get("digests") or [d.get("digest")] * len(ids)
+                for key, digest in zip(ids, digests, strict=False):
+                    if key in keys:
+                        found[keys[key]] = digest
         return found
 
     async def unseen(self, consumer: str, event_ids: Iterable[str]) -> set[str]:
@@ -729,14 +735,17 @@ class Store:
         whose id another document already holds (it was recorded twice, once each way)
         is deleted: the id stays recorded once."""
         legacy = {"event_id": {"$exists": True}}
+        # by the partial index, named: the local Mongo server does not choose it for this
+        # filter and would scan the whole inbox at every start
+        by = [("event_id", ASCENDING)]
         convert = [{"$set": {"ids": ["$_id"]}}, {"$unset": "event_id"}]
         try:
-            return (await self.db.inbox.update_many(legacy, convert)).modified_count
+            return (await self.db.inbox.update_many(legacy, convert, hint=by)).modified_count
         except PyMongoError as e:
             if not is_duplicate(e):
                 raise
         done = 0
-        async for d in self.db.inbox.find(legacy, {"_id": 1}):
+        async for d in self.db.inbox.find(legacy, {"_id": 1}, hint=by):
             try:
                 await self.db.inbox.update_one({"_id": d["_id"], **legacy}, convert)
             except DuplicateKeyError:
