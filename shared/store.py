@@ -686,8 +686,10 @@ class Store:
         await self.db.outbox.create_index([("shard", ASCENDING), ("sent_at", ASCENDING),
                                            ("seq", ASCENDING)])
         await self.db.outbox.create_index([("sent_at", ASCENDING), ("seq", ASCENDING)])
-        # documents from before the relay was sharded go to shard 0, in their order
-        await self.db.outbox.update_many({"shard": {"$exists": False}}, {"$set": {"shard": 0}})
+        # documents from before the relay was sharded go to shard 0, in their order (found
+        # by the index above: `shard` is never null, and the local Mongo server answers
+        # `$exists: false` by scanning the whole outbox, at every start)
+        await self.db.outbox.update_many({"shard": None}, {"$set": {"shard": 0}})
         await self.db.leases.create_index([("owner", ASCENDING)])
         # retention (prune): ordinary indexes that the deletes walk by range. Earlier
         # releases left it to TTL indexes on these fields: they are dropped

@@ -113,3 +113,39 @@ async def test_state_change_and_event_roll_back_together() -> None:
     assert await store.db.programmes.count_documents({}) == 0
     assert await store.outbox_events() == []
     await store.close()
+
+
+async def test_outbox_documents_from_before_shards_go_to_shard_0_found_by_index() -> None:
+    """At start, a pending outbox document kept before the relay was sharded is given shard
+    0 (published in its order there); the look for such documents goes by the relay's
+    index, not a scan of the whole outbox (which the local Mongo server would make under
+    its global lock at every start)."""
+    from typing import Any
+
+    store = IntakeStore(isolated(IntakeSettings))
+    try:
+        await store.ensure_indexes()
+        await store.db.outbox.insert_many([
+            {"_id": "old", "seq": 1, "sent_at": None, "count": 0, "events": []},
+            {"_id": "new", "shard": 3, "seq": 2, "sent_at": None, "count": 0, "events": []}])
+        looks: list[dict[str, Any]] = []
+        update_many = type(store.db.outbox).update_many
+
+        def spy(coll: Any, query: dict[str, Any], *args: Any, **kw: Any) -> Any:
+            if coll.name == "outbox":
+                looks.append(query)
+            return update_many(coll, query, *args, **kw)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(type(store.db.outbox), "update_many", spy)
+            await store.ensure_indexes()  # a later start
+        assert {d["_id"]: d["shard"] async for d in store.db.outbox.find()} == {
+            "old": 0, "new": 3}
+        assert looks
+        for q in looks:
+            plan = str((await store.db.outbox.find(q).explain())["queryPlanner"][
+                "winningPlan"])
+            assert "IXSCAN" in plan and "COLLSCAN" not in plan, (q, plan)
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
