@@ -350,3 +350,30 @@ async def notices(store: Any, query: dict[str, Any] | None = None) -> list[dict[
         rows += page
         if not cursor:
             return rows
+
+
+def record_queries(mp: Any, coll: Any, methods: tuple[str, ...],
+                   into: list[tuple[dict[str, Any], Any]]) -> None:
+    """Within `mp` (a pytest MonkeyPatch), note each query (and its index hint) that the
+    `methods` (find, update_many, ...) of `coll`'s collection are given."""
+    for name in methods:
+        original = getattr(type(coll), name)
+
+        def spy(c: Any, query: dict[str, Any], *args: Any, _o: Any = original,
+                **kw: Any) -> Any:
+            if c.name == coll.name:
+                into.append((query, kw.get("hint")))
+            return _o(c, query, *args, **kw)
+
+        mp.setattr(type(coll), name, spy)
+
+
+async def assert_index_scans(coll: Any, queries: list[tuple[dict[str, Any], Any]]) -> None:
+    """Each query (with its hint) is answered by an index scan, never a collection scan:
+    the local Mongo server would make one under its global lock."""
+    assert queries
+    for query, hint in queries:
+        cursor = coll.find(query)
+        plan = str((await (cursor.hint(hint) if hint else cursor).explain())[
+            "queryPlanner"]["winningPlan"])
+        assert "IXSCAN" in plan and "COLLSCAN" not in plan, (query, plan)

@@ -20,6 +20,7 @@ from shared.envelope import Envelope
 from tests.integration.conftest import running
 from tests.support import (
     ILO,
+    assert_index_scans,
     consumed,
     event_record,
     eventually,
@@ -28,6 +29,7 @@ from tests.support import (
     notices,
     produce,
     read_all,
+    record_queries,
 )
 from tests.support import inbound as inbound_topic
 
@@ -219,21 +221,10 @@ async def test_a_batchs_consumed_ids_are_one_document_and_an_earlier_releases_ar
 
     # what the careful reads and the conversion asked the inbox (query, index hint)
     queries: list[tuple[dict[str, Any], Any]] = []
-    find, update_many = type(inbox).find, type(inbox).update_many
-
-    def spy(coll: Any, query: dict[str, Any], *args: Any, **kw: Any) -> Any:
-        if coll.name == "inbox":
-            queries.append((query, kw.get("hint")))
-        return find(coll, query, *args, **kw)
-
-    def spy_update(coll: Any, query: dict[str, Any], *args: Any, **kw: Any) -> Any:
-        if coll.name == "inbox":
-            queries.append((query, kw.get("hint")))
-        return update_many(coll, query, *args, **kw)
 
     async def state(ids: list[str]) -> dict[str, str | None]:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(type(inbox), "find", spy)
+            record_queries(mp, inbox, ("find",), queries)
             return (await store.transaction(lambda uow: uow.inbox_state("c", ids)))[0]
 
     try:
@@ -269,8 +260,7 @@ async def test_a_batchs_consumed_ids_are_one_document_and_an_earlier_releases_ar
         # it dies: until it is reaped (its sessions ended) it still counts
         await members.update_one({"_id": "earlier"}, {"$set": {"until": now}})
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(type(inbox), "find", spy)
-            mp.setattr(type(inbox), "update_many", spy_update)
+            record_queries(mp, inbox, ("find", "update_many"), queries)
             await store.members.beat()  # reaps it, and its records are given ids
         assert store.members.earlier_releases == 0 and store.inbox_batched
         assert await inbox.count_documents({"event_id": {"$exists": True}}) == 0
@@ -285,11 +275,7 @@ async def test_a_batchs_consumed_ids_are_one_document_and_an_earlier_releases_ar
         # large inbox would hold the local server's global lock (an `$or` of the two
         # shapes was one, and so was the earlier records' filter without its index named)
         assert any("event_id" in q for q, _ in queries) and any("ids" in q for q, _ in queries)
-        for q, hint in queries:
-            cursor = inbox.find(q)
-            plan = str((await (cursor.hint(hint) if hint else cursor).explain())[
-                "queryPlanner"]["winningPlan"])
-            assert "IXSCAN" in plan and "COLLSCAN" not in plan, (q, plan)
+        await assert_index_scans(inbox, queries)
     finally:
         await store.client.drop_database(store.db.name)
         await store.close()

@@ -22,12 +22,14 @@ from shared.kafka import make_producer
 from shared.outbox import OutboxRelay
 from tests.integration.conftest import running
 from tests.support import (
+    assert_index_scans,
     consumed,
     eventually,
     headers_of,
     isolated,
     notices,
     read_all,
+    record_queries,
     unique,
 )
 
@@ -128,24 +130,13 @@ async def test_outbox_documents_from_before_shards_go_to_shard_0_found_by_index(
         await store.db.outbox.insert_many([
             {"_id": "old", "seq": 1, "sent_at": None, "count": 0, "events": []},
             {"_id": "new", "shard": 3, "seq": 2, "sent_at": None, "count": 0, "events": []}])
-        looks: list[dict[str, Any]] = []
-        update_many = type(store.db.outbox).update_many
-
-        def spy(coll: Any, query: dict[str, Any], *args: Any, **kw: Any) -> Any:
-            if coll.name == "outbox":
-                looks.append(query)
-            return update_many(coll, query, *args, **kw)
-
+        looks: list[tuple[dict[str, Any], Any]] = []
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(type(store.db.outbox), "update_many", spy)
+            record_queries(mp, store.db.outbox, ("update_many",), looks)
             await store.ensure_indexes()  # a later start
         assert {d["_id"]: d["shard"] async for d in store.db.outbox.find()} == {
             "old": 0, "new": 3}
-        assert looks
-        for q in looks:
-            plan = str((await store.db.outbox.find(q).explain())["queryPlanner"][
-                "winningPlan"])
-            assert "IXSCAN" in plan and "COLLSCAN" not in plan, (q, plan)
+        await assert_index_scans(store.db.outbox, looks)
     finally:
         await store.client.drop_database(store.db.name)
         await store.close()
