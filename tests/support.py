@@ -359,10 +359,11 @@ def record_queries(mp: Any, coll: Any, methods: tuple[str, ...],
     for name in methods:
         original = getattr(type(coll), name)
 
-        def spy(c: Any, query: dict[str, Any], *args: Any, _o: Any = original,
+        def spy(c: Any, query: dict[str, Any] | None = None, *args: Any, _o: Any = original,
                 **kw: Any) -> Any:
+            # (every collection's method is patched: another's call goes through untouched)
             if c.name == coll.name:
-                into.append((query, kw.get("hint")))
+                into.append((query or {}, kw.get("hint")))
             return _o(c, query, *args, **kw)
 
         mp.setattr(type(coll), name, spy)

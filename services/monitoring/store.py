@@ -102,9 +102,11 @@ class MonitoringStore(Store):
         """The portfolio from its counters (and the programmes flagged at risk)."""
         agg = self.aggregate
         assert agg is not None
+        # flags are non-empty codes: a programme has one exactly when some element of its
+        # list sorts after "", a range of the flags' index (an $exists or $ne would be
+        # answered by scanning every programme: SecantusDB does so under its global lock)
         at_risk = await self.db.programmes.find(
-            {"risk_flags": {"$exists": True, "$ne": []}}, {"title": 1, "risk_flags": 1}
-        ).to_list(None)
+            {"risk_flags": {"$gt": ""}}, {"title": 1, "risk_flags": 1}).to_list(None)
         return portfolio.view(await agg.read(self.db), at_risk)
 
     # -- projections of other services' facts -------------------------------------------------

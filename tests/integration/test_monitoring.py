@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from lxml import etree
 
 from services.monitoring.app import MonitoringSettings
 from services.monitoring.app import build as build_monitoring
 from services.monitoring.iati_rules import problems
 from services.monitoring.portfolio import portfolio as portfolio_of
+from services.monitoring.store import MonitoringStore
 from shared import topics
 from shared.contracts.funding import (
     AllocationMade,
@@ -45,6 +47,7 @@ from tests.support import (
     IOM,
     ROOT,
     UNDP,
+    assert_index_scans,
     event_record,
     eventually,
     headers_of,
@@ -52,6 +55,7 @@ from tests.support import (
     isolated,
     produce,
     read_all,
+    record_queries,
 )
 
 
@@ -230,6 +234,35 @@ async def test_a_sweep_reads_a_batch_of_programmes_in_one_go_and_finds_each_once
         late = [json.loads(f.value) for f in facts if headers_of(f)["ce_type"] ==
                 ReportOverdue.TYPE]
         assert sorted(f["programme_id"] for f in late) == sorted(pids * 3)  # each once
+
+
+async def test_the_portfolio_lists_exactly_the_programmes_at_risk_found_by_index() -> None:
+    """The portfolio's programmes at risk are those with a flag, whatever the others hold
+    (no flags, an empty list, none kept yet); they are found through the flags' index, not
+    by reading every programme (which the local Mongo server would do under its global
+    lock at every request)."""
+    store = MonitoringStore(isolated(MonitoringSettings))
+    try:
+        await store.ensure_indexes()
+        await store.db.programmes.insert_many([
+            {"_id": "jp-1", "title": "One", "risk_flags": ["low-delivery"]},
+            {"_id": "jp-2", "title": "Two", "risk_flags": []},
+            {"_id": "jp-3", "title": "Three"},
+            {"_id": "jp-4", "title": "Four", "risk_flags": None},
+            {"_id": "jp-5", "title": "Five",
+             "risk_flags": ["no-recent-report", "report-overdue"]}])
+        queries: list[tuple[dict[str, Any], Any]] = []
+        with pytest.MonkeyPatch.context() as mp:
+            record_queries(mp, store.db.programmes, ("find",), queries)
+            view = await store.portfolio()
+        assert view["at_risk"] == [
+            {"programme_id": "jp-1", "title": "One", "flags": ["low-delivery"]},
+            {"programme_id": "jp-5", "title": "Five",
+             "flags": ["no-recent-report", "report-overdue"]}]
+        await assert_index_scans(store.db.programmes, queries)
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
 
 
 async def test_bad_reports_are_answered_and_nothing_is_stored() -> None:
