@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faststream import AckPolicy
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker, Topic
@@ -380,13 +381,25 @@ class PromptBatchSubscriber(BatchSubscriber):
     arrives on an idle consumer waited up to that long (half of it on average) at every hop
     of the pipeline. Here the poll itself is the wait: it returns as soon as records come.
     Only a poll that came back empty early (no partitions assigned yet, a rebalance) sleeps
-    for the rest of its time, so the loop never spins."""
+    for the rest of its time, so the loop never spins.
+
+    FastStream's loop expects only Kafka's own errors from a poll, and ends on any other: the
+    subscription would stop consuming without a word. Any other error here is logged and the
+    poll tried again a second later (fetched data aiokafka cannot read is read leniently:
+    shared.lenient_records)."""
 
     async def get_msg(self, consumer: Any) -> tuple[ConsumerRecord, ...]:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        messages = await consumer.getmany(timeout_ms=self.batch_timeout_ms,
-                                          max_records=self.max_records)
+        try:
+            messages = await consumer.getmany(timeout_ms=self.batch_timeout_ms,
+                                              max_records=self.max_records)
+        except (KafkaError, ConsumerStoppedError, asyncio.CancelledError):
+            raise
+        except Exception as e:
+            log.exception("poll_failed", error=repr(e)[:300])
+            await asyncio.sleep(1.0)
+            return ()
         if messages:
             return tuple(r for records in messages.values() for r in records)
         left = self.batch_timeout_ms / 1000 - (loop.time() - started)

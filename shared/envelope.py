@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from shared.errors import PermanentMessageError
+from shared.jsondepth import MAX_DEPTH, too_deep
 
 SPECVERSION = "1.0"
 JSON = "application/json"
@@ -74,9 +75,20 @@ class Envelope(BaseModel):
         return [(k, v.encode()) for k, v in h]
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _header_map(headers: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in headers or ():
+        if not k.isascii() and not _utf8(k):  # (read with surrogate escapes: lenient_records)
+            name = k.encode("utf-8", "surrogateescape")
+            raise PermanentMessageError("bad-header", f"header name {name!r} is not UTF-8")
         if isinstance(v, bytes):
             try:
                 v = v.decode("utf-8")
@@ -93,6 +105,9 @@ def decode(headers: Any, value: bytes | None, *, max_bytes: int) -> tuple[Envelo
     if len(value) > max_bytes:
         raise PermanentMessageError("oversize", f"value of {len(value)} bytes exceeds {max_bytes}")
     h = _header_map(headers)
+    if too_deep(value):
+        raise PermanentMessageError("malformed-json",
+                                    f"value is nested deeper than {MAX_DEPTH} levels")
     try:
         body = json.loads(value)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.errors import MptfError
+from shared.jsondepth import MAX_DEPTH, too_deep
 from shared.logging import get_logger
 from shared.metrics import HTTP_REQUESTS, HTTP_SECONDS
 
@@ -90,6 +91,13 @@ class EdgeMiddleware:
                 return await resp(scope, receive, send)
             if not msg.get("more_body"):
                 break
+        if seen and too_deep(b"".join(m.get("body", b"") for m in chunks)):
+            # FastAPI would decode it (a RecursionError past ~1,000 levels) and validation
+            # would walk it level by level: refused as malformed first
+            HTTP_REQUESTS.labels(method, "(refused)", "400").inc()
+            resp = problem(400, "malformed-body", "The body is nested too deeply",
+                           f"JSON nested deeper than {MAX_DEPTH} levels is not accepted")
+            return await resp(scope, receive, send)
 
         async def limited_receive() -> Message:
             return chunks.pop(0) if chunks else await receive()

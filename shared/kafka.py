@@ -13,12 +13,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from shared import lenient_records
 from shared import topics as T
 from shared.envelope import utcnow
 from shared.logging import get_logger
 from shared.metrics import DEAD_LETTERS
 from shared.privacy import redacted_bytes
 from shared.settings import ServiceSettings
+
+# a record whose header name is not UTF-8 reaches the consumer (and is dead-lettered) instead
+# of stopping it (shared.lenient_records)
+lenient_records.install()
 
 log = get_logger("mptf.kafka")
 
@@ -72,7 +77,9 @@ class DeadLetters:
         with a record, personal data found in it is redacted here before it is kept."""
         if value is None:
             value = redacted_bytes(record.value)
-        headers = list(record.headers or ())
+        # a name that was not UTF-8 (read with surrogate escapes) is kept escaped: the
+        # producer writes names as UTF-8 text
+        headers = [(lenient_records.escaped(k), v) for k, v in record.headers or ()]
         if value is not None:
             headers.append(("dlq_redacted", b"personal-data"))
         headers += [

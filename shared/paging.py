@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import Request, Response
 
 from shared.errors import BadRequest
+from shared.jsondepth import too_deep
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 100
@@ -49,6 +50,8 @@ def encode(values: list[Any]) -> str:
 def decode(cursor: str, n: int) -> list[Any]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if too_deep(raw):
+            raise ValueError("nested too deeply")
         values = json.loads(raw)
         if not isinstance(values, list) or len(values) != n:
             raise ValueError("shape")

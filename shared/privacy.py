@@ -17,6 +17,8 @@ import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from shared.jsondepth import too_deep
+
 if TYPE_CHECKING:  # imported when used: the contracts' own validation calls this module
     from shared.contracts.intake import Reason
 
@@ -165,6 +167,8 @@ def redacted_bytes(value: bytes | None) -> bytes | None:
     if not value:
         return None
     try:
+        if too_deep(value):  # (not walked value by value: searched as text, below)
+            raise ValueError("nested too deeply")
         data = json.loads(value)
     except ValueError:
         text = value.decode("utf-8", "replace")

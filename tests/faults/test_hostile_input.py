@@ -1,5 +1,6 @@
 """The hostile-input run (part of the fault run's session): property-based (hypothesis) cases
-over every POST and PUT route of every service and every inbound topic. Each HTTP case must
+over every POST and PUT route of every service and every inbound topic, a tenth of them
+nested far deeper than any message of ours. Each HTTP case must
 get a 4xx problem+json answer (or a 2xx where the body happens to be acceptable), never a
 5xx; each Kafka case, all of which are invalid by construction, must reach the dead-letter
 topic with its reason while the consumer keeps going. Prints its figures."""
@@ -28,6 +29,7 @@ from shared import topics
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from shared.contracts.monitoring import REPORT_EXAMPLE, SubmitProgressReport
 from shared.envelope import Envelope
+from shared.jsondepth import MAX_DEPTH
 from tests.integration.conftest import running
 from tests.support import bearer, headers_of, isolated, produce, read_all, unique
 
@@ -46,6 +48,15 @@ hostile_scalar = st.one_of(
 hostile_json = st.recursive(hostile_scalar, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
     max_leaves=12)
+
+
+def deep(rnd: random.Random) -> bytes:
+    """Raw JSON nested past MAX_DEPTH: arrays, objects or both, from just past it to far
+    past what Python's decoder can decode (a RecursionError there); at most 160 KB, within
+    the size limit, so that its depth is what is refused."""
+    n = rnd.choice([MAX_DEPTH + 1, rnd.randint(MAX_DEPTH + 2, 1_500), rnd.randint(1_500, 20_000)])
+    opener, closer = rnd.choice([(b"[", b"]"), (b'{"a":', b"}"), (b'[{"a":', b"}]")])
+    return opener * n + b"0" * (opener != b"[") + closer * n
 
 
 def mutate(example: dict[str, Any], rnd: random.Random, value: Any) -> Any:
@@ -119,6 +130,8 @@ async def test_hostile_input_never_gets_a_5xx_and_every_kafka_case_is_dead_lette
                 raw = json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass")
             except (TypeError, ValueError):
                 raw = repr(body).encode("utf-8", "surrogatepass")
+            if i % 10 == 9 and raw.endswith(b"}"):  # a field nested far deeper than ours
+                raw = raw[:-1] + (b", " if len(raw) > 2 else b"") + b'"x": ' + deep(rnd) + b"}"
             r = await apps[svc][2].request(method, url, content=raw, headers={
                 **bearer(ROLE_FOR[svc]), "content-type": "application/json"})
             figures["hostile HTTP cases"] += 1
@@ -152,6 +165,9 @@ async def test_hostile_input_never_gets_a_5xx_and_every_kafka_case_is_dead_lette
                 env = Envelope(source=f"urn:mptf:entity:{rnd.choice(['ILO', 'X', ''])}",
                                type=model.TYPE).headers()
                 reason = "forbidden"
+            elif i % 10 == 4:  # nested far deeper than any message of ours
+                value_bytes = json.dumps(example).encode()[:-1] + b', "x": ' + deep(rnd) + b"}"
+                reason = "malformed-json"
             else:  # a required field made hostile: a list of hostile values never validates
                 body = json.loads(json.dumps(example))
                 body[rnd.choice(["title", "programme_id"] if "title" in body

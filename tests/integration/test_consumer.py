@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
 from typing import Any
 
 import pytest
@@ -26,10 +27,12 @@ from tests.support import (
     eventually,
     headers_of,
     isolated,
+    kafka_auth,
     notices,
     produce,
     read_all,
     record_queries,
+    writer_of,
 )
 from tests.support import inbound as inbound_topic
 
@@ -170,16 +173,20 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_consumer_keeps_go
         # invalid, and holding personal data: the dead letter keeps the rest, not the data
         (b"k6", json.dumps({"title": 7, "summary": "Call Rosa on +33 6 12 34 56 78"}).encode(),
          ok_env.headers()),
+        # nested past what any message of ours needs (and past what json.loads can decode)
+        (b"k7", good.model_dump_json().encode()[:-1] + b', "x": ' + b"[" * 50_000
+         + b"]" * 50_000 + b"}", ok_env.headers()),
     ]
     async with running(build_intake, settings):
         await produce(inbound, [*bad, event_record(good, key="good-after-bad")])
         facts = await read_all(settings.topic(topics.PROGRAMMES), min_count=2)
         assert [json.loads(r.value).get("entity_reference") for r in facts] == [
             "good-after-bad", None]  # ProgrammeSubmitted, then ProgrammeScreened
-        dead = await read_all(dlq, min_count=6)
+        dead = await read_all(dlq, min_count=7)
     reasons = {r.key: headers_of(r)["dlq_reason"] for r in dead}
     assert reasons == {b"k1": "malformed-json", b"k2": "invalid", b"k3": "unknown-type",
-                       b"k4": "bad-header", b"k5": "forbidden", b"k6": "invalid"}
+                       b"k4": "bad-header", b"k5": "forbidden", b"k6": "invalid",
+                       b"k7": "malformed-json"}
     by_key = {r.key: r for r in dead}
     # the original bytes and headers travel with the reason
     assert by_key[b"k1"].value == b"{not json"
@@ -190,6 +197,61 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_consumer_keeps_go
     assert b"34 56 78" not in by_key[b"k6"].value
     assert json.loads(by_key[b"k6"].value)["title"] == 7
     assert headers_of(by_key[b"k6"])["dlq_redacted"] == "personal-data"
+    assert "nested deeper than" in headers_of(by_key[b"k7"])["dlq_detail"]
+    assert by_key[b"k7"].value.endswith(b"]" * 50_000 + b"}")  # the original bytes
+
+
+class _NotUtf8(str):
+    """A header name whose bytes on the wire are not UTF-8, as any client that writes a name
+    as bytes can send it (aiokafka's Python batch builder writes what `encode` gives)."""
+
+    def encode(self, *args: Any, **kw: Any) -> bytes:  # type: ignore[override]
+        return b"x-\xff\xfe"
+
+
+async def test_a_header_name_that_is_not_utf8_is_dead_lettered_and_its_neighbours_consumed(
+) -> None:
+    """aiokafka decodes header names strictly while it unpacks a fetched batch: such a
+    record stopped the poll at every try (the records before it in the batch not returned,
+    FastStream's loop ended). Now it reaches the consumer, is dead-lettered as `bad-header`
+    with its value and its name escaped, and the records before and after it in the same
+    batch are consumed."""
+    import aiokafka.producer.message_accumulator as accumulator
+    import aiokafka.producer.producer as producer_module
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
+
+    settings = isolated(IntakeSettings)
+    inbound = inbound_topic(settings, topics.INBOUND_CONCEPT_NOTES, "IOM")
+    dlq = settings.topic(topics.INBOUND_CONCEPT_NOTES) + ".dlq"
+    records = [event_record(NOTE.model_copy(update={"entity_reference": f"hdr-{n}"}),
+                            key="one-partition") for n in range(3)]
+    key, value, headers = records[1]
+    records[1] = (key, value, [*headers, (_NotUtf8("x"), b"1")])
+    with pytest.MonkeyPatch.context() as mp:
+        for module in (accumulator, producer_module):
+            mp.setattr(module, "DefaultRecordBatchBuilder", _DefaultRecordBatchBuilderPy)
+        producer = AIOKafkaProducer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                                    enable_idempotence=True, linger_ms=100,
+                                    **kafka_auth(writer_of(inbound)))
+        await producer.start()
+        try:  # sent together: one batch, the bad record in its middle
+            sent = [await producer.send(inbound, value=v, key=k, headers=h)
+                    for k, v, h in records]
+            offsets = [(await f).offset for f in sent]
+        finally:
+            await producer.stop()
+    assert offsets == [offsets[0] + n for n in range(3)]
+    async with running(build_intake, settings):
+        facts = await read_all(settings.topic(topics.PROGRAMMES), min_count=4)
+        dead = await read_all(dlq, min_count=1)
+    assert sorted({json.loads(r.value).get("entity_reference") for r in facts} - {None}) == [
+        "hdr-0", "hdr-2"]
+    [letter] = dead
+    assert headers_of(letter)["dlq_reason"] == "bad-header"
+    assert "not UTF-8" in headers_of(letter)["dlq_detail"]
+    assert ("x-\\xff\\xfe", b"1") in letter.headers  # the name's bytes, escaped
+    assert letter.value == value
 
 
 async def test_a_batchs_consumed_ids_are_one_document_and_an_earlier_releases_are_honoured(

@@ -1,9 +1,10 @@
 """Hostile HTTP input gets a clear 4xx (problem+json naming the field), never a 5xx, and
 nothing is stored: a body over the limit sent chunked, integers the store cannot hold,
-invalid Unicode, control characters."""
+invalid Unicode, control characters, JSON nested deeper than any message of ours."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 from services.intake.app import IntakeSettings
@@ -11,6 +12,7 @@ from services.intake.app import build as build_intake
 from services.notifications.app import NotificationsSettings
 from services.notifications.app import build as build_notifications
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE
+from shared.jsondepth import MAX_DEPTH
 from tests.integration.conftest import running
 from tests.support import IOM, OPERATOR, isolated
 
@@ -46,6 +48,31 @@ async def test_hostile_bodies_are_answered_and_nothing_is_stored() -> None:
         r = await http.post("/v1/concept-notes", content=body,
                             headers={**IOM, "content-type": "application/json"})
         assert r.status_code == 422, r.text
+        assert await rt.store.db.programmes.count_documents({}) == 0
+
+
+async def test_deeply_nested_bodies_are_malformed_not_a_server_error() -> None:
+    """A body nested deeper than MAX_DEPTH is a 400 problem before it is decoded, at every
+    depth: just past the limit, where Python's decoder still copes but each walk over the
+    value recurses per level, and far past it, where the decoder itself fails with a
+    RecursionError. A body nested to the limit reaches validation (422: the field is not
+    one of the note's)."""
+    s = isolated(IntakeSettings)
+    note = json.dumps({**CONCEPT_NOTE_EXAMPLE, "entity_reference": "HOSTILE-DEEP"}).encode()
+    headers = {**IOM, "content-type": "application/json"}
+    async with running(build_intake, s) as (_, rt, http):
+        for depth in (MAX_DEPTH + 1, 900, 5_000, 100_000):
+            body = note[:-1] + b', "x": ' + b"[" * depth + b"]" * depth + b"}"
+            r = await http.post("/v1/concept-notes", content=body, headers=headers)
+            assert r.status_code == 400, (depth, r.text[:300])
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["code"] == "malformed-body"
+            assert f"deeper than {MAX_DEPTH}" in r.json()["detail"]
+        depth = MAX_DEPTH - 1  # with the note's own object: MAX_DEPTH levels
+        body = note[:-1] + b', "x": ' + b"[" * depth + b"]" * depth + b"}"
+        r = await http.post("/v1/concept-notes", content=body, headers=headers)
+        assert r.status_code == 422, r.text[:300]
+        assert [e["field"] for e in r.json()["errors"]] == ["x"]
         assert await rt.store.db.programmes.count_documents({}) == 0
 
 
