@@ -172,6 +172,13 @@ class Subscription:
             except PermanentMessageError as e:
                 dead.append((rec, e.reason, e.detail, None))
                 continue
+            except Exception as e:
+                # decoding does no I/O: what fails here fails at every delivery, so the
+                # record is dead-lettered rather than retried for ever
+                log.exception("decode_failed", topic=rec.topic, partition=rec.partition,
+                              offset=rec.offset)
+                dead.append((rec, "invalid", f"could not be decoded: {e!r}"[:500], None))
+                continue
             if inc is None:
                 EVENTS_CONSUMED.labels(rec.topic, "-", "ignored").inc()
             else:

@@ -110,7 +110,8 @@ def decode(headers: Any, value: bytes | None, *, max_bytes: int) -> tuple[Envelo
                                     f"value is nested deeper than {MAX_DEPTH} levels")
     try:
         body = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:  # not UTF-8, not JSON, or an integer of over 4,300 digits
+        # (Python's limit on int(str): a plain ValueError, not a JSONDecodeError)
         raise PermanentMessageError("malformed-json", f"value is not JSON: {e}") from e
     ctype = h.get("content-type", "")
     if ctype.startswith(STRUCTURED):

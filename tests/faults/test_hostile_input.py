@@ -1,9 +1,10 @@
 """The hostile-input run (part of the fault run's session): property-based (hypothesis) cases
 over every POST and PUT route of every service and every inbound topic, a tenth of them
-nested far deeper than any message of ours. Each HTTP case must
-get a 4xx problem+json answer (or a 2xx where the body happens to be acceptable), never a
-5xx; each Kafka case, all of which are invalid by construction, must reach the dead-letter
-topic with its reason while the consumer keeps going. Prints its figures."""
+nested far deeper than any message of ours and a tenth with an integer of over 4,300
+digits. Each HTTP case must get a 4xx problem+json answer (or a 2xx where the body happens
+to be acceptable), never a 5xx; each Kafka case, all of which are invalid by construction,
+must reach the dead-letter topic with its reason while the consumer keeps going. Prints its
+figures."""
 
 from __future__ import annotations
 
@@ -57,6 +58,12 @@ def deep(rnd: random.Random) -> bytes:
     n = rnd.choice([MAX_DEPTH + 1, rnd.randint(MAX_DEPTH + 2, 1_500), rnd.randint(1_500, 20_000)])
     opener, closer = rnd.choice([(b"[", b"]"), (b'{"a":', b"}"), (b'[{"a":', b"}]")])
     return opener * n + b"0" * (opener != b"[") + closer * n
+
+
+def huge(rnd: random.Random) -> bytes:
+    """A JSON integer longer than Python converts from text (4,300 digits), within the size
+    limit: json.loads raises a plain ValueError for it, not a JSONDecodeError."""
+    return rnd.choice([b"", b"-"]) + b"9" * rnd.randint(4_301, 100_000)
 
 
 def mutate(example: dict[str, Any], rnd: random.Random, value: Any) -> Any:
@@ -132,6 +139,8 @@ async def test_hostile_input_never_gets_a_5xx_and_every_kafka_case_is_dead_lette
                 raw = repr(body).encode("utf-8", "surrogatepass")
             if i % 10 == 9 and raw.endswith(b"}"):  # a field nested far deeper than ours
                 raw = raw[:-1] + (b", " if len(raw) > 2 else b"") + b'"x": ' + deep(rnd) + b"}"
+            elif i % 10 == 8 and raw.endswith(b"}"):  # an integer past Python's 4,300 digits
+                raw = raw[:-1] + (b", " if len(raw) > 2 else b"") + b'"x": ' + huge(rnd) + b"}"
             r = await apps[svc][2].request(method, url, content=raw, headers={
                 **bearer(ROLE_FOR[svc]), "content-type": "application/json"})
             figures["hostile HTTP cases"] += 1
@@ -167,6 +176,9 @@ async def test_hostile_input_never_gets_a_5xx_and_every_kafka_case_is_dead_lette
                 reason = "forbidden"
             elif i % 10 == 4:  # nested far deeper than any message of ours
                 value_bytes = json.dumps(example).encode()[:-1] + b', "x": ' + deep(rnd) + b"}"
+                reason = "malformed-json"
+            elif i % 10 == 8:  # an integer past Python's limit on digits (4,300)
+                value_bytes = json.dumps(example).encode()[:-1] + b', "x": ' + huge(rnd) + b"}"
                 reason = "malformed-json"
             else:  # a required field made hostile: a list of hostile values never validates
                 body = json.loads(json.dumps(example))

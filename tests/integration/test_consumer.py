@@ -201,6 +201,39 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_consumer_keeps_go
     assert by_key[b"k7"].value.endswith(b"]" * 50_000 + b"}")  # the original bytes
 
 
+async def test_a_record_whose_decoding_fails_unexpectedly_is_dead_lettered_not_retried(
+) -> None:
+    """Decoding does no I/O, so an error in it (one no rule names: here a fault injected
+    into the raw check for one record) would fail the record at every delivery: it is
+    dead-lettered with the error, and the records after it are consumed."""
+    import shared.consumer
+
+    settings = isolated(IntakeSettings)
+    inbound = inbound_topic(settings, topics.INBOUND_CONCEPT_NOTES, "IOM")
+    dlq = settings.topic(topics.INBOUND_CONCEPT_NOTES) + ".dlq"
+    checked = shared.consumer.raw_json_safe
+
+    def faulty(value: bytes) -> bool:
+        if b"fault-here" in value:
+            raise ArithmeticError("injected")
+        return checked(value)
+
+    notes = [event_record(NOTE.model_copy(update={"entity_reference": ref}), key="same")
+             for ref in ("fault-here", "after-fault")]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(shared.consumer, "raw_json_safe", faulty)
+        async with running(build_intake, settings):
+            await produce(inbound, notes)
+            facts = await read_all(settings.topic(topics.PROGRAMMES), min_count=2)
+            dead = await read_all(dlq, min_count=1)
+    assert {json.loads(r.value).get("entity_reference") for r in facts} - {None} == {
+        "after-fault"}
+    [letter] = dead
+    assert headers_of(letter)["dlq_reason"] == "invalid"
+    assert "ArithmeticError('injected')" in headers_of(letter)["dlq_detail"]
+    assert letter.value == notes[0][1]
+
+
 class _NotUtf8(str):
     """A header name whose bytes on the wire are not UTF-8, as any client that writes a name
     as bytes can send it (aiokafka's Python batch builder writes what `encode` gives)."""

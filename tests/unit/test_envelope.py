@@ -40,6 +40,8 @@ def test_structured_mode_is_accepted_from_entity_systems() -> None:
     (Envelope(source="s", type="t").headers(), b"x" * 101, "oversize"),
     (Envelope(source="s", type="t").headers(), b"{nope", "malformed-json"),
     (Envelope(source="s", type="t").headers(), b"\xff\xfe", "malformed-json"),
+    # past Python's limit on integer digits (4,300): a ValueError, not a JSONDecodeError
+    (Envelope(source="s", type="t").headers(), b'{"a": ' + b"9" * 5000 + b"}", "malformed-json"),
     (Envelope(source="s", type="t").headers(), b"[1, 2]", "bad-data"),
     ([("ce_id", b"1")], b"{}", "bad-envelope"),
     ([("ce_id", b"\xff")], b"{}", "bad-header"),
@@ -49,5 +51,5 @@ def test_structured_mode_is_accepted_from_entity_systems() -> None:
 ])
 def test_unreadable_records_are_named(headers, value, reason) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(PermanentMessageError) as e:
-        decode(headers, value, max_bytes=100)
+        decode(headers, value, max_bytes=100 if reason == "oversize" else 10_000)
     assert e.value.reason == reason
