@@ -234,6 +234,34 @@ async def test_a_record_whose_decoding_fails_unexpectedly_is_dead_lettered_not_r
     assert letter.value == notes[0][1]
 
 
+async def test_batches_compressed_with_every_codec_kafka_defines_are_consumed() -> None:
+    """Entity systems choose their producer's compression (librdkafka: compression.type);
+    a batch the consumer cannot decompress would stop its partition (aiokafka reads lz4,
+    snappy and zstd only with their codecs installed). One note per codec, each from a
+    librdkafka producer of its own, as the entity's principal: all are consumed."""
+    from confluent_kafka import Producer
+
+    from tests.support import credentials
+
+    settings = isolated(IntakeSettings)
+    inbound = inbound_topic(settings, topics.INBOUND_CONCEPT_NOTES, "IOM")
+    codecs = ["gzip", "snappy", "lz4", "zstd"]
+    for codec in codecs:
+        producer = Producer({
+            "bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+            "security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": "SCRAM-SHA-512",
+            "sasl.username": "entity-IOM", "sasl.password": credentials()["entity-IOM"],
+            "enable.idempotence": True, "compression.type": codec})
+        key, value, headers = event_record(
+            NOTE.model_copy(update={"entity_reference": f"codec-{codec}"}), key=codec)
+        producer.produce(inbound, value=value, key=key, headers=headers)
+        assert await asyncio.to_thread(producer.flush, 30) == 0
+    async with running(build_intake, settings):
+        facts = await read_all(settings.topic(topics.PROGRAMMES), min_count=2 * len(codecs))
+    assert {json.loads(r.value).get("entity_reference") for r in facts} - {None} == {
+        f"codec-{c}" for c in codecs}
+
+
 class _NotUtf8(str):
     """A header name whose bytes on the wire are not UTF-8, as any client that writes a name
     as bytes can send it (aiokafka's Python batch builder writes what `encode` gives)."""
