@@ -57,17 +57,28 @@ class _LenientBatch(_DefaultRecordBatchPy):
 
 
 class _Batch:
-    """One fetched batch: aiokafka's C reader's, read again leniently where it fails."""
+    """One fetched batch: aiokafka's C reader's, read again leniently where it fails. An
+    iterator over its records, as the C reader's batch is (aiokafka takes the first record
+    of a control batch with next())."""
 
-    __slots__ = ("_data", "_fast", "_size", "_start")
+    __slots__ = ("_data", "_fast", "_records", "_size", "_start")
 
     def __init__(self, fast: Any, data: bytes, start: int, size: int) -> None:
         self._fast, self._data, self._start, self._size = fast, data, start, size
+        self._records: Iterator[Any] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fast, name)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> _Batch:
+        return self
+
+    def __next__(self) -> Any:
+        if self._records is None:
+            self._records = self._read()
+        return next(self._records)
+
+    def _read(self) -> Iterator[Any]:
         done = 0
         try:
             for record in self._fast:
