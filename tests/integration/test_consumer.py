@@ -35,6 +35,7 @@ from tests.support import (
     writer_of,
 )
 from tests.support import inbound as inbound_topic
+from tests.wire import NOT_UTF8_ESCAPED, NotUtf8Name
 
 NOTE = SubmitConceptNote.model_validate(CONCEPT_NOTE_EXAMPLE)
 
@@ -262,14 +263,6 @@ async def test_batches_compressed_with_every_codec_kafka_defines_are_consumed() 
         f"codec-{c}" for c in codecs}
 
 
-class _NotUtf8(str):
-    """A header name whose bytes on the wire are not UTF-8, as any client that writes a name
-    as bytes can send it (aiokafka's Python batch builder writes what `encode` gives)."""
-
-    def encode(self, *args: Any, **kw: Any) -> bytes:  # type: ignore[override]
-        return b"x-\xff\xfe"
-
-
 async def test_a_header_name_that_is_not_utf8_is_dead_lettered_and_its_neighbours_consumed(
 ) -> None:
     """aiokafka decodes header names strictly while it unpacks a fetched batch: such a
@@ -288,7 +281,7 @@ async def test_a_header_name_that_is_not_utf8_is_dead_lettered_and_its_neighbour
     records = [event_record(NOTE.model_copy(update={"entity_reference": f"hdr-{n}"}),
                             key="one-partition") for n in range(3)]
     key, value, headers = records[1]
-    records[1] = (key, value, [*headers, (_NotUtf8("x"), b"1")])
+    records[1] = (key, value, [*headers, (NotUtf8Name("x"), b"1")])
     with pytest.MonkeyPatch.context() as mp:
         for module in (accumulator, producer_module):
             mp.setattr(module, "DefaultRecordBatchBuilder", _DefaultRecordBatchBuilderPy)
@@ -311,7 +304,7 @@ async def test_a_header_name_that_is_not_utf8_is_dead_lettered_and_its_neighbour
     [letter] = dead
     assert headers_of(letter)["dlq_reason"] == "bad-header"
     assert "not UTF-8" in headers_of(letter)["dlq_detail"]
-    assert ("x-\\xff\\xfe", b"1") in letter.headers  # the name's bytes, escaped
+    assert (NOT_UTF8_ESCAPED, b"1") in letter.headers  # the name's bytes, escaped
     assert letter.value == value
 
 

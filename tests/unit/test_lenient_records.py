@@ -4,17 +4,11 @@ batch, wherever it falls in the batch; batches aiokafka's C reader can read come
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
 from shared.lenient_records import LenientRecords, escaped
-
-
-class _NotUtf8(str):
-    def encode(self, *args: Any, **kw: Any) -> bytes:  # type: ignore[override]
-        return b"x-\xff\xfe"
+from tests.wire import NOT_UTF8, NOT_UTF8_ESCAPED, NotUtf8Name
 
 
 def batch(values: list[bytes], bad_at: int | None, codec: int = 0, base: int = 0) -> bytes:
@@ -22,7 +16,7 @@ def batch(values: list[bytes], bad_at: int | None, codec: int = 0, base: int = 0
                                            producer_id=-1, producer_epoch=-1,
                                            base_sequence=-1, batch_size=1 << 20)
     for n, value in enumerate(values):
-        name = _NotUtf8("x") if n == bad_at else "ce_id"
+        name = NotUtf8Name("x") if n == bad_at else "ce_id"
         builder.append(n, timestamp=None, key=None, value=value,
                        headers=[(name, b"1")])
     out = bytearray(builder.build())
@@ -47,7 +41,8 @@ def test_a_header_name_that_is_not_utf8_is_read_with_surrogate_escapes(bad_at: i
     got = read(data)
     assert [(o, v) for o, v, _ in got] == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d")]
     names = [n for _, _, n in got]
-    assert names[bad_at] == "x-\udcff\udcfe" and escaped(names[bad_at]) == "x-\\xff\\xfe"
+    assert names[bad_at] == NOT_UTF8.decode("utf-8", "surrogateescape")
+    assert escaped(names[bad_at]) == NOT_UTF8_ESCAPED
     assert [n for i, n in enumerate(names) if i != bad_at] == ["ce_id"] * 3
 
 
