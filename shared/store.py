@@ -108,6 +108,12 @@ def is_transient(exc: BaseException) -> bool:
                       | ConnectionError | asyncio.TimeoutError)
 
 
+def _error_name(exc: PyMongoError) -> str:
+    """A short name for a store error: its server code name (WriteConflict, ...) or class."""
+    details = getattr(exc, "details", None) or {}
+    return str(details.get("codeName") or type(exc).__name__)
+
+
 def _add(a: Any, b: Any) -> Any:
     if isinstance(a, Decimal128) or isinstance(b, Decimal128):
         dec = [x.to_decimal() if isinstance(x, Decimal128) else Decimal(x) for x in (a, b)]
@@ -804,24 +810,37 @@ class Store:
         s = await self.session()
         holder: dict[str, UnitOfWork] = {}
         attempts = 0
+        waited = 0.0
+        errors: list[str] = []  # why each attempt before the last failed
+        began = time.perf_counter()
         await self.members.track(s)  # so that a transaction we die in is ended by another
 
         async def attempt(session: Any) -> T:
-            nonlocal attempts
+            nonlocal attempts, waited
             if attempts:  # nothing has been read yet: the snapshot starts after the wait
                 TX_RETRIES.inc()
-                await asyncio.sleep(min(1.0, 0.01 * 2 ** min(attempts, 7))
-                                    * (0.5 + random.random()))
+                pause = min(1.0, 0.01 * 2 ** min(attempts, 7)) * (0.5 + random.random())
+                waited += pause
+                await asyncio.sleep(pause)
             attempts += 1
             uow = UnitOfWork(self, session)
-            result = await fn(uow)
-            await uow.write()
-            await uow._flush()
+            try:
+                result = await fn(uow)
+                await uow.write()
+                await uow._flush()
+            except PyMongoError as e:
+                errors.append(_error_name(e))
+                raise
             holder["uow"] = uow
             return result
 
         async with s:
             result = await s.with_transaction(attempt, write_concern=MAJORITY)
+        if attempts > 1:  # who conflicted, how often and for how long (issue 17's stalls)
+            log.warning("transaction_retried", work=getattr(fn, "__qualname__", repr(fn)),
+                     attempts=attempts, errors=errors[-5:],
+                     waited_ms=round(waited * 1000, 1),
+                     took_ms=round((time.perf_counter() - began) * 1000, 1))
         uow = holder["uow"]
         if uow.shards:
             self.outbox_dirty |= uow.shards

@@ -8,7 +8,8 @@ It starts the four services as processes under a fresh topic prefix and prints:
     approved (an SC driver meets every 100 ms and approves in one meeting every note
     screened since) -> allocated -> the allocation notification logged, in programmes per
     second, for a burst offered all at once, `--runs` times in a row: the median, each run
-    and their spread ((max - min) / median);
+    and their spread ((max - min) / median), and each burst's longest pause (no programme
+    completed: a stall rather than a pace);
   * latency below saturation: at 25, 50, 75 and 90% of that capacity offered at a fixed
     rate, end-to-end p50/p95/p99 and the median of each hop (note in -> screened fact
     published -> approved -> allocated -> notification logged, each fact timed when the
@@ -17,8 +18,9 @@ It starts the four services as processes under a fresh topic prefix and prints:
   * per programme and service: documents stored, store round trips (commands sent) and
     Kafka records published;
   * a py-spy profile (speedscope) of every Python process (services, SecantusDB, this
-    benchmark) during the last burst, under .run/bench/profiles/; and the CPU each process used
-    during the bursts, in cores (what bound them);
+    benchmark) during one more burst after the measured ones (sampling slows every process,
+    so its rate is printed apart), under .run/bench/profiles/; and the CPU each process used
+    during the measured bursts, in cores (what bound them);
   * the pipeline's steps together, in reference (b)'s unit: messages consumed per second by
     the four services during the bursts; and one step, comparable with reference (b):
     intake's inbound consumer (note in, validated, screened, stored with its two facts in
@@ -342,6 +344,14 @@ class Pipeline:
         return [self.done[pid] - self.sent[ref] for pid, ref in self.pid_of.items()
                 if ref.startswith(run) and pid in self.done]
 
+    def longest_pause(self, run: str, began: float) -> float:
+        """The longest time in a run during which no programme completed (from `began`, its
+        first offer, to its last completion): the pipeline's stalls, seen apart from its
+        pace (completions come in batches a fraction of a second apart)."""
+        times = sorted([began, *(self.done[pid] for pid, ref in self.pid_of.items()
+                                 if ref.startswith(run) and pid in self.done)])
+        return round(max((b - a for a, b in itertools.pairwise(times)), default=0.0), 2)
+
     async def metric(self, name: str, skip: str = "\0") -> int:
         """A counter summed over the services' /metrics, every replica's (series containing
         `skip` left out)."""
@@ -643,7 +653,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     async with pipe.running():
         results["time_to_ready_s"] = {s: round(v, 2) for s, v in pipe.ready_s.items()}
         # capacity: the same burst offered at once, `runs` times in a row; the median
-        bursts = []
+        bursts: list[float] = []
+        pauses: list[float] = []
         before = await pipe.consumed()
         commands = await pipe.metric("mptf_store_commands_total")
         busy = 0.0
@@ -651,8 +662,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         rss: dict[str, float] = {}
         cpu0 = {n: cpu_seconds(p) for n, p in processes(pipe).items()}
         for k in range(args.runs):
-            if k == args.runs - 1 and args.profiles:
-                profiler.start(max(bursts) * 1.2 if bursts else 30)
             t0 = time.perf_counter()
             await pipe.offer(args.programmes, None, f"burst{k}")
             await pipe.wait(f"burst{k}", args.programmes, 600)
@@ -660,6 +669,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             busy += took
             total += len(pipe.finished(f"burst{k}"))
             bursts.append(round(len(pipe.finished(f"burst{k}")) / took, 1))
+            pauses.append(pipe.longest_pause(f"burst{k}", t0))
             names = [svc for svc in SERVICES for _ in pipe.ports[svc]]
             for name, p in zip(names, pipe.procs, strict=True):
                 rss[name] = max(rss.get(name, 0), rss_mb(p.pid))
@@ -672,7 +682,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results["throughput_programmes_per_s"] = capacity
         results["capacity_programmes_per_s"] = capacity
         results["bursts"] = {"programmes": args.programmes, "programmes_per_s": bursts,
-                             "spread": round((max(bursts) - min(bursts)) / capacity, 2)}
+                             "spread": round((max(bursts) - min(bursts)) / capacity, 2),
+                             # no programme completing for seconds: a stall, not a pace
+                             "longest_pause_s": pauses}
         # every step of the pipeline together, in the unit of reference (b): messages
         # consumed per second by the four services during the bursts
         results["pipeline_steps_msgs_consumed_per_s"] = round(
@@ -688,6 +700,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results["step_intake_screening_msgs_per_s"] = round(
             len(screened) / (max(screened) - first)) if screened else 0
         results["burst_by_hop_ms"] = pipe.by_hop(f"burst{args.runs - 1}")
+        if args.profiles:
+            # one more burst, sampled by py-spy: the sampling slows every process, so this
+            # burst is not among those measured (as the last of them it was always the
+            # slowest, and made the spread)
+            profiler.start(args.programmes / min(bursts) * 1.5)  # the slowest burst's time
+            t0 = time.perf_counter()
+            await pipe.offer(args.programmes, None, "profiled")
+            await pipe.wait("profiled", args.programmes, 600)
+            total += len(pipe.finished("profiled"))
+            results["profiled_burst_programmes_per_s"] = round(
+                len(pipe.finished("profiled")) / (time.perf_counter() - t0), 1)
         results["profiles"] = profiler.stop()
         # latency below saturation: a share of the capacity offered at a fixed rate
         levels = []

@@ -4,7 +4,9 @@ at all; a write that no longer hits its document fails the transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -152,4 +154,61 @@ async def test_an_event_of_one_key_raises_its_keys_seq_in_one_command_whatever_t
     await store.transaction(lambda uow: emit(uow, "jp-one", "jp-two"))
     assert [c for c, coll in counter.on if coll == "outbox_keys"] == ["find", "update"]
     assert (await store.db.outbox_keys.find_one({"_id": "jp-one"}))["seq"] > seqs[2]
+    await store.close()
+
+
+class Logged:
+    """Stands in for a module's structlog logger: what it was asked to log."""
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda event, **kw: self.lines.append({"level": level, "event": event, **kw})
+
+
+async def test_a_transaction_that_conflicts_is_retried_and_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two transactions write one document at once: the second meets a write conflict, waits
+    and runs again, so both increments land; the retry is counted and logged
+    (`transaction_retried`: attempts, the errors by name, the time waited), which is how an
+    operator sees who conflicts with whom."""
+    from prometheus_client import REGISTRY
+
+    store = Store(isolated(ServiceSettings, service_name="batching"))
+    await store.db.things.insert_one({"_id": "x", "n": 0})
+    first_wrote, second_failed = asyncio.Event(), asyncio.Event()
+    second_attempts = 0
+
+    async def first(uow: UnitOfWork) -> None:
+        await store.db.things.update_one({"_id": "x"}, {"$inc": {"n": 1}}, session=uow.session)
+        first_wrote.set()
+        await second_failed.wait()  # holds its write until the other has run into it
+
+    async def second(uow: UnitOfWork) -> None:
+        nonlocal second_attempts
+        second_attempts += 1
+        if second_attempts > 1:
+            second_failed.set()
+        await store.db.things.update_one({"_id": "x"}, {"$inc": {"n": 1}}, session=uow.session)
+
+    def retries() -> float:
+        return REGISTRY.get_sample_value("mptf_transaction_retries_total") or 0.0
+
+    logs = Logged()
+    monkeypatch.setattr("shared.store.log", logs)
+    before = retries()
+    one = asyncio.create_task(store.transaction(first))
+    await first_wrote.wait()
+    await store.transaction(second)
+    await one
+    assert (await store.db.things.find_one({"_id": "x"}))["n"] == 2
+    assert second_attempts >= 2 and retries() - before == second_attempts - 1
+    lines = [e for e in logs.lines if e["event"] == "transaction_retried"]
+    assert len(lines) == 1, lines
+    assert lines[0]["attempts"] == second_attempts
+    assert lines[0]["errors"][0] == "WriteConflict"
+    assert "second" in lines[0]["work"] and lines[0]["waited_ms"] > 0
+    assert lines[0]["level"] == "warning"
+    await store.client.drop_database(store.db.name)
     await store.close()
