@@ -136,8 +136,9 @@ async def apply_fact(store: MonitoringStore, uow: UnitOfWork, inc: Incoming) -> 
 
 
 async def handle_facts(store: MonitoringStore, batch: list[Incoming]) -> list[Rejection]:
-    return await apply_each(store, FACTS_CONSUMER, batch,
-                            lambda uow, inc: apply_fact(store, uow, inc), programmes_of())
+    async with store.turns:  # (MonitoringStore: batches of facts would conflict)
+        return await apply_each(store, FACTS_CONSUMER, batch,
+                                lambda uow, inc: apply_fact(store, uow, inc), programmes_of())
 
 
 def refuse_personal_data(r: SubmitProgressReport) -> None:
@@ -158,8 +159,9 @@ async def submit_report(store: MonitoringStore, rules: MonitoringRules,
     tag_programme(r.programme_id)
     refuse_personal_data(r)
     at = now or utcnow()
-    result, _ = await store.transaction(
-        lambda uow: store.submit_report(uow, r, entity.upper(), channel, at, rules))
+    async with store.turns:
+        result, _ = await store.transaction(
+            lambda uow: store.submit_report(uow, r, entity.upper(), channel, at, rules))
     return result
 
 
@@ -177,7 +179,8 @@ async def handle_reports(store: MonitoringStore, rules: MonitoringRules,
         await uow.docs("reports").load(i.event.report_id for i in events)
         await programmes_of()(uow, events)
 
-    return await apply_each(store, REPORTS_CONSUMER, batch, apply, preload)
+    async with store.turns:
+        return await apply_each(store, REPORTS_CONSUMER, batch, apply, preload)
 
 
 class Scheduler:
@@ -225,8 +228,9 @@ class Scheduler:
             chunk = pids[i:i + self.batch]
             while chunk:
                 try:
-                    found, _ = await self.store.transaction(
-                        lambda uow, chunk=chunk: evaluate(uow, chunk))
+                    async with self.store.turns:
+                        found, _ = await self.store.transaction(
+                            lambda uow, chunk=chunk: evaluate(uow, chunk))
                 except Fenced:  # another replica has a shard now: the rest, without it
                     mine &= set(self.leases.held)
                     chunk = [p for p in chunk if unit_of(p, count) in mine]

@@ -437,3 +437,50 @@ async def test_the_iati_export_of_a_seeded_portfolio_validates() -> None:
         assert v.get("currency") in codes("Currency")
     assert portfolio["by_status"]["financially-closed"]["programmes"] == 1
     assert portfolio["objectives_served"] == [2, 7, 21]
+
+
+async def test_monitorings_writes_take_turns_within_a_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every transaction that writes a programme or a report adds to the portfolio's
+    counters, so two of them at once conflict (and one is redone after a wait): the
+    consumers of intake's and funding's facts, of progress reports, and a report sent over
+    HTTP take turns within a process. At most one runs at a time, whatever arrives at
+    once."""
+    import asyncio
+
+    from services.monitoring import service
+    from shared.contracts.monitoring import REPORT_EXAMPLE, SubmitProgressReport
+
+    store = MonitoringStore(isolated(MonitoringSettings))
+    running, most, done = 0, 0, []
+
+    async def in_a_transaction(what: str) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.02)  # the store's round trips, during which others may start
+        running -= 1
+        done.append(what)
+
+    async def apply_each(store_: Any, consumer: str, batch: list[Any], *_: Any) -> list[Any]:
+        await in_a_transaction(f"{consumer} {batch[0]}")
+        return []
+
+    async def transaction(fn: Any) -> tuple[Any, Any]:
+        await in_a_transaction("http report")
+        return (True, {}), None
+
+    monkeypatch.setattr(service, "apply_each", apply_each)
+    monkeypatch.setattr(store, "transaction", transaction)
+    report = SubmitProgressReport.model_validate(REPORT_EXAMPLE)
+    rules = store.settings.rules()  # type: ignore[attr-defined]
+    await asyncio.gather(
+        service.handle_facts(store, ["intake's facts"]),  # type: ignore[list-item]
+        service.handle_facts(store, ["funding's facts"]),  # type: ignore[list-item]
+        service.handle_reports(store, rules, ["reports"]),  # type: ignore[list-item]
+        service.submit_report(store, rules, report, "IOM"))
+    assert sorted(done) == sorted([f"{service.FACTS_CONSUMER} intake's facts",
+                                   f"{service.FACTS_CONSUMER} funding's facts",
+                                   f"{service.REPORTS_CONSUMER} reports", "http report"])
+    assert most == 1
+    await store.close()
