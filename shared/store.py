@@ -811,7 +811,9 @@ class Store:
         holder: dict[str, UnitOfWork] = {}
         attempts = 0
         waited = 0.0
-        errors: list[str] = []  # why each attempt before the last failed
+        # what each failed attempt's work raised (an attempt whose commit failed has no
+        # entry: the driver commits outside it)
+        errors: list[str] = []
         began = time.perf_counter()
         await self.members.track(s)  # so that a transaction we die in is ended by another
 
@@ -838,9 +840,9 @@ class Store:
             result = await s.with_transaction(attempt, write_concern=MAJORITY)
         if attempts > 1:  # who conflicted, how often and for how long (issue 17's stalls)
             log.warning("transaction_retried", work=getattr(fn, "__qualname__", repr(fn)),
-                     attempts=attempts, errors=errors[-5:],
-                     waited_ms=round(waited * 1000, 1),
-                     took_ms=round((time.perf_counter() - began) * 1000, 1))
+                        attempts=attempts, errors=errors[-5:],
+                        waited_ms=round(waited * 1000, 1),
+                        took_ms=round((time.perf_counter() - began) * 1000, 1))
         uow = holder["uow"]
         if uow.shards:
             self.outbox_dirty |= uow.shards
