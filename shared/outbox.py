@@ -1,7 +1,7 @@
 """The outbox relay: publishes events committed to a service's `outbox` collection, then
-marks them sent.
+deletes their documents (or marks them sent, kept for `outbox_keep_sent_hours`).
 
-A crash between publishing and marking republishes those events on restart (at-least-once);
+A crash between publishing and deleting republishes those events on restart (at-least-once);
 consumers dedupe by event id (shared.store.UnitOfWork.claim).
 
 Publishing scales out: the outbox is divided into `outbox_shards` shards by the events' keys
@@ -11,9 +11,9 @@ pending documents in `seq` order. `seq` rises with each key's commits whatever t
 clocks (shared.store.UnitOfWork._flush), and a shard's pending documents are read in one
 snapshot (a snapshot read: no transaction to commit), where a later commit of a key is never
 seen without the earlier ones: so each key's events reach its partition in commit order.
-Marking sent is one plain write (see publish_pending): a relay that lost its shard in a
-stall may publish a round again, never out of order, and drops the shard at its next lease
-refresh.
+Deleting (or marking sent) is one plain write (see publish_pending): a relay that lost its
+shard in a stall may publish a round again, never out of order, and drops the shard at its
+next lease refresh.
 
 The relay wakes when this process commits events, and reads the shards those commits wrote;
 it asks which shards have anything pending (other replicas' commits, shards it just took
@@ -28,13 +28,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import SpanKind
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING, DeleteOne, UpdateOne
 
 from shared.envelope import Envelope, utcnow
 from shared.lease import Leases
 from shared.logging import get_logger
 from shared.metrics import OUTBOX_PUBLISHED
-from shared.store import Store, is_transient
+from shared.store import OUTBOX_INDEX, Store, is_transient
 from shared.telemetry import current_traceparent, span
 
 log = get_logger("mptf.outbox")
@@ -97,24 +97,35 @@ class OutboxRelay:
             OUTBOX_PUBLISHED.labels(e["topic"]).inc()
         await asyncio.gather(*futures)
         await self.after_publish(docs)
-        now = utcnow()
-        # One write, no transaction and no fence: marking a document sent after it was
-        # published is true whoever marks it, and marking it twice changes nothing. (A relay
-        # that lost its shard while it published has published again, which consumers
+        # One write, no transaction and no fence: a document done with after it was
+        # published is done with whoever says so, and saying it twice changes nothing. (A
+        # relay that lost its shard while it published has published again, which consumers
         # dedupe by event id; it finds the shard gone at its next lease refresh, at the
         # latest the first thing after a stall. Each event's first publication stays in
-        # its key's commit order, as every relay publishes in `seq` order and an event is
-        # marked only after it was published.) A fenced mark cost the store three round
-        # trips a round instead of one.
-        # One point update per document (an `$in` makes the local server compare every
+        # its key's commit order, as every relay publishes in `seq` order and a document
+        # leaves the pending ones only after it was published.) A fenced write cost the
+        # store three round trips a round instead of one.
+        # One point write per document (an `$in` makes the local server compare every
         # candidate with every id).
-        await self.store.db.outbox.bulk_write(
-            [UpdateOne({"_id": d["_id"]}, {"$set": {"sent_at": now}}) for d in docs],
-            ordered=False)
+        if self.settings.outbox_keep_sent_hours > 0:  # kept, for inspection (Store.prune)
+            now = utcnow()
+            done: list[Any] = [UpdateOne({"_id": d["_id"]}, {"$set": {"sent_at": now}})
+                               for d in docs]
+        else:  # deleted: the local server's delete costs 0.6 of a mark, and no prune after
+            done = [DeleteOne({"_id": d["_id"]}) for d in docs]
+        await self.store.db.outbox.bulk_write(done, ordered=False)
         return len(futures)
 
+    async def busy_shards(self, held: list[int]) -> list[int]:
+        """Which of the `held` shards have anything pending, in one query by the outbox's
+        index (hinted: the local server's planner scans the whole collection for it)."""
+        if not held:
+            return []
+        return await self.store.db.outbox.distinct(
+            "shard", {"shard": {"$in": held}, "sent_at": None}, hint=OUTBOX_INDEX)
+
     async def after_publish(self, docs: list[dict[str, Any]]) -> None:
-        """Hook between publishing and marking sent (fault-injection point in tests)."""
+        """Hook between publishing and deleting or marking (fault-injection point in tests)."""
 
     async def run(self) -> None:
         backoff = 0.2
@@ -134,8 +145,7 @@ class OutboxRelay:
                     # other replicas' commits, shards just taken over, and anything a failed
                     # round left are found here, at least once a poll interval however often
                     # our own commits wake us
-                    busy = await self.store.db.outbox.distinct(
-                        "shard", {"sent_at": None, "shard": {"$in": held}}) if held else []
+                    busy = await self.busy_shards(held)
                     look_at, last_held = now + self.settings.outbox_poll_seconds, held
                 else:  # woken by our own commits: the shards they wrote
                     busy = [x for x in held if x in dirty]

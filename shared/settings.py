@@ -104,10 +104,12 @@ class ServiceSettings(BaseSettings):
     member_stall_seconds: float = 30.0
     work_shards: int = 8  # units of periodic work (monitoring's scheduler) among replicas
     # Retention (Store.prune, every retention_sweep_seconds): published outbox documents
-    # are kept for inspection this long; consumed event ids longer than inbound topics keep
-    # records (shared.topics: 7 days), so any record a consumer can still be handed is
-    # recognised if it was processed already.
-    outbox_keep_sent_hours: float = 24.0
+    # are deleted as they are published (0), or marked sent and kept for inspection this
+    # long (the published facts are in Kafka either way; a mark and a later delete cost the
+    # local Mongo server twice a delete); consumed event ids longer than inbound topics
+    # keep records (shared.topics: 7 days), so any record a consumer can still be handed
+    # is recognised if it was processed already.
+    outbox_keep_sent_hours: float = Field(0.0, ge=0)
     inbox_keep_days: float = 14.0
     retention_sweep_seconds: float = 300.0
 

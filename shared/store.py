@@ -57,6 +57,8 @@ log = get_logger("mptf.store")
 
 MAJORITY = WriteConcern(w="majority")
 OUTBOX_CHUNK = 500  # events per outbox document (well under the 16 MiB document limit)
+# the outbox's one index: each shard's pending documents in `seq` order
+OUTBOX_INDEX = [("shard", ASCENDING), ("sent_at", ASCENDING), ("seq", ASCENDING)]
 
 
 class _CommandCounter(monitoring.CommandListener):
@@ -688,10 +690,14 @@ class Store:
         return True
 
     async def ensure_indexes(self) -> None:
-        # the relay reads one shard's pending documents in `seq` order
-        await self.db.outbox.create_index([("shard", ASCENDING), ("sent_at", ASCENDING),
-                                           ("seq", ASCENDING)])
-        await self.db.outbox.create_index([("sent_at", ASCENDING), ("seq", ASCENDING)])
+        # the relay reads one shard's pending documents in `seq` order; the backlog, the
+        # retention sweep and the tools find theirs by it too, naming every shard (one index
+        # fewer to write at every commit and publication: an earlier release's second one,
+        # on sent_at and seq, is dropped)
+        await self.db.outbox.create_index(OUTBOX_INDEX)
+        with contextlib.suppress(OperationFailure):  # (another instance dropped it first)
+            if "sent_at_1_seq_1" in await self.db.outbox.index_information():
+                await self.db.outbox.drop_index("sent_at_1_seq_1")
         # documents from before the relay was sharded go to shard 0, in their order (found
         # by the index above: `shard` is never null, and the local Mongo server answers
         # `$exists: false` by scanning the whole outbox, at every start)
@@ -772,10 +778,12 @@ class Store:
 
     async def prune(self, now: datetime | None = None) -> dict[str, int]:
         """Retention: delete published outbox documents older than `outbox_keep_sent_hours`
-        and consumed event ids older than `inbox_keep_days`; an unpublished event (sent_at
-        null) has no date and is never deleted. Each collection is walked by range on its
-        date index, so a sweep touches only what expired (every `retention_sweep_seconds`: what
-        expired since the last one).
+        (those kept: with 0 the relay deletes them as it publishes, and this finds only what
+        an earlier setting kept) and consumed event ids older than `inbox_keep_days`; an
+        unpublished event (sent_at null) has no date and is never deleted. Each collection
+        is walked by range on an index of its date (the outbox's shard by shard), so a sweep
+        touches only what expired (every `retention_sweep_seconds`: what expired since the
+        last one).
 
         Not the server's TTL indexes: the local Mongo server (SecantusDB) sweeps those by
         decoding every document of the collection, every 60 s, under its global lock, which
@@ -783,13 +791,21 @@ class Store:
         Every replica may prune; the deletes are idempotent."""
         now = now or utcnow()
         s = self.settings
-        cutoffs = {("outbox", "sent_at"): now - timedelta(hours=s.outbox_keep_sent_hours),
-                   ("inbox", "at"): now - timedelta(days=s.inbox_keep_days)}
-        deleted: dict[str, int] = {}
-        for (collection, field), cutoff in cutoffs.items():
-            result = await self.db[collection].delete_many({field: {"$lt": cutoff}})
-            deleted[collection] = result.deleted_count
+        sent = {"$lt": now - timedelta(hours=s.outbox_keep_sent_hours)}
+        deleted = {"outbox": 0}
+        for shard in range(s.outbox_shards):  # by its index, shard by shard (an `$in` of
+            # the shards makes the local server's delete scan the whole outbox)
+            deleted["outbox"] += (await self.db.outbox.delete_many(
+                {"shard": shard, "sent_at": sent})).deleted_count
+        deleted["inbox"] = (await self.db.inbox.delete_many(
+            {"at": {"$lt": now - timedelta(days=s.inbox_keep_days)}})).deleted_count
         return deleted
+
+    def all_of_the_outbox(self, **query: Any) -> dict[str, Any]:
+        """A query over every shard of the outbox; find it with `hint=OUTBOX_INDEX` (the
+        local server's planner scans the whole collection for an `$in` of the index's first
+        field with a condition on its second)."""
+        return {"shard": {"$in": list(range(self.settings.outbox_shards))}, **query}
 
     async def indexes(self) -> None:
         """Service-specific indexes."""
@@ -859,16 +875,19 @@ class Store:
 
     async def outbox_backlog(self) -> tuple[int, datetime | None]:
         """Events not yet published, and when the oldest of them was committed."""
-        docs = await self.db.outbox.find({"sent_at": None}, {"count": 1, "created_at": 1}
-                                         ).sort("seq", ASCENDING).to_list(None)
-        return sum(d["count"] for d in docs), (docs[0]["created_at"] if docs else None)
+        docs = await self.db.outbox.find(
+            self.all_of_the_outbox(sent_at=None), {"count": 1, "created_at": 1, "seq": 1},
+            hint=OUTBOX_INDEX).to_list(None)
+        oldest = min(docs, key=lambda d: d["seq"])["created_at"] if docs else None
+        return sum(d["count"] for d in docs), oldest
 
     async def outbox_events(self, *, pending: bool = False) -> list[dict[str, Any]]:
         """The events in the outbox (only the unpublished ones if `pending`), in commit
         order, each with its document's `sent_at` (for tests and operators' tools)."""
-        q = {"sent_at": None} if pending else {}
-        return [{**e, "sent_at": d["sent_at"]} async for d in self.db.outbox.find(q).sort(
-            "seq", ASCENDING) for e in d["events"]]
+        q = self.all_of_the_outbox(**({"sent_at": None} if pending else {}))
+        docs = await self.db.outbox.find(q, hint=OUTBOX_INDEX).to_list(None)
+        return [{**e, "sent_at": d["sent_at"]} for d in sorted(docs, key=lambda d: d["seq"])
+                for e in d["events"]]
 
     async def close(self) -> None:
         r = self.client.close()

@@ -80,8 +80,11 @@ def isolated(settings_cls: type[T], **kw: Any) -> T:
     name = kw.get("service_name") or settings_cls.model_fields["service_name"].default
     if "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
         provision(tag)
+    # published outbox documents are kept (marked sent) so that a test can read what its
+    # service published; services run as processes (start_service) delete them as deployed
     return settings_cls(**{"topic_prefix": f"{tag}.", "mongodb_database": f"{tag}_{name}",
-                           "consumer_batch_max": 200, "outbox_poll_seconds": 0.2, **kw})
+                           "consumer_batch_max": 200, "outbox_poll_seconds": 0.2,
+                           "outbox_keep_sent_hours": 24.0, **kw})
 
 
 async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 20.0,

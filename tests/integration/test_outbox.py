@@ -43,10 +43,12 @@ class CrashBetweenPublishAndMark(OutboxRelay):
         raise RelayCrashed("killed after publishing, before marking sent")
 
 
-@pytest.mark.parametrize("driver", ["motor", "pymongo"])
-async def test_relay_restart_between_publish_and_mark_causes_one_effect(driver: str) -> None:
+# as deployed, a published document is deleted (keep 0); kept and marked sent otherwise
+@pytest.mark.parametrize(("driver", "keep"), [("motor", 0.0), ("pymongo", 0.0), ("motor", 24.0)])
+async def test_relay_restart_between_publish_and_mark_causes_one_effect(driver: str,
+                                                                        keep: float) -> None:
     tag = unique()
-    settings = isolated(IntakeSettings, tag=tag)
+    settings = isolated(IntakeSettings, tag=tag, outbox_keep_sent_hours=keep)
     store = IntakeStore(settings, driver=driver)
     await store.ensure_indexes()
     note = SubmitConceptNote.model_validate(CONCEPT_NOTE_EXAMPLE)
@@ -64,10 +66,15 @@ async def test_relay_restart_between_publish_and_mark_causes_one_effect(driver: 
             await CrashBetweenPublishAndMark(store, producer).publish_pending()
         assert len(await store.outbox_events(pending=True)) == 2  # not marked
 
-        # the restarted relay publishes again and marks them
+        # the restarted relay publishes again and deletes them (or marks them sent)
         assert await OutboxRelay(store, producer).publish_pending() == 2
         assert len(await store.outbox_events(pending=True)) == 0
         assert await OutboxRelay(store, producer).publish_pending() == 0
+        kept = await store.outbox_events()
+        if keep:
+            assert len(kept) == 2 and all(e["sent_at"] is not None for e in kept)
+        else:
+            assert kept == [] and await store.db.outbox.count_documents({}) == 0
     finally:
         await producer.stop()
 
@@ -137,6 +144,60 @@ async def test_outbox_documents_from_before_shards_go_to_shard_0_found_by_index(
         assert {d["_id"]: d["shard"] async for d in store.db.outbox.find()} == {
             "old": 0, "new": 3}
         await assert_index_scans(store.db.outbox, looks)
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
+
+
+async def test_the_outbox_is_read_by_its_one_index_and_an_earlier_second_one_is_dropped(
+        ) -> None:
+    """The relay, the backlog gauge, the retention sweep and the tools' listing each find
+    their documents by the one outbox index (the local Mongo server scans the whole
+    collection otherwise, under its global lock); the second index of an earlier release
+    (sent_at, seq), written at every commit and publication for nothing, is dropped."""
+    from datetime import UTC, datetime
+    from typing import Any
+
+    store = IntakeStore(isolated(IntakeSettings))
+    try:
+        await store.db.outbox.create_index([("sent_at", 1), ("seq", 1)])
+        await store.ensure_indexes()
+        keys = [i["key"] for i in (await store.db.outbox.index_information()).values()]
+        assert sorted(keys) == sorted([[("_id", 1)],
+                                       [("shard", 1), ("sent_at", 1), ("seq", 1)]])
+        now = datetime.now(UTC).replace(microsecond=0)  # (the store keeps milliseconds)
+        await store.db.outbox.insert_many([
+            {"_id": "a", "shard": 5, "seq": 2, "sent_at": None, "count": 2, "events": [],
+             "created_at": now},
+            {"_id": "b", "shard": 1, "seq": 1, "sent_at": None, "count": 1, "events": [],
+             "created_at": now.replace(year=2025)},
+            {"_id": "c", "shard": 1, "seq": 3, "sent_at": now, "count": 4, "events": []}])
+        looks: list[tuple[dict[str, Any], Any]] = []
+        with pytest.MonkeyPatch.context() as mp:
+            record_queries(mp, store.db.outbox, ("find", "delete_many"), looks)
+            assert await store.outbox_backlog() == (3, now.replace(year=2025))
+            assert await store.outbox_events(pending=True) == []  # (no events in them)
+            await store.outbox_events()
+            await store.prune(now)
+            relay = OutboxRelay(store, None)  # type: ignore[arg-type]
+            assert [d["_id"] for d in await relay.pending(1)] == ["b"]
+            asked: list[tuple[dict[str, Any], Any]] = []
+            distinct = type(store.db.outbox).distinct
+
+            def spy(c: Any, key: str, query: dict[str, Any], **kw: Any) -> Any:
+                asked.append((query, kw.get("hint")))
+                return distinct(c, key, query, **kw)
+
+            mp.setattr(type(store.db.outbox), "distinct", spy)
+            assert sorted(await relay.busy_shards([1, 2, 5])) == [1, 5]
+        await assert_index_scans(store.db.outbox, looks)
+        # the relay's look for busy shards (a distinct, explained as the server runs it)
+        assert len(asked) == 1
+        query, hint = asked[0]
+        plan = str((await store.db.command({"explain": {
+            "distinct": "outbox", "key": "shard", "query": query,
+            "hint": dict(hint)}}))["queryPlanner"]["winningPlan"])
+        assert "IXSCAN" in plan and "COLLSCAN" not in plan, plan
     finally:
         await store.client.drop_database(store.db.name)
         await store.close()

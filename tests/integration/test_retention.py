@@ -23,9 +23,11 @@ DAY = timedelta(days=1)
 
 async def old_and_new(store: Store, now: datetime) -> None:
     await store.db.outbox.insert_many([
-        {"_id": "sent-long-ago", "seq": 1, "sent_at": now - 2 * DAY, "count": 1, "events": []},
-        {"_id": "sent-lately", "seq": 2, "sent_at": now - DAY / 2, "count": 1, "events": []},
-        {"_id": "never-sent", "seq": 3, "sent_at": None, "count": 1, "events": [],
+        {"_id": "sent-long-ago", "shard": 0, "seq": 1, "sent_at": now - 2 * DAY, "count": 1,
+         "events": []},
+        {"_id": "sent-lately", "shard": 7, "seq": 2, "sent_at": now - DAY / 2, "count": 1,
+         "events": []},
+        {"_id": "never-sent", "shard": 3, "seq": 3, "sent_at": None, "count": 1, "events": [],
          "created_at": now - 30 * DAY}])
     await store.db.inbox.insert_many(
         [{"_id": f"c:old{i}", "at": now - 15 * DAY} for i in range(5)]
