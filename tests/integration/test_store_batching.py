@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import date
 from typing import Any
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import monitoring
 
+from shared.contracts.monitoring import ReportOverdue
 from shared.envelope import utcnow
 from shared.errors import Conflict
 from shared.settings import ServiceSettings
@@ -26,6 +28,10 @@ class Counter(monitoring.CommandListener):
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.commands.append(event.command_name)
+        if event.command_name == "bulkWrite":  # (client-level: one entry per collection)
+            for ns in event.command["nsInfo"]:
+                self.on.append(("bulkWrite", ns["ns"].split(".", 1)[1]))
+            return
         self.on.append((event.command_name, event.command.get(event.command_name)))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
@@ -35,9 +41,14 @@ class Counter(monitoring.CommandListener):
         pass
 
 
-async def counted(name: str) -> tuple[Store, Counter]:
+# a transaction's closing writes in one client-level bulk write where the server takes it
+# (SecantusDB and MongoDB 8.0 do), or one write per collection
+BULK = pytest.mark.parametrize("bulk", ["auto", "off"])
+
+
+async def counted(name: str, bulk: str = "auto") -> tuple[Store, Counter]:
     """A store whose client reports every command it sends to the counter."""
-    store = Store(isolated(ServiceSettings, service_name=name))
+    store = Store(isolated(ServiceSettings, service_name=name, mongo_client_bulk_write=bulk))
     counter = Counter()
     await store.close()
     store.client = AsyncIOMotorClient(store.settings.mongodb_url, tz_aware=True,
@@ -46,8 +57,9 @@ async def counted(name: str) -> tuple[Store, Counter]:
     return store, counter
 
 
-async def test_a_batch_reads_its_own_writes_and_writes_once() -> None:
-    store, counter = await counted("batching")
+@BULK
+async def test_a_batch_reads_its_own_writes_and_writes_once(bulk: str) -> None:
+    store, counter = await counted("batching", bulk)
     await store.db.things.insert_many([{"_id": f"t{i}", "n": 0, "log": []} for i in range(50)])
 
     async def work(uow: UnitOfWork) -> None:
@@ -60,24 +72,34 @@ async def test_a_batch_reads_its_own_writes_and_writes_once() -> None:
         assert await docs.update("absent", {"$set": {"x": 1}}) is None
         await docs.update("new", {"$setOnInsert": {"n": 7}}, upsert=True)
         assert (await docs.get("new"))["n"] == 7
+        await uow.docs("others").add({"_id": "o1"})  # a few writes to another collection
         assert await store.db.things.find_one({"_id": "t0"}, session=uow.session) == {
             "_id": "t0", "n": 0, "log": []}  # nothing written before the flush
 
     counter.on.clear()
     await store.transaction(work)
     # (the transaction's session is recorded once in `members`: shared.lease.Members.track)
-    writes = [c for c, coll in counter.on if c in ("update", "insert", "delete")
-              and coll == "things"]
-    assert writes == ["update"]  # 151 updates of 51 documents: one round trip
+    def writes(of: str) -> list[str]:
+        return [c for c, coll in counter.on
+                if c in ("update", "insert", "delete", "bulkWrite") and coll == of]
+
+    # 151 updates of 51 documents: one round trip, by the collection's own command (many);
+    # another collection's few with the transaction's other few writes where the server
+    # takes client-level bulk writes
+    assert writes("things") == ["update"]
+    assert writes("others") == (["bulkWrite"] if bulk == "auto" else ["insert"])
     got = {d["_id"]: d async for d in store.db.things.find()}
     assert all(got[f"t{i}"]["n"] == 3 and got[f"t{i}"]["log"] == [0, 1, 2] for i in range(50))
     assert got["new"] == {"_id": "new", "n": 7} and "absent" not in got
+    assert await store.db.others.find_one() == {"_id": "o1"}
     await store.client.drop_database(store.db.name)
     await store.close()
 
 
-async def test_a_write_that_misses_its_document_fails_the_whole_transaction() -> None:
-    store = Store(isolated(ServiceSettings, service_name="batching"))
+@BULK
+async def test_a_write_that_misses_its_document_fails_the_whole_transaction(bulk: str) -> None:
+    store = Store(isolated(ServiceSettings, service_name="batching",
+                           mongo_client_bulk_write=bulk))
     await store.db.things.insert_many([{"_id": "a", "n": 0}, {"_id": "b", "n": 0}])
 
     async def work(uow: UnitOfWork) -> None:
@@ -121,21 +143,21 @@ async def test_each_store_command_is_counted_and_timed_by_command_and_collection
     await store.close()
 
 
+@BULK
 async def test_an_event_of_one_key_raises_its_keys_seq_in_one_command_whatever_the_clock(
-) -> None:
-    """A transaction whose events have one key takes its outbox `seq` with one command on
-    `outbox_keys` (not a read and a write), above the key's last even when this replica's
-    clock is behind the one that wrote it; events of several keys still read and write the
+        bulk: str) -> None:
+    """A transaction's outbox `seq` is above its keys' last, even when this replica's clock
+    is behind the one that wrote it. With client-level bulk writes, the keys' documents are
+    written with the transaction's other writes in one command, without a read (each raised
+    to the clock only if below it), and a transaction whose clock is behind runs again
+    reading them first. Else, a transaction whose events have one key takes its `seq` with
+    one command (not a read and a write), and events of several keys read and write the
     keys' documents in one round trip each."""
-    from datetime import date
-
-    from shared.contracts.monitoring import ReportOverdue
-
     def overdue(pid: str) -> ReportOverdue:
         return ReportOverdue(programme_id=pid, kind="annual-financial", year=2027,
                              due=date(2028, 4, 1), detected_at=utcnow(), punos=["IOM", "ILO"])
 
-    store, counter = await counted("seq")
+    store, counter = await counted("seq", bulk)
 
     async def emit(uow: UnitOfWork, *pids: str) -> None:
         for pid in pids:
@@ -145,15 +167,35 @@ async def test_an_event_of_one_key_raises_its_keys_seq_in_one_command_whatever_t
     for clock in (time.time_ns, lambda: time.time_ns() - 3600 * 10**9, time.time_ns):
         store.clock_ns = clock  # the second transaction's clock is an hour behind
         counter.on.clear()
+        counter.commands.clear()
         await store.transaction(lambda uow: emit(uow, "jp-one"))
         on_keys = [c for c, coll in counter.on if coll == "outbox_keys"]
-        assert on_keys[0] == "findAndModify" and len(on_keys) == (2 if len(seqs) == 1 else 1)
+        if bulk == "off":
+            assert on_keys == (["findAndModify", "update"] if len(seqs) == 1
+                               else ["findAndModify"])
+        elif len(seqs) == 1:  # behind: the bulk write fails on the key, and a rerun reads
+            assert on_keys == ["bulkWrite", "findAndModify", "update"]
+        else:
+            assert on_keys == ["bulkWrite"]
+            assert counter.commands.count("bulkWrite") == 1  # the outbox in it too
+            assert [c for c, coll in counter.on if coll == "outbox"] == ["bulkWrite"]
         seqs.append((await store.db.outbox.find_one(sort=[("seq", -1)]))["seq"])
     assert seqs[0] < seqs[1] < seqs[2]  # in commit order, clock or not
+    assert await store.db.outbox.count_documents({}) == 3  # (the aborted attempt left none)
     counter.on.clear()
     await store.transaction(lambda uow: emit(uow, "jp-one", "jp-two"))
-    assert [c for c, coll in counter.on if coll == "outbox_keys"] == ["find", "update"]
+    assert [c for c, coll in counter.on if coll == "outbox_keys"] == (
+        ["find", "update"] if bulk == "off" else ["bulkWrite"])
     assert (await store.db.outbox_keys.find_one({"_id": "jp-one"}))["seq"] > seqs[2]
+    # many keys (their counters by their own command), one of them ahead of the clock
+    ahead = time.time_ns() + 3600 * 10**9
+    await store.db.outbox_keys.update_one({"_id": "jp-k7"}, {"$set": {"seq": ahead}},
+                                          upsert=True)
+    await store.transaction(lambda uow: emit(uow, *(f"jp-k{i}" for i in range(12))))
+    last = await store.db.outbox.find_one(sort=[("seq", -1)])
+    assert last["seq"] > ahead and {e["key"] for e in last["events"]} >= {"jp-k7"}
+    assert (await store.db.outbox_keys.find_one({"_id": "jp-k7"}))["seq"] == last["seq"]
+    assert await store.db.outbox.count_documents({"seq": {"$gt": ahead}}) >= 1
     await store.close()
 
 
@@ -210,5 +252,77 @@ async def test_a_transaction_that_conflicts_is_retried_and_says_so(
     assert lines[0]["errors"][0] == "WriteConflict"
     assert "second" in lines[0]["work"] and lines[0]["waited_ms"] > 0
     assert lines[0]["level"] == "warning"
+    await store.client.drop_database(store.db.name)
+    await store.close()
+
+
+async def test_a_write_conflict_in_the_closing_bulk_write_is_retried(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The closing client-level bulk write meets a concurrent transaction's write: the
+    conflict keeps its TransientTransactionError label (the bulk write's own exception
+    does not carry it), so the transaction runs again and both increments land."""
+    store, counter = await counted("batching")
+    await store.db.things.insert_one({"_id": "x", "n": 0})
+    first_wrote, second_failed = asyncio.Event(), asyncio.Event()
+    second_attempts = 0
+
+    async def first(uow: UnitOfWork) -> None:
+        await store.db.things.update_one({"_id": "x"}, {"$inc": {"n": 1}}, session=uow.session)
+        first_wrote.set()
+        await second_failed.wait()
+
+    async def second(uow: UnitOfWork) -> None:
+        nonlocal second_attempts
+        second_attempts += 1
+        if second_attempts > 1:
+            second_failed.set()
+        await uow.docs("things").update("x", {"$inc": {"n": 1}})  # written at the end
+
+    logs = Logged()
+    monkeypatch.setattr("shared.store.log", logs)
+    one = asyncio.create_task(store.transaction(first))
+    await first_wrote.wait()
+    await store.transaction(second)
+    await one
+    assert (await store.db.things.find_one({"_id": "x"}))["n"] == 2
+    assert second_attempts >= 2 and "bulkWrite" in counter.commands
+    lines = [e for e in logs.lines if e["event"] == "transaction_retried"]
+    assert lines and lines[0]["errors"][0] == "WriteConflict"
+    await store.client.drop_database(store.db.name)
+    await store.close()
+
+
+async def test_an_attempt_that_writes_before_any_read_in_a_used_session_still_commits() -> None:
+    """A transaction retried in its session whose next attempt only writes: its first
+    statement carries the session's read concern, which SecantusDB refuses on a client-level
+    bulk write; that attempt writes per collection instead, and commits."""
+    from pymongo.errors import OperationFailure
+
+    store, counter = await counted("batching")
+    await store.db.things.insert_one({"_id": "x", "n": 0})
+    attempts = 0
+
+    async def work(uow: UnitOfWork) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:  # a read, then a transient failure: the session has run
+            await store.db.things.find_one({"_id": "x"}, session=uow.session)
+            raise OperationFailure("injected", 112, {
+                "errorLabels": ["TransientTransactionError"], "codeName": "WriteConflict"})
+        await uow.docs("things").add({"_id": "y", "n": 1})
+        await uow.mark_seen("c", ["e-1"])
+        uow.emit(ReportOverdue(programme_id="jp-w", kind="annual-financial", year=2027,
+                               due=date(2028, 4, 1), detected_at=utcnow(), punos=["IOM"]))
+
+    await store.ensure_indexes()
+    store.inbox_batched = True
+    counter.on.clear()
+    await store.transaction(work)
+    assert attempts == 2
+    assert await store.db.things.find_one({"_id": "y"}) == {"_id": "y", "n": 1}
+    assert await store.db.inbox.count_documents({"ids": "c:e-1"}) == 1
+    assert len(await store.outbox_events()) == 1
+    assert "bulkWrite" not in counter.commands  # (per collection: insert, update, insert)
+    assert ("insert", "things") in counter.on and ("insert", "outbox") in counter.on
     await store.client.drop_database(store.db.name)
     await store.close()
