@@ -74,6 +74,9 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("MONGODB_URL", "MPTF_MONGODB_URL"),
     )
     mongodb_database: str = ""  # defaults to mptf_<service_name>
+    # a transaction's closing writes in one command where the Mongo server takes client-level
+    # bulk writes (8.0 and later: "auto"), or one per collection ("off")
+    mongo_client_bulk_write: Literal["auto", "off"] = "auto"
     # Prefix for every topic name: lets a test run or a tenant use its own topics.
     topic_prefix: str = ""
     topic_partitions: int = 6
@@ -110,9 +113,6 @@ class ServiceSettings(BaseSettings):
     # keep records (shared.topics: 7 days), so any record a consumer can still be handed
     # is recognised if it was processed already.
     outbox_keep_sent_hours: float = Field(0.0, ge=0)
-    # a transaction's closing writes in one command where the Mongo server takes client-level
-    # bulk writes (8.0 and later: "auto"), or one per collection ("off")
-    mongo_client_bulk_write: Literal["auto", "off"] = "auto"
     inbox_keep_days: float = 14.0
     retention_sweep_seconds: float = 300.0
 
