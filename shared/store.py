@@ -1,8 +1,12 @@
 """The MongoDB store base: the only module that touches the driver.
 
-Every service's store adapter subclasses `Store` and uses only API that motor and PyMongo's
-native async driver share, so switching driver (motor is deprecated as of 2026-05-14) is the
-`MPTF_MONGO_DRIVER` setting here and nothing else; tests/integration runs both.
+Every service's store adapter subclasses `Store` and uses only API that PyMongo's native
+async driver (the default) and motor share, so switching driver is the `MPTF_MONGO_DRIVER`
+setting here and nothing else; tests/integration runs both. motor (deprecated as of
+2026-05-14) runs PyMongo's synchronous driver on a thread pool: each command handed to a
+thread and its answer back, the event loop and the pool's threads taking the GIL from each
+other; the native driver awaits the socket on the event loop itself (a hop of the pipeline
+at 8 programmes/s took 47-53 ms against motor's 57-62, docs/benchmarks.md).
 
 State changes happen in a `UnitOfWork` inside one multi-document transaction that also
   * appends the events they cause to the `outbox` collection (transactional outbox), and
@@ -36,6 +40,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from bson import Decimal128, ObjectId
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel
 from pymongo import (
     ASCENDING,
@@ -62,7 +67,7 @@ from shared.lease import INBOX_SHAPE, Members
 from shared.logging import get_logger
 from shared.metrics import STORE_COMMANDS, STORE_SECONDS, TX_RETRIES
 from shared.settings import ServiceSettings
-from shared.telemetry import current_traceparent
+from shared.telemetry import current_traceparent, tracer
 
 T = TypeVar("T")
 log = get_logger("mptf.store")
@@ -77,31 +82,54 @@ OUTBOX_CHUNK = 500  # events per outbox document (well under the 16 MiB document
 OUTBOX_INDEX = [("shard", ASCENDING), ("sent_at", ASCENDING), ("seq", ASCENDING)]
 
 
-class _CommandCounter(monitoring.CommandListener):
-    """Counts the commands sent to the store (mptf_store_commands_total: round trips) and
-    the time they took, by command and collection (mptf_store_command_seconds_total)."""
+class _CommandWatch(monitoring.CommandListener):
+    """Each command sent to the store: counted (mptf_store_commands_total: round trips) and
+    timed (mptf_store_command_seconds_total) by command and collection, and a CLIENT span
+    (`find programmes`, `commitTransaction`, ...) under whatever span is current: a consumed
+    batch's, an HTTP request's, the relay's. The listener is given to each client as it is
+    made, so every command is seen whatever the order of start-up (the pymongo
+    instrumentation's global listener reached only clients made after tracing was set up,
+    which the services' stores are not)."""
 
     def __init__(self) -> None:
-        self._collection: dict[int, str] = {}  # request id -> the command's collection
+        self._open: dict[int, tuple[str, Any]] = {}  # request id -> (collection, span)
 
     def started(self, event: Any) -> None:
         target = event.command.get("collection" if event.command_name == "getMore"
                                    else event.command_name)
         collection = target if isinstance(target, str) else ""
-        self._collection[event.request_id] = collection
         STORE_COMMANDS.labels(event.command_name, collection).inc()
+        attributes = {"db.system.name": "mongodb", "db.namespace": event.database_name,
+                      "db.operation.name": event.command_name}
+        if collection:
+            attributes["db.collection.name"] = collection
+        if event.connection_id:
+            attributes["server.address"] = str(event.connection_id[0])
+            attributes["server.port"] = event.connection_id[1]
+        self._open[event.request_id] = (collection, tracer().start_span(
+            f"{event.command_name} {collection}".rstrip(), kind=SpanKind.CLIENT,
+            attributes=attributes))
 
     def succeeded(self, event: Any) -> None:
-        STORE_SECONDS.labels(event.command_name, self._collection.pop(event.request_id, "")
-                             ).inc(event.duration_micros / 1e6)
+        collection, sp = self._open.pop(event.request_id, ("", None))
+        STORE_SECONDS.labels(event.command_name, collection).inc(event.duration_micros / 1e6)
+        if sp is not None:
+            sp.end()
 
     def failed(self, event: Any) -> None:
-        self.succeeded(event)
+        collection, sp = self._open.pop(event.request_id, ("", None))
+        STORE_SECONDS.labels(event.command_name, collection).inc(event.duration_micros / 1e6)
+        if sp is not None:
+            failure = event.failure or {}
+            sp.set_attribute("error.type", str(failure.get("codeName") or failure.get("code")
+                                               or "error"))
+            sp.set_status(Status(StatusCode.ERROR, str(failure.get("errmsg", ""))[:200]))
+            sp.end()
 
 
 def _make_client(url: str, driver: str) -> Any:
     kw = dict(tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=3000,
-              event_listeners=[_CommandCounter()])
+              event_listeners=[_CommandWatch()])
     if driver == "pymongo":
         from pymongo import AsyncMongoClient
 
@@ -800,7 +828,7 @@ class Store:
 
     def __init__(self, settings: ServiceSettings, *, driver: str | None = None) -> None:
         self.settings = settings
-        self.driver = driver or os.environ.get("MPTF_MONGO_DRIVER", "motor")
+        self.driver = driver or os.environ.get("MPTF_MONGO_DRIVER", "pymongo")
         self.client = _make_client(settings.mongodb_url, self.driver)
         self.db = self.client[settings.database]
         self.outbox_signal = asyncio.Event()

@@ -111,14 +111,7 @@ def setup_tracing(service: str, exporter: str, endpoint: str = "", path: str = "
     elif exporter == "console":
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     trace.set_tracer_provider(provider)
-    try:
-        from opentelemetry.instrumentation.pymongo import PymongoInstrumentor
-
-        PymongoInstrumentor().instrument()
-    except Exception as e:  # pragma: no cover - instrumentation is optional at runtime
-        import logging
-
-        logging.getLogger("mptf.telemetry").warning("pymongo instrumentation off: %r", e)
+    # the store's commands are spanned by its own command listener (shared.store)
 
 
 def shutdown_tracing() -> None:

@@ -30,6 +30,12 @@ MONGO_PORT="${MPTF_MONGO_PORT:-27117}"
 # start empty, where 50,000 was passed a third of the way into a benchmark; a long-lived
 # `./dev up` prunes past it as before.
 MONGO_OPLOG_MAX="${MPTF_MONGO_OPLOG_MAX_ENTRIES:-1000000}"
+# The brokers' JVM: the client JIT only (C1). With the default tiered compilation, C2's
+# compiler threads took half of a broker's CPU for minutes after each start (0.12 of the
+# machine's 2 cores at 8 programmes/s, measured by thread), competing with the services on a
+# small machine; the C1-compiled request path costs ~10% more, far less than C2's compiling.
+# Set MPTF_KAFKA_JVM_FLAGS for a long-lived broker on a larger machine.
+KAFKA_JVM_FLAGS="${MPTF_KAFKA_JVM_FLAGS:--Xms256m -Xmx512m -XX:+UseG1GC -XX:TieredStopAtLevel=1}"
 PY="${MPTF_PYTHON:-$ROOT/.venv/bin/python}"
 SERVICES=(intake funding monitoring notifications)
 declare -A PORTS=([intake]=8001 [funding]=8002 [monitoring]=8003 [notifications]=8004)
@@ -118,7 +124,8 @@ kafka_node_up() {  # node id: format its storage once, start it
       --add-scram "SCRAM-SHA-512=[name=admin,password=$admin_pw]" \
       >>"$RUN_DIR/logs/$name.log" 2>&1 || die "Kafka storage format failed ($name)"
   fi
-  start_bg "$name" java -Xms256m -Xmx512m -XX:+UseG1GC \
+  # shellcheck disable=SC2086  # (the flags are words)
+  start_bg "$name" java $KAFKA_JVM_FLAGS \
     -Dlog4j2.configurationFile="$ROOT/deploy/kafka/log4j2.yaml" \
     -cp "$KAFKA_CACHE/lib/*" kafka.Kafka "$dir/server.properties"
 }

@@ -233,9 +233,11 @@ from shared.store import Store
 
 async def main():
     store = Store(ServiceSettings(service_name="monitoring", mongodb_database=sys.argv[1]))
-    s = await store.client.start_session()
+    s = await store.session()
     await store.members.track(s)
-    s.start_transaction()
+    began = s.start_transaction()  # (a coroutine with PyMongo's async driver, not motor's)
+    if asyncio.iscoroutine(began):
+        await began
     await store.db.work.update_one({"_id": "held"}, {"$set": {"by": "the dead"}},
                                    upsert=True, session=s)
     print("IN-TRANSACTION", flush=True)
@@ -294,9 +296,11 @@ async def main():
                                   member_stall_seconds=float(sys.argv[2])))
     store.members.start()
     await asyncio.sleep(1.5)  # its heartbeat document exists
-    s = await store.client.start_session()
+    s = await store.session()
     await store.members.track(s)
-    s.start_transaction()
+    began = s.start_transaction()  # (a coroutine with PyMongo's async driver, not motor's)
+    if asyncio.iscoroutine(began):
+        await began
     await store.db.work.update_one({"_id": "busy"}, {"$inc": {"n": 1}}, upsert=True,
                                    session=s)
     print("BUSY", flush=True)
