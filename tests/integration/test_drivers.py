@@ -77,8 +77,7 @@ async def test_each_store_command_is_a_client_span_with_its_collection(
         assert found.attributes["db.collection.name"] == "programmes"
         assert found.attributes["db.operation.name"] == "find"
         assert found.status.status_code == trace.StatusCode.UNSET
-        in_txn = [s for s in spans[:spans.index(found) + 1] if s.name == "find programmes"] + [
-            s for s in spans if s.name == "commitTransaction"]
+        in_txn = [found, *(s for s in spans if s.name == "commitTransaction")]
         outer_id = outer.get_span_context().span_id
         assert in_txn and all(s.parent is not None and s.parent.span_id == outer_id
                               and s.context.trace_id == outer.get_span_context().trace_id
