@@ -111,20 +111,23 @@ class _CommandWatch(monitoring.CommandListener):
             attributes=attributes))
 
     def succeeded(self, event: Any) -> None:
-        collection, sp = self._open.pop(event.request_id, ("", None))
-        STORE_SECONDS.labels(event.command_name, collection).inc(event.duration_micros / 1e6)
-        if sp is not None:
-            sp.end()
+        self._finish(event)
 
     def failed(self, event: Any) -> None:
+        failure = event.failure or {}
+        self._finish(event, error=str(failure.get("codeName") or failure.get("code")
+                                      or "error"), message=str(failure.get("errmsg", "")))
+
+    def _finish(self, event: Any, error: str | None = None, message: str = "") -> None:
+        """Time the command and end its span (marked an error if it failed)."""
         collection, sp = self._open.pop(event.request_id, ("", None))
         STORE_SECONDS.labels(event.command_name, collection).inc(event.duration_micros / 1e6)
-        if sp is not None:
-            failure = event.failure or {}
-            sp.set_attribute("error.type", str(failure.get("codeName") or failure.get("code")
-                                               or "error"))
-            sp.set_status(Status(StatusCode.ERROR, str(failure.get("errmsg", ""))[:200]))
-            sp.end()
+        if sp is None:
+            return
+        if error is not None:
+            sp.set_attribute("error.type", error)
+            sp.set_status(Status(StatusCode.ERROR, message[:200]))
+        sp.end()
 
 
 def _make_client(url: str, driver: str) -> Any:
