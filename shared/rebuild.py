@@ -45,12 +45,16 @@ class Plan:
     """What a service is rebuilt from: the fact topics it reads and writes (bare names,
     without the deployment's prefix), the function applying a batch of their facts, the
     collections that are its read models (what the rebuild makes again and compares), and
-    those that are configuration, not facts (carried over from the live database first)."""
+    those that are configuration, not facts (carried over from the live database first);
+    `unfacted`: fields of read models (by collection) that are the service's own bookkeeping
+    of when it does things, not made from facts: a rebuild makes them afresh and `compare`
+    leaves them out."""
 
     topics: tuple[str, ...]
     project: Project
     read_models: tuple[str, ...]
     carried: tuple[str, ...] = ()
+    unfacted: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 async def carry(live: Any, target: Any, collections: Iterable[str]) -> int:
@@ -185,16 +189,18 @@ async def replay(store: Store, plan: Plan, facts: list[Incoming], *, batch: int 
     return report
 
 
-async def compare(live: Any, rebuilt: Any, collections: Iterable[str], *, limit: int = 20
-                  ) -> list[str]:
+async def compare(live: Any, rebuilt: Any, collections: Iterable[str], *, limit: int = 20,
+                  unfacted: dict[str, tuple[str, ...]] | None = None) -> list[str]:
     """The differences between two databases' read models, document by document (empty:
-    the same). Each difference names the collection, the document and the first field that
-    differs."""
+    the same), but for the `unfacted` fields (Plan). Each difference names the collection,
+    the document and the first field that differs."""
     out: list[str] = []
     for name in collections:
+        skip = (unfacted or {}).get(name, ())
+        projection = {f: 0 for f in skip} or None
         # amounts by value (Decimal128 keeps its exponent: 1.50 and 1.5 are the same money)
-        a = {d["_id"]: decimals(d) async for d in live[name].find()}
-        b = {d["_id"]: decimals(d) async for d in rebuilt[name].find()}
+        a = {d["_id"]: decimals(d) async for d in live[name].find({}, projection)}
+        b = {d["_id"]: decimals(d) async for d in rebuilt[name].find({}, projection)}
         for k in sorted(set(a) | set(b), key=str):
             if len(out) >= limit:
                 return out

@@ -381,8 +381,11 @@ class Docs:
         client-level bulk write), no longer pending. Each is expected to hit exactly one
         document (see `applied`)."""
         ops: list[Any] = []
+        complete = self.uow.store.complete
         for key, kind in self.pending.items():
             doc = self.cache[key]
+            if kind != "delete":
+                doc = self.cache[key] = complete(self.coll.name, doc)
             if kind == "insert":
                 ops.append(InsertOne(doc, namespace=namespace))
             elif kind == "delete":
@@ -972,6 +975,12 @@ class Store:
         local server's planner scans the whole collection for an `$in` of the index's first
         field with a condition on its second)."""
         return {"shard": {"$in": list(range(self.settings.outbox_shards))}, **query}
+
+    def complete(self, collection: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """The document as written: `doc`, or a new one with the fields the store derives
+        from the rest (a programme's next check: MonitoringStore); applied to each
+        document once per write of it, whatever the updates that made it."""
+        return doc
 
     async def indexes(self) -> None:
         """Service-specific indexes."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import calendar as _cal
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
+from datetime import date, datetime, timedelta
+from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from shared.contracts.monitoring import SubmitProgressReport
@@ -38,8 +38,6 @@ def add_months(d: date, months: int) -> date:
 
 
 def end_date(start: date, duration_months: int) -> date:
-    from datetime import timedelta
-
     return add_months(start, duration_months) - timedelta(days=1)
 
 
@@ -146,21 +144,46 @@ def delivery(spent: dict[str, Decimal], net_funded: dict[str, Decimal]
     return {"programme": total, "by_puno": per}
 
 
+def low_delivery_days(start: date, end: date, rules: MonitoringRules) -> int:
+    """How many days after the start the share of the duration elapsed reaches
+    `low_delivery_after` (the whole days n with n / duration >= the share)."""
+    span = (end - start).days or 1
+    return int((rules.low_delivery_after * span).to_integral_value(rounding=ROUND_CEILING))
+
+
 def risk_flags(*, today: date, start: date, end: date, overdue_now: bool,
                rate: Decimal | None, last_report: date | None, rules: MonitoringRules
                ) -> set[str]:
     flags = set()
     if overdue_now:
         flags.add("report-overdue")
-    span = (end - start).days or 1
-    elapsed = Decimal((min(today, end) - start).days) / Decimal(span)
-    if elapsed >= rules.low_delivery_after and (rate is None or rate < rules.low_delivery_rate):
+    elapsed = (min(today, end) - start).days  # the share elapsed: elapsed / duration
+    if elapsed >= low_delivery_days(start, end, rules) and (
+            rate is None or rate < rules.low_delivery_rate):
         flags.add("low-delivery")
     since = last_report or start
     if add_months(since, rules.no_report_months) <= today and today < add_months(
             end, rules.final_narrative_months):
         flags.add("no-recent-report")
     return flags
+
+
+def turning_days(start: date, end: date, received: set[str], last_report: date | None,
+                 rules: MonitoringRules) -> list[date]:
+    """The days on which what the scheduler finds for a programme can change with the date
+    alone (the programme otherwise as it is): the day after each deadline not yet met
+    (`overdue`), the day the low-delivery share of the duration is reached, the days the
+    no-recent-report flag turns on and off (`risk_flags`), the day after the end date
+    (`operationally_closable`). From one of them to the day before the next, the findings
+    are the same every day: a programme is looked at again on the first of them after the
+    day it was last looked at, not every day."""
+    days = [d.due + timedelta(days=1) for d in reporting_calendar(start, end, rules)
+            if d.key not in received]
+    days.append(start + timedelta(days=low_delivery_days(start, end, rules)))
+    days.append(add_months(last_report or start, rules.no_report_months))
+    days.append(add_months(end, rules.final_narrative_months))
+    days.append(end + timedelta(days=1))
+    return days
 
 
 def operationally_closable(end: date, received: set[str], today: date) -> bool:

@@ -197,17 +197,21 @@ class Scheduler:
                  batch: int = 200) -> None:
         self.store, self.rules, self.clock, self.interval = store, rules, clock, interval
         self.batch = batch
+        self.sweeps = 0  # sweeps done (the first runs at start)
         self.leases = Leases(store.members, "scheduler", store.settings.work_shards,
                              max(3 * interval, 30.0))
 
     async def run_once(self, now: datetime | None = None) -> dict[str, list[str]]:
-        """One sweep: our shards' programmes under monitoring, `batch` at a time, each batch
-        in one transaction that reads what it needs in two queries (a sweep that finds
-        nothing writes nothing). Findings commit only under their shards' leases."""
+        """One sweep: our shards' programmes whose next check has come (each programme
+        keeps its own: MonitoringStore.complete), `batch` at a time, each batch in one
+        transaction that reads what it needs in two queries at most. Its cost grows with
+        what is due, not with the portfolio (a sweep over every programme under monitoring
+        stalled every service for seconds once a minute: docs/benchmarks.md). Findings
+        commit only under their shards' leases."""
         now = now or self.clock()
         mine = set(await self.leases.refresh())
         count = self.leases.count
-        pids = [p for p in await self.store.active_ids() if unit_of(p, count) in mine]
+        pids = [p for p in await self.store.due_ids(now) if unit_of(p, count) in mine]
         out: dict[str, list[str]] = {}
 
         async def evaluate(uow: UnitOfWork, chunk: list[str]) -> dict[str, list[str]]:
@@ -239,6 +243,7 @@ class Scheduler:
                     log.info("scheduler_findings", programme_id=pid, findings=happened)
                 out.update(found)
                 break
+        self.sweeps += 1
         return out
 
     async def run(self) -> None:
@@ -285,4 +290,7 @@ async def project(store: MonitoringStore, batch: list[Incoming]) -> list[Rejecti
 FOREIGN = frozenset(PROGRAMME_FACTS) | frozenset(FUNDING_FACTS)
 REBUILD = Plan(topics=(topics.PROGRAMMES, topics.FUNDING, topics.MONITORING),
                project=project,  # type: ignore[arg-type]
-               read_models=("programmes", "reports", "overdue", "contributions", "portfolio"))
+               read_models=("programmes", "reports", "overdue", "contributions", "portfolio"),
+               # the scheduler's own bookkeeping: when it last looked at a programme, and
+               # when it will next (a rebuilt programme is looked at again from its start)
+               unfacted={"programmes": ("checked_on", "check_at")})

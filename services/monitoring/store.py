@@ -4,6 +4,7 @@ reports, and the overdue log whose unique ids make each ReportOverdue happen onc
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -25,6 +26,7 @@ from services.monitoring.domain import (
     report_key,
     reporting_calendar,
     risk_flags,
+    turning_days,
     unspent_balances,
 )
 from shared import lifecycle
@@ -70,18 +72,104 @@ def dates(doc: dict[str, Any]) -> tuple[date | None, date | None]:
     return (s.date() if s else None), (e.date() if e else None)
 
 
+def monitored(doc: dict[str, Any]) -> bool:
+    """Under monitoring: started (with an end date) and on-going or operationally closed
+    (not suspended, withdrawn, cancelled or financially closed)."""
+    start, end = dates(doc)
+    return bool(start and end) and lifecycle.allowed("monitor", doc.get("status"))
+
+
 def _late(doc: dict[str, Any], today: date, rules: MonitoringRules) -> list[Deadline]:
     """The reports a programme under monitoring is late with (none for one not started,
     or suspended, withdrawn, cancelled, closed)."""
-    start, end = dates(doc)
-    if not start or not end or not lifecycle.allowed("monitor", doc.get("status")):
+    if not monitored(doc):
         return []
+    start, end = dates(doc)
+    assert start and end
     return overdue(reporting_calendar(start, end, rules), set(doc.get("received", {})), today)
 
 
 def overdue_id(pid: str, d: Deadline) -> str:
     """The record of one late report, once per programme, report and deadline."""
     return f"{pid}:{d.key}:{d.due.isoformat()}"
+
+
+# when a programme is looked at next (its `check_at`): never, for one not under monitoring;
+# at the next sweep, for one kept by an earlier release (MonitoringStore.indexes)
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """What the scheduler's evaluation of a programme under monitoring finds to do on a day
+    (`assess`): the same function decides what `MonitoringStore.evaluate` does and whether
+    a programme needs looking at (`next_check`), so the two cannot disagree."""
+
+    late: list[Deadline]  # every report it is late with
+    overdue: list[Deadline]  # those not recorded yet: a ReportOverdue each
+    flags: set[str]
+    old_flags: set[str]
+    rate: Decimal | None
+    close_operationally: bool
+    close_financially: bool
+    balances: list[dict[str, Any]]  # unspent per PUNO (domain.unspent_balances)
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.overdue or self.flags != self.old_flags or self.close_operationally
+                    or self.close_financially)
+
+
+def assess(doc: dict[str, Any], pid: str, today: date, rules: MonitoringRules,
+           recorded: set[str]) -> Assessment | None:
+    """What evaluating the programme `doc` on `today` finds (None: it is not under
+    monitoring), `recorded` the ids of the overdue reports already announced."""
+    if not monitored(doc):
+        return None
+    start, end = dates(doc)
+    assert start and end
+    received = set(doc.get("received", {}))
+    late = _late(doc, today, rules)
+    nf, spent = net_funded(doc), amounts(doc, "spent")
+    rate = delivery(spent, nf)["programme"]
+    last = doc.get("last_report_at")
+    flags = risk_flags(today=today, start=start, end=end, overdue_now=bool(late), rate=rate,
+                       last_report=last.date() if last else None, rules=rules)
+    close_op = doc["status"] == "on-going" and operationally_closable(end, received, today)
+    balances = unspent_balances(nf, spent, amounts(doc, "transferred"), rules)
+    # closed when the certified final financial report is in and every refund due above the
+    # threshold was received (refunds lower the net funded amount)
+    close_fin = ((close_op or doc["status"] == "operationally-closed")
+                 and "final-financial" in received
+                 and not sum((r["refund_usd"] for r in balances), ZERO))
+    return Assessment(late=late, overdue=[d for d in late if overdue_id(pid, d) not in recorded],
+                      flags=flags, old_flags=set(doc.get("risk_flags", [])), rate=rate,
+                      close_operationally=close_op, close_financially=close_fin,
+                      balances=balances)
+
+
+def next_check(doc: dict[str, Any], rules: MonitoringRules) -> datetime:
+    """When the scheduler must look at the programme `doc` next, as it now is: the day it
+    was last looked at (`checked_on`; its start, if never) if something is to be done as of
+    that day, else the first day after it on which the findings can change with the date
+    (domain.turning_days); NEVER for a programme not under monitoring (it comes under it
+    by a write, which sets this again). A write that changes what is to be done (a report,
+    a transfer, an extension) is seen at the next sweep; a sweep reads only the programmes
+    whose day has come, not every programme under monitoring."""
+    if not monitored(doc):
+        return NEVER
+    start, end = dates(doc)
+    assert start and end
+    checked = doc.get("checked_on")
+    day = checked.date() if checked else start
+    found = assess(doc, doc["_id"], day, rules, set(doc.get("overdue_recorded", [])))
+    if found is not None and found.anything:
+        return as_dt(day)
+    last = doc.get("last_report_at")
+    later = [d for d in turning_days(start, end, set(doc.get("received", {})),
+                                     last.date() if last else None, rules) if d > day]
+    return as_dt(min(later)) if later else NEVER
 
 
 class MonitoringStore(Store):
@@ -96,19 +184,37 @@ class MonitoringStore(Store):
     # report (services.monitoring.portfolio)
     aggregate = Aggregate(portfolio.COLLECTION, portfolio.PARTS)
 
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
+    def __init__(self, settings: Any, *args: Any, rules: MonitoringRules | None = None,
+                 **kw: Any) -> None:
+        super().__init__(settings, *args, **kw)
         self.turns = asyncio.Lock()
+        # the calendar and risk parameters, for each programme's next check (`complete`)
+        self.rules = rules or (settings.rules() if hasattr(settings, "rules")
+                               else MonitoringRules())
 
     async def indexes(self) -> None:
         await self.db.programmes.create_index([("status", ASCENDING)])
         await self.db.programmes.create_index([("risk_flags", ASCENDING)])
+        await self.db.programmes.create_index([("check_at", ASCENDING)])
+        # programmes kept by a release before each had its next check: looked at by the next
+        # sweep, which sets it (found through the index: null is "absent", and this release
+        # writes `check_at` into every programme it writes)
+        await self.db.programmes.update_many({"check_at": None},
+                                             {"$set": {"check_at": EPOCH}})
         await self.db.reports.create_index([("programme_id", ASCENDING), ("at", ASCENDING),
                                             ("_id", ASCENDING)])
         agg = self.aggregate
         assert agg is not None
         # a database kept before the portfolio's counters were: counted once
         await self.transaction(lambda uow: agg.count(self.db, uow.session))
+
+    def complete(self, collection: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """Every programme written carries its next check (`next_check`), indexed: the
+        scheduler's sweep reads the programmes due, not every one under monitoring."""
+        if collection != "programmes":
+            return doc
+        at = next_check(doc, self.rules)
+        return doc if doc.get("check_at") == at else {**doc, "check_at": at}
 
     async def portfolio(self) -> dict[str, Any]:
         """The portfolio from its counters (and the programmes flagged at risk)."""
@@ -206,41 +312,43 @@ class MonitoringStore(Store):
     # -- the scheduler's work, and closure ----------------------------------------------------
     async def evaluate(self, uow: UnitOfWork, pid: str, now: datetime, rules: MonitoringRules,
                        traceparent: str | None = None) -> list[str]:
-        """Overdue reports (once per report and deadline), risk flags (on change), closure.
-        Returns what happened, for logs and tests."""
+        """Overdue reports (once per report and deadline), risk flags (on change), closure
+        (what `assess` finds); the programme is marked looked at today (`checked_on`: its
+        next check counts from it). Returns what happened, for logs and tests."""
         doc = await self._doc(uow, pid)
-        start, end = dates(doc)
-        if not start or not end or not lifecycle.allowed("monitor", doc.get("status")):
+        if not monitored(doc):
+            if doc and doc.get("check_at") != NEVER:  # (kept by an earlier release)
+                await uow.docs("programmes").update(pid, {"$set": {"check_at": NEVER}})
             return []  # not started, or suspended, withdrawn, cancelled, closed
         today = now.date()
-        received = set(doc.get("received", {}))
-        late = _late(doc, today, rules)
-        happened = []
-        ids = {d: overdue_id(pid, d) for d in late}
-        # a write error aborts a MongoDB transaction, so read what is recorded first (in one
-        # query per batch when `preload_evaluation` ran); the unique id still makes this once
+        # the overdue reports announced: the programme keeps their ids; a programme kept by
+        # an earlier release has them in the overdue records only (read in one query per
+        # batch when `preload_evaluation` ran). A write error aborts a MongoDB transaction,
+        # so what is recorded is read first; the records' unique ids still make each once
         # per report and deadline across restarts and instances: a concurrent insert
         # conflicts, this transaction retries and sees it
-        recorded = uow.docs("overdue")
-        await recorded.load(ids.values())
-        known = {i for i in ids.values() if recorded.cache.get(i) is not None}
-        for d in late:
-            if ids[d] in known:
-                continue
+        kept = set(doc.get("overdue_recorded", []))
+        ids = [i for i in (overdue_id(pid, d) for d in _late(doc, today, rules)) if i not in kept]
+        records = uow.docs("overdue")
+        await records.load(ids)
+        earlier = {i for i in ids if records.cache.get(i) is not None}
+        if earlier:
+            await uow.docs("programmes").update(pid, {"$set": {
+                "overdue_recorded": sorted(kept | earlier)}})
+        found = assess(doc, pid, today, rules, kept | earlier)
+        assert found is not None
+        happened = []
+        for d in found.overdue:
             fact = ReportOverdue(programme_id=pid, kind=d.kind, year=d.year, due=d.due,
                                  detected_at=now, punos=doc.get("punos", []))
             uow.emit(fact, traceparent=traceparent)
             await self.went_overdue(uow, fact)
             BUSINESS.labels("reports_overdue").inc()
             happened.append(f"overdue {d.key}")
-        nf, spent = net_funded(doc), amounts(doc, "spent")
-        rate = delivery(spent, nf)["programme"]
-        last = doc.get("last_report_at")
-        flags = risk_flags(today=today, start=start, end=end, overdue_now=bool(late),
-                           rate=rate, last_report=last.date() if last else None, rules=rules)
-        old = set(doc.get("risk_flags", []))
+        flags, old = found.flags, found.old_flags
         if flags != old:
             # a concurrent evaluation writes the same document: one transaction retries
+            rate = found.rate
             risk: Any = (ProgrammeAtRisk(
                 programme_id=pid, flags=sorted(flags), new_flags=sorted(flags - old),
                 delivery_rate=str(rate) if rate is not None else None, detected_at=now)
@@ -251,37 +359,41 @@ class MonitoringStore(Store):
             await self.flagged(uow, risk)
             if flags - old:
                 happened.append(f"at-risk {sorted(flags - old)}")
-        status = doc["status"]
-        if status == "on-going" and operationally_closable(end, received, today):
+        if found.close_operationally:
+            _, end = dates(doc)
+            assert end
             await self._close(uow, pid, "on-going", "operationally-closed")
             await self._emit_own(uow, ProgrammeOperationallyClosed(
                 programme_id=pid, end_date=end, closed_at=now), now, traceparent)
             happened.append("operationally-closed")
-            status = "operationally-closed"
-        rows = unspent_balances(nf, spent, amounts(doc, "transferred"), rules)
-        due = sum((r["refund_usd"] for r in rows), ZERO)
-        if status == "operationally-closed" and "final-financial" in received and not due:
-            # closed when the certified final financial report is in and every refund due
-            # above the threshold was received (refunds lower the net funded amount)
+        if found.close_financially:
+            # the refunds: what each PUNO refunded, received
             rows = [{**r, "refund_usd": amounts(doc, "refunded").get(r["entity"], ZERO)}
-                    for r in rows]
+                    for r in found.balances]
             await self._close(uow, pid, "operationally-closed", "financially-closed")
             await self._emit_own(uow, ProgrammeFinanciallyClosed(
                 programme_id=pid, closed_at=now, balances=[Unspent(**r) for r in rows],
                 refund_total_usd=sum((r["refund_usd"] for r in rows), ZERO)), now,
                 traceparent)
             happened.append("financially-closed")
+        if (await self._doc(uow, pid)).get("checked_on") != as_dt(today):
+            await uow.docs("programmes").update(pid, {"$set": {"checked_on": as_dt(today)}})
         return happened
 
     async def preload_evaluation(self, uow: UnitOfWork, pids: list[str], now: datetime,
                                  rules: MonitoringRules) -> None:
-        """What `evaluate` reads for these programmes, in two queries: their documents, and
-        the overdue records of the deadlines they are late for."""
+        """What `evaluate` reads for these programmes, in two queries at most: their
+        documents, and the overdue records of the deadlines they are late for that they do
+        not keep (those of programmes kept by an earlier release)."""
         docs = uow.docs("programmes")
         await docs.load(pids)
-        await uow.docs("overdue").load(overdue_id(pid, d) for pid in pids
-                                       for d in _late(docs.cache.get(pid) or {}, now.date(),
-                                                      rules))
+        ids = []
+        for pid in pids:
+            doc = docs.cache.get(pid) or {}
+            kept = set(doc.get("overdue_recorded", []))
+            ids += [i for i in (overdue_id(pid, d) for d in _late(doc, now.date(), rules))
+                    if i not in kept]
+        await uow.docs("overdue").load(ids)
 
     async def _close(self, uow: UnitOfWork, pid: str, current: str, target: str) -> None:
         doc = await self._doc(uow, pid)
@@ -321,10 +433,17 @@ class MonitoringStore(Store):
         return report
 
     async def went_overdue(self, uow: UnitOfWork, f: ReportOverdue) -> None:
+        """A late report announced: recorded once (its unique id), and kept by the
+        programme (what its next check is computed from)."""
         key = report_key(f.kind, f.year)
+        rid = f"{f.programme_id}:{key}:{f.due.isoformat()}"
         await uow.docs("overdue").insert({
-            "_id": f"{f.programme_id}:{key}:{f.due.isoformat()}", "programme_id": f.programme_id,
+            "_id": rid, "programme_id": f.programme_id,
             "key": key, "due": as_dt(f.due), "detected_at": f.detected_at})
+        doc = await self._doc(uow, f.programme_id)
+        if doc:
+            await uow.docs("programmes").update(f.programme_id, {"$set": {
+                "overdue_recorded": sorted({*doc.get("overdue_recorded", []), rid})}})
 
     async def flagged(self, uow: UnitOfWork, f: ProgrammeAtRisk | ProgrammeRiskCleared
                       ) -> None:
@@ -344,9 +463,10 @@ class MonitoringStore(Store):
             f.programme_id, {"$set": {f"closed.{target}": f.closed_at, **extra}})
         await self.advance(uow, f.programme_id, fact_type, fact_id, f, f.closed_at)
 
-    async def active_ids(self) -> list[str]:
+    async def due_ids(self, now: datetime) -> list[str]:
+        """The programmes whose next check has come (through its index)."""
         return [d["_id"] async for d in self.db.programmes.find(
-            {"status": {"$in": ["on-going", "operationally-closed"]}}, {"_id": 1})]
+            {"check_at": {"$lte": now}}, {"_id": 1})]
 
     async def contribution(self, uow: UnitOfWork, ev: Any) -> None:
         """A contribution's pledge or deposit, kept for the Fund's IATI activity."""

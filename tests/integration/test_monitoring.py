@@ -21,7 +21,7 @@ from services.monitoring.app import MonitoringSettings
 from services.monitoring.app import build as build_monitoring
 from services.monitoring.iati_rules import problems
 from services.monitoring.portfolio import portfolio as portfolio_of
-from services.monitoring.store import MonitoringStore
+from services.monitoring.store import NEVER, MonitoringStore
 from shared import topics
 from shared.contracts.funding import (
     AllocationMade,
@@ -198,11 +198,13 @@ async def test_a_programme_reports_goes_overdue_once_and_closes(tmp_path: Path) 
     assert closed["refund_total_usd"] == "1100.00"
 
 
-async def test_a_sweep_reads_a_batch_of_programmes_in_one_go_and_finds_each_once() -> None:
-    """The scheduler's sweep costs round trips per batch of programmes, not per programme:
-    twelve programmes in batches of five are read with one query of programmes and one of
-    overdue records per batch; every programme's findings are made once, in whichever
-    batch it falls."""
+async def test_a_sweep_reads_only_the_programmes_due_a_batch_at_a_time() -> None:
+    """The scheduler's sweep reads the programmes whose next check has come (found through
+    an index), not every programme under monitoring, and costs round trips per batch of
+    them, not per programme: twelve programmes due in batches of five are read with one
+    query of programmes and one of overdue records per batch; a thirteenth, started later
+    and with nothing due, is not read at all; a sweep with nothing due is one query. Each
+    finding is made once, on the day it comes due, in whichever batch it falls."""
     from prometheus_client import REGISTRY
 
     def finds(collection: str) -> float:
@@ -212,28 +214,96 @@ async def test_a_sweep_reads_a_batch_of_programmes_in_one_go_and_finds_each_once
     settings = isolated(MonitoringSettings, scheduler_interval_seconds=3600, scheduler_batch=5,
                         clock_fixed=at("2026-06-01"))
     pids = [f"jp-sweep-{i:02d}" for i in range(12)]
+    later = "jp-sweep-later"
     async with running(build_monitoring, settings) as (app, _rt, http):
         for pid in pids:
             await publish(settings, funded_programme(pid, "2026-01-15T00:00:00Z", 12))
-        for pid in pids:
+        await publish(settings, funded_programme(later, "2027-02-01T00:00:00Z", 12))
+        for pid in [*pids, later]:
             await until_on_going(http, pid)
-        scheduler = app.state.scheduler
-        before = {c: finds(c) for c in ("programmes", "overdue")}
-        found = await scheduler.run_once(now=at("2026-04-01"))  # nothing is due yet
-        assert found == {}
-        # one query for the programmes under monitoring, then one per batch of five
-        assert finds("programmes") - before["programmes"] == 1 + 3
-        assert finds("overdue") - before["overdue"] <= 3
-        found = await scheduler.run_once(now=at("2027-05-01"))  # every one is late now
+        scheduler, store = app.state.scheduler, app.state.store
+
+        async def sweep(day: str) -> tuple[dict[str, list[str]], float, float]:
+            before = {c: finds(c) for c in ("programmes", "overdue")}
+            found = await scheduler.run_once(now=at(day))
+            return (found, finds("programmes") - before["programmes"],
+                    finds("overdue") - before["overdue"])
+
+        assert await sweep("2026-04-01") == ({}, 1, 0)  # nothing is due: one query
+        queries: list[tuple[dict[str, Any], Any]] = []
+        with pytest.MonkeyPatch.context() as mp:
+            record_queries(mp, store.db.programmes, ("find",), queries)
+            assert sorted(await store.due_ids(at("2027-05-01"))) == pids  # not `later`
+        await assert_index_scans(store.db.programmes, queries)
+        # every one of the twelve is late now: one query for those due, then two per batch
+        found, programme_finds, overdue_finds = await sweep("2027-05-01")
         assert found == {pid: ["overdue annual-narrative:2026", "overdue annual-financial:2026",
                                "overdue final-narrative",
                                "at-risk ['low-delivery', 'report-overdue']"]
                          for pid in pids}
-        assert await scheduler.run_once(now=at("2027-05-01")) == {}
-        facts = await read_all(settings.topic(topics.MONITORING), min_count=4 * len(pids))
+        assert (programme_finds, overdue_finds) == (1 + 3, 3)
+        assert await sweep("2027-05-01") == ({}, 1, 0)  # looked at today: nothing is due
+        # the later programme's days come (alone: the twelve are not read)
+        assert await sweep("2028-06-30") == ({later: [
+            "overdue annual-narrative:2027", "overdue annual-financial:2027",
+            "overdue final-narrative", "at-risk ['low-delivery', 'report-overdue']"]}, 1 + 1, 1)
+        # the next deadline (the certified final financial report's, 2028-06-30) passes:
+        # each is found late once more, the day after it
+        found, programme_finds, _ = await sweep("2028-07-01")
+        assert found == {pid: ["overdue final-financial"] for pid in pids}
+        assert programme_finds == 1 + 3
+        assert await sweep("2028-07-01") == ({}, 1, 0)
+        facts = await read_all(settings.topic(topics.MONITORING), min_count=5 * len(pids) + 4)
         late = [json.loads(f.value) for f in facts if headers_of(f)["ce_type"] ==
                 ReportOverdue.TYPE]
-        assert sorted(f["programme_id"] for f in late) == sorted(pids * 3)  # each once
+        assert sorted(f["programme_id"] for f in late) == sorted(pids * 4 + [later] * 3)
+
+
+async def test_programmes_kept_by_an_earlier_release_are_looked_at_once_then_scheduled() -> None:
+    """A database from before programmes carried their next check: at start every programme
+    without one is due (found through the index: no scan), the next sweep looks at each
+    once (a late report is announced, unless its overdue record says it was), and after it
+    a programme under monitoring waits for its next day, one not under monitoring for
+    nothing."""
+    settings = isolated(MonitoringSettings, scheduler_interval_seconds=3600,
+                        clock_fixed=at("2026-06-01"))
+    async with running(build_monitoring, settings) as (app, _rt, _http):
+        store, scheduler = app.state.store, app.state.scheduler
+
+        async def swept_at_start() -> bool:  # (it would look at the programmes below)
+            return scheduler.sweeps >= 1
+
+        await eventually(swept_at_start)
+        day = at("2026-01-15")
+        await store.db.programmes.insert_many([
+            {"_id": "jp-old-1", "status": "on-going", "start_date": day,
+             "end_date": at("2027-01-14"), "punos": ["IOM"], "risk_flags": []},
+            {"_id": "jp-old-2", "status": "on-going", "start_date": day,
+             "end_date": at("2027-01-14"), "punos": ["IOM"],
+             "risk_flags": ["low-delivery", "report-overdue"]},
+            {"_id": "jp-old-3", "status": "approved", "punos": ["IOM"]}])
+        # jp-old-2's late annual narrative was announced by the earlier release
+        await store.db.overdue.insert_one({"_id": "jp-old-2:annual-narrative:2026:2027-03-31",
+                                           "programme_id": "jp-old-2"})
+        queries: list[tuple[dict[str, Any], Any]] = []
+        with pytest.MonkeyPatch.context() as mp:
+            record_queries(mp, store.db.programmes, ("update_many",), queries)
+            await store.ensure_indexes()
+        await assert_index_scans(store.db.programmes, queries)
+        assert sorted(await store.due_ids(at("2026-06-01"))) == [
+            "jp-old-1", "jp-old-2", "jp-old-3"]
+        found = await scheduler.run_once(now=at("2027-04-02"))
+        assert found == {"jp-old-1": ["overdue annual-narrative:2026", "at-risk "
+                                      "['low-delivery', 'no-recent-report', 'report-overdue']"],
+                         "jp-old-2": ["at-risk ['no-recent-report']"]}
+        assert await store.due_ids(at("2027-04-02")) == []
+        docs = {d["_id"]: d async for d in store.db.programmes.find()}
+        assert docs["jp-old-3"]["check_at"] == NEVER
+        assert docs["jp-old-2"]["overdue_recorded"] == [  # from the earlier release's record
+            "jp-old-2:annual-narrative:2026:2027-03-31"]
+        # next: the day the no-recent-report flag ends (three months after the end date)
+        assert docs["jp-old-1"]["check_at"] == docs["jp-old-2"]["check_at"] == at("2027-04-14")
+        assert await scheduler.run_once(now=at("2027-04-13")) == {}
 
 
 async def test_the_portfolio_lists_exactly_the_programmes_at_risk_found_by_index() -> None:
