@@ -106,8 +106,7 @@ class Assessment:
     (`assess`): the same function decides what `MonitoringStore.evaluate` does and whether
     a programme needs looking at (`next_check`), so the two cannot disagree."""
 
-    late: list[Deadline]  # every report it is late with
-    overdue: list[Deadline]  # those not recorded yet: a ReportOverdue each
+    overdue: list[Deadline]  # reports it is late with, not announced yet: a ReportOverdue each
     flags: set[str]
     old_flags: set[str]
     rate: Decimal | None
@@ -143,7 +142,7 @@ def assess(doc: dict[str, Any], pid: str, today: date, rules: MonitoringRules,
     close_fin = ((close_op or doc["status"] == "operationally-closed")
                  and "final-financial" in received
                  and not sum((r["refund_usd"] for r in balances), ZERO))
-    return Assessment(late=late, overdue=[d for d in late if overdue_id(pid, d) not in recorded],
+    return Assessment(overdue=[d for d in late if overdue_id(pid, d) not in recorded],
                       flags=flags, old_flags=set(doc.get("risk_flags", [])), rate=rate,
                       close_operationally=close_op, close_financially=close_fin,
                       balances=balances)
