@@ -481,7 +481,7 @@ async def _rebuild(service: str, into: str | None, replace: bool, compare: bool,
             console.print(f"  {line}")
         if not compare:
             return 0
-        differences = await diff(live, store.db, plan.read_models, unfacted=plan.unfacted)
+        differences = await diff(live, store.db, plan)
         for line in differences:
             console.print(f"[red]{line}")
         console.print("the same as the live read models" if not differences

@@ -35,7 +35,7 @@ from shared.consumer import Incoming, Rejection
 from shared.contracts import REGISTRY
 from shared.envelope import decode
 from shared.errors import PermanentMessageError
-from shared.store import Store, decimals
+from shared.store import Aggregate, Store, decimals
 
 Project = Callable[[Store, list[Incoming]], Awaitable[list[Rejection]]]
 
@@ -48,13 +48,15 @@ class Plan:
     those that are configuration, not facts (carried over from the live database first);
     `unfacted`: fields of read models (by collection) that are the service's own bookkeeping
     of when it does things, not made from facts: a rebuild makes them afresh and `compare`
-    leaves them out."""
+    leaves them out; `counters`: read models that are a store's counters (Aggregate),
+    compared by value (a counter at zero is as none)."""
 
     topics: tuple[str, ...]
     project: Project
     read_models: tuple[str, ...]
     carried: tuple[str, ...] = ()
     unfacted: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    counters: tuple[str, ...] = ()
 
 
 async def carry(live: Any, target: Any, collections: Iterable[str]) -> int:
@@ -189,18 +191,18 @@ async def replay(store: Store, plan: Plan, facts: list[Incoming], *, batch: int 
     return report
 
 
-async def compare(live: Any, rebuilt: Any, collections: Iterable[str], *, limit: int = 20,
-                  unfacted: dict[str, tuple[str, ...]] | None = None) -> list[str]:
-    """The differences between two databases' read models, document by document (empty:
-    the same), but for the `unfacted` fields (Plan). Each difference names the collection,
+async def compare(live: Any, rebuilt: Any, plan: Plan, *, limit: int = 20) -> list[str]:
+    """The differences between two databases' read models (`plan`'s), document by document
+    (empty: the same), but for the `unfacted` fields. Each difference names the collection,
     the document and the first field that differs."""
     out: list[str] = []
-    for name in collections:
-        skip = (unfacted or {}).get(name, ())
+    for name in plan.read_models:
+        skip = plan.unfacted.get(name, ())
         projection = {f: 0 for f in skip} or None
         # amounts by value (Decimal128 keeps its exponent: 1.50 and 1.5 are the same money)
-        a = {d["_id"]: decimals(d) async for d in live[name].find({}, projection)}
-        b = {d["_id"]: decimals(d) async for d in rebuilt[name].find({}, projection)}
+        shape = Aggregate.stored if name in plan.counters else (lambda d: d)
+        a = {d["_id"]: decimals(shape(d)) async for d in live[name].find({}, projection)}
+        b = {d["_id"]: decimals(shape(d)) async for d in rebuilt[name].find({}, projection)}
         for k in sorted(set(a) | set(b), key=str):
             if len(out) >= limit:
                 return out

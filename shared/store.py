@@ -530,15 +530,18 @@ class UnitOfWork:
         for d in list(self._docs.values()):
             d._count()
         if agg is not None and self._deltas:
-            # the counters' shards read and written like any document of the transaction
-            # (a concurrent writer of the same shard conflicts, and one retries)
-            shards = self.docs(agg.collection)
-            await shards.load(self._deltas)
-            for shard, delta in sorted(self._deltas.items()):
-                doc = shards.cache.get(shard)
-                await shards.update(shard, {"$set": {"c": agg.plus(
-                    doc["c"] if doc else {}, delta)}}, upsert=True)
+            # each shard's counters raised where they are, without reading them first (a
+            # concurrent writer of the same shard conflicts, and one retries); a counter
+            # brought to zero stays, as zero (Aggregate.read leaves it out)
+            ns = self._ns(agg.collection) if self._tail is not None else None
+            ops = [UpdateOne({"_id": shard}, {"$inc": agg.increments(delta)}, upsert=True,
+                             namespace=ns) for shard, delta in sorted(self._deltas.items())]
             self._deltas = {}
+            if self._tail is not None:
+                self._later(agg.collection, ops)
+            else:
+                applied(agg.collection, len(ops), await self.db[agg.collection].bulk_write(
+                    ops, ordered=True, session=self.session))
         for d in self._docs.values():
             if self._tail is not None:
                 self._later(d.coll.name, d.take(self._ns(d.coll.name)))
@@ -786,6 +789,12 @@ class Aggregate:
         return out
 
     @staticmethod
+    def increments(delta: dict[str, Any]) -> dict[str, Any]:
+        """A shard's `delta` as the `$inc` of its stored counters (money as Decimal128)."""
+        return {f"c.{k}": Decimal128(v) if isinstance(v, Decimal) else v
+                for k, v in delta.items()}
+
+    @staticmethod
     def plus(tree: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
         """Stored counters with `delta` added; a counter at zero is left out, so the stored
         counters are the same whatever path of changes led to them."""
@@ -819,12 +828,19 @@ class Aggregate:
                  in sorted(deltas.items())], session=session)
 
     async def read(self, db: Any) -> dict[str, Any]:
-        """The counters, summed over the shards (money as Decimal)."""
+        """The counters, summed over the shards (money as Decimal); those at zero left out
+        (a counter once raised and brought back stays in its shard, as zero)."""
         total: dict[str, Any] = {}
         async for d in db[self.collection].find():
             for k, v in self.flat(d.get("c", {})).items():
                 total[k] = total.get(k, 0) + v
-        return total
+        return {k: v for k, v in total.items() if v != 0}
+
+    @staticmethod
+    def stored(doc: dict[str, Any]) -> dict[str, Any]:
+        """A shard as its counters' values: the same whatever path of changes led to them
+        (without those at zero; for a rebuild's comparison, shared.rebuild)."""
+        return {**doc, "c": Aggregate.plus(doc.get("c", {}), {})}
 
 
 class Store:

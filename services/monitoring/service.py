@@ -293,4 +293,5 @@ REBUILD = Plan(topics=(topics.PROGRAMMES, topics.FUNDING, topics.MONITORING),
                read_models=("programmes", "reports", "overdue", "contributions", "portfolio"),
                # the scheduler's own bookkeeping: when it last looked at a programme, and
                # when it will next (a rebuilt programme is looked at again from its start)
-               unfacted={"programmes": ("checked_on", "check_at")})
+               unfacted={"programmes": ("checked_on", "check_at")},
+               counters=("portfolio",))

@@ -204,7 +204,8 @@ async def test_a_sweep_reads_only_the_programmes_due_a_batch_at_a_time() -> None
     them, not per programme: twelve programmes due in batches of five are read with one
     query of programmes and one of overdue records per batch; a thirteenth, started later
     and with nothing due, is not read at all; a sweep with nothing due is one query. Each
-    finding is made once, on the day it comes due, in whichever batch it falls."""
+    finding is made once, on the day it comes due, in whichever batch it falls. The
+    portfolio's counters are raised by every transaction, and read by none of them."""
     from prometheus_client import REGISTRY
 
     def finds(collection: str) -> float:
@@ -216,6 +217,7 @@ async def test_a_sweep_reads_only_the_programmes_due_a_batch_at_a_time() -> None
     pids = [f"jp-sweep-{i:02d}" for i in range(12)]
     later = "jp-sweep-later"
     async with running(build_monitoring, settings) as (app, _rt, http):
+        counters_read = finds("portfolio")
         for pid in pids:
             await publish(settings, funded_programme(pid, "2026-01-15T00:00:00Z", 12))
         await publish(settings, funded_programme(later, "2027-02-01T00:00:00Z", 12))
@@ -257,6 +259,9 @@ async def test_a_sweep_reads_only_the_programmes_due_a_batch_at_a_time() -> None
         late = [json.loads(f.value) for f in facts if headers_of(f)["ce_type"] ==
                 ReportOverdue.TYPE]
         assert sorted(f["programme_id"] for f in late) == sorted(pids * 4 + [later] * 3)
+        # every transaction above changed the portfolio's counters, none read them first
+        assert finds("portfolio") == counters_read
+        assert (await http.get("/v1/portfolio", headers=FMU)).json()["programmes"] == 13
 
 
 async def test_programmes_kept_by_an_earlier_release_are_looked_at_once_then_scheduled() -> None:

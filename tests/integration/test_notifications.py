@@ -134,8 +134,7 @@ async def rebuilt_alike(s: NotificationsSettings, store: NotificationsStore) -> 
         await rebuild.carry(store.db, fresh.db, plan.carried)
         report = await rebuild.replay(fresh, plan, facts_)
         assert not report.refused, report.refused
-        assert await rebuild.compare(store.db, fresh.db, plan.read_models,
-                                     unfacted=plan.unfacted) == []
+        assert await rebuild.compare(store.db, fresh.db, plan) == []
         rows = await notices(fresh)
         assert [r["_id"] for r in rows if r["read"]] == [inbox["_id"]]
         assert len(rows) == len(await notices(store))

@@ -154,3 +154,24 @@ def test_a_copied_document_shares_nothing_that_can_change() -> None:
     copied["raw"].extend(b"y")
     assert doc["lines"] == [{"usd": Decimal128("1.50"), "tags": ["a"]}] and odd == b"x"
     assert copied["at"] is when  # immutable values are shared, as deepcopy shares them
+
+
+def test_counters_are_raised_in_place_and_compared_by_value() -> None:
+    """An aggregate's change is the `$inc` of its dotted counters (money as Decimal128); a
+    shard is compared by its counters' values: one brought back to zero is as one never
+    raised, whatever the order of the changes."""
+    from shared.store import Aggregate, decimals
+
+    assert Aggregate.increments({"status.approved.programmes": -1,
+                                 "status.approved.allocated_usd": Decimal("-10.50")}) == {
+        "c.status.approved.programmes": -1,
+        "c.status.approved.allocated_usd": Decimal128("-10.50")}
+    raised_and_back = {"_id": 3, "c": {"status": {
+        "approved": {"programmes": 0, "allocated_usd": Decimal128("0.00")},
+        "on-going": {"programmes": 2, "allocated_usd": Decimal128("21.00")}}}}
+    never_raised = {"_id": 3, "c": {"status": {
+        "on-going": {"allocated_usd": Decimal128("21.0"), "programmes": 2}}}}
+    assert decimals(Aggregate.stored(raised_and_back)) == decimals(
+        Aggregate.stored(never_raised)) == {
+        "_id": 3, "c": {"status": {"on-going": {"allocated_usd": Decimal(21),
+                                                "programmes": 2}}}}
