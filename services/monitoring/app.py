@@ -61,7 +61,7 @@ class MonitoringSettings(ServiceSettings):
 def build(settings: MonitoringSettings | None = None):  # type: ignore[no-untyped-def]
     settings = settings or MonitoringSettings()
     rules = settings.rules()
-    store = MonitoringStore(settings)
+    store = MonitoringStore(settings, rules=rules)  # (each programme's next check)
     runtime = Runtime(settings, store)
     handlers.register(runtime, store, rules)
     clock = Clock(settings.clock_fixed)
