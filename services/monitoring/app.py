@@ -63,8 +63,8 @@ def build(settings: MonitoringSettings | None = None):  # type: ignore[no-untype
     rules = settings.rules()
     store = MonitoringStore(settings, rules=rules)  # (each programme's next check)
     runtime = Runtime(settings, store)
-    handlers.register(runtime, store, rules)
-    clock = Clock(settings.clock_fixed)
+    clock = Clock(settings.clock_fixed)  # the time the service acts at (HTTP, Kafka, sweeps)
+    handlers.register(runtime, store, rules, clock.now)
     scheduler = Scheduler(store, rules, clock=clock.now,
                           interval=settings.scheduler_interval_seconds,
                           batch=settings.scheduler_batch)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from services.monitoring import service
 from services.monitoring.domain import MonitoringRules
 from services.monitoring.store import MonitoringStore
@@ -10,12 +13,13 @@ from shared.contracts.monitoring import SubmitProgressReport
 from shared.runtime import Runtime
 
 
-def register(runtime: Runtime, store: MonitoringStore, rules: MonitoringRules) -> None:
+def register(runtime: Runtime, store: MonitoringStore, rules: MonitoringRules,
+             clock: Callable[[], datetime]) -> None:
     async def on_facts(batch):  # type: ignore[no-untyped-def]
         return await service.handle_facts(store, batch)
 
     async def on_reports(batch):  # type: ignore[no-untyped-def]
-        return await service.handle_reports(store, rules, batch)
+        return await service.handle_reports(store, rules, batch, clock)
 
     runtime.subscribe(topics.PROGRAMMES, "programme-facts", service.PROGRAMME_FACTS, on_facts,
                       strict_types=False)

@@ -166,13 +166,16 @@ async def submit_report(store: MonitoringStore, rules: MonitoringRules,
 
 
 async def handle_reports(store: MonitoringStore, rules: MonitoringRules,
-                         batch: list[Incoming]) -> list[Rejection]:
+                         batch: list[Incoming], clock: Callable[[], datetime] = utcnow
+                         ) -> list[Rejection]:
+    """Reports from the entities' topics, received at the service's clock (as over HTTP:
+    whether each is on time, and the evaluation it triggers)."""
     async def apply(uow: UnitOfWork, inc: Incoming) -> None:
         r = inc.event
         assert isinstance(r, SubmitProgressReport)
         refuse_personal_data(r)
         entity = inc.envelope.source.removeprefix(topics.ENTITY_URN).upper()
-        await store.submit_report(uow, r, entity, "kafka", utcnow(), rules,
+        await store.submit_report(uow, r, entity, "kafka", clock(), rules,
                                   traceparent=inc.traceparent)
 
     async def preload(uow: UnitOfWork, events: list[Incoming]) -> None:

@@ -405,6 +405,9 @@ async def test_bad_reports_are_answered_and_nothing_is_stored() -> None:
             return await rt.store.db.reports.count_documents({"_id": "kafka-2"}) == 1
 
         await eventually(accepted)
+        # received at the service's clock, as over HTTP (not the wall clock)
+        kept = await rt.store.db.reports.find_one({"_id": "kafka-2"})
+        assert kept["at"] == at("2026-11-01")
 
 
 def iati_dir() -> Path:
