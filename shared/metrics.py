@@ -34,3 +34,9 @@ BATCHES_RUN_AGAIN = Counter(
     "mptf_batches_run_again_total", "Consumed batches run a second time, reading the inbox "
     "first, because one of their events had been processed before (a redelivery)",
     ["consumer"])
+SCHEDULER_SWEEPS = Counter(
+    "mptf_scheduler_sweeps_total", "Sweeps of monitoring's scheduler (each reads the "
+    "programmes whose next check has come)")
+SCHEDULER_LOOKED_AT = Counter(
+    "mptf_scheduler_programmes_looked_at_total", "Programmes evaluated by the scheduler's "
+    "sweeps (those due, in this replica's shards): over the sweeps, what a sweep costs")

@@ -41,6 +41,7 @@ from shared.envelope import utcnow
 from shared.errors import PersonalData
 from shared.lease import Fenced, Leases, unit_of
 from shared.logging import get_logger
+from shared.metrics import SCHEDULER_LOOKED_AT, SCHEDULER_SWEEPS
 from shared.privacy import find_personal_data, redact
 from shared.rebuild import Plan, runs
 from shared.runtime import keep_running
@@ -215,6 +216,7 @@ class Scheduler:
         mine = set(await self.leases.refresh())
         count = self.leases.count
         pids = [p for p in await self.store.due_ids(now) if unit_of(p, count) in mine]
+        SCHEDULER_LOOKED_AT.inc(len(pids))
         out: dict[str, list[str]] = {}
 
         async def evaluate(uow: UnitOfWork, chunk: list[str]) -> dict[str, list[str]]:
@@ -247,6 +249,7 @@ class Scheduler:
                 out.update(found)
                 break
         self.sweeps += 1
+        SCHEDULER_SWEEPS.inc()
         return out
 
     async def run(self) -> None:

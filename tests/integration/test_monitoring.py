@@ -225,6 +225,10 @@ async def test_a_sweep_reads_only_the_programmes_due_a_batch_at_a_time() -> None
             await until_on_going(http, pid)
         scheduler, store = app.state.scheduler, app.state.store
 
+        def looked_at() -> float:  # (the operators' figure of what sweeps cost)
+            return REGISTRY.get_sample_value(
+                "mptf_scheduler_programmes_looked_at_total") or 0.0
+
         async def sweep(day: str) -> tuple[dict[str, list[str]], float, float]:
             before = {c: finds(c) for c in ("programmes", "overdue")}
             found = await scheduler.run_once(now=at(day))
@@ -238,7 +242,9 @@ async def test_a_sweep_reads_only_the_programmes_due_a_batch_at_a_time() -> None
             assert sorted(await store.due_ids(at("2027-05-01"))) == pids  # not `later`
         await assert_index_scans(store.db.programmes, queries)
         # every one of the twelve is late now: one query for those due, then two per batch
+        looked = looked_at()
         found, programme_finds, overdue_finds = await sweep("2027-05-01")
+        assert looked_at() - looked == len(pids)
         assert found == {pid: ["overdue annual-narrative:2026", "overdue annual-financial:2026",
                                "overdue final-narrative",
                                "at-risk ['low-delivery', 'report-overdue']"]
