@@ -435,7 +435,7 @@ class MonitoringStore(Store):
         """A late report announced: recorded once (its unique id), and kept by the
         programme (what its next check is computed from)."""
         key = report_key(f.kind, f.year)
-        rid = f"{f.programme_id}:{key}:{f.due.isoformat()}"
+        rid = overdue_id(f.programme_id, Deadline(f.kind, f.year, f.due))
         await uow.docs("overdue").insert({
             "_id": rid, "programme_id": f.programme_id,
             "key": key, "due": as_dt(f.due), "detected_at": f.detected_at})
