@@ -26,8 +26,8 @@ from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
-from pymongo.errors import OperationFailure
+from pymongo import ASCENDING, DESCENDING, UpdateOne
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from services.notifications.domain import (
     FMU,
@@ -128,12 +128,19 @@ class NotificationsStore(Store):
                                       {"$set": {"at": utcnow()}}, upsert=True)
 
     async def seed_directory(self) -> None:
-        """The Network's members and the FMU, with no contact points yet (inbox only)."""
-        for code, name in {**NETWORK_MEMBERS, FMU: "Fund Management Unit"}.items():
-            await self.db.directory.update_one(
-                {"_id": code}, {"$setOnInsert": {"name": name, "kind": "fmu" if code == FMU
-                                                 else "entity", "event_types": ["*"],
-                                                 "mode": "immediate"}}, upsert=True)
+        """The Network's members and the FMU, with no contact points yet (inbox only); an
+        entry already there is left as it is. One command at every start (it was one per
+        entry: 30 round trips). A replica starting at the same moment may insert some
+        entries first: their unique `_id` refuses ours, and theirs are the same."""
+        seeds = [UpdateOne({"_id": code}, {"$setOnInsert": {
+            "name": name, "kind": "fmu" if code == FMU else "entity", "event_types": ["*"],
+            "mode": "immediate"}}, upsert=True)
+            for code, name in {**NETWORK_MEMBERS, FMU: "Fund Management Unit"}.items()]
+        try:
+            await self.db.directory.bulk_write(seeds, ordered=False)
+        except BulkWriteError as e:
+            if any(x.get("code") != 11000 for x in e.details.get("writeErrors", [])):
+                raise
 
     # -- the directory ------------------------------------------------------------------------
     async def contacts(self, uow: UnitOfWork, codes: list[str]) -> dict[str, Contact]:

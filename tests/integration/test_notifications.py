@@ -358,6 +358,45 @@ async def test_a_fact_seen_again_after_its_inbox_record_expired_makes_no_notice_
         await store.close()
 
 
+async def test_the_directory_is_seeded_in_one_command_and_a_restart_keeps_its_contacts() -> None:
+    """Every member of the Network and the FMU gets an inbox-only entry, in one command; a
+    second start (or two replicas starting together) keeps the contact points registered
+    meanwhile and adds nothing twice."""
+    from prometheus_client import REGISTRY
+
+    from shared.reference import NETWORK_MEMBERS
+
+    def directory_commands() -> float:
+        return sum(s.value for m in REGISTRY.collect() if m.name == "mptf_store_commands"
+                   for s in m.samples if s.name == "mptf_store_commands_total"
+                   and s.labels.get("collection") == "directory")
+
+    settings = isolated(NotificationsSettings)
+    store, other = NotificationsStore(settings), NotificationsStore(settings)
+    try:
+        await store.ensure_indexes()
+        before = directory_commands()
+        await asyncio.gather(store.seed_directory(), other.seed_directory())  # two replicas
+        assert directory_commands() - before == 2
+        entries = {d["_id"]: d for d in await store.directory()}
+        assert set(entries) == {*NETWORK_MEMBERS, "FMU"}
+        for code in entries:
+            contact = await store.contact(code)
+            assert contact is not None and contact.mode == "immediate"
+            assert contact.webhook_url is None and contact.email is None
+        assert entries["FMU"]["kind"] == "fmu" and entries["IOM"]["kind"] == "entity"
+        await store.put_contact("IOM", {"email": "mptf@iom.example.org", "mode": "digest"})
+        await store.seed_directory()  # a restart
+        again = {d["_id"]: d for d in await store.directory()}
+        assert set(again) == set(entries)
+        assert again["IOM"]["email"] == "mptf@iom.example.org"
+        assert again["IOM"]["mode"] == "digest"
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
+        await other.close()
+
+
 async def test_a_batch_reads_the_directory_entries_of_everyone_it_addresses_in_one_query() -> None:
     """Three programmes in three countries submitted and approved in one batch: the PUNOs,
     the three RC offices and the FMU are read from the directory in one query, not one per
