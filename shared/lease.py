@@ -171,8 +171,11 @@ class Members:
         document that exists (the loop's `beat` creates it, `leave` deletes it)."""
         from pymongo import MongoClient
 
-        client: Any = MongoClient(self.store.settings.mongodb_url, tz_aware=True,
-                                  serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
+        from shared.store import retry_writes  # (store imports this module)
+
+        url = self.store.settings.mongodb_url
+        client: Any = MongoClient(url, tz_aware=True, serverSelectionTimeoutMS=3000,
+                                  connectTimeoutMS=3000, **retry_writes(url))
         coll = client[self.store.settings.database].members
         try:
             while not self._stop.wait(self.beat_every):

@@ -298,3 +298,43 @@ async def test_an_attempt_that_writes_before_any_read_in_a_used_session_still_co
     assert ("insert", "things") in counter.on and ("insert", "outbox") in counter.on
     await store.client.drop_database(store.db.name)
     await store.close()
+
+
+@pytest.mark.parametrize("asked", [None, "true", "false"])
+async def test_writes_outside_a_transaction_are_not_retryable_writes_unless_the_url_asks(
+        asked: str | None) -> None:
+    """The service's own client sends a write outside a transaction without a transaction
+    number (no retryable-write record for the server to keep and search at every later one:
+    see shared.store.retry_writes), unless MONGODB_URL says retryWrites=true."""
+    from pymongo import monitoring as mon
+
+    base = isolated(ServiceSettings, service_name="retries")
+    url = base.mongodb_url
+    if asked is not None:
+        url += ("&" if "?" in url else "/?") + f"retryWrites={asked}"
+    settings = base.model_copy(update={"mongodb_url": url})
+    sent: list[dict[str, Any]] = []
+
+    class Sent(mon.CommandListener):  # every client made from now on reports to it
+        def started(self, event: mon.CommandStartedEvent) -> None:
+            if event.database_name == settings.database and event.command_name in (
+                    "update", "delete"):
+                sent.append(dict(event.command))
+
+        def succeeded(self, event: mon.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: mon.CommandFailedEvent) -> None:
+            pass
+
+    mon.register(Sent())  # (only this test's database is looked at)
+    store = Store(settings)
+    try:
+        assert store.client.options.retry_writes is (asked == "true")
+        await store.db.things.update_one({"_id": 1}, {"$set": {"n": 1}}, upsert=True)
+        await store.db.things.delete_one({"_id": 1})
+        assert len(sent) == 2
+        assert all(("txnNumber" in c) is (asked == "true") for c in sent), sent
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
