@@ -48,10 +48,20 @@ class Senders:
         self.max_response_bytes = max_response_bytes
         self.allow_private = allow_private
         self.smtp_host, self.smtp_port, self.email_from = smtp_host, smtp_port, email_from
-        self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The webhook client, made at the first webhook sent: making it loads the CA bundle
+        and imports httpcore (~50 ms of CPU), which a start that sends none need not pay
+        before it is ready (issue 17)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+        return self._http
 
     async def close(self) -> None:
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
     def endpoint(self, channel: str, contact: Contact) -> str:
         if channel == "webhook":
