@@ -40,11 +40,18 @@ class _Broker(KafkaBroker):
     """FastStream's Kafka broker, consuming only (see Runtime), whose subscribers' consumers
     start together: each start is a round of connection, SASL and metadata with the broker,
     which FastStream awaits one after another (3 subscriptions: ~0.15 s of a service's
-    start-up, issue 17). Otherwise FastStream's own start (0.7.8)."""
+    start-up, issue 17). When one fails, the others are let finish starting before the
+    error is raised: the connect loop then stops the broker, which stops every consumer that
+    started (one still starting would be left running in its group, holding partitions
+    nobody polls). Otherwise FastStream's own start (0.7.8)."""
 
     async def start(self) -> None:
         await self.connect()
-        await asyncio.gather(*(sub.start() for sub in self.subscribers))
+        results = await asyncio.gather(*(sub.start() for sub in self.subscribers),
+                                       return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
         for pub in self.publishers:
             await pub.start()
         self.running = True

@@ -4,8 +4,12 @@ says it is ready, and what its readiness check asks."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
+import pytest
+from aiokafka.errors import KafkaConnectionError
+from faststream.exceptions import IncorrectState
 
 from services.intake.app import IntakeSettings
 from services.intake.app import build as build_intake
@@ -23,6 +27,8 @@ async def test_ready_service_answers_readiness_through_its_own_clients() -> None
         assert r.json() == {"status": "ready", "checks": {"store": "ok", "broker": "ok"}}
         assert runtime.broker.subscribers and all(
             sub.consumer is not None for sub in runtime.broker.subscribers)
+        with pytest.raises(IncorrectState):  # FastStream's admin client was never connected
+            runtime.broker.config.broker_config.admin_client  # noqa: B018
         asked = 0
         fetch = runtime.producer.client.fetch_all_metadata
 
@@ -72,3 +78,33 @@ async def test_service_without_a_broker_is_alive_and_never_ready() -> None:
             assert not runtime.ready.is_set()
     finally:
         await runtime.stop()
+
+
+async def test_a_subscription_that_fails_to_start_leaves_none_still_starting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The subscriptions' consumers start together; when one fails, start-up gives up only
+    once every other one has finished starting, so stopping the broker (what the connect
+    loop does before it tries again) stops them all: none is left running in its group,
+    holding partitions that nobody polls."""
+    _app, runtime = build_intake(isolated(IntakeSettings))
+    subs = list(runtime.broker.subscribers)
+    assert len(subs) >= 3 and len({type(s) for s in subs}) == 1
+    slow, failing = subs[0], subs[1]
+    real = type(slow).start
+    started: list[Any] = []
+
+    async def start(self: Any) -> None:
+        if self is failing:
+            raise KafkaConnectionError("refused (as if the broker went away)")
+        if self is slow:
+            await asyncio.sleep(1)
+        await real(self)
+        started.append(self)
+
+    monkeypatch.setattr(type(slow), "start", start)
+    with pytest.raises(KafkaConnectionError):
+        await runtime.broker.start()
+    assert len(started) == len(subs) - 1 and slow in started
+    assert all(s.consumer is not None for s in started)
+    await runtime.broker.stop()
+    assert all(s.consumer is None for s in subs)
