@@ -65,12 +65,13 @@ class Runtime:
                       settings.otel_file)
         self.store = store
         self.credentials_error: str | None = None  # set when Kafka credentials are missing
-        # FastStream's telemetry middleware spans each consumed batch (linked to every
-        # producer); shared.consumer adds one span per record as a child of its producer
-        # a list: FastStream takes one string as one address, "a:9092,b:9092" included
-        # consuming only: events go out through the outbox relay's producer (`make_producer`),
+        # Consuming only: events go out through the outbox relay's producer (`make_producer`),
         # so FastStream's own producer and admin client, which it would connect at every
-        # start, have nothing to do (and the service's credentials need no admin rights)
+        # start, have nothing to do (and the service's credentials need no admin rights).
+        # FastStream's telemetry middleware spans each consumed batch (linked to every
+        # producer); shared.consumer adds one span per record as a child of its producer.
+        # The brokers as a list: FastStream takes one string as one address, "a:9092,b:9092"
+        # included.
         self.broker = _Broker(settings.bootstrap_servers,
                               client_id=f"mptf-{settings.service_name}",
                               security=self._security(), consumer_only=True,
