@@ -5,6 +5,13 @@
 * Offsets are committed only after the batch's effects are durable (AckPolicy.NACK_ON_ERROR:
   success commits, an exception seeks back so the batch is redelivered). FastStream's Kafka
   default, ACK_FIRST, commits before the handler runs and would lose work on a crash.
+  The commit names the batch's own offsets (the record after each partition's last), not
+  the consumer's position: see read-ahead below.
+* Read-ahead: while a batch's transaction waits on the store, the records the consumer has
+  already fetched are taken and decoded, so the process's CPU and the store work at once
+  instead of by turns (the next batch is then handed over already decoded). They are not
+  committed with the batch; if the batch fails, each of their partitions is sought back to
+  its first record with the batch's own.
 * Each record is decoded here (envelope, contract lookup, pydantic validation). A record that
   can never succeed goes to `<topic>.dlq` with its reason and original bytes and headers, and
   the consumer moves on: no crash loop.
@@ -19,6 +26,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import random
@@ -34,6 +42,7 @@ from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.subscriber.usecase import BatchSubscriber
+from faststream.message import AckStatus
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import BaseModel, ValidationError
@@ -106,6 +115,24 @@ class Rejection:
 
 Handler = Callable[[list[Incoming]], Awaitable[Iterable[Rejection] | None]]
 
+# how long decoding ahead runs between two turns of the event loop: briefly, so the batch
+# under way (whose handler yields every 32 events) keeps most of the CPU while it computes,
+# and is answered as soon as the store replies
+READ_AHEAD_TURN_S = 0.0005
+
+# a record that can never succeed: (record, reason, detail, the bytes kept instead or None)
+Dead = tuple[ConsumerRecord, str, str, bytes | None]
+
+
+@dataclass
+class Decoded:
+    """A batch's records read: the events to handle, the records to dead-letter, and how
+    many were facts this subscription does not act on, per topic."""
+
+    events: list[Incoming] = field(default_factory=list)
+    dead: list[Dead] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)  # their topics
+
 
 @dataclass
 class _Backoff:
@@ -131,6 +158,11 @@ class Subscription:
     dead_letters: Callable[[], DeadLetters]
     strict_types: bool = True
     backoff: _Backoff = field(default_factory=_Backoff)
+    # records fetched by read_ahead and not yet handed to FastStream (PromptBatchSubscriber)
+    ahead: tuple[ConsumerRecord, ...] = field(default=(), init=False, repr=False)
+    # records handed over already decoded: (those records, what they decoded to)
+    predecoded: tuple[tuple[ConsumerRecord, ...], Decoded] | None = field(
+        default=None, init=False, repr=False)
 
     def _decode(self, rec: ConsumerRecord) -> Incoming | None:
         env, data = decode(rec.headers, rec.value, max_bytes=self.settings.max_body_bytes)
@@ -162,32 +194,106 @@ class Subscription:
             raise PermanentMessageError(reason, detail) from e
         return Incoming(rec, env, event)
 
+    def decode_one(self, rec: ConsumerRecord, into: Decoded) -> None:
+        try:
+            inc = self._decode(rec)
+        except PermanentMessageError as e:
+            into.dead.append((rec, e.reason, e.detail, None))
+            return
+        except Exception as e:
+            # decoding does no I/O: what fails here fails at every delivery, so the
+            # record is dead-lettered rather than retried for ever
+            log.exception("decode_failed", topic=rec.topic, partition=rec.partition,
+                          offset=rec.offset)
+            into.dead.append((rec, "invalid", f"could not be decoded: {e!r}"[:500], None))
+            return
+        if inc is None:
+            into.ignored.append(rec.topic)
+        else:
+            into.events.append(inc)
+
+    # -- read-ahead: the next batch decoded while this one's transaction waits on the store --
+    async def read_ahead(self, consumer: Any) -> None:
+        """Take the records the consumer has already fetched (no wait) and decode them, a
+        few at a time so the transaction under way is answered as soon as the store
+        replies. Best effort: a consumer that cannot give any now gives them at the next
+        poll."""
+        if self.ahead or self.predecoded or not self.settings.consumer_read_ahead:
+            return
+        await asyncio.sleep(0)  # the batch's handler first, to its first wait on the store
+        try:
+            got = await consumer.getmany(timeout_ms=0, max_records=self.settings.consumer_batch_max)
+        except (KafkaError, ConsumerStoppedError):
+            return
+        except Exception as e:  # (the subscriber's own poll logs and retries these)
+            log.warning("read_ahead_failed", topic=self.topic, error=repr(e)[:300])
+            return
+        records = tuple(r for rs in got.values() for r in rs)
+        if not records:
+            return
+        self.ahead = records  # (taken from the consumer: sought back if this batch fails)
+        decoded = Decoded()
+        turn = 0.0
+        for rec in records:
+            if time.perf_counter() >= turn:
+                await asyncio.sleep(0)
+                turn = time.perf_counter() + READ_AHEAD_TURN_S
+            self.decode_one(rec, decoded)
+        if self.ahead is records:
+            self.predecoded = (records, decoded)
+
+    def take_ahead(self) -> tuple[ConsumerRecord, ...]:
+        """The records read ahead, for the subscriber to hand over as its next batch."""
+        records, self.ahead = self.ahead, ()
+        return records
+
+    def forget_ahead(self, consumer: Any) -> None:
+        """This batch failed: the records read ahead go back to the consumer (each of their
+        partitions sought to its first one), to come again after the batch's own."""
+        records, self.ahead, self.predecoded = self.ahead, (), None
+        for tp, offset in _first_offsets(records).items():
+            with contextlib.suppress(KafkaError):  # (a partition revoked meanwhile)
+                consumer.seek(tp, offset)
+
+    async def commit(self, records: tuple[ConsumerRecord, ...], consumer: Any) -> None:
+        """Commit this batch's offsets (the record after each partition's last), of the
+        partitions still assigned. Not the consumer's position: that is past the records
+        read ahead. A commit refused (a rebalance under way) is left: the partitions' next
+        owner gets those records again, and the inbox knows them."""
+        assigned = consumer.assignment()
+        offsets = {tp: off + 1 for tp, off in _last_offsets(records).items() if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as e:
+            log.warning("offset_commit_failed", topic=self.topic, error=repr(e)[:300])
+
     async def process(self, records: tuple[ConsumerRecord, ...], consumer: Any) -> None:
         start = time.perf_counter()
-        dead: list[tuple[ConsumerRecord, str, str, bytes | None]] = []
-        events: list[Incoming] = []
-        for rec in records:
-            try:
-                inc = self._decode(rec)
-            except PermanentMessageError as e:
-                dead.append((rec, e.reason, e.detail, None))
-                continue
-            except Exception as e:
-                # decoding does no I/O: what fails here fails at every delivery, so the
-                # record is dead-lettered rather than retried for ever
-                log.exception("decode_failed", topic=rec.topic, partition=rec.partition,
-                              offset=rec.offset)
-                dead.append((rec, "invalid", f"could not be decoded: {e!r}"[:500], None))
-                continue
-            if inc is None:
-                EVENTS_CONSUMED.labels(rec.topic, "-", "ignored").inc()
-            else:
-                events.append(inc)
+        decoded: Decoded | None = None
+        if self.predecoded is not None and self.predecoded[0] is records:
+            decoded = self.predecoded[1]
+        self.predecoded = None
+        if decoded is None:
+            decoded = Decoded()
+            for rec in records:
+                self.decode_one(rec, decoded)
+        for topic in decoded.ignored:
+            EVENTS_CONSUMED.labels(topic, "-", "ignored").inc()
+        events, dead = decoded.events, list(decoded.dead)
 
         spans = self._open_spans(events)
+        run = asyncio.ensure_future(self._run(events))
         try:
-            rejections = await self._run(events)
+            await self.read_ahead(consumer)
+            rejections = await run
         except BaseException as e:
+            if not run.done():  # (read-ahead was cancelled: so is the batch)
+                run.cancel()
+                with contextlib.suppress(BaseException):
+                    await run
+            self.forget_ahead(consumer)
             for s in spans:
                 s.set_status(Status(StatusCode.ERROR, repr(e)[:200]))
                 s.end()
@@ -207,6 +313,7 @@ class Subscription:
                 await dl.send(rec, reason, f"{self.name}: {detail}", value=value)
         except Exception as e:
             log.warning("dead_letter_failed", error=repr(e))
+            self.forget_ahead(consumer)
             await self.backoff.sleep()
             raise NackMessage() from e
         self.backoff.reset()
@@ -214,6 +321,7 @@ class Subscription:
         for inc in events:
             EVENTS_CONSUMED.labels(inc.record.topic, inc.type,
                                    "rejected" if id(inc) in rejected else "ok").inc()
+        await self.commit(records, consumer)
         HANDLER_SECONDS.labels(self.topic, self.name).observe(time.perf_counter() - start)
         self._report_lag(records, consumer)
 
@@ -254,16 +362,29 @@ class Subscription:
         return spans
 
     def _report_lag(self, records: tuple[ConsumerRecord, ...], consumer: Any) -> None:
-        last: dict[tuple[str, int], int] = {}
-        for r in records:
-            last[(r.topic, r.partition)] = max(last.get((r.topic, r.partition), -1), r.offset)
-        for (topic, part), off in last.items():
+        for tp, off in _last_offsets(records).items():
             try:
-                hw = consumer.highwater(TopicPartition(topic, part))
+                hw = consumer.highwater(tp)
             except Exception:  # noqa: S112 - lag is best effort
                 continue
             if hw is not None:
-                CONSUMER_LAG.labels(topic, str(part)).set(max(0, hw - off - 1))
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, hw - off - 1))
+
+
+def _first_offsets(records: Iterable[ConsumerRecord]) -> dict[TopicPartition, int]:
+    first: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        first[tp] = min(first.get(tp, r.offset), r.offset)
+    return first
+
+
+def _last_offsets(records: Iterable[ConsumerRecord]) -> dict[TopicPartition, int]:
+    last: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        last[tp] = max(last.get(tp, r.offset), r.offset)
+    return last
 
 
 Preload = Callable[[UnitOfWork, list[Incoming]], Awaitable[None]]
@@ -395,7 +516,11 @@ class PromptBatchSubscriber(BatchSubscriber):
     poll tried again a second later (fetched data aiokafka cannot read is read leniently:
     shared.lenient_records)."""
 
+    subscription: Subscription  # (set by subscribe())
+
     async def get_msg(self, consumer: Any) -> tuple[ConsumerRecord, ...]:
+        if ahead := self.subscription.take_ahead():
+            return ahead  # read (and decoded) while the last batch's transaction ran
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -446,10 +571,14 @@ def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, nam
     )
     assert isinstance(subscriber, BatchSubscriber)
     subscriber.__class__ = PromptBatchSubscriber  # (same slots: only get_msg differs)
+    subscriber.subscription = sub
 
     @subscriber
     async def _consume(msg: KafkaMessage) -> None:
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
         await sub.process(records, msg.consumer)
+        # process() committed the batch's own offsets: FastStream's ack would commit the
+        # consumer's position, past the records read ahead
+        msg.committed = AckStatus.ACKED
 
     return sub

@@ -84,6 +84,9 @@ class ServiceSettings(BaseSettings):
 
     consumer_group: str = ""  # defaults to mptf-<service_name>
     consumer_batch_max: int = 500
+    # decode the records already fetched while a batch's transaction waits on the store
+    # (shared.consumer): off, a subscription's CPU and its store work go by turns
+    consumer_read_ahead: bool = True
     # what each subscriber may prefetch (aiokafka's defaults are 1 MiB a partition and 50 MiB
     # a fetch); a record larger than these still comes, alone (the broker returns at least
     # one record batch)

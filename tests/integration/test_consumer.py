@@ -395,3 +395,129 @@ async def test_a_batchs_consumed_ids_are_one_document_and_an_earlier_releases_ar
     finally:
         await store.client.drop_database(store.db.name)
         await store.close()
+
+
+class _Recorder:
+    """A subscription's handler that records what it was given (partition, offset) and can
+    be made to fail or to hold a batch, standing for a transaction waiting on the store."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[int, int]]] = []
+        self.done: list[tuple[int, int]] = []  # what calls that returned were given
+        self.fail_call: int | None = None  # this call raises a transient error
+        self.hold_call: int | None = None  # this call waits for `release`
+        self.release = asyncio.Event()
+        self.held = asyncio.Event()
+        self.sub: Any = None
+        self.read_ahead_during: set[int] = set()  # calls during which records were read ahead
+
+    async def __call__(self, batch: list[Any]) -> None:
+        from pymongo.errors import AutoReconnect
+
+        got = [(i.record.partition, i.record.offset) for i in batch]
+        self.calls.append(got)
+        n = len(self.calls)
+        # as a transaction does, wait on the store: records already fetched are read
+        # meanwhile (none after the last batch)
+        for _ in range(50):
+            if self.sub.predecoded is not None or self.sub.ahead:
+                self.read_ahead_during.add(n)
+                break
+            await asyncio.sleep(0.01)
+        if n == self.fail_call:
+            raise AutoReconnect("the store went away")  # transient: the batch comes again
+        if n == self.hold_call:
+            self.held.set()
+            await self.release.wait()
+        self.done += got
+
+
+async def _ready(value: Any) -> Any:
+    return value
+
+
+async def _committed(group: str, topic: str) -> dict[int, int]:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    c = AIOKafkaConsumer(bootstrap_servers=os.environ["KAFKA_BOOTSTRAP_SERVERS"],
+                         group_id=group, enable_auto_commit=False, **kafka_auth())
+    await c.start()
+    try:
+        out = {}
+        for p in c.partitions_for_topic(topic) or await c._client._wait_on_metadata(topic) or ():
+            off = await c.committed(TopicPartition(topic, p))
+            if off is not None:
+                out[p] = off
+        return out
+    finally:
+        await c.stop()
+
+
+async def _reading_ahead(settings: Any, rec: _Recorder, n: int):  # type: ignore[no-untyped-def]
+    """A runtime whose one subscription (batches of 10) finds `n` records waiting."""
+    from shared.runtime import Runtime
+    from shared.store import Store
+
+    topic = settings.topic(topics.PROGRAMMES)
+    await produce(topic, [event_record(submitted(f"jp-ahead-{i}"), source="/mptf/intake",
+                                       key=f"jp-ahead-{i % 5}") for i in range(n)])
+    runtime = Runtime(settings, Store(settings))
+    rec.sub = runtime.subscribe(topics.PROGRAMMES, "ahead", [ProgrammeSubmitted.TYPE], rec)
+    return runtime, topic, f"{settings.group_id}.ahead"
+
+
+def _per_partition(pairs: list[tuple[int, int]]) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for p, o in pairs:
+        out.setdefault(p, []).append(o)
+    return out
+
+
+async def test_records_read_ahead_are_handled_in_order_once_and_given_back_when_a_batch_fails(
+) -> None:
+    """While a batch's handler waits, the records already fetched are taken and decoded, and
+    handed over as the next batch. A batch that fails gives them back with its own: every
+    record is then handled by a call that succeeds exactly once, each partition's in offset
+    order, and the group's committed offsets end at the end of every partition."""
+    settings = isolated(NotificationsSettings, consumer_batch_max=10)
+    rec = _Recorder()
+    rec.fail_call = 3
+    runtime, topic, group = await _reading_ahead(settings, rec, 60)
+    await runtime.start()
+    try:
+        await eventually(lambda: _ready(len(rec.done) >= 60), timeout=60)
+        await asyncio.sleep(0.5)  # (anything more would come now)
+    finally:
+        await runtime.stop()
+    done = _per_partition(rec.done)
+    assert sum(len(v) for v in done.values()) == 60
+    assert all(offs == list(range(len(offs))) for offs in done.values()), done
+    # the failed call's records were handled again, by a later call, and so were the ones
+    # read ahead while it ran (given back, not skipped)
+    assert {1, 2, 3} <= rec.read_ahead_during
+    assert set(rec.calls[2]) <= set(rec.done)
+    assert await _committed(group, topic) == {p: len(offs) for p, offs in done.items()}
+
+
+async def test_offsets_committed_are_the_batchs_own_not_the_records_read_ahead() -> None:
+    """A batch's commit names the record after its own last of each partition: records read
+    ahead while it ran are not committed with it, so a process that dies holding them gets
+    them again (here: the committed offsets while the third batch is held are exactly the
+    first two batches' ends)."""
+    settings = isolated(NotificationsSettings, consumer_batch_max=10)
+    rec = _Recorder()
+    rec.hold_call = 3
+    runtime, topic, group = await _reading_ahead(settings, rec, 60)
+    await runtime.start()
+    try:
+        await asyncio.wait_for(rec.held.wait(), 60)
+        assert 3 in rec.read_ahead_during  # the fourth batch's records, read and decoded
+        first_two = _per_partition(rec.calls[0] + rec.calls[1])
+        assert await _committed(group, topic) == {p: max(o) + 1 for p, o in first_two.items()}
+        rec.release.set()
+        await eventually(lambda: _ready(len(rec.done) >= 60), timeout=60)
+    finally:
+        rec.release.set()
+        await runtime.stop()
+    assert await _committed(group, topic) == {
+        p: len(offs) for p, offs in _per_partition(rec.done).items()}
