@@ -55,7 +55,10 @@ def make_producer(settings: ServiceSettings, **kw: Any) -> AIOKafkaProducer:
         client_id=f"mptf-{settings.service_name}",
         enable_idempotence=True,
         acks="all",
-        linger_ms=2,
+        # no lingering: a relay round sends all its records before it yields, so they are
+        # batched anyway, and each hop of the pipeline paid the 2 ms it lingered (measured
+        # at 6/s: allocated -> notified 43 / 39 ms against 46 / 44 at linger 2)
+        linger_ms=0,
         max_request_size=2 * 1024 * 1024,
         **settings.kafka_options(),
         **kw,
