@@ -163,6 +163,7 @@ class Subscription:
     # records handed over already decoded: (those records, what they decoded to)
     predecoded: tuple[tuple[ConsumerRecord, ...], Decoded] | None = field(
         default=None, init=False, repr=False)
+    ahead_of: Any = field(default=None, init=False, repr=False)  # the consumer that read them
 
     def _decode(self, rec: ConsumerRecord) -> Incoming | None:
         env, data = decode(rec.headers, rec.value, max_bytes=self.settings.max_body_bytes)
@@ -232,6 +233,7 @@ class Subscription:
         if not records:
             return
         self.ahead = records  # (taken from the consumer: sought back if this batch fails)
+        self.ahead_of = consumer
         decoded = Decoded()
         turn = 0.0
         for rec in records:
@@ -242,16 +244,29 @@ class Subscription:
         if self.ahead is records:
             self.predecoded = (records, decoded)
 
-    def take_ahead(self) -> tuple[ConsumerRecord, ...]:
-        """The records read ahead, for the subscriber to hand over as its next batch."""
+    def take_ahead(self, consumer: Any) -> tuple[ConsumerRecord, ...]:
+        """The records read ahead, for the subscriber to hand over as its next batch: those
+        of partitions `consumer` (the one that read them) still has. Records of a partition
+        lost in a rebalance meanwhile are its new owner's; a consumer made anew (the broker
+        reconnected) starts from the committed offsets and reads them again itself."""
         records, self.ahead = self.ahead, ()
-        return records
+        if not records:
+            return ()
+        if consumer is not self.ahead_of:
+            self.predecoded = None
+            return ()
+        assigned = consumer.assignment()
+        kept = tuple(r for r in records if TopicPartition(r.topic, r.partition) in assigned)
+        if len(kept) == len(records):
+            return records  # (the very tuple decoded ahead: process() knows it by identity)
+        self.predecoded = None  # (what is left is decoded as it is handled)
+        return kept
 
     def forget_ahead(self, consumer: Any) -> None:
         """This batch failed: the records read ahead go back to the consumer (each of their
         partitions sought to its first one), to come again after the batch's own."""
         records, self.ahead, self.predecoded = self.ahead, (), None
-        for tp, offset in _first_offsets(records).items():
+        for tp, offset in _offsets(records, min).items():
             with contextlib.suppress(KafkaError):  # (a partition revoked meanwhile)
                 consumer.seek(tp, offset)
 
@@ -261,7 +276,7 @@ class Subscription:
         read ahead. A commit refused (a rebalance under way) is left: the partitions' next
         owner gets those records again, and the inbox knows them."""
         assigned = consumer.assignment()
-        offsets = {tp: off + 1 for tp, off in _last_offsets(records).items() if tp in assigned}
+        offsets = {tp: off + 1 for tp, off in _offsets(records, max).items() if tp in assigned}
         if not offsets:
             return
         try:
@@ -362,7 +377,7 @@ class Subscription:
         return spans
 
     def _report_lag(self, records: tuple[ConsumerRecord, ...], consumer: Any) -> None:
-        for tp, off in _last_offsets(records).items():
+        for tp, off in _offsets(records, max).items():
             try:
                 hw = consumer.highwater(tp)
             except Exception:  # noqa: S112 - lag is best effort
@@ -371,20 +386,14 @@ class Subscription:
                 CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, hw - off - 1))
 
 
-def _first_offsets(records: Iterable[ConsumerRecord]) -> dict[TopicPartition, int]:
-    first: dict[TopicPartition, int] = {}
+def _offsets(records: Iterable[ConsumerRecord], pick: Callable[[int, int], int]
+             ) -> dict[TopicPartition, int]:
+    """Each partition's first (pick=min) or last (pick=max) offset among `records`."""
+    out: dict[TopicPartition, int] = {}
     for r in records:
         tp = TopicPartition(r.topic, r.partition)
-        first[tp] = min(first.get(tp, r.offset), r.offset)
-    return first
-
-
-def _last_offsets(records: Iterable[ConsumerRecord]) -> dict[TopicPartition, int]:
-    last: dict[TopicPartition, int] = {}
-    for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        last[tp] = max(last.get(tp, r.offset), r.offset)
-    return last
+        out[tp] = pick(out.get(tp, r.offset), r.offset)
+    return out
 
 
 Preload = Callable[[UnitOfWork, list[Incoming]], Awaitable[None]]
@@ -519,7 +528,7 @@ class PromptBatchSubscriber(BatchSubscriber):
     subscription: Subscription  # (set by subscribe())
 
     async def get_msg(self, consumer: Any) -> tuple[ConsumerRecord, ...]:
-        if ahead := self.subscription.take_ahead():
+        if ahead := self.subscription.take_ahead(consumer):
             return ahead  # read (and decoded) while the last batch's transaction ran
         loop = asyncio.get_running_loop()
         started = loop.time()

@@ -401,11 +401,11 @@ class _Recorder:
     """A subscription's handler that records what it was given (partition, offset) and can
     be made to fail or to hold a batch, standing for a transaction waiting on the store."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fail_call: int | None = None, hold_call: int | None = None) -> None:
         self.calls: list[list[tuple[int, int]]] = []
         self.done: list[tuple[int, int]] = []  # what calls that returned were given
-        self.fail_call: int | None = None  # this call raises a transient error
-        self.hold_call: int | None = None  # this call waits for `release`
+        self.fail_call = fail_call  # this call raises a transient error
+        self.hold_call = hold_call  # this call waits for `release`
         self.release = asyncio.Event()
         self.held = asyncio.Event()
         self.sub: Any = None
@@ -453,11 +453,12 @@ async def _committed(group: str, topic: str) -> dict[int, int]:
         await c.stop()
 
 
-async def _reading_ahead(settings: Any, rec: _Recorder, n: int):  # type: ignore[no-untyped-def]
+async def _reading_ahead(rec: _Recorder, n: int):  # type: ignore[no-untyped-def]
     """A runtime whose one subscription (batches of 10) finds `n` records waiting."""
     from shared.runtime import Runtime
     from shared.store import Store
 
+    settings = isolated(NotificationsSettings, consumer_batch_max=10)
     topic = settings.topic(topics.PROGRAMMES)
     await produce(topic, [event_record(submitted(f"jp-ahead-{i}"), source="/mptf/intake",
                                        key=f"jp-ahead-{i % 5}") for i in range(n)])
@@ -479,10 +480,8 @@ async def test_records_read_ahead_are_handled_in_order_once_and_given_back_when_
     handed over as the next batch. A batch that fails gives them back with its own: every
     record is then handled by a call that succeeds exactly once, each partition's in offset
     order, and the group's committed offsets end at the end of every partition."""
-    settings = isolated(NotificationsSettings, consumer_batch_max=10)
-    rec = _Recorder()
-    rec.fail_call = 3
-    runtime, topic, group = await _reading_ahead(settings, rec, 60)
+    rec = _Recorder(fail_call=3)
+    runtime, topic, group = await _reading_ahead(rec, 60)
     await runtime.start()
     try:
         await eventually(lambda: _ready(len(rec.done) >= 60), timeout=60)
@@ -504,10 +503,8 @@ async def test_offsets_committed_are_the_batchs_own_not_the_records_read_ahead()
     ahead while it ran are not committed with it, so a process that dies holding them gets
     them again (here: the committed offsets while the third batch is held are exactly the
     first two batches' ends)."""
-    settings = isolated(NotificationsSettings, consumer_batch_max=10)
-    rec = _Recorder()
-    rec.hold_call = 3
-    runtime, topic, group = await _reading_ahead(settings, rec, 60)
+    rec = _Recorder(hold_call=3)
+    runtime, topic, group = await _reading_ahead(rec, 60)
     await runtime.start()
     try:
         await asyncio.wait_for(rec.held.wait(), 60)
