@@ -241,8 +241,7 @@ class Subscription:
                 await asyncio.sleep(0)
                 turn = time.perf_counter() + READ_AHEAD_TURN_S
             self.decode_one(rec, decoded)
-        if self.ahead is records:
-            self.predecoded = (records, decoded)
+        self.predecoded = (records, decoded)
 
     def take_ahead(self, consumer: Any) -> tuple[ConsumerRecord, ...]:
         """The records read ahead, for the subscriber to hand over as its next batch: those
@@ -270,13 +269,13 @@ class Subscription:
             with contextlib.suppress(KafkaError):  # (a partition revoked meanwhile)
                 consumer.seek(tp, offset)
 
-    async def commit(self, records: tuple[ConsumerRecord, ...], consumer: Any) -> None:
-        """Commit this batch's offsets (the record after each partition's last), of the
+    async def commit(self, last: dict[TopicPartition, int], consumer: Any) -> None:
+        """Commit this batch's offsets (the record after each partition's `last`), of the
         partitions still assigned. Not the consumer's position: that is past the records
         read ahead. A commit refused (a rebalance under way) is left: the partitions' next
         owner gets those records again, and the inbox knows them."""
         assigned = consumer.assignment()
-        offsets = {tp: off + 1 for tp, off in _offsets(records, max).items() if tp in assigned}
+        offsets = {tp: off + 1 for tp, off in last.items() if tp in assigned}
         if not offsets:
             return
         try:
@@ -336,9 +335,10 @@ class Subscription:
         for inc in events:
             EVENTS_CONSUMED.labels(inc.record.topic, inc.type,
                                    "rejected" if id(inc) in rejected else "ok").inc()
-        await self.commit(records, consumer)
+        last = _offsets(records, max)  # (each partition's last record of the batch)
+        await self.commit(last, consumer)
         HANDLER_SECONDS.labels(self.topic, self.name).observe(time.perf_counter() - start)
-        self._report_lag(records, consumer)
+        self._report_lag(last, consumer)
 
     async def _run(self, events: list[Incoming]) -> list[Rejection]:
         if not events:
@@ -376,8 +376,8 @@ class Subscription:
             spans.append(s)
         return spans
 
-    def _report_lag(self, records: tuple[ConsumerRecord, ...], consumer: Any) -> None:
-        for tp, off in _offsets(records, max).items():
+    def _report_lag(self, last: dict[TopicPartition, int], consumer: Any) -> None:
+        for tp, off in last.items():
             try:
                 hw = consumer.highwater(tp)
             except Exception:  # noqa: S112 - lag is best effort
