@@ -15,8 +15,9 @@ Deleting (or marking sent) is one plain write (see publish_pending): a relay tha
 shard in a stall may publish a round again, never out of order, and drops the shard at its
 next lease refresh.
 
-The relay wakes when this process commits events, and reads the shards those commits wrote;
-it asks which shards have anything pending (other replicas' commits, shards it just took
+The relay wakes when this process commits events, and reads the shards those commits wrote,
+all of them in one round (one read, one wait for the broker, one write); it asks which
+shards have anything pending (other replicas' commits, shards it just took
 over, what a failed round left) at least once every `outbox_poll_seconds`.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Collection
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -54,18 +56,31 @@ class OutboxRelay:
         await self.leases.release()
 
     # -- publishing --------------------------------------------------------------------
-    async def pending(self, shard: int | None) -> list[dict[str, Any]]:
-        """A round's pending documents of `shard` (every shard if None), in `seq` order,
-        whole transactions until they hold outbox_batch_max events; read in one snapshot."""
+    async def pending(self, shard: int | Collection[int] | None) -> list[dict[str, Any]]:
+        """A round's pending documents of `shard` (several shards, or every shard if None),
+        each shard's in `seq` order, whole transactions until they hold outbox_batch_max
+        events; read in one snapshot. (Order matters only within a key, and a key's events
+        are all in its one shard.)"""
         q: dict[str, Any] = {"sent_at": None}
-        if shard is not None:
+        order: list[tuple[str, int]] = [("seq", ASCENDING)]
+        hint: Any = None
+        if shard is not None and not isinstance(shard, int):
+            shards = sorted(shard)
+            shard = shards[0] if len(shards) == 1 else None
+            if shard is None:
+                # several shards: walked in the index's own order, shard after shard (no
+                # sort of a backlog, however large, at each round), by its index named (the
+                # local server's planner scans the whole collection for an `$in`)
+                q["shard"] = {"$in": shards}
+                order, hint = OUTBOX_INDEX, OUTBOX_INDEX
+        if isinstance(shard, int):
             q["shard"] = shard
 
         # a snapshot read, not a transaction: the same one snapshot without a commit to send
         docs: list[dict[str, Any]] = []
         events = 0
         async with await self.store.session(snapshot=True) as session:
-            cursor = self.store.db.outbox.find(q, session=session).sort("seq", ASCENDING)
+            cursor = self.store.db.outbox.find(q, session=session, hint=hint).sort(order)
             async for d in cursor:
                 docs.append(d)
                 events += d["count"]
@@ -74,10 +89,10 @@ class OutboxRelay:
             await cursor.close()
         return docs
 
-    async def publish_pending(self, shard: int | None = None) -> int:
-        """Publish the pending events of a few transactions of `shard` (every shard if None:
-        tests and tools), in commit order; mark their outbox documents sent; return how
-        many events."""
+    async def publish_pending(self, shard: int | Collection[int] | None = None) -> int:
+        """Publish the pending events of a few transactions of `shard` (several shards, or
+        every shard if None: tests and tools), in commit order; mark their outbox documents
+        sent; return how many events."""
         docs = await self.pending(shard)
         if not docs:
             return 0
@@ -149,12 +164,15 @@ class OutboxRelay:
                     look_at, last_held = now + self.settings.outbox_poll_seconds, held
                 else:  # woken by our own commits: the shards they wrote
                     busy = [x for x in held if x in dirty]
-                for shard in sorted(busy):
-                    # a round short of the batch read everything committed before it (one
-                    # snapshot); a commit since has woken us again, so no second read to
-                    # find it empty
-                    while await self.publish_pending(shard) >= self.settings.outbox_batch_max:
-                        pass
+                # the busy shards together: one read, one wait for the broker's acks and one
+                # write a round, however many shards the commits wrote (a round per shard
+                # made the last shard's events wait for the others' three round trips). A
+                # round short of the batch read everything committed before it (one
+                # snapshot); a commit since has woken us again, so no second read to find it
+                # empty
+                while busy and await self.publish_pending(busy) >= (
+                        self.settings.outbox_batch_max):
+                    pass
                 backoff = 0.2
             except Exception as e:
                 level = log.warning if is_transient(e) else log.exception

@@ -149,6 +149,88 @@ async def test_a_relay_reads_the_shards_its_own_commits_wrote_and_finds_others_e
         await s.close()
 
 
+async def test_a_relay_round_reads_and_deletes_every_busy_shard_at_once() -> None:
+    """Woken by a commit whose events went to several shards, the relay publishes them all
+    in one round: one read of the outbox and one write of it, not one of each per shard
+    (under load a transaction's events span most shards, and each shard's round made the
+    next one's events wait); every key's events still reach Kafka in commit order."""
+    from prometheus_client import REGISTRY
+
+    from shared.lease import unit_of
+
+    def store_commands(collection: str) -> dict[str, float]:
+        return {c: REGISTRY.get_sample_value("mptf_store_commands_total", {
+            "command": c, "collection": collection}) or 0.0 for c in ("find", "delete",
+                                                                        "update")}
+
+    settings, (a,) = await replicas(1, outbox_poll_seconds=6.0)
+    shards: dict[int, str] = {}
+    for n in range(200):  # keys in four different shards
+        shards.setdefault(unit_of(f"jp-round-{n}", settings.outbox_shards), f"jp-round-{n}")
+        if len(shards) == 4:
+            break
+    keys = list(shards.values())
+    producer = make_producer(settings)
+    await producer.start()
+    relay = OutboxRelay(a, producer)
+    try:
+        relay.start()
+        await eventually(lambda: _is(len(relay.leases.held), settings.outbox_shards))
+        await asyncio.sleep(0.5)  # past the relay's first look at every shard
+        before = store_commands("outbox")
+
+        async def emit(uow):  # type: ignore[no-untyped-def]
+            return {k: [uow.emit(overdue(k, i)).id for i in range(3)] for k in keys}
+
+        committed, _ = await a.transaction(emit)
+        await eventually(lambda: _is(pending(a), 0))
+        await asyncio.sleep(0.3)  # (a second round, if there were one, would come now)
+        after = store_commands("outbox")
+    finally:
+        await relay.stop()
+        await producer.stop()
+    # (deleted, or marked sent where published documents are kept: a setting)
+    done = {c: after[c] - before[c] for c in after}
+    assert done["find"] == 1 and done["delete"] + done["update"] == 1, done
+    records = await read_to_end(settings.topic(topics.MONITORING))
+    seen: dict[str, list[str]] = {}
+    for r in records:
+        seen.setdefault(r.key.decode(), []).append(headers_of(r)["ce_id"])
+    assert seen == committed
+    await a.close()
+
+
+async def test_pending_of_several_shards_is_each_shards_in_order_by_the_index() -> None:
+    """The relay's read of several shards at once returns each shard's pending documents in
+    `seq` order (a key's events all go to its one shard), shard after shard, found by the
+    outbox's index: the local Mongo server would scan the whole outbox for an `$in`."""
+    from typing import Any
+
+    from tests.support import assert_index_scans, record_queries
+
+    _, (a,) = await replicas(1)
+    try:
+        await a.db.outbox.insert_many([
+            {"_id": "5a", "shard": 5, "seq": 1, "sent_at": None, "count": 1, "events": []},
+            {"_id": "1b", "shard": 1, "seq": 4, "sent_at": None, "count": 1, "events": []},
+            {"_id": "1a", "shard": 1, "seq": 2, "sent_at": None, "count": 1, "events": []},
+            {"_id": "5b", "shard": 5, "seq": 3, "sent_at": None, "count": 1, "events": []},
+            {"_id": "2a", "shard": 2, "seq": 0, "sent_at": None, "count": 1, "events": []},
+            {"_id": "1x", "shard": 1, "seq": 1, "sent_at": utcnow(), "count": 1,
+             "events": []}])
+        relay = OutboxRelay(a, None)  # type: ignore[arg-type]
+        looks: list[tuple[dict[str, Any], Any]] = []
+        with pytest.MonkeyPatch.context() as mp:
+            record_queries(mp, a.db.outbox, ("find",), looks)
+            assert [d["_id"] for d in await relay.pending([5, 1])] == ["1a", "1b", "5a", "5b"]
+            assert [d["_id"] for d in await relay.pending({5})] == ["5a", "5b"]
+        assert len(looks) == 2 and looks[0][0]["shard"] == {"$in": [1, 5]}
+        await assert_index_scans(a.db.outbox, looks)
+    finally:
+        await a.client.drop_database(a.db.name)
+        await a.close()
+
+
 async def pending(store: Store) -> int:
     return await store.db.outbox.count_documents({"sent_at": None})
 
