@@ -6,7 +6,9 @@
   success commits, an exception seeks back so the batch is redelivered). FastStream's Kafka
   default, ACK_FIRST, commits before the handler runs and would lose work on a crash.
   The commit names the batch's own offsets (the record after each partition's last), not
-  the consumer's position: see read-ahead below.
+  the consumer's position: see read-ahead below. It goes out on a task of its own, not
+  awaited by the batch, merged with later batches' while one is under way; a clean stop
+  waits for it.
 * Read-ahead: while a batch's transaction waits on the store, the records the consumer has
   already fetched are taken and decoded, so the process's CPU and the store work at once
   instead of by turns (the next batch is then handed over already decoded). They are not
@@ -38,6 +40,7 @@ from typing import Any
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 from faststream import AckPolicy
+from faststream._internal.endpoint.subscriber.mixins import TasksMixin
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.annotations import KafkaMessage
@@ -164,6 +167,11 @@ class Subscription:
     predecoded: tuple[tuple[ConsumerRecord, ...], Decoded] | None = field(
         default=None, init=False, repr=False)
     ahead_of: Any = field(default=None, init=False, repr=False)  # the consumer that read them
+    # offsets of handled batches not yet committed (the record after each partition's
+    # last), of the consumer that read them; a task of their own commits them (commit)
+    to_commit: dict[TopicPartition, int] = field(default_factory=dict, init=False, repr=False)
+    to_commit_of: Any = field(default=None, init=False, repr=False)
+    committing: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     def _decode(self, rec: ConsumerRecord) -> Incoming | None:
         env, data = decode(rec.headers, rec.value, max_bytes=self.settings.max_body_bytes)
@@ -269,19 +277,42 @@ class Subscription:
             with contextlib.suppress(KafkaError):  # (a partition revoked meanwhile)
                 consumer.seek(tp, offset)
 
-    async def commit(self, last: dict[TopicPartition, int], consumer: Any) -> None:
-        """Commit this batch's offsets (the record after each partition's `last`), of the
-        partitions still assigned. Not the consumer's position: that is past the records
-        read ahead. A commit refused (a rebalance under way) is left: the partitions' next
-        owner gets those records again, and the inbox knows them."""
-        assigned = consumer.assignment()
-        offsets = {tp: off + 1 for tp, off in last.items() if tp in assigned}
-        if not offsets:
-            return
-        try:
-            await consumer.commit(offsets)
-        except KafkaError as e:
-            log.warning("offset_commit_failed", topic=self.topic, error=repr(e)[:300])
+    def commit(self, last: dict[TopicPartition, int], consumer: Any) -> None:
+        """Have this batch's offsets committed (the record after each partition's `last`),
+        after the batches before it: at once if no commit is under way, else with the next
+        one, together with those of the batches handled meanwhile. Not awaited: the next
+        batch is handled while the broker writes (a round trip and a write of its offsets
+        log at every batch, at every hop of the pipeline). A commit that never happens (the
+        process dies first) only has those records handled again, and the inbox knows them.
+        Not the consumer's position: that is past the records read ahead."""
+        if consumer is not self.to_commit_of:  # (a consumer made anew: its own offsets)
+            self.to_commit, self.to_commit_of = {}, consumer
+        for tp, off in last.items():
+            self.to_commit[tp] = max(self.to_commit.get(tp, 0), off + 1)
+        if self.committing is None or self.committing.done():
+            self.committing = asyncio.create_task(self._commit_offsets(),
+                                                  name=f"commit-{self.name}")
+
+    async def _commit_offsets(self) -> None:
+        """Commit what batches have offered, until nothing is left: of the partitions still
+        assigned. A commit refused (a rebalance under way, the consumer stopping) is left:
+        the partitions' next owner gets those records again, and the inbox knows them."""
+        while self.to_commit:
+            consumer, offsets, self.to_commit = self.to_commit_of, self.to_commit, {}
+            assigned = consumer.assignment()
+            offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
+            if not offsets:
+                continue
+            try:
+                await consumer.commit(offsets)
+            except Exception as e:  # (Kafka's errors, a stopped consumer's): logged, left
+                log.warning("offset_commit_failed", topic=self.topic, error=repr(e)[:300])
+
+    async def flush_commits(self) -> None:
+        """Wait until the offsets offered so far are committed (a clean stop)."""
+        while self.committing is not None and not self.committing.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.committing)
 
     async def process(self, records: tuple[ConsumerRecord, ...], consumer: Any) -> None:
         start = time.perf_counter()
@@ -336,7 +367,7 @@ class Subscription:
             EVENTS_CONSUMED.labels(inc.record.topic, inc.type,
                                    "rejected" if id(inc) in rejected else "ok").inc()
         last = _offsets(records, max)  # (each partition's last record of the batch)
-        await self.commit(last, consumer)
+        self.commit(last, consumer)
         HANDLER_SECONDS.labels(self.topic, self.name).observe(time.perf_counter() - start)
         self._report_lag(last, consumer)
 
@@ -527,6 +558,16 @@ class PromptBatchSubscriber(BatchSubscriber):
 
     subscription: Subscription  # (set by subscribe())
 
+    async def stop(self) -> None:
+        # LogicSubscriber.stop (faststream 0.7.8, pinned) with the commits flushed between
+        # the end of the consume loop (a batch under way waits up to the graceful timeout)
+        # and the consumer's stop: the offsets of every batch handled are committed
+        await TasksMixin.stop(self)
+        await self.subscription.flush_commits()
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
     async def get_msg(self, consumer: Any) -> tuple[ConsumerRecord, ...]:
         if ahead := self.subscription.take_ahead(consumer):
             return ahead  # read (and decoded) while the last batch's transaction ran
@@ -579,7 +620,7 @@ def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, nam
         description=description,
     )
     assert isinstance(subscriber, BatchSubscriber)
-    subscriber.__class__ = PromptBatchSubscriber  # (same slots: only get_msg differs)
+    subscriber.__class__ = PromptBatchSubscriber  # (same slots: get_msg and stop differ)
     subscriber.subscription = sub
 
     @subscriber
