@@ -29,7 +29,8 @@ from collections.abc import Collection
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from opentelemetry.trace import SpanKind
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pymongo import ASCENDING, DeleteOne, UpdateOne
 
 from shared.envelope import Envelope, utcnow
@@ -37,7 +38,7 @@ from shared.lease import Leases
 from shared.logging import get_logger
 from shared.metrics import OUTBOX_PUBLISHED
 from shared.store import OUTBOX_INDEX, Store, is_transient
-from shared.telemetry import current_traceparent, span
+from shared.telemetry import context_from, traceparent_of, tracer
 
 log = get_logger("mptf.outbox")
 
@@ -97,18 +98,32 @@ class OutboxRelay:
         if not docs:
             return 0
         futures = []
+        parents: dict[str, Context] = {}  # (a transaction's events share their traceparent)
         for e in (e for d in docs for e in d["events"]):
             env = Envelope.model_validate(e["envelope"])
-            with span(f"publish {e['type']}", parent=env.traceparent, kind=SpanKind.PRODUCER,
-                      attributes={"messaging.system": "kafka",
-                                  "messaging.destination.name": e["topic"],
-                                  "mptf.event_type": e["type"], "mptf.event_id": env.id,
-                                  "mptf.programme_id": env.subject}):
+            parent = None
+            if env.traceparent:
+                parent = parents.get(env.traceparent)
+                if parent is None:
+                    parent = parents[env.traceparent] = context_from(env.traceparent)
+            # a span of its own per event, not made current (nothing runs under it)
+            sp = tracer().start_span(
+                f"publish {e['type']}", context=parent, kind=SpanKind.PRODUCER,
+                attributes={"messaging.system": "kafka",
+                            "messaging.destination.name": e["topic"],
+                            "mptf.event_type": e["type"], "mptf.event_id": env.id,
+                            **({"mptf.programme_id": env.subject} if env.subject else {})})
+            try:
                 # the consumer's span becomes a child of this publish span
-                env.traceparent = current_traceparent() or env.traceparent
+                env.traceparent = traceparent_of(sp) or env.traceparent
                 futures.append(await self.producer.send(
                     self.settings.topic(e["topic"]), value=bytes(e["value"]),
                     key=e["key"].encode() if e["key"] else None, headers=env.headers()))
+            except BaseException as exc:
+                sp.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
+                raise
+            finally:
+                sp.end()
             OUTBOX_PUBLISHED.labels(e["topic"]).inc()
         await asyncio.gather(*futures)
         await self.after_publish(docs)

@@ -139,6 +139,15 @@ def current_traceparent() -> str | None:
     return carrier.get("traceparent")
 
 
+def traceparent_of(sp: trace.Span) -> str | None:
+    """The W3C traceparent naming `sp`, as `inject` writes it while `sp` is current (without
+    making it current: the relay's publish spans cost a context switch in and out each)."""
+    ctx = sp.get_span_context()
+    if not ctx.is_valid:
+        return None
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+
+
 def trace_ids() -> tuple[str | None, str | None]:
     ctx = trace.get_current_span().get_span_context()
     if not ctx.is_valid:

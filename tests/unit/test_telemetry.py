@@ -1,5 +1,5 @@
 """The `file` span exporter (what the tests and the benchmark read): JSON lines, in batches,
-each span once, none lost at shutdown."""
+each span once, none lost at shutdown; and the traceparent naming a span that is not current."""
 
 from __future__ import annotations
 
@@ -93,3 +93,27 @@ def test_the_exporter_keeps_one_file_open_and_closes_it_at_shutdown(tmp_path: Pa
     assert handle.closed and exporter._file is None
     assert [s["name"] for s in _lines(path)] == ["s0", "s1", "s2"]
     provider.shutdown()
+
+
+def test_traceparent_of_a_span_is_what_inject_writes_while_it_is_current(tmp_path: Path) -> None:
+    """The relay names each publish span in the event's headers without making it current:
+    the same traceparent the propagator writes for it (sampled and not), none for no span."""
+    from opentelemetry import trace
+    from opentelemetry.propagate import inject
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    from shared.telemetry import context_from, traceparent_of
+
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    for provider in (_provider(tmp_path / "a.spans"),
+                     TracerProvider(sampler=ALWAYS_OFF, shutdown_on_exit=False)):
+        for ctx in (context_from(parent), None):
+            sp = provider.get_tracer("t").start_span("publish x", context=ctx,
+                                                     kind=SpanKind.PRODUCER)
+            with trace.use_span(sp, end_on_exit=True):
+                carrier: dict[str, str] = {}
+                inject(carrier)
+            assert traceparent_of(sp) == carrier["traceparent"]
+            if ctx is not None:  # the event's trace goes on, under the publish span
+                assert carrier["traceparent"].split("-")[1] == parent.split("-")[1]
+    assert traceparent_of(trace.INVALID_SPAN) is None
