@@ -299,12 +299,10 @@ class Subscription:
         the partitions' next owner gets those records again, and the inbox knows them."""
         while self.to_commit:
             consumer, offsets, self.to_commit = self.to_commit_of, self.to_commit, {}
-            assigned = consumer.assignment()
-            offsets = {tp: off for tp, off in offsets.items() if tp in assigned}
-            if not offsets:
-                continue
             try:
-                await consumer.commit(offsets)
+                assigned = consumer.assignment()
+                if offsets := {tp: off for tp, off in offsets.items() if tp in assigned}:
+                    await consumer.commit(offsets)
             except Exception as e:  # (Kafka's errors, a stopped consumer's): logged, left
                 log.warning("offset_commit_failed", topic=self.topic, error=repr(e)[:300])
 

@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, ConsumerStoppedError
 
 from shared.contracts.intake import SubmitConceptNote
 from shared.settings import ServiceSettings
@@ -107,6 +107,22 @@ async def test_a_refused_commit_is_logged_and_later_offsets_still_committed(
     sub.commit({P0: 2}, consumer)
     await sub.flush_commits()
     assert consumer.commits == [{P0: 2}, {P0: 3}]
+    # a consumer that cannot even say its partitions (stopped under it): logged too, and the
+    # offsets offered after it still go out, on a commit task of their own
+    fresh = Committing()
+    fresh.go.set()
+
+    def stopped() -> set[TopicPartition]:
+        raise ConsumerStoppedError()
+
+    fresh.assignment = stopped  # type: ignore[method-assign]
+    sub.commit({P0: 4}, fresh)
+    await sub.flush_commits()
+    assert [e for e, _ in logged] == ["offset_commit_failed"] * 2
+    del fresh.assignment
+    sub.commit({P0: 5}, fresh)
+    await sub.flush_commits()
+    assert fresh.commits == [{P0: 6}]
 
 class Stopping(Committing):
     """...and notes when it is stopped, with the commits it had answered by then."""
