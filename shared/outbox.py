@@ -65,17 +65,15 @@ class OutboxRelay:
         q: dict[str, Any] = {"sent_at": None}
         order: list[tuple[str, int]] = [("seq", ASCENDING)]
         hint: Any = None
-        if shard is not None and not isinstance(shard, int):
-            shards = sorted(shard)
-            shard = shards[0] if len(shards) == 1 else None
-            if shard is None:
-                # several shards: walked in the index's own order, shard after shard (no
-                # sort of a backlog, however large, at each round), by its index named (the
-                # local server's planner scans the whole collection for an `$in`)
-                q["shard"] = {"$in": shards}
-                order, hint = OUTBOX_INDEX, OUTBOX_INDEX
-        if isinstance(shard, int):
-            q["shard"] = shard
+        shards = [shard] if isinstance(shard, int) else None if shard is None else sorted(shard)
+        if shards is not None and len(shards) == 1:
+            q["shard"] = shards[0]
+        elif shards is not None:
+            # several shards: walked in the index's own order, shard after shard (no sort of
+            # a backlog, however large, at each round), by its index named (the local
+            # server's planner scans the whole collection for an `$in`)
+            q["shard"] = {"$in": shards}
+            order, hint = OUTBOX_INDEX, OUTBOX_INDEX
 
         # a snapshot read, not a transaction: the same one snapshot without a commit to send
         docs: list[dict[str, Any]] = []

@@ -1,9 +1,10 @@
 """A subscription's offset commits, against a stand-in consumer whose commits wait for the
 test: a batch is not held by its commit; the offsets of batches handled while a commit is
 under way go together in the next one; a clean stop waits for them (FastStream's subscriber
-stops its consumer only after); only partitions still
-assigned, of the consumer that read them, are committed. The broker-backed behaviour (what
-is committed around read-ahead and failures) is in tests/integration/test_consumer.py."""
+stops its consumer only after); only partitions still assigned, of the consumer that read
+them, are committed; a refused commit is logged and later ones still go. The broker-backed
+behaviour (what is committed around read-ahead and failures) is in
+tests/integration/test_consumer.py."""
 
 from __future__ import annotations
 
