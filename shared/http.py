@@ -213,8 +213,10 @@ def exact(obj: Any) -> Any:
 
     from bson import Decimal128
 
+    from shared.dec128 import dec
+
     if isinstance(obj, Decimal128):
-        obj = obj.to_decimal()
+        obj = dec(obj)
     if isinstance(obj, Decimal):  # at least two places, so money always reads in cents
         exponent = obj.as_tuple().exponent
         return format(obj.quantize(Decimal("0.01")) if isinstance(exponent, int)

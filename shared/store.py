@@ -61,6 +61,7 @@ from pymongo.errors import (
 )
 
 from shared.contracts import contract_for
+from shared.dec128 import d128, dec
 from shared.envelope import Envelope, utcnow
 from shared.errors import Conflict
 from shared.lease import INBOX_SHAPE, Members
@@ -178,15 +179,15 @@ def _error_name(exc: PyMongoError) -> str:
 
 def _add(a: Any, b: Any) -> Any:
     if isinstance(a, Decimal128) or isinstance(b, Decimal128):
-        dec = [x.to_decimal() if isinstance(x, Decimal128) else Decimal(x) for x in (a, b)]
-        return Decimal128(dec[0] + dec[1])
+        x, y = (dec(v) if isinstance(v, Decimal128) else Decimal(v) for v in (a, b))
+        return d128(x + y)
     return a + b
 
 
 def decimals(x: Any) -> Any:
     """A stored value with its Decimal128 amounts as Decimal, recursively."""
     if isinstance(x, Decimal128):
-        return x.to_decimal()
+        return dec(x)
     if isinstance(x, dict):
         return {k: decimals(v) for k, v in x.items()}
     if isinstance(x, list):
@@ -798,13 +799,13 @@ class Aggregate:
             if isinstance(v, dict):
                 out.update(Aggregate.flat(v, f"{prefix}{k}."))
             else:
-                out[f"{prefix}{k}"] = v.to_decimal() if isinstance(v, Decimal128) else v
+                out[f"{prefix}{k}"] = dec(v) if isinstance(v, Decimal128) else v
         return out
 
     @staticmethod
     def increments(delta: dict[str, Any]) -> dict[str, Any]:
         """A shard's `delta` as the `$inc` of its stored counters (money as Decimal128)."""
-        return {f"c.{k}": Decimal128(v) if isinstance(v, Decimal) else v
+        return {f"c.{k}": d128(v) if isinstance(v, Decimal) else v
                 for k, v in delta.items()}
 
     @staticmethod
@@ -822,7 +823,7 @@ class Aggregate:
             node = out
             for h in head:
                 node = node.setdefault(h, {})
-            node[last] = Decimal128(v) if isinstance(v, Decimal) else v
+            node[last] = d128(v) if isinstance(v, Decimal) else v
         return out
 
     async def count(self, db: Any, session: Any) -> None:

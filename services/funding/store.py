@@ -21,7 +21,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from bson import Decimal128
 from pymongo import ASCENDING, ReturnDocument, UpdateOne
 
 from services.funding.domain import (
@@ -71,6 +70,7 @@ from shared.contracts.funding import (
     RevisedLine,
 )
 from shared.contracts.intake import ProgrammeScreened, ProgrammeWithdrawn
+from shared.dec128 import d128
 from shared.envelope import Envelope
 from shared.errors import Conflict, InvalidInput, NotFound
 from shared.metrics import BUSINESS, USD  # metrics only: money itself stays Decimal
@@ -81,7 +81,7 @@ from shared.store import Store, UnitOfWork, decimals
 def m(x: Any) -> Any:
     """Decimals to Decimal128, recursively (what Mongo stores without loss)."""
     if isinstance(x, Decimal):
-        return Decimal128(x)
+        return d128(x)
     if isinstance(x, dict):
         return {k: m(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
@@ -288,15 +288,15 @@ class FundingStore(Store):
         pid, at = f.programme_id, f.released_at
         doc = await uow.docs("programmes").get(pid)
         assert doc is not None
-        set_: dict[str, Any] = {f"owed.{ln.entity}": Decimal128(ln.owed_usd)
+        set_: dict[str, Any] = {f"owed.{ln.entity}": d128(ln.owed_usd)
                                 for ln in f.lines if ln.owed_usd}
         if f.reason in ("withdrawn", "cancelled"):
             set_.update({"pipeline": "released", "topup_waiting": False})
-        upd: dict[str, Any] = {"$inc": {f"allocated.{ln.entity}": Decimal128(-ln.released_usd)
+        upd: dict[str, Any] = {"$inc": {f"allocated.{ln.entity}": d128(-ln.released_usd)
                                         for ln in f.lines if ln.released_usd}, "$set": set_}
         if doc.get("allocated") is None:  # first per-PUNO sums for a document kept before
             upd = {"$set": {**set_, **{
-                f"allocated.{e}": Decimal128(v - sum((ln.released_usd for ln in f.lines
+                f"allocated.{e}": d128(v - sum((ln.released_usd for ln in f.lines
                                                       if ln.entity == e), ZERO))
                 for e, v in self._allocated(doc).items()}}}
         await uow.docs("programmes").update(pid, {k: v for k, v in upd.items() if v})
@@ -654,7 +654,7 @@ class FundingStore(Store):
             return []
         sources = [(s["_id"], s["contributor"], py(s["remaining"]), s.get("contribution_id"))
                    async for s in self.db.sources.find(
-                       {"remaining": {"$gt": Decimal128("0")}},
+                       {"remaining": {"$gt": d128("0")}},
                        session=uow.session).sort([("at", ASCENDING), ("_id", ASCENDING)])]
         left = {sid: rem for sid, _, rem, _ in sources}  # as the allocations draw on them
         transferred = ZERO
@@ -668,15 +668,15 @@ class FundingStore(Store):
         total = sum((w.total_usd for w in chosen), ZERO)
         # the invariant, enforced by the store: never below zero, whoever else is allocating
         fund = await self.db.fund.find_one_and_update(
-            {"_id": "fund", "available": {"$gte": Decimal128(total)}},
+            {"_id": "fund", "available": {"$gte": d128(total)}},
             {"$inc": m({"available": -total, "allocated_usd": total,
                         "transferred_usd": transferred})},
             return_document=ReturnDocument.AFTER, session=uow.session)
         if fund is None:
             raise Conflict("the available balance changed under this allocation")
         res = await self.db.sources.bulk_write(
-            [UpdateOne({"_id": sid, "remaining": {"$gte": Decimal128(usd)}},
-                       {"$inc": {"remaining": Decimal128(-usd)}}) for sid, usd in drawn.items()],
+            [UpdateOne({"_id": sid, "remaining": {"$gte": d128(usd)}},
+                       {"$inc": {"remaining": d128(-usd)}}) for sid, usd in drawn.items()],
             ordered=True, session=uow.session)
         if res.modified_count != len(drawn):
             raise Conflict("a funding source changed under this allocation")
@@ -724,7 +724,7 @@ class FundingStore(Store):
         if suffix:
             upd: dict[str, Any] = {
                 "$set": {"topup_waiting": False, "topup": None},
-                "$inc": {f"allocated.{ln.entity}": Decimal128(ln.total_usd) for ln in f.lines},
+                "$inc": {f"allocated.{ln.entity}": d128(ln.total_usd) for ln in f.lines},
                 "$push": {"funded_by": {"$each": m(funded)}}}
         else:
             upd = {"$set": m({
@@ -775,7 +775,7 @@ class FundingStore(Store):
             await uow.docs("journal").add(m({
                 "_id": f"xfer:{pid}:{entity}:{suffix.lstrip('-')}",
                 **transfer_entry(pid, entity, amount, at, **dims)}))
-            inc[f"transferred.{entity}"] = Decimal128(amount)
+            inc[f"transferred.{entity}"] = d128(amount)
             await self.emit(uow, FundsTransferred(
                 programme_id=pid, transfer_id=f"t-{pid}-{entity}{suffix}",
                 entity=entity, tranche=tranche, amount_usd=amount,
@@ -800,7 +800,7 @@ class FundingStore(Store):
                            "already transferred")
         total = await self._release(uow, prog, done, rules, at)
         await self.db.fund.update_one({"_id": "fund"},
-                                      {"$inc": {"transferred_usd": Decimal128(total)}},
+                                      {"$inc": {"transferred_usd": d128(total)}},
                                       session=uow.session)
         return done + 1
 
@@ -816,8 +816,8 @@ class FundingStore(Store):
         if amount <= 0:
             raise InvalidInput("a refund must be positive",
                                errors=[{"field": "amount_usd", "reason": "must be > 0"}])
-        net = py(prog.get("transferred", {}).get(entity, Decimal128("0"))) - py(
-            prog.get("refunded", {}).get(entity, Decimal128("0")))
+        net = py(prog.get("transferred", {}).get(entity, d128("0"))) - py(
+            prog.get("refunded", {}).get(entity, d128("0")))
         if amount > net:
             raise Conflict(f"{entity} holds {net} of {programme_id}; cannot refund {amount}")
         fact = FundsRefunded(programme_id=programme_id, refund_id=refund_id, entity=entity,
@@ -836,9 +836,9 @@ class FundingStore(Store):
         prog = await uow.docs("programmes").get(pid)
         assert prog is not None
         owed = amounts(prog, "owed").get(entity, ZERO)
-        upd: dict[str, Any] = {"$inc": {f"refunded.{entity}": Decimal128(amount)}}
+        upd: dict[str, Any] = {"$inc": {f"refunded.{entity}": d128(amount)}}
         if owed:  # what a withdrawn or cancelled programme's PUNO owes back
-            upd["$set"] = {f"owed.{entity}": Decimal128(max(owed - amount, ZERO))}
+            upd["$set"] = {f"owed.{entity}": d128(max(owed - amount, ZERO))}
         await uow.docs("programmes").update(pid, upd)
         dims = {"countries": prog["countries"], "region": prog.get("region"),
                 "thematic_area": prog["thematic_area"], "year": at.year}
@@ -863,7 +863,7 @@ class FundingStore(Store):
         then), checked against the contributions the fact names."""
         sources = [(d["_id"], d["contributor"], py(d["remaining"]), d.get("contribution_id"))
                    async for d in self.db.sources.find(
-                       {"remaining": {"$gt": Decimal128("0")}}, session=uow.session).sort(
+                       {"remaining": {"$gt": d128("0")}}, session=uow.session).sort(
                        [("at", ASCENDING), ("_id", ASCENDING)])]
         draws = draw_fifo(sources, f.total_usd)
         if [(d.contribution_id, d.usd) for d in draws] != [
@@ -873,7 +873,7 @@ class FundingStore(Store):
                            f"{[(x.contribution_id, str(x.usd)) for x in f.funded_by]}")
         for d in draws:
             await self.db.sources.update_one({"_id": d.source_id}, {"$inc": {
-                "remaining": Decimal128(-d.usd)}}, session=uow.session)
+                "remaining": d128(-d.usd)}}, session=uow.session)
         await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
             "available": -f.total_usd, "allocated_usd": f.total_usd})}, upsert=True,
             session=uow.session)
@@ -890,7 +890,7 @@ class FundingStore(Store):
         await uow.docs("journal").add(m({
             "_id": f"xfer:{pid}:{f.entity}:{suffix.lstrip('-')}",
             **transfer_entry(pid, f.entity, f.amount_usd, at, **dims)}))
-        upd: dict[str, Any] = {"$inc": {f"transferred.{f.entity}": Decimal128(f.amount_usd)}}
+        upd: dict[str, Any] = {"$inc": {f"transferred.{f.entity}": d128(f.amount_usd)}}
         if not suffix.startswith("-r"):  # a tranche of the allocation, not a top-up
             upd["$set"] = {"tranches_released": max(prog.get("tranches_released", 0),
                                                     f.tranche)}

@@ -14,7 +14,6 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from bson import Decimal128
 from pymongo import ASCENDING, DESCENDING
 
 from services.intake.domain import (
@@ -33,6 +32,7 @@ from shared.contracts.intake import (
     ProgrammeSummary,
     ProgrammeWithdrawn,
 )
+from shared.dec128 import d128
 from shared.errors import NotFound
 from shared.rebuild import chronological
 from shared.store import Store, UnitOfWork
@@ -105,7 +105,7 @@ class IntakeStore(Store):
             "region": note.region,
             "gcm_objectives": list(note.gcm_objectives),
             "primary_thematic_area": note.primary_thematic_area,
-            "requested_budget_usd": Decimal128(total),
+            "requested_budget_usd": d128(total),
             "status": lifecycle.status(record),
             "lifecycle": record,
             "timeline": [lifecycle.timeline_entry(ProgrammeSubmitted.TYPE, fact_id,

@@ -27,9 +27,8 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from bson import Decimal128
-
 from shared import lifecycle
+from shared.dec128 import amount
 from shared.reference import IATI_REGION, NETWORK_MEMBERS
 
 S = lifecycle.S
@@ -60,12 +59,8 @@ def clean(text: Any) -> str:
     return _NOT_XML.sub("", str(text))
 
 
-def _dec(x: Any) -> Decimal:
-    return x.to_decimal() if isinstance(x, Decimal128) else Decimal(x or 0)
-
-
 def _usd(x: Any) -> str:
-    return format(_dec(x).quantize(CENT), "f")
+    return format(amount(x).quantize(CENT), "f")
 
 
 def _day(x: datetime | date) -> date:
@@ -193,9 +188,9 @@ def programme_activity(doc: dict[str, Any], reports: list[dict[str, Any]], pub: 
             doc.get("region") or "", "998"), vocabulary="1", percentage="100")
     ET.SubElement(act, "sector", code=SECTOR_MIGRATION, vocabulary="1", percentage="100")
     span = periods(_day(start) if start else approved, planned_end)
-    budgets = [("1", _dec(doc.get("original_approved_usd") or doc["approved_usd"]))]
+    budgets = [("1", amount(doc.get("original_approved_usd") or doc["approved_usd"]))]
     if doc.get("revisions"):
-        budgets.append(("2", _dec(doc["approved_usd"])))
+        budgets.append(("2", amount(doc["approved_usd"])))
     for kind, total in budgets:
         for (s, e), part in zip(span, spread(total, span), strict=True):
             b = ET.SubElement(act, "budget", type=kind, status="2")

@@ -20,19 +20,14 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from bson import Decimal128
-
 from services.monitoring.domain import ZERO, delivery_rate
+from shared.dec128 import amount
 from shared.reference import GCM_OBJECTIVES
 
 COLLECTION = "portfolio"
 FUNDED = {"funded", "on-going", "suspended", "operationally-closed", "financially-closed"}
 
 Counters = dict[str, Any]  # dotted path -> int or Decimal
-
-
-def _d(x: Any) -> Decimal:
-    return x.to_decimal() if isinstance(x, Decimal128) else Decimal(x or 0)
 
 
 def _key(x: Any) -> str:
@@ -52,7 +47,7 @@ def programme_part(d: dict[str, Any] | None) -> Counters:
     if not d:
         return out
     status = d.get("status") or "unknown"
-    allocated = _d(d.get("allocated_usd"))
+    allocated = amount(d.get("allocated_usd"))
     out[f"status.{_key(status)}.programmes"] += 1
     out[f"status.{_key(status)}.allocated_usd"] += allocated
     if status in FUNDED:
@@ -66,10 +61,10 @@ def programme_part(d: dict[str, Any] | None) -> Counters:
         for ln in d.get("lines", []):
             e = _key(ln["entity"])
             out[f"puno.{e}.programmes"] += 1
-            out[f"puno.{e}.allocated_usd"] += _d(ln["total_usd"])
-            out[f"puno.{e}.transferred_usd"] += _d((d.get("transferred") or {}).get(
+            out[f"puno.{e}.allocated_usd"] += amount(ln["total_usd"])
+            out[f"puno.{e}.transferred_usd"] += amount((d.get("transferred") or {}).get(
                 ln["entity"]))
-            out[f"puno.{e}.spent_usd"] += _d((d.get("spent") or {}).get(ln["entity"]))
+            out[f"puno.{e}.spent_usd"] += amount((d.get("spent") or {}).get(ln["entity"]))
         objectives = sorted(set(d.get("gcm_objectives") or []))
         if objectives:  # a programme's money is shared evenly among its objectives
             for o, share in zip(objectives, split_evenly(allocated, len(objectives)),
@@ -78,7 +73,7 @@ def programme_part(d: dict[str, Any] | None) -> Counters:
                 out[f"objective.{o}.allocated_usd"] += share
     for t in d.get("transfers", []):
         out[f"year.{t['at'].year}.transfers"] += 1
-        out[f"year.{t['at'].year}.transferred_usd"] += _d(t["usd"])
+        out[f"year.{t['at'].year}.transferred_usd"] += amount(t["usd"])
     return out
 
 

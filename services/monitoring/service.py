@@ -9,10 +9,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from bson import Decimal128
-
 from services.monitoring.domain import MonitoringRules
-from services.monitoring.store import MonitoringStore, dec
+from services.monitoring.store import MonitoringStore
 from shared import lifecycle, topics
 from shared.consumer import Incoming, Rejection, apply_each, programmes_of
 from shared.contracts import REGISTRY
@@ -37,6 +35,7 @@ from shared.contracts.monitoring import (
     ReportSubmitted,
     SubmitProgressReport,
 )
+from shared.dec128 import amount, d128
 from shared.envelope import utcnow
 from shared.errors import PersonalData
 from shared.lease import Fenced, Leases, unit_of
@@ -59,15 +58,15 @@ FUNDING_FACTS = sorted({t for t in lifecycle.HISTORY_TYPES if REGISTRY[t].topic 
 
 
 def _money(doc: dict[str, Any], name: str) -> dict[str, Decimal]:
-    return {k: dec(v) for k, v in (doc.get(name) or {}).items()}
+    return {k: amount(v) for k, v in (doc.get(name) or {}).items()}
 
 
 def _allocation(allocated: dict[str, Decimal]) -> dict[str, Any]:
     """The per-PUNO allocation (net of releases) and what the portfolio reads of it."""
-    return {"allocated": {e: Decimal128(v) for e, v in allocated.items()},
-            "lines": [{"entity": e, "total_usd": Decimal128(v)}
+    return {"allocated": {e: d128(v) for e, v in allocated.items()},
+            "lines": [{"entity": e, "total_usd": d128(v)}
                       for e, v in sorted(allocated.items())],
-            "allocated_usd": Decimal128(sum(allocated.values(), Decimal(0)))}
+            "allocated_usd": d128(sum(allocated.values(), Decimal(0)))}
 
 
 async def apply_fact(store: MonitoringStore, uow: UnitOfWork, inc: Incoming) -> None:
@@ -89,12 +88,12 @@ async def apply_fact(store: MonitoringStore, uow: UnitOfWork, inc: Incoming) -> 
                 "thematic_area": p.primary_thematic_area, "gcm_objectives": p.gcm_objectives,
                 "duration_months": doc.get("duration_months") or p.duration_months,
                 "original_duration_months": p.duration_months,
-                "requested_usd": Decimal128(p.total_budget_usd)}
+                "requested_usd": d128(p.total_budget_usd)}
     elif isinstance(ev, ProgrammeApproved):
-        set_ = {"approved_usd": Decimal128(ev.total_budget_usd), "approved_at": ev.decided_at,
-                "original_approved_usd": Decimal128(ev.total_budget_usd)}
+        set_ = {"approved_usd": d128(ev.total_budget_usd), "approved_at": ev.decided_at,
+                "original_approved_usd": d128(ev.total_budget_usd)}
     elif isinstance(ev, BudgetRevised):
-        set_ = {"approved_usd": Decimal128(ev.total_budget_usd), "revisions": ev.revision}
+        set_ = {"approved_usd": d128(ev.total_budget_usd), "revisions": ev.revision}
     elif isinstance(ev, ProgrammeExtended):
         set_ = {"duration_months": ev.duration_months,
                 "extension_months": ev.total_extension_months}
@@ -104,33 +103,33 @@ async def apply_fact(store: MonitoringStore, uow: UnitOfWork, inc: Incoming) -> 
             allocated[ln.entity] = allocated.get(ln.entity, Decimal(0)) + ln.total_usd
         set_ = {**_allocation(allocated), "allocated_at": doc.get("allocated_at")
                 or ev.allocated_at}
-        push = {"funded_by": {"$each": [{"contributor": f.contributor, "usd": Decimal128(f.usd)}
+        push = {"funded_by": {"$each": [{"contributor": f.contributor, "usd": d128(f.usd)}
                                         for f in ev.funded_by]},
                 "allocations": {"$each": [{"entity": ln.entity, "at": ev.allocated_at,
-                                           "usd": Decimal128(ln.total_usd)}
+                                           "usd": d128(ln.total_usd)}
                                           for ln in ev.lines]}}
     elif isinstance(ev, AllocationReleased):
         allocated = _money(doc, "allocated")
         for ln in ev.lines:
             allocated[ln.entity] = allocated.get(ln.entity, Decimal(0)) - ln.released_usd
         set_ = {**_allocation(allocated),
-                **{f"owed.{ln.entity}": Decimal128(ln.owed_usd) for ln in ev.lines
+                **{f"owed.{ln.entity}": d128(ln.owed_usd) for ln in ev.lines
                    if ln.owed_usd}}
-        incs = {"released_usd": Decimal128(ev.released_usd)}
+        incs = {"released_usd": d128(ev.released_usd)}
         push = {"allocations": {"$each": [{"entity": ln.entity, "at": ev.released_at,
-                                           "usd": Decimal128(-ln.released_usd)}
+                                           "usd": d128(-ln.released_usd)}
                                           for ln in ev.lines if ln.released_usd]}}
     elif isinstance(ev, FundsTransferred):
-        incs = {f"transferred.{ev.entity}": Decimal128(ev.amount_usd)}
+        incs = {f"transferred.{ev.entity}": d128(ev.amount_usd)}
         push = {"transfers": {"entity": ev.entity, "tranche": ev.tranche,
-                              "usd": Decimal128(ev.amount_usd), "at": ev.transferred_at}}
+                              "usd": d128(ev.amount_usd), "at": ev.transferred_at}}
     elif isinstance(ev, FundsRefunded):
-        incs = {f"refunded.{ev.entity}": Decimal128(ev.amount_usd)}
-        push = {"refunds": {"entity": ev.entity, "usd": Decimal128(ev.amount_usd),
+        incs = {f"refunded.{ev.entity}": d128(ev.amount_usd)}
+        push = {"refunds": {"entity": ev.entity, "usd": d128(ev.amount_usd),
                             "at": ev.refunded_at}}
         owed = _money(doc, "owed").get(ev.entity)
         if owed:
-            set_ = {f"owed.{ev.entity}": Decimal128(max(owed - ev.amount_usd, Decimal(0)))}
+            set_ = {f"owed.{ev.entity}": d128(max(owed - ev.amount_usd, Decimal(0)))}
     await store.advance(uow, pid, inc.type, inc.id, ev, at, set_=set_, inc=incs, push=push)
     if isinstance(ev, FundsTransferred):
         await store.started(uow, pid, ev.transferred_at)

@@ -40,18 +40,11 @@ from shared.contracts.monitoring import (
     SubmitProgressReport,
     Unspent,
 )
+from shared.dec128 import amount, d128
 from shared.errors import Conflict, NotFound
 from shared.metrics import BUSINESS
 from shared.rebuild import chronological
 from shared.store import Aggregate, Store, UnitOfWork
-
-
-def d128(x: Decimal) -> Decimal128:
-    return Decimal128(x)
-
-
-def dec(x: Any) -> Decimal:
-    return x.to_decimal() if isinstance(x, Decimal128) else Decimal(x or 0)
 
 
 def as_dt(d: date) -> datetime:
@@ -59,7 +52,7 @@ def as_dt(d: date) -> datetime:
 
 
 def amounts(doc: dict[str, Any], field: str) -> dict[str, Decimal]:
-    return {k: dec(v) for k, v in (doc.get(field) or {}).items()}
+    return {k: amount(v) for k, v in (doc.get(field) or {}).items()}
 
 
 def net_funded(doc: dict[str, Any]) -> dict[str, Decimal]:
@@ -506,7 +499,7 @@ class MonitoringStore(Store):
         allocated: dict[str, Decimal] = {}
         for a in doc.get("allocations", []):
             if a["at"] <= instant:
-                allocated[a["entity"]] = allocated.get(a["entity"], ZERO) + dec(a["usd"])
+                allocated[a["entity"]] = allocated.get(a["entity"], ZERO) + amount(a["usd"])
         transfers = [t for t in doc.get("transfers", []) if t["at"] <= instant]
         refunds = [r for r in doc.get("refunds", []) if r["at"] <= instant]
         mine = [r for r in reports if r["at"] <= instant]
@@ -519,7 +512,7 @@ class MonitoringStore(Store):
         def total(rows: list[dict[str, Any]]) -> dict[str, Decimal128]:
             out: dict[str, Decimal] = {}
             for x in rows:
-                out[x["entity"]] = out.get(x["entity"], ZERO) + dec(x["usd"])
+                out[x["entity"]] = out.get(x["entity"], ZERO) + amount(x["usd"])
             return {k: d128(v) for k, v in out.items()}
 
         past = {**doc, "transfers": transfers, "refunds": refunds,
