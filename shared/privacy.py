@@ -129,6 +129,9 @@ def _strings(obj: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield from _strings(v, f"{path}.{i}" if path else str(i))
 
 
+PERSONAL_DATA = "personal-data"  # the code of the reasons below
+
+
 def find_personal_data(data: Any) -> list[Reason]:
     """Fields that carry personal data of individuals. Results must be aggregates; the Fund
     stores no personal data of migrants. The reasons name the field and the kind of data,
@@ -138,7 +141,7 @@ def find_personal_data(data: Any) -> list[Reason]:
     out = []
     for path, text in _strings(data):
         for kind in kinds_in(text):
-            out.append(Reason(code="personal-data", field=path or "(body)", message=(
+            out.append(Reason(code=PERSONAL_DATA, field=path or "(body)", message=(
                 f"this field appears to contain personal data ({kind}); the Fund keeps "
                 "no personal data of migrants: report aggregate figures only")))
     return out

@@ -198,12 +198,20 @@ def decimals(x: Any) -> Any:
 # what a document holds that never changes in place: shared by a copy, not copied
 _IMMUTABLE = (str, int, float, bool, type(None), Decimal, Decimal128, datetime, bytes,
               ObjectId)
+_LEAF = frozenset(_IMMUTABLE)  # the same, by exact type: one set lookup, no call per value
 
 
 def copy_tree(value: Any) -> Any:
     """A deep copy of a document: its dicts and lists anew, its immutable values shared,
     anything else deep-copied (copy.deepcopy's memo and dispatch cost 8% of a consumer's
-    CPU here, on documents that are dicts, lists and scalars)."""
+    CPU here, on documents that are dicts, lists and scalars). Plain dicts and lists take
+    their plain values as they are, without a call each (half the time of a programme's
+    history); subclasses and other values go the general way below."""
+    kind = type(value)
+    if kind is dict:
+        return {k: v if type(v) in _LEAF else copy_tree(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _LEAF else copy_tree(v) for v in value]
     if isinstance(value, dict):
         return {k: copy_tree(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -25,12 +25,13 @@ from shared.contracts.intake import (
     ProgrammeScreened,
     ProgrammeSubmitted,
     ProgrammeWithdrawn,
+    Reason,
     SubmitConceptNote,
 )
 from shared.envelope import utcnow
 from shared.errors import PersonalData
 from shared.metrics import BUSINESS
-from shared.privacy import find_personal_data, redact
+from shared.privacy import PERSONAL_DATA, redact
 from shared.rebuild import Plan, runs
 from shared.store import UnitOfWork, is_duplicate
 from shared.telemetry import tag_programme
@@ -46,29 +47,32 @@ def make_submission(note: SubmitConceptNote, entity: str, channel: str) -> Submi
                       note, channel, utcnow())
 
 
-def refuse_personal_data(note: SubmitConceptNote, rules: ScreeningRules, today: date) -> None:
-    """Personal data of individuals is refused at the door and never stored. The answer
-    still lists every other failed rule, so the sender can fix everything at once."""
-    data = note.model_dump(mode="json")
-    hits = find_personal_data(data)
+def screen_at_the_door(note: SubmitConceptNote, rules: ScreeningRules, today: date
+                       ) -> list[Reason]:
+    """The note screened: every failed rule, what record_submission stores (one screening
+    per note: the personal-data search was done twice, here and in the store). Personal data
+    of individuals is refused here and never stored; the answer still lists every other
+    failed rule, so the sender can fix everything at once."""
+    reasons = screen(note, rules, today)
+    hits = [r for r in reasons if r.code == PERSONAL_DATA]
     if not hits:
-        return
-    others = [r for r in screen(note, rules, today) if r.code != "personal-data"]
+        return reasons
+    others = [r for r in reasons if r.code != PERSONAL_DATA]
     raise PersonalData(
         f"{len(hits)} field(s) carry personal data of individuals; nothing was stored",
         errors=[{"field": r.field, "code": r.code, "reason": r.message} for r in hits + others],
-        redacted=json.dumps(redact(data, hits)).encode())
+        redacted=json.dumps(redact(note.model_dump(mode="json"), hits)).encode())
 
 
 async def submit(store: IntakeStore, rules: ScreeningRules, note: SubmitConceptNote,
                  entity: str, channel: str = "http") -> SubmissionOutcome:
     sub = make_submission(note, entity, channel)
     tag_programme(sub.programme_id)
-    refuse_personal_data(note, rules, sub.at.date())
+    reasons = screen_at_the_door(note, rules, sub.at.date())
     for attempt in range(2):
         try:
             outcome, _ = await store.transaction(
-                lambda uow: store.record_submission(uow, sub, rules, sub.at.date()))
+                lambda uow: store.record_submission(uow, sub, reasons))
             break
         except (DuplicateKeyError, BulkWriteError) as e:
             # a concurrent identical submission committed first: the retry sees it
@@ -104,9 +108,8 @@ async def handle_inbound(store: IntakeStore, rules: ScreeningRules, batch: list[
         note = inc.event
         assert isinstance(note, SubmitConceptNote)
         sub = make_submission(note, entity_from_source(inc.envelope.source), "kafka")
-        refuse_personal_data(note, rules, sub.at.date())
-        out = await store.record_submission(uow, sub, rules, sub.at.date(),
-                                            traceparent=inc.traceparent)
+        reasons = screen_at_the_door(note, rules, sub.at.date())
+        out = await store.record_submission(uow, sub, reasons, traceparent=inc.traceparent)
         if out.created:
             BUSINESS.labels("notes_received").inc()
 

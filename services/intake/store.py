@@ -10,7 +10,7 @@ result; they cannot both apply.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +23,6 @@ from services.intake.domain import (
     fingerprint,
     resolve_duplicate,
 )
-from services.intake.screening import ScreeningRules, screen
 from shared import lifecycle
 from shared.contracts.intake import (
     BudgetLine,
@@ -31,6 +30,7 @@ from shared.contracts.intake import (
     ProgrammeSubmitted,
     ProgrammeSummary,
     ProgrammeWithdrawn,
+    Reason,
 )
 from shared.dec128 import d128
 from shared.errors import NotFound
@@ -61,16 +61,15 @@ class IntakeStore(Store):
         await p.create_index([("countries", ASCENDING)])
         await p.create_index([("submitted_at", DESCENDING), ("_id", DESCENDING)])
 
-    async def record_submission(self, uow: UnitOfWork, sub: Submission, rules: ScreeningRules,
-                                today: date, traceparent: str | None = None
-                                ) -> SubmissionOutcome:
-        """Store a new note, screen it, and emit ProgrammeSubmitted and ProgrammeScreened, in
-        the caller's transaction. An identical resubmission changes nothing."""
+    async def record_submission(self, uow: UnitOfWork, sub: Submission, reasons: list[Reason],
+                                traceparent: str | None = None) -> SubmissionOutcome:
+        """Store a new note with its screening (`reasons`, every failed rule: the caller
+        screened it), and emit ProgrammeSubmitted and ProgrammeScreened, in the caller's
+        transaction. An identical resubmission changes nothing."""
         programmes = uow.docs("programmes")
         existing = await programmes.get(sub.programme_id)
         if existing:
             return resolve_duplicate(existing["fingerprint"], sub)
-        reasons = screen(sub.note, rules, today)
         note = sub.note
         submitted = ProgrammeSubmitted(
             programme_id=sub.programme_id, submitted_by=sub.submitted_by,

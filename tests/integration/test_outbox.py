@@ -111,10 +111,11 @@ async def test_state_change_and_event_roll_back_together() -> None:
     note = SubmitConceptNote.model_validate(CONCEPT_NOTE_EXAMPLE)
 
     async def fail_after_writing(uow):  # type: ignore[no-untyped-def]
-        from services.intake.service import make_submission
+        from services.intake.service import make_submission, screen_at_the_door
 
         sub = make_submission(note, "IOM", "http")
-        await store.record_submission(uow, sub, settings.rules(), sub.at.date())
+        reasons = screen_at_the_door(note, settings.rules(), sub.at.date())
+        await store.record_submission(uow, sub, reasons)
         raise RuntimeError("crash inside the transaction")
 
     with pytest.raises(RuntimeError):

@@ -63,3 +63,35 @@ def test_only_a_puno_of_the_note_may_submit_it() -> None:
     ("urn:mptf:entity:IOM", "IOM"), ("IOM", "IOM"), ("urn:mptf:entity:un-women", "UN-WOMEN")])
 def test_entity_is_read_from_the_envelope_source(source: str, code: str) -> None:
     assert entity_from_source(source) == code
+
+
+def test_a_note_is_screened_once_and_personal_data_refused_with_every_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the door screens is what is stored (the store no longer screens again), and the
+    personal-data search runs once per note, eligible or not."""
+    from datetime import date
+
+    from services.intake import screening
+    from services.intake.screening import ScreeningRules, screen
+    from services.intake.service import screen_at_the_door
+    from shared.errors import PersonalData
+
+    rules, today = ScreeningRules(), date(2026, 11, 23)
+    searched = []
+    real = screening.find_personal_data
+    monkeypatch.setattr(screening, "find_personal_data",
+                        lambda data: searched.append(1) or real(data))
+    assert screen_at_the_door(NOTE, rules, today) == screen(NOTE, rules, today) == []
+    assert len(searched) == 2  # once at the door, once for the comparison
+
+    searched.clear()
+    odd = NOTE.model_copy(update={"summary": "Contact Maria Gonzalez Perez at +34 612 345 678",
+                                  "duration_months": 999})
+    with pytest.raises(PersonalData) as refused:
+        screen_at_the_door(odd, rules, today)
+    assert len(searched) == 1
+    codes = [e["code"] for e in refused.value.errors]
+    assert codes[0] == "personal-data" and "personal-data" not in codes[codes.index(
+        next(c for c in codes if c != "personal-data")):]  # its hits first, then the rest
+    assert any(c != "personal-data" for c in codes)  # the other failed rules listed too
+    assert b"Maria" not in refused.value.redacted

@@ -139,6 +139,7 @@ def test_copying_only_the_updated_paths_gives_the_same_document_and_leaves_the_i
 
 
 def test_a_copied_document_shares_nothing_that_can_change() -> None:
+    from collections import OrderedDict
     from datetime import UTC, datetime
 
     from shared.store import copy_tree
@@ -146,13 +147,16 @@ def test_a_copied_document_shares_nothing_that_can_change() -> None:
     when = datetime(2026, 1, 1, tzinfo=UTC)
     odd = bytearray(b"x")  # a mutable value of no document type: copied too
     doc = {"_id": "p1", "lines": [{"usd": Decimal128("1.50"), "tags": ["a"]}], "at": when,
-           "raw": odd, "n": 3, "none": None}
+           "raw": odd, "n": 3, "none": None, "ordered": OrderedDict(tags=["c"]),
+           "flag": True}
     copied = copy_tree(doc)
     assert copied == doc
     copied["lines"][0]["tags"].append("b")
     copied["lines"].append({})
     copied["raw"].extend(b"y")
+    copied["ordered"]["tags"].append("d")  # a dict of another type: copied all the way down
     assert doc["lines"] == [{"usd": Decimal128("1.50"), "tags": ["a"]}] and odd == b"x"
+    assert doc["ordered"] == {"tags": ["c"]} and copied["flag"] is True
     assert copied["at"] is when  # immutable values are shared, as deepcopy shares them
 
 
