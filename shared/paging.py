@@ -27,8 +27,10 @@ DEFAULT_LIMIT = 100
 def _plain(v: Any) -> Any:
     if isinstance(v, datetime):
         return {"$dt": v.isoformat()}
-    if hasattr(v, "to_decimal"):
-        return {"$dec": str(v.to_decimal())}
+    if hasattr(v, "to_decimal"):  # a Decimal128
+        from shared.dec128 import dec
+
+        return {"$dec": str(dec(v))}
     return v
 
 
@@ -36,9 +38,9 @@ def _typed(v: Any) -> Any:
     if isinstance(v, dict) and "$dt" in v:
         return datetime.fromisoformat(v["$dt"])
     if isinstance(v, dict) and "$dec" in v:
-        from bson import Decimal128
+        from shared.dec128 import d128
 
-        return Decimal128(v["$dec"])
+        return d128(v["$dec"])
     return v
 
 

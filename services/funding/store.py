@@ -816,8 +816,8 @@ class FundingStore(Store):
         if amount <= 0:
             raise InvalidInput("a refund must be positive",
                                errors=[{"field": "amount_usd", "reason": "must be > 0"}])
-        net = py(prog.get("transferred", {}).get(entity, d128("0"))) - py(
-            prog.get("refunded", {}).get(entity, d128("0")))
+        net = py(prog.get("transferred", {}).get(entity, ZERO)) - py(
+            prog.get("refunded", {}).get(entity, ZERO))
         if amount > net:
             raise Conflict(f"{entity} holds {net} of {programme_id}; cannot refund {amount}")
         fact = FundsRefunded(programme_id=programme_id, refund_id=refund_id, entity=entity,

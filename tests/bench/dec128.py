@@ -38,11 +38,9 @@ def main() -> None:
                          "shared.dec128": per_call(d128, AMOUNTS, n)},
            "decode_us": {"bson": per_call(Decimal128.to_decimal, stored, n),
                          "shared.dec128": per_call(dec, stored, n)}}
-    for way in ("encode_us", "decode_us"):
-        figures = out[way]
-        figures = {k: round(v, 2) for k, v in figures.items()}
+    for way, raw in out.items():
+        figures = out[way] = {k: round(v, 2) for k, v in raw.items()}
         figures["speed_up"] = round(figures["bson"] / figures["shared.dec128"], 1)
-        out[way] = figures
         print(f"{way[:6]}: bson {figures['bson']} us, shared.dec128 "
               f"{figures['shared.dec128']} us ({figures['speed_up']}x)")
     print(json.dumps(out))

@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from tests.bench.pipeline import ROOT, Pipeline, infra
+from tests.bench.pipeline import ROOT, Pipeline, infra, pct
 
 DEFAULT_ROOTS = ("POST /v1/meetings", " process")  # the meeting, and every consumer's batch
 
@@ -41,11 +41,6 @@ def read(path: Path) -> list[dict[str, Any]]:
 
 def ms(span: dict[str, Any]) -> float:
     return (span["end"] - span["start"]) / 1e6
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(len(xs) * p / 100))]
 
 
 def kinds(spans: list[dict[str, Any]], top: int = 12) -> list[str]:
