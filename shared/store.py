@@ -37,7 +37,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from bson import Decimal128, ObjectId
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -295,6 +295,10 @@ class Docs:
         # (Store.aggregate): what a write changes is the difference
         self.tracked = uow.store.aggregate is not None and name in uow.store.aggregate.parts
         self.original: dict[Any, dict[str, Any] | None] = {}
+        # fields a write of a stored document must find as this transaction read them
+        # (Store.guarded), with each document's values as read (or as last written)
+        self.guard = uow.store.guarded.get(name, ())
+        self.base: dict[Any, dict[str, Any]] = {}
 
     def _remember(self, key: Any) -> None:
         """Note `key`'s state for UnitOfWork.rollback_to (what one event changed)."""
@@ -305,6 +309,8 @@ class Docs:
     def _known(self, key: Any, doc: dict[str, Any] | None) -> None:
         self.cache[key] = doc
         self.existed[key] = doc is not None
+        if self.guard and doc is not None:
+            self.base[key] = {f: doc.get(f) for f in self.guard}
         if self.tracked and key not in self.original:
             self.original[key] = doc  # never changed in place (apply_update copies)
 
@@ -412,11 +418,16 @@ class Docs:
                 ops.append(InsertOne(doc, namespace=namespace))
             elif kind == "delete":
                 ops.append(DeleteOne({"_id": key}, namespace=namespace))
-            else:  # an upsert for a new document: a concurrent insert conflicts with it
-                ops.append(ReplaceOne({"_id": key}, doc, upsert=not self.existed.get(key),
+            elif not self.existed.get(key):  # an upsert: a concurrent insert conflicts
+                ops.append(ReplaceOne({"_id": key}, doc, upsert=True, namespace=namespace))
+            else:  # guarded fields as read: a concurrent change of them makes it miss
+                ops.append(ReplaceOne({"_id": key, **self.base.get(key, {})}, doc,
                                       namespace=namespace))
         for key in self.pending:
-            self.existed[key] = self.cache[key] is not None
+            doc = self.cache[key]
+            self.existed[key] = doc is not None
+            if self.guard and doc is not None:
+                self.base[key] = {f: doc.get(f) for f in self.guard}
         self.pending = {}
         return ops
 
@@ -869,6 +880,12 @@ class Store:
     """Base of each service's store adapter."""
 
     aggregate: Aggregate | None = None  # counters kept with the writes (see Aggregate)
+    # collection -> fields that a transaction's write of one of its documents (through
+    # UnitOfWork.docs) must find in the store as the transaction read them, or the write
+    # misses and the transaction fails (`applied`): balances that two writers must never
+    # both change from one value (funding's fund and sources). In a transaction a
+    # concurrent writer conflicts anyway; the guard makes the store itself check it.
+    guarded: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, settings: ServiceSettings, *, driver: str | None = None) -> None:
         self.settings = settings

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
-from pymongo import ASCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING
 
 from services.funding.domain import (
     ZERO,
@@ -116,11 +116,44 @@ class FundingStore(Store):
     """Every money movement reads and writes the one `fund` document, so concurrent money
     transactions conflict; MongoDB aborts all but one and they retry at once, which under
     load becomes a retry storm. Within a process they therefore take turns (`money_lock`);
-    across instances the conditional update on the balance keeps them correct."""
+    across instances the guarded writes keep them correct: the fund and its sources are
+    read and changed through the transaction's cache (`UnitOfWork.docs`), and each is
+    written with its transaction's closing writes only if its balance (`available`,
+    `remaining`) is still the one the transaction read (`Store.guarded`), never below zero
+    (`_spend`)."""
+
+    guarded: ClassVar[dict[str, tuple[str, ...]]] = {
+        "fund": ("available",), "sources": ("remaining",)}
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.money_lock = asyncio.Lock()
+
+    async def _fund(self, uow: UnitOfWork, inc: dict[str, Any]) -> None:
+        """Add to the fund's totals (`available` among them), in the transaction's cache."""
+        await uow.docs("fund").update("fund", {"$inc": m(inc)}, upsert=True)
+
+    async def _sources(self, uow: UnitOfWork) -> list[tuple[str, str, Decimal, str | None]]:
+        """The sources with money left, oldest first (what allocations draw on), as this
+        transaction sees them: (id, contributor, remaining, contribution id)."""
+        return [(s["_id"], s["contributor"], py(s["remaining"]), s.get("contribution_id"))
+                async for s in uow.docs("sources").iter_where(
+                    {"remaining": {"$gt": d128("0")}}, [("at", ASCENDING), ("_id", ASCENDING)])]
+
+    async def _spend(self, uow: UnitOfWork, total: Decimal, drawn: dict[str, Decimal],
+                     inc: dict[str, Any]) -> None:
+        """Take `total` from the available balance and `drawn` from each source (and add
+        `inc` to the fund's other totals); neither ever goes below zero."""
+        fund = await uow.docs("fund").get("fund")
+        if fund is None or py(fund["available"]) < total:
+            raise Conflict("the available balance does not cover this allocation")
+        sources = uow.docs("sources")
+        for sid, usd in drawn.items():
+            doc = await sources.get(sid)
+            if doc is None or py(doc["remaining"]) < usd:
+                raise Conflict(f"funding source {sid} does not cover this allocation")
+            await sources.update(sid, {"$inc": {"remaining": d128(-usd)}})
+        await self._fund(uow, {"available": -total, **inc})
 
     async def money(self, fn: Any) -> Any:
         """Run a transaction that moves money, one at a time in this process."""
@@ -306,13 +339,14 @@ class FundingStore(Store):
             await uow.docs("journal").add(m({"_id": f"release:{f.release_id}", **release_entry(
                 pid, [(ln.entity, ln.released_usd) for ln in f.lines if ln.released_usd], at,
                 **dims)}))
-            await self.db.sources.insert_many([m({
-                "_id": f"rel:{f.release_id}:{n}", "contributor": d.contributor, "at": at,
-                "contribution_id": d.contribution_id, "release_id": f.release_id,
-                "remaining": d.usd}) for n, d in enumerate(f.funded_by)], session=uow.session)
-            await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
-                "available": f.released_usd, "allocated_usd": -f.released_usd,
-                "released_usd": f.released_usd})}, upsert=True, session=uow.session)
+            for n, d in enumerate(f.funded_by):
+                await uow.docs("sources").add(m({
+                    "_id": f"rel:{f.release_id}:{n}", "contributor": d.contributor, "at": at,
+                    "contribution_id": d.contribution_id, "release_id": f.release_id,
+                    "remaining": d.usd}))
+            await self._fund(uow, {"available": f.released_usd,
+                                   "allocated_usd": -f.released_usd,
+                                   "released_usd": f.released_usd})
         await self._fold_own(uow, AllocationReleased.TYPE, fact_id, f, at_env)
 
     # -- contributions ------------------------------------------------------------------------
@@ -381,12 +415,11 @@ class FundingStore(Store):
             session=uow.session)
         if res.matched_count != 1:
             raise Conflict(f"contribution {cid} changed under this deposit")
-        await self.db.sources.insert_one(m({
+        await uow.docs("sources").add(m({
             "_id": f"dep:{cid}:{f.deposit_id}", "contributor": f.contributor,
-            "contribution_id": cid, "at": at, "remaining": f.net_usd}), session=uow.session)
-        await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
-            "available": f.net_usd, "deposited_usd": f.usd_amount, "fees_usd": f.fee_usd})},
-            upsert=True, session=uow.session)
+            "contribution_id": cid, "at": at, "remaining": f.net_usd}))
+        await self._fund(uow, {"available": f.net_usd, "deposited_usd": f.usd_amount,
+                               "fees_usd": f.fee_usd})
         await self.db.journal.insert_one(m({
             "_id": f"dep:{cid}:{f.deposit_id}",
             **deposit_entry(cid, f.contributor, f.usd_amount, f.fee_usd, at, f.year)}),
@@ -628,7 +661,7 @@ class FundingStore(Store):
         a few writes (one conditional update of the balance for their sum, one bulk write
         per collection). Returns the programmes funded now."""
         programmes = uow.docs("programmes")
-        fund = await self.db.fund.find_one({"_id": "fund"}, session=uow.session)
+        fund = await uow.docs("fund").get("fund")
         available = py(fund["available"]) if fund else ZERO
         waiting = []
         for d in await programmes.load_where({"topup_waiting": True,
@@ -652,10 +685,7 @@ class FundingStore(Store):
         chosen = next_allocations(available, waiting)
         if not chosen:
             return []
-        sources = [(s["_id"], s["contributor"], py(s["remaining"]), s.get("contribution_id"))
-                   async for s in self.db.sources.find(
-                       {"remaining": {"$gt": d128("0")}},
-                       session=uow.session).sort([("at", ASCENDING), ("_id", ASCENDING)])]
+        sources = await self._sources(uow)
         left = {sid: rem for sid, _, rem, _ in sources}  # as the allocations draw on them
         transferred = ZERO
         for w in chosen:
@@ -666,20 +696,10 @@ class FundingStore(Store):
             transferred += await self._allocate(uow, w, draws, rules, at)
         drawn = {sid: rem - left[sid] for sid, _, rem, _ in sources if left[sid] != rem}
         total = sum((w.total_usd for w in chosen), ZERO)
-        # the invariant, enforced by the store: never below zero, whoever else is allocating
-        fund = await self.db.fund.find_one_and_update(
-            {"_id": "fund", "available": {"$gte": d128(total)}},
-            {"$inc": m({"available": -total, "allocated_usd": total,
-                        "transferred_usd": transferred})},
-            return_document=ReturnDocument.AFTER, session=uow.session)
-        if fund is None:
-            raise Conflict("the available balance changed under this allocation")
-        res = await self.db.sources.bulk_write(
-            [UpdateOne({"_id": sid, "remaining": {"$gte": d128(usd)}},
-                       {"$inc": {"remaining": d128(-usd)}}) for sid, usd in drawn.items()],
-            ordered=True, session=uow.session)
-        if res.modified_count != len(drawn):
-            raise Conflict("a funding source changed under this allocation")
+        # the invariant: never below zero (checked here), whoever else is allocating (the
+        # store writes the balances only if they are still what this transaction read)
+        await self._spend(uow, total, drawn,
+                          {"allocated_usd": total, "transferred_usd": transferred})
         return list(dict.fromkeys(w.programme_id for w in chosen))
 
     async def _allocate(self, uow: UnitOfWork, w: Waiting, draws: list[Draw],
@@ -799,9 +819,7 @@ class FundingStore(Store):
             raise Conflict(f"all {len(rules.tranches)} tranche(s) of {programme_id} were "
                            "already transferred")
         total = await self._release(uow, prog, done, rules, at)
-        await self.db.fund.update_one({"_id": "fund"},
-                                      {"$inc": {"transferred_usd": d128(total)}},
-                                      session=uow.session)
+        await self._fund(uow, {"transferred_usd": total})
         return done + 1
 
     async def refund(self, uow: UnitOfWork, programme_id: str, refund_id: str, entity: str,
@@ -847,12 +865,12 @@ class FundingStore(Store):
         back = split_refund([Draw(d["source_id"], d["contributor"], py(d["usd"]),
                                   d.get("contribution_id") or "")
                              for d in prog.get("funded_by", [])], amount)
-        await self.db.sources.insert_many([m({
-            "_id": f"ref:{f.refund_id}:{n}", "contributor": d.contributor, "at": at,
-            "contribution_id": d.contribution_id, "refund_id": f.refund_id,
-            "remaining": d.usd}) for n, d in enumerate(back)], session=uow.session)
-        await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
-            "available": amount, "refunded_usd": amount})}, upsert=True, session=uow.session)
+        for n, d in enumerate(back):
+            await uow.docs("sources").add(m({
+                "_id": f"ref:{f.refund_id}:{n}", "contributor": d.contributor, "at": at,
+                "contribution_id": d.contribution_id, "refund_id": f.refund_id,
+                "remaining": d.usd}))
+        await self._fund(uow, {"available": amount, "refunded_usd": amount})
         await self._fold_own(uow, FundsRefunded.TYPE, fact_id, f, at_env)
 
     # -- our facts replayed (shared.rebuild): what the live paths book in bulk, one by one --
@@ -861,22 +879,16 @@ class FundingStore(Store):
         """An allocation from its fact: the oldest sources drawn first, as when it was made
         (the Fund's money facts replayed in their order leave the sources as they were
         then), checked against the contributions the fact names."""
-        sources = [(d["_id"], d["contributor"], py(d["remaining"]), d.get("contribution_id"))
-                   async for d in self.db.sources.find(
-                       {"remaining": {"$gt": d128("0")}}, session=uow.session).sort(
-                       [("at", ASCENDING), ("_id", ASCENDING)])]
-        draws = draw_fifo(sources, f.total_usd)
+        draws = draw_fifo(await self._sources(uow), f.total_usd)
         if [(d.contribution_id, d.usd) for d in draws] != [
                 (x.contribution_id, x.usd) for x in f.funded_by]:
             raise Conflict(f"{f.allocation_id}: the replayed sources give "
                            f"{[(d.contribution_id, str(d.usd)) for d in draws]}, the fact "
                            f"{[(x.contribution_id, str(x.usd)) for x in f.funded_by]}")
+        drawn: dict[str, Decimal] = {}
         for d in draws:
-            await self.db.sources.update_one({"_id": d.source_id}, {"$inc": {
-                "remaining": d128(-d.usd)}}, session=uow.session)
-        await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
-            "available": -f.total_usd, "allocated_usd": f.total_usd})}, upsert=True,
-            session=uow.session)
+            drawn[d.source_id] = drawn.get(d.source_id, ZERO) + d.usd
+        await self._spend(uow, f.total_usd, drawn, {"allocated_usd": f.total_usd})
         await self.allocated(uow, f, fact_id, at_env, draws)
 
     async def replay_transfer(self, uow: UnitOfWork, f: FundsTransferred, fact_id: str,
@@ -895,8 +907,7 @@ class FundingStore(Store):
             upd["$set"] = {"tranches_released": max(prog.get("tranches_released", 0),
                                                     f.tranche)}
         await uow.docs("programmes").update(pid, upd)
-        await self.db.fund.update_one({"_id": "fund"}, {"$inc": m({
-            "transferred_usd": f.amount_usd})}, upsert=True, session=uow.session)
+        await self._fund(uow, {"transferred_usd": f.amount_usd})
         await self._fold_own(uow, FundsTransferred.TYPE, fact_id, f, at_env)
 
     async def replay(self, uow: UnitOfWork, inc: Any, rules: FundingRules) -> None:

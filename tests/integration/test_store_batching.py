@@ -7,13 +7,15 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import date
-from typing import Any
+from decimal import Decimal
+from typing import Any, ClassVar
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import monitoring
 
 from shared.contracts.monitoring import ReportOverdue
+from shared.dec128 import d128, dec
 from shared.envelope import utcnow
 from shared.errors import Conflict
 from shared.settings import ServiceSettings
@@ -113,6 +115,49 @@ async def test_a_write_that_misses_its_document_fails_the_whole_transaction(bulk
     with pytest.raises(Conflict, match="1 of 2 writes applied"):
         await store.transaction(work)
     assert await store.db.things.find_one({"_id": "a"}) == {"_id": "a", "n": 0}  # rolled back
+    await store.client.drop_database(store.db.name)
+    await store.close()
+
+
+class Ledger(Store):
+    guarded: ClassVar[dict[str, tuple[str, ...]]] = {"accounts": ("balance",)}
+
+
+@BULK
+async def test_a_guarded_balance_is_written_only_if_the_store_still_holds_what_was_read(
+        bulk: str) -> None:
+    store = Ledger(isolated(ServiceSettings, service_name="batching",
+                            mongo_client_bulk_write=bulk))
+    await store.db.accounts.insert_many([{"_id": "a", "balance": d128("10.00"), "n": 0},
+                                         {"_id": "b", "balance": d128("5.00"), "n": 0}])
+
+    async def spend(uow: UnitOfWork) -> None:
+        docs = uow.docs("accounts")
+        await docs.load(["a"])
+        await docs.update("a", {"$inc": {"balance": d128("-3.00"), "n": 1}})
+        # a query sees it (written mid-transaction), then a second change: its guard is
+        # the balance this transaction wrote, not the one it read first
+        assert [d["_id"] async for d in docs.iter_where({"balance": {"$gt": d128("6")}})
+                ] == ["a"]
+        await docs.update("a", {"$inc": {"balance": d128("-2.00")}})
+
+    await store.transaction(spend)
+    a = await store.db.accounts.find_one({"_id": "a"})
+    assert (dec(a["balance"]), a["n"]) == (Decimal("5.00"), 1)
+
+    async def raced(uow: UnitOfWork) -> None:
+        docs = uow.docs("accounts")
+        await docs.load(["b"])
+        await docs.update("b", {"$inc": {"balance": d128("-5.00")}})
+        # another writer spent from b after this transaction read it (here: this test, in
+        # the transaction's session, which the server does not count as a conflict)
+        await store.db.accounts.update_one({"_id": "b"}, {"$inc": {"balance": d128("-1")}},
+                                           session=uow.session)
+
+    with pytest.raises(Conflict, match="writes applied"):
+        await store.transaction(raced)
+    b = await store.db.accounts.find_one({"_id": "b"})
+    assert dec(b["balance"]) == Decimal("5.00")  # neither write: the transaction rolled back
     await store.client.drop_database(store.db.name)
     await store.close()
 
