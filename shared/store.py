@@ -35,7 +35,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 
@@ -273,6 +273,122 @@ def apply_update(doc: dict[str, Any] | None, key: Any, update: dict[str, Any]
     return out
 
 
+# -- queries over a transaction's pending documents (Docs.iter_where) -----------------------
+class _Unordered:
+    """A server's value of a type bracket in which pending documents never have values
+    (`_scalar` refuses them), so it is never compared within it."""
+
+    def __lt__(self, other: Any) -> bool:
+        raise TypeError("not compared within its bracket")
+
+
+# MongoDB's order of type brackets: null (and missing), numbers, strings, objects, arrays,
+# binary data, ObjectId, booleans, dates
+_BRACKETS = ((dict, 3), (list, 4), (bytes, 5), (ObjectId, 6))
+
+
+def _scalar(v: Any, *, server: bool = False) -> tuple[int, Any] | None:
+    """A value as MongoDB orders it (its type bracket, then its value) for the types whose
+    order Python gives the same way: null (or missing), numbers, strings, booleans, dates;
+    None for any other (the caller leaves the query to the server). `server`: a value the
+    server returned, placed in its bracket whatever its type (see _Unordered)."""
+    if v is None:
+        return (0, 0)
+    if isinstance(v, bool):
+        return (8, v)
+    if isinstance(v, int | float | Decimal | Decimal128):
+        x = dec(v) if isinstance(v, Decimal128) else v
+        nan = x != x if isinstance(x, float) else isinstance(x, Decimal) and x.is_nan()
+        if nan:
+            return (1, float("-inf")) if server else None  # NaN: below every number
+        return (1, x)
+    if isinstance(v, str):
+        return (2, v)  # code points: the order of their UTF-8 bytes (a binary compare)
+    if isinstance(v, datetime):  # milliseconds, as stored
+        return (9, (v if v.tzinfo else v.replace(tzinfo=UTC)).replace(
+            microsecond=v.microsecond // 1000 * 1000))
+    if server:
+        return next(((rank, _Unordered()) for t, rank in _BRACKETS if isinstance(v, t)),
+                    (10, _Unordered()))
+    return None
+
+
+_MISSING_PATH = object()
+
+
+def _field(doc: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path (None where it is missing); _MISSING_PATH where the path
+    goes through something other than a sub-document (the server's rules for arrays
+    apply there)."""
+    v: Any = doc
+    for k in path.split("."):
+        if v is None:
+            return None
+        if not isinstance(v, dict):
+            return _MISSING_PATH
+        v = v.get(k)
+    return v
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b,
+    "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b}
+
+
+def matches(doc: dict[str, Any], query: dict[str, Any]) -> bool | None:
+    """Whether `doc` matches `query` as the server decides it, for queries that compare
+    fields with scalars (equality, $ne, $in, $nin, $gt, $gte, $lt, $lte) where the fields
+    hold scalars; None where this cannot tell (another operator, an array or sub-document
+    on either side): the caller asks the server."""
+    for path, cond in query.items():
+        if path.startswith("$"):
+            return None
+        v = _field(doc, path)
+        have = None if v is _MISSING_PATH else _scalar(v)
+        if have is None:
+            return None
+        ops = cond if isinstance(cond, dict) and cond and all(
+            str(k).startswith("$") for k in cond) else {"$eq": cond}
+        for op, want in ops.items():
+            if op in ("$in", "$nin"):
+                wants = [_scalar(w) for w in want] if isinstance(want, list) else [None]
+                if any(w is None for w in wants):
+                    return None
+                ok = (have in wants) == (op == "$in")
+            else:
+                w = _scalar(want)
+                if w is None:
+                    return None
+                if op == "$eq":
+                    ok = have == w
+                elif op == "$ne":
+                    ok = have != w
+                elif op in _COMPARE:  # within a type bracket only
+                    ok = have[0] == w[0] and _COMPARE[op](have[1], w[1])
+                else:
+                    return None
+            if not ok:
+                return False
+    return True
+
+
+def sort_key(doc: dict[str, Any], sort: list[tuple[str, int]], *, server: bool = False
+             ) -> tuple[Any, ...] | None:
+    """`doc`'s place in an ascending sort on scalar fields, as the server orders it; None
+    where this cannot tell (a descending field; a value of another type, unless `server`:
+    see _scalar)."""
+    key = []
+    for path, direction in sort:
+        v = _field(doc, path)
+        s = (None if direction != ASCENDING else
+             _scalar(None if v is _MISSING_PATH else v, server=True) if server else
+             None if v is _MISSING_PATH else _scalar(v))
+        if s is None:
+            return None
+        key.append(s)
+    return tuple(key)
+
+
 class Docs:
     """One collection as a transaction sees it, for batch consumers: `load` the batch's
     documents in one query, read and update them in memory, and let the transaction write
@@ -331,19 +447,51 @@ class Docs:
     async def iter_where(self, query: dict[str, Any], sort: list[tuple[str, int]] | None = None
                          ) -> AsyncIterator[dict[str, Any]]:
         """The documents `query` matches (in `sort` order if given), each cached as it is
-        read (pending writes first, so it sees them); a caller that stops when it has read
-        enough never reads the rest."""
-        await self.flush()
+        read; a caller that stops when it has read enough never reads the rest. This
+        transaction's pending writes are seen: matched in memory and merged into the
+        server's answer where `matches` and `sort_key` can decide them (fields compared with
+        scalars, ascending sorts), else written first (a round trip) so the server sees them."""
+        mine = self._pending_matching(query, sort)
+        if mine is None:
+            await self.flush()
+            mine = []
+        stale = set(self.pending)  # the server's copies of these are older than ours
         self.uow._spoke = True
         cursor = self.coll.find(query, session=self.uow._session)
         if sort:
             cursor = cursor.sort(sort)
         try:
             async for d in cursor:
+                if d["_id"] in stale:
+                    continue
+                if mine:
+                    at = sort_key(d, sort, server=True) if sort else None
+                    while mine and (at is None or mine[0][0] <= at):
+                        yield mine.pop(0)[1]
                 self._known(d["_id"], d)
                 yield d
         finally:
             await cursor.close()
+        for _, doc in mine:
+            yield doc
+
+    def _pending_matching(self, query: dict[str, Any], sort: list[tuple[str, int]] | None
+                          ) -> list[tuple[Any, dict[str, Any]]] | None:
+        """This transaction's pending documents that match `query`, in `sort` order, each
+        with its sort key; None if that cannot be decided in memory."""
+        out = []
+        for key in self.pending:
+            doc = self.cache[key]
+            if doc is None:
+                continue
+            ok = matches(doc, query)
+            at = sort_key(doc, sort) if sort and ok else ()
+            if ok is None or at is None:
+                return None
+            if ok:
+                out.append((at, doc))
+        out.sort(key=lambda x: x[0])
+        return out
 
     async def get(self, key: Any) -> dict[str, Any] | None:
         if key not in self.cache:
@@ -388,8 +536,8 @@ class Docs:
             return
         self._remember(key)
         self.cache[key] = None
-        if self.pending.get(key) == "insert":
-            del self.pending[key]  # never written
+        if self.pending.get(key) == "insert" or not self.existed.get(key):
+            del self.pending[key]  # never written (inserted, or upserted, in this transaction)
         else:
             self.pending[key] = "delete"
 

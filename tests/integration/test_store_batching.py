@@ -5,12 +5,14 @@ at all; a write that no longer hits its document fails the transaction."""
 from __future__ import annotations
 
 import asyncio
+import random
 import time
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
 
 import pytest
+from bson import Decimal128
 from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo import monitoring
 
@@ -383,3 +385,109 @@ async def test_writes_outside_a_transaction_are_not_retryable_writes_unless_the_
     finally:
         await store.client.drop_database(store.db.name)
         await store.close()
+
+
+QUERIES: list[tuple[dict[str, Any], list[tuple[str, int]] | None]] = [
+    ({"pipeline": "waiting"}, [("priority", 1), ("approved_at", 1), ("_id", 1)]),
+    ({"topup_waiting": True, "pipeline": {"$ne": "waiting"}}, None),
+    ({"amount": {"$gt": Decimal128("0")}}, [("at", 1), ("_id", 1)]),
+    ({"priority": {"$in": [1, 3]}, "amount": {"$lte": 50}}, [("amount", 1), ("_id", 1)]),
+    ({"pipeline": None}, [("approved_at", 1), ("_id", 1)]),
+    ({"pipeline": {"$nin": ["allocated"]}, "priority": {"$gte": 2}}, [("_id", 1)]),
+]
+
+
+def _thing(rnd: random.Random, i: int) -> dict[str, Any]:
+    base = datetime(2026, 12, 1, tzinfo=UTC)
+    doc: dict[str, Any] = {
+        "_id": f"t{i:03}", "priority": rnd.choice([1, 2, 3]),
+        # a few in one millisecond: the store keeps milliseconds, the cache microseconds
+        "approved_at": base + timedelta(milliseconds=rnd.randrange(5),
+                                        microseconds=rnd.randrange(1000)),
+        "at": base + timedelta(seconds=rnd.randrange(20)),
+        "amount": Decimal128(str(rnd.choice([0, 10, 50, "50.00", 75.5, 200]))),
+        "pipeline": rnd.choice(["waiting", "allocated", None])}
+    if doc["pipeline"] is None and rnd.random() < 0.5:
+        del doc["pipeline"]  # missing, not null: the same to a query
+    if rnd.random() < 0.5:
+        doc["topup_waiting"] = rnd.random() < 0.5
+    return doc
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_query_sees_the_transactions_pending_writes_without_writing_them_first(
+        seed: int) -> None:
+    """Queries over documents this transaction changed, added and deleted answer as the
+    server answers them once the changes are written, in the same order, and no write
+    reaches the server before the transaction's closing one."""
+    rnd = random.Random(seed)
+    store, counter = await counted("pending")
+    await store.db.things.insert_many([_thing(rnd, i) for i in range(40)])
+    answers: dict[int, list[str]] = {}
+
+    async def work(uow: UnitOfWork) -> None:
+        docs = uow.docs("things")
+        await docs.load(f"t{i:03}" for i in range(40))
+        for i in rnd.sample(range(40), 15):
+            fresh = _thing(rnd, i)
+            await docs.update(f"t{i:03}", {"$set": {k: v for k, v in fresh.items()
+                                                    if k != "_id"}})
+        for i in rnd.sample(range(40), 5):
+            await docs.delete(f"t{i:03}")
+        for i in range(40, 50):
+            await docs.add(_thing(rnd, i))
+        counter.on.clear()
+        for n, (query, sort) in enumerate(QUERIES):
+            answers[n] = [d["_id"] async for d in docs.iter_where(query, sort)]
+        assert [c for c, _ in counter.on] == ["find"] * len(QUERIES)  # nothing written
+        # the truth: the changes written, the same queries asked of the server
+        await docs.flush()
+        for n, (query, sort) in enumerate(QUERIES):
+            cursor = store.db.things.find(query, session=uow.session)
+            truth = [d["_id"] async for d in (cursor.sort(sort) if sort else cursor)]
+            assert (answers[n] if sort else sorted(answers[n])) == (
+                truth if sort else sorted(truth)), (query, sort)
+
+    await store.transaction(work)
+    assert all(answers.values())  # every query found something
+    await store.client.drop_database(store.db.name)
+    await store.close()
+
+
+async def test_a_query_the_cache_cannot_decide_writes_the_pending_documents_first() -> None:
+    store, counter = await counted("pending")
+    await store.db.things.insert_many([{"_id": "a", "tags": ["x"]}, {"_id": "b", "tags": []}])
+
+    async def work(uow: UnitOfWork) -> None:
+        docs = uow.docs("things")
+        await docs.load(["a", "b"])
+        await docs.update("b", {"$push": {"tags": "x"}})
+        counter.on.clear()
+        assert [d["_id"] async for d in docs.iter_where({"tags": "x"}, [("_id", 1)])] == [
+            "a", "b"]  # an array's elements: the server's rule
+        assert [c for c, _ in counter.on] == ["update", "find"]
+
+    await store.transaction(work)
+    await store.client.drop_database(store.db.name)
+    await store.close()
+
+
+async def test_a_document_upserted_and_deleted_in_one_transaction_is_never_written() -> None:
+    """(What a notification parked and unparked in one batch does, the query between them
+    answered from the cache.)"""
+    store, counter = await counted("pending")
+
+    async def work(uow: UnitOfWork) -> None:
+        docs = uow.docs("parked")
+        await docs.update("f1", {"$setOnInsert": {"programme_id": "p1"}}, upsert=True)
+        found = await docs.load_where({"programme_id": "p1"})
+        assert [d["_id"] for d in found] == ["f1"]
+        await docs.delete("f1")
+        assert await docs.get("f1") is None
+
+    counter.on.clear()
+    await store.transaction(work)
+    assert not [c for c, coll in counter.on if coll == "parked" and c != "find"]
+    assert await store.db.parked.count_documents({}) == 0
+    await store.client.drop_database(store.db.name)
+    await store.close()

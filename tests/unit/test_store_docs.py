@@ -179,3 +179,38 @@ def test_counters_are_raised_in_place_and_compared_by_value() -> None:
         Aggregate.stored(never_raised)) == {
         "_id": 3, "c": {"status": {"on-going": {"allocated_usd": Decimal(21),
                                                 "programmes": 2}}}}
+
+
+def test_matches_decides_what_the_server_would_for_scalar_comparisons() -> None:
+    from datetime import UTC, datetime
+
+    from shared.store import matches
+
+    doc = {"_id": "p", "pipeline": "waiting", "n": Decimal128("50.00"), "flag": True,
+           "at": datetime(2026, 12, 1, tzinfo=UTC), "sub": {"x": 1}}
+    assert matches(doc, {"pipeline": "waiting", "n": 50}) is True  # 50.00 == 50
+    assert matches(doc, {"missing": None, "gone": {"$ne": "waiting"}}) is True
+    assert matches(doc, {"missing": {"$gt": 0}}) is False  # null is not a number
+    assert matches(doc, {"flag": 1}) is False  # a boolean is not a number
+    assert matches(doc, {"n": {"$gt": "a"}}) is False  # compared within a type only
+    assert matches(doc, {"sub.x": {"$in": [1, 2]}, "n": {"$nin": [1]}}) is True
+    assert matches(doc, {"at": {"$lt": datetime(2026, 12, 2, tzinfo=UTC)}}) is True
+    # what it cannot decide, it leaves to the server
+    assert matches({"tags": ["x"]}, {"tags": "x"}) is None
+    assert matches(doc, {"$or": [{"n": 1}]}) is None
+    assert matches(doc, {"n": {"$exists": True}}) is None
+    assert matches(doc, {"sub": {"x": 1}}) is None
+
+
+def test_sort_keys_follow_the_servers_order_of_types() -> None:
+    from datetime import UTC, datetime
+
+    from shared.store import sort_key
+
+    docs = [{"_id": 5, "k": "a"}, {"_id": 1, "k": 2}, {"_id": 2}, {"_id": 3, "k": True},
+            {"_id": 4, "k": datetime(2026, 1, 1, tzinfo=UTC)}, {"_id": 6, "k": Decimal("1.5")}]
+    ordered = sorted(docs, key=lambda d: sort_key(d, [("k", 1), ("_id", 1)]))  # type: ignore
+    assert [d["_id"] for d in ordered] == [2, 6, 1, 5, 3, 4]
+    assert sort_key(docs[0], [("k", -1)]) is None  # descending: left to the server
+    assert sort_key({"k": [1]}, [("k", 1)]) is None
+    assert sort_key({"k": [1]}, [("k", 1)], server=True) is not None
