@@ -379,10 +379,14 @@ def sort_key(doc: dict[str, Any], sort: list[tuple[str, int]], *, server: bool =
     see _scalar)."""
     key = []
     for path, direction in sort:
+        if direction != ASCENDING:
+            return None
         v = _field(doc, path)
-        s = (None if direction != ASCENDING else
-             _scalar(None if v is _MISSING_PATH else v, server=True) if server else
-             None if v is _MISSING_PATH else _scalar(v))
+        if v is _MISSING_PATH:
+            if not server:
+                return None
+            v = None
+        s = _scalar(v, server=server)
         if s is None:
             return None
         key.append(s)

@@ -658,8 +658,8 @@ class FundingStore(Store):
                             ) -> list[str]:
         """Allocate to what waits (programmes, and top-ups of programmes not suspended),
         head of the pipeline first, while the available balance covers them; all of them in
-        a few writes (one conditional update of the balance for their sum, one bulk write
-        per collection). Returns the programmes funded now."""
+        the transaction's cache, written with its closing writes (the balance and the
+        sources drawn guarded: `_spend`). Returns the programmes funded now."""
         programmes = uow.docs("programmes")
         fund = await uow.docs("fund").get("fund")
         available = py(fund["available"]) if fund else ZERO

@@ -137,10 +137,11 @@ async def test_a_guarded_balance_is_written_only_if_the_store_still_holds_what_w
         docs = uow.docs("accounts")
         await docs.load(["a"])
         await docs.update("a", {"$inc": {"balance": d128("-3.00"), "n": 1}})
-        # a query sees it (written mid-transaction), then a second change: its guard is
-        # the balance this transaction wrote, not the one it read first
         assert [d["_id"] async for d in docs.iter_where({"balance": {"$gt": d128("6")}})
-                ] == ["a"]
+                ] == ["a"]  # a query sees it
+        # written mid-transaction, then a second change: its guard is the balance this
+        # transaction wrote, not the one it read first
+        await docs.flush()
         await docs.update("a", {"$inc": {"balance": d128("-2.00")}})
 
     await store.transaction(spend)
