@@ -444,6 +444,15 @@ class Docs:
         for i in missing:
             self._known(i, found.get(i))
 
+    def seed(self, ids: Iterable[Any], found: dict[Any, dict[str, Any]]) -> None:
+        """Take documents read outside the transaction (concurrently with its own reads) as
+        this transaction's read of `ids` (absent from `found`: none). Only for a
+        collection the transaction never writes and whose reads need no snapshot shared
+        with the rest (configuration): a read a moment earlier than the transaction's own."""
+        for i in ids:
+            if i is not None and i not in self.cache:
+                self._known(i, found.get(i))
+
     async def load_where(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Cache every document `query` matches (pending writes first, so it sees them)."""
         return [d async for d in self.iter_where(query)]

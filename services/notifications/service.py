@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -78,14 +78,16 @@ async def notify(store: NotificationsStore, uow: UnitOfWork, fact_id: str, fact_
     return await store.record(uow, notices, contacts, at, digest_hour, traceparent)
 
 
-async def addressees(store: NotificationsStore, uow: UnitOfWork, events: list[Incoming]
-                     ) -> list[str]:
-    """Whom a batch's facts address, as far as the programmes known before the batch say
-    (a submission in the batch stands for its programme): their directory entries are then
-    read in one query. notify() still reads any it finds missing (a programme the batch
-    itself changes)."""
+async def addressees(events: list[Incoming],
+                     programme: Callable[[str | None], Awaitable[Programme | None]]
+                     ) -> tuple[list[str], list[Programme]]:
+    """Whom a batch's facts address, as far as `programme` knows their programmes (a
+    submission in the batch stands for its programme), and the programmes that said so:
+    their directory entries are then read in one query. notify() still reads any it finds
+    missing (a programme the batch itself changes)."""
     codes: dict[str, None] = {}
     submitted: dict[str, Programme] = {}
+    known: dict[str, Programme] = {}
     for inc in events:
         ev: Any = inc.event
         pid = getattr(ev, "programme_id", None)
@@ -93,11 +95,39 @@ async def addressees(store: NotificationsStore, uow: UnitOfWork, events: list[In
             p: Programme | None = submitted.setdefault(
                 pid, Programme.from_doc(programme_view(ev)))
         else:
-            p = submitted.get(pid) or await store.programme(uow, pid)
+            p = submitted.get(pid) or await programme(pid)
+        if p is not None:
+            known[p.programme_id] = p
         msg = message_for(ev, p)
         if msg is not None:
             codes.update(dict.fromkeys(msg.addressed()))
-    return list(codes)
+    return list(codes), list(known.values())
+
+
+async def read_programmes(store: NotificationsStore, uow: UnitOfWork, events: list[Incoming]
+                          ) -> None:
+    """The batch's programmes and the directory entries of whom its facts address, cached in
+    the transaction. The entries that the programmes as this process last read them
+    (store.recent) address are read while the programmes are: the directory is
+    configuration, never written by a transaction of facts, so a read outside it a moment
+    earlier answers as one inside would. Those it did not guess are read once the
+    programmes are known (a round trip more, as there was always)."""
+    guess, _ = await addressees(events, store.recent_programme)
+    if guess:
+        loaded, found = await asyncio.gather(
+            programmes_of()(uow, events), store.read_contacts(guess),
+            return_exceptions=True)  # (neither left running if the other fails)
+        for x in (loaded, found):
+            if isinstance(x, BaseException):
+                raise x
+        assert isinstance(found, dict)
+        uow.docs("directory").seed(guess, found)
+    else:
+        await programmes_of()(uow, events)
+    codes, programmes = await addressees(events, lambda pid: store.programme(uow, pid))
+    for p in programmes:
+        store.recent.put(p)
+    await store.contacts(uow, codes)
 
 
 async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, digest_hour: int,
@@ -134,8 +164,7 @@ async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, dige
     careful = False  # look each notice up before making it (see NotificationsStore.expect_new)
 
     async def preload(uow: UnitOfWork, events: list[Incoming]) -> None:
-        await programmes_of()(uow, events)
-        await store.contacts(uow, await addressees(store, uow, events))
+        await read_programmes(store, uow, events)
         if not careful:
             store.expect_new(uow, [i.id for i in events])
 

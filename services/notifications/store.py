@@ -22,6 +22,7 @@ notification as before.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from contextlib import suppress
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,7 +50,28 @@ from shared.envelope import utcnow
 from shared.errors import BadRequest
 from shared.metrics import BUSINESS
 from shared.reference import NETWORK_MEMBERS
+from shared.settings import ServiceSettings
 from shared.store import Store, UnitOfWork
+
+
+class Recent:
+    """The programmes this process read last (at most `size` of them, the oldest forgotten
+    first): whom a batch's facts are likely to address is known before the batch's
+    programmes are read, so their directory entries can be read meanwhile. Only a guess:
+    what it misses is read in the transaction, as without it."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._programmes: OrderedDict[str, Programme] = OrderedDict()
+
+    def get(self, pid: str | None) -> Programme | None:
+        return self._programmes.get(pid) if pid else None
+
+    def put(self, p: Programme) -> None:
+        self._programmes[p.programme_id] = p
+        self._programmes.move_to_end(p.programme_id)
+        while len(self._programmes) > self.size:
+            self._programmes.popitem(last=False)
 
 
 def contact_of(d: dict[str, Any] | None) -> Contact | None:
@@ -60,6 +82,10 @@ def contact_of(d: dict[str, Any] | None) -> Contact | None:
 
 
 class NotificationsStore(Store):
+    def __init__(self, settings: ServiceSettings, *, driver: str | None = None) -> None:
+        super().__init__(settings, driver=driver)
+        self.recent = Recent()
+
     async def indexes(self) -> None:
         d = self.db.deliveries
         await self._rows_of_earlier_releases()
@@ -148,6 +174,10 @@ class NotificationsStore(Store):
         await directory.load(codes)
         return {code: c for code in codes if (c := contact_of(directory.cache[code]))}
 
+    async def read_contacts(self, codes: list[str]) -> dict[str, dict[str, Any]]:
+        """Directory entries read outside any transaction (see handle_facts' preload)."""
+        return {d["_id"]: d async for d in self.db.directory.find({"_id": {"$in": codes}})}
+
     async def contact(self, code: str) -> Contact | None:
         return contact_of(await self.db.directory.find_one({"_id": code}))
 
@@ -172,6 +202,10 @@ class NotificationsStore(Store):
             return None
         d = await uow.docs("programmes").get(pid)
         return Programme.from_doc(d) if d and d.get("punos") else None
+
+    async def recent_programme(self, pid: str | None) -> Programme | None:
+        """The programme as this process last read it (no read now), if it still recalls it."""
+        return self.recent.get(pid)
 
     async def park(self, uow: UnitOfWork, fact_id: str, fact_type: str, pid: str,
                    data: dict[str, Any], traceparent: str | None, at: datetime) -> None:

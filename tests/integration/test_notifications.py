@@ -358,6 +358,105 @@ async def test_a_fact_seen_again_after_its_inbox_record_expired_makes_no_notice_
         await store.close()
 
 
+async def test_a_batch_reads_the_directory_entries_of_programmes_it_recalls_beside_its_programmes(
+        ) -> None:
+    """Whom a batch's facts address is known before its programmes are read where the process
+    recalls them (or a submission in the batch names them): those directory entries are read
+    outside the transaction, beside its programmes' read, not after it inside. Only a
+    guess: a contact changed a moment before is seen all the same, and a process that
+    recalls nothing (a restart, another replica) reads them in the transaction and makes the
+    same notices."""
+    from types import SimpleNamespace
+
+    from pymongo import monitoring as mon
+
+    from shared.consumer import Incoming
+    from shared.contracts import contract_for
+    from shared.envelope import Envelope
+
+    def incoming(topic: str, event: Any) -> Incoming:
+        env = Envelope(source="/mptf/test", type=contract_for(event).type,
+                       subject=event.programme_id)
+        return Incoming(SimpleNamespace(topic=topic, partition=0, offset=0), env,  # type: ignore[arg-type]
+                        event)
+
+    settings = isolated(NotificationsSettings)
+    reads: list[tuple[str, bool]] = []  # (collection, in a transaction) of each find
+
+    class Finds(mon.CommandListener):  # every client made from now on reports to it
+        def started(self, event: mon.CommandStartedEvent) -> None:
+            if event.database_name == settings.database and event.command_name == "find":
+                reads.append((event.command["find"], "autocommit" in event.command))
+
+        def succeeded(self, event: mon.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: mon.CommandFailedEvent) -> None:
+            pass
+
+    mon.register(Finds())  # (only this test's database is looked at)
+    store = NotificationsStore(settings)
+    other = NotificationsStore(settings)  # another replica, or this one restarted
+    try:
+        await store.ensure_indexes()
+        await store.seed_directory()
+        sub_a, approved_a = facts("jp-g1")
+        sub_b, approved_b = facts("jp-g2")
+        # the submissions name their PUNOs: read beside the programmes, outside
+        reads.clear()
+        assert await notifications.handle_facts(store, [
+            incoming(topics.PROGRAMMES, sub_a), incoming(topics.PROGRAMMES, sub_b)],
+            digest_hour=6) == []
+        assert ("directory", False) in reads and ("directory", True) not in reads
+        assert ("programmes", True) in reads
+        assert store.recent.get("jp-g1") is not None
+
+        # UNDP registers a webhook; then the approval: its addressees guessed from the
+        # programme as this process recalls it, their entries (UNDP's new one) read outside
+        await store.put_contact("UNDP", {"webhook_url": "https://undp.example/hook"})
+        reads.clear()
+        assert await notifications.handle_facts(store, [
+            incoming(topics.FUNDING, approved_a)], digest_hour=6) == []
+        assert ("directory", False) in reads and ("directory", True) not in reads
+        made_a = {(n["recipient"], n["channel"]) for n in await notices(store)
+                  if n["fact_type"] == ProgrammeApproved.TYPE
+                  and n["programme_id"] == "jp-g1"}
+        assert ("UNDP", "webhook") in made_a and ("IOM", "webhook") not in made_a
+        assert {r for r, ch in made_a if ch == "inbox"} >= set(PUNOS)
+
+        # a replica that recalls nothing reads the entries in the transaction, as always:
+        # the same notices for the other programme
+        reads.clear()
+        assert other.recent.get("jp-g2") is None
+        assert await notifications.handle_facts(other, [
+            incoming(topics.FUNDING, approved_b)], digest_hour=6) == []
+        assert ("directory", True) in reads and ("directory", False) not in reads
+        made_b = {(n["recipient"], n["channel"]) for n in await notices(store)
+                  if n["fact_type"] == ProgrammeApproved.TYPE
+                  and n["programme_id"] == "jp-g2"}
+        assert made_b == made_a
+        assert other.recent.get("jp-g2") is not None  # (recalled from now on)
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
+        await other.close()
+
+
+def test_recent_programmes_are_bounded_and_forget_the_oldest_first() -> None:
+    from services.notifications.domain import Programme
+    from services.notifications.store import Recent
+
+    recent = Recent(size=3)
+    for i in range(4):
+        recent.put(Programme(f"jp-{i}", "t", ("IOM", "ILO"), "IOM", ("PH",)))
+    recent.put(Programme("jp-1", "t2", ("IOM", "ILO"), "IOM", ("PH",)))  # (read again)
+    recent.put(Programme("jp-4", "t", ("IOM", "ILO"), "IOM", ("PH",)))
+    assert recent.get("jp-0") is None and recent.get("jp-2") is None
+    assert [recent.get(p) is not None for p in ("jp-1", "jp-3", "jp-4")] == [True] * 3
+    assert recent.get("jp-1").title == "t2"  # type: ignore[union-attr]
+    assert recent.get(None) is None
+
+
 async def test_the_directory_is_seeded_in_one_command_and_a_restart_keeps_its_contacts() -> None:
     """Every member of the Network and the FMU gets an inbox-only entry, in one command; a
     second start (or two replicas starting together) keeps the contact points registered
