@@ -381,3 +381,26 @@ async def assert_index_scans(coll: Any, queries: list[tuple[dict[str, Any], Any]
         plan = str((await (cursor.hint(hint) if hint else cursor).explain())[
             "queryPlanner"]["winningPlan"])
         assert "IXSCAN" in plan and "COLLSCAN" not in plan, (query, plan)
+
+
+def commands_started(database: str, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Every command named in `names` that any client made from now on starts on `database`,
+    as sent (pymongo's global listeners: registered for the rest of the process, so only
+    this one database, a test's own, is looked at)."""
+    from pymongo import monitoring
+
+    sent: list[dict[str, Any]] = []
+
+    class Started(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.database_name == database and event.command_name in names:
+                sent.append(dict(event.command))
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    monitoring.register(Started())
+    return sent

@@ -38,6 +38,7 @@ from tests.support import (
     OPERATOR,
     UNDP,
     bearer,
+    commands_started,
     event_record,
     eventually,
     free_port,
@@ -368,8 +369,6 @@ async def test_a_batch_reads_the_directory_entries_of_programmes_it_recalls_besi
     same notices."""
     from types import SimpleNamespace
 
-    from pymongo import monitoring as mon
-
     from shared.consumer import Incoming
     from shared.contracts import contract_for
     from shared.envelope import Envelope
@@ -381,20 +380,16 @@ async def test_a_batch_reads_the_directory_entries_of_programmes_it_recalls_besi
                         event)
 
     settings = isolated(NotificationsSettings)
-    reads: list[tuple[str, bool]] = []  # (collection, in a transaction) of each find
+    finds = commands_started(settings.database, ("find",))
 
-    class Finds(mon.CommandListener):  # every client made from now on reports to it
-        def started(self, event: mon.CommandStartedEvent) -> None:
-            if event.database_name == settings.database and event.command_name == "find":
-                reads.append((event.command["find"], "autocommit" in event.command))
+    def reads() -> set[tuple[str, bool]]:
+        """The collections read since the last clear, each with whether in a transaction."""
+        return {(c["find"], "autocommit" in c) for c in finds}
 
-        def succeeded(self, event: mon.CommandSucceededEvent) -> None:
-            pass
+    async def approval_notices(pid: str) -> set[tuple[str, str]]:
+        return {(n["recipient"], n["channel"]) for n in await notices(store)
+                if n["fact_type"] == ProgrammeApproved.TYPE and n["programme_id"] == pid}
 
-        def failed(self, event: mon.CommandFailedEvent) -> None:
-            pass
-
-    mon.register(Finds())  # (only this test's database is looked at)
     store = NotificationsStore(settings)
     other = NotificationsStore(settings)  # another replica, or this one restarted
     try:
@@ -403,38 +398,33 @@ async def test_a_batch_reads_the_directory_entries_of_programmes_it_recalls_besi
         sub_a, approved_a = facts("jp-g1")
         sub_b, approved_b = facts("jp-g2")
         # the submissions name their PUNOs: read beside the programmes, outside
-        reads.clear()
+        finds.clear()
         assert await notifications.handle_facts(store, [
             incoming(topics.PROGRAMMES, sub_a), incoming(topics.PROGRAMMES, sub_b)],
             digest_hour=6) == []
-        assert ("directory", False) in reads and ("directory", True) not in reads
-        assert ("programmes", True) in reads
+        assert ("directory", False) in reads() and ("directory", True) not in reads()
+        assert ("programmes", True) in reads()
         assert store.recent.get("jp-g1") is not None
 
         # UNDP registers a webhook; then the approval: its addressees guessed from the
         # programme as this process recalls it, their entries (UNDP's new one) read outside
         await store.put_contact("UNDP", {"webhook_url": "https://undp.example/hook"})
-        reads.clear()
+        finds.clear()
         assert await notifications.handle_facts(store, [
             incoming(topics.FUNDING, approved_a)], digest_hour=6) == []
-        assert ("directory", False) in reads and ("directory", True) not in reads
-        made_a = {(n["recipient"], n["channel"]) for n in await notices(store)
-                  if n["fact_type"] == ProgrammeApproved.TYPE
-                  and n["programme_id"] == "jp-g1"}
+        assert ("directory", False) in reads() and ("directory", True) not in reads()
+        made_a = await approval_notices("jp-g1")
         assert ("UNDP", "webhook") in made_a and ("IOM", "webhook") not in made_a
         assert {r for r, ch in made_a if ch == "inbox"} >= set(PUNOS)
 
         # a replica that recalls nothing reads the entries in the transaction, as always:
         # the same notices for the other programme
-        reads.clear()
+        finds.clear()
         assert other.recent.get("jp-g2") is None
         assert await notifications.handle_facts(other, [
             incoming(topics.FUNDING, approved_b)], digest_hour=6) == []
-        assert ("directory", True) in reads and ("directory", False) not in reads
-        made_b = {(n["recipient"], n["channel"]) for n in await notices(store)
-                  if n["fact_type"] == ProgrammeApproved.TYPE
-                  and n["programme_id"] == "jp-g2"}
-        assert made_b == made_a
+        assert ("directory", True) in reads() and ("directory", False) not in reads()
+        assert await approval_notices("jp-g2") == made_a
         assert other.recent.get("jp-g2") is not None  # (recalled from now on)
     finally:
         await store.client.drop_database(store.db.name)

@@ -22,7 +22,7 @@ from shared.envelope import utcnow
 from shared.errors import Conflict
 from shared.settings import ServiceSettings
 from shared.store import Store, UnitOfWork
-from tests.support import isolated
+from tests.support import commands_started, isolated
 
 
 class Counter(monitoring.CommandListener):
@@ -354,28 +354,12 @@ async def test_writes_outside_a_transaction_are_not_retryable_writes_unless_the_
     """The service's own client sends a write outside a transaction without a transaction
     number (no retryable-write record for the server to keep and search at every later one:
     see shared.store.retry_writes), unless MONGODB_URL says retryWrites=true."""
-    from pymongo import monitoring as mon
-
     base = isolated(ServiceSettings, service_name="retries")
     url = base.mongodb_url
     if asked is not None:
         url += ("&" if "?" in url else "/?") + f"retryWrites={asked}"
     settings = base.model_copy(update={"mongodb_url": url})
-    sent: list[dict[str, Any]] = []
-
-    class Sent(mon.CommandListener):  # every client made from now on reports to it
-        def started(self, event: mon.CommandStartedEvent) -> None:
-            if event.database_name == settings.database and event.command_name in (
-                    "update", "delete"):
-                sent.append(dict(event.command))
-
-        def succeeded(self, event: mon.CommandSucceededEvent) -> None:
-            pass
-
-        def failed(self, event: mon.CommandFailedEvent) -> None:
-            pass
-
-    mon.register(Sent())  # (only this test's database is looked at)
+    sent = commands_started(settings.database, ("update", "delete"))
     store = Store(settings)
     try:
         assert store.client.options.retry_writes is (asked == "true")
