@@ -96,18 +96,30 @@ class Members:
         if lsid in self.sessions:
             return
         self.sessions.append(lsid)
-        await self.coll.update_one(
-            {"_id": self.owner},
-            {"$set": {"until": self._until(), "inbox": INBOX_SHAPE},
-             "$addToSet": {"sessions": lsid}}, upsert=True)
+        await self._renew([lsid])
+
+    async def _renew(self, sessions: list[dict[str, Any]]) -> None:
+        """Move our document's expiry on (never back) and add `sessions` to it. The expiry
+        is read from the clock before the write's awaits: if the event loop stalls in
+        between (a hung process), the write lands with an expiry already past. So the
+        expiry only ever grows (`$max`, the keepalive thread may have moved it further),
+        and a document the others reaped meanwhile is not brought back by that late write
+        (no upsert): it is made anew with the clock read again, after the stall."""
+        for upsert in (False, True, False):  # (the last: made meanwhile by our other write)
+            try:
+                res = await self.coll.update_one(
+                    {"_id": self.owner},
+                    {"$max": {"until": self._until()}, "$set": {"inbox": INBOX_SHAPE},
+                     "$addToSet": {"sessions": {"$each": sessions}}}, upsert=upsert)
+            except DuplicateKeyError:
+                continue
+            if res.matched_count or res.upserted_id is not None:
+                return
 
     async def beat(self) -> None:
         """Renew our document; count the live members; reap the dead ones."""
+        await self._renew(self.sessions)
         now = utcnow()
-        await self.coll.update_one(
-            {"_id": self.owner},
-            {"$set": {"until": now + timedelta(seconds=self.ttl), "inbox": INBOX_SHAPE},
-             "$addToSet": {"sessions": {"$each": self.sessions}}}, upsert=True)
         live, dead, earlier = 0, [], 0
         async for d in self.coll.find({}, {"until": 1, "sessions": 1, "inbox": 1}):
             if d["until"] > now:
@@ -182,7 +194,7 @@ class Members:
                 if time.monotonic() - self._ticked > self.stall:
                     continue  # hung: let the others reap us
                 try:
-                    coll.update_one({"_id": self.owner}, {"$set": {"until": self._until()}})
+                    coll.update_one({"_id": self.owner}, {"$max": {"until": self._until()}})
                 except Exception as e:  # the store restarting: the next round tries again
                     log.debug("member_keepalive_failed", error=repr(e))
         finally:

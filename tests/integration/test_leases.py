@@ -6,7 +6,9 @@
 * a replica SIGKILLed inside a store transaction is reaped by another: its server session is
   ended, so what it held is free at once, not after the server's transaction lifetime;
 * a replica whose event loop is busy for several heartbeat lifetimes is not reaped (its
-  transaction commits), but one whose loop made no progress past member_stall_seconds is."""
+  transaction commits), but one whose loop made no progress past member_stall_seconds is;
+* a heartbeat whose write lands after its expiry (the loop stalled between reading the clock
+  and writing) neither revives a reaped member nor moves a live one's expiry back."""
 
 from __future__ import annotations
 
@@ -422,3 +424,47 @@ async def test_a_busy_replica_is_not_reaped_but_a_hung_one_is(
         await other.wait()
         await b.members.leave()
         await b.close()
+
+
+async def test_a_heartbeat_write_that_lands_late_neither_revives_nor_shortens_a_member(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A heartbeat reads the clock, then awaits its write: a loop that stalls in between
+    (the hung replica above, waking up) sends an expiry already past. It must not bring
+    back the document another member reaped meanwhile with that expiry (it would be reaped
+    again, its sessions killed a second time), nor move a live document's expiry back."""
+    from shared import lease as lease_module
+
+    _, (a, b) = await replicas(2, member_ttl_seconds=2.0, member_beat_seconds=0.5)
+    real = lease_module.utcnow
+    late = {"reads": 0}
+
+    def stale_once():  # type: ignore[no-untyped-def]
+        late["reads"] += 1
+        return real() - timedelta(seconds=10) if late["reads"] == 1 else real()
+
+    try:
+        mine = {"_id": a.members.owner}
+        before = (await a.db.members.find_one(mine))["until"]
+        monkeypatch.setattr(lease_module, "utcnow", stale_once)
+        await a.members.beat()  # its expiry read 10 s late: the document keeps the later one
+        monkeypatch.setattr(lease_module, "utcnow", real)
+        assert (await a.db.members.find_one(mine))["until"] >= before
+
+        # a is reaped by b (as if hung past its expiry), then a's late write lands
+        await a.db.members.update_one(mine, {"$set": {"until": real() - timedelta(seconds=1)}})
+        await b.members.beat()
+        assert b.members.reaped == 1
+        assert await a.db.members.find_one(mine) is None
+        late["reads"] = 0
+        monkeypatch.setattr(lease_module, "utcnow", stale_once)
+        await a.members.beat()
+        monkeypatch.setattr(lease_module, "utcnow", real)
+        back = await a.db.members.find_one(mine)
+        assert back is not None and back["until"] > real()  # made anew, not expired
+        await b.members.beat()
+        assert b.members.reaped == 1  # so not reaped a second time
+        assert b.members.live == 2
+    finally:
+        for s in (a, b):
+            await s.members.leave()
+            await s.close()
