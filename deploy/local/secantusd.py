@@ -22,15 +22,22 @@ and the next statement positions the cursors again (`Storage._cursor` resets a c
 before each use anyway). Nothing of the wire protocol changes.
 
 Applied only to the SecantusDB release it was checked against (`PATCHED_RELEASE`); under any
-other the server runs as published and says so on stderr. Drop this file when SecantusDB
-releases its transactions' pages itself. Test: tests/unit/test_secantusd_launcher.py.
+other the server runs as published and says so on stderr. Drop the workaround when
+SecantusDB releases its transactions' pages itself. Test: tests/unit/test_secantusd_launcher.py.
+
+For benchmarks, MPTF_SECANTUS_ACCOUNT=FILE also has the server write where its time goes, per
+collection (`account_storage_calls`; tests/bench/spans.py --store).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from typing import Any
 
@@ -63,10 +70,72 @@ def release_pages_after_each_statement() -> bool:
     return True
 
 
+# the storage engine's calls that statements come down to, each by database and collection
+ACCOUNTED = ("insert", "update_matching", "delete_matching", "find_matching")
+
+
+def account_storage_calls(path: str, every: float = 1.0) -> Callable[[], None]:
+    """Where the server's time goes, per collection (benchmarks: MPTF_SECANTUS_ACCOUNT=path;
+    tests/bench/spans.py --store). Each call of the storage engine's ACCOUNTED methods (the
+    outermost: not those one makes itself) is counted with the CPU time its thread spent in
+    it, by method and `database.collection`, written to `path` as JSON (`{key: [calls, cpu
+    seconds]}`, totals since start) every `every` seconds. Returns the writer (for tests).
+    Nothing of the wire protocol changes; what a statement costs outside these calls (the
+    command's parsing, its transaction's commit) is not in it."""
+    from secantus import storage
+
+    totals: dict[str, list[float]] = {}
+    lock, inside = threading.Lock(), threading.local()
+
+    def counted(name: str, method: Any) -> Any:
+        def call(self: Any, *args: Any, **kw: Any) -> Any:
+            if getattr(inside, "depth", 0):
+                return method(self, *args, **kw)
+            inside.depth, began = 1, time.thread_time()
+            try:
+                return method(self, *args, **kw)
+            finally:
+                inside.depth = 0
+                spent = time.thread_time() - began
+                db = args[0] if args else kw.get("db")
+                coll = args[1] if len(args) > 1 else kw.get("coll")
+                with lock:
+                    t = totals.setdefault(f"{name} {db}.{coll}", [0, 0.0])
+                    t[0] += 1
+                    t[1] += spent
+
+        call.accounted = True  # type: ignore[attr-defined]
+        return call
+
+    for name in ACCOUNTED:
+        method = getattr(storage.Storage, name)
+        if not getattr(method, "accounted", False):
+            setattr(storage.Storage, name, counted(name, method))
+
+    def write() -> None:
+        with lock:
+            out = json.dumps(totals)
+        tmp = f"{path}.tmp"
+        with open(tmp, "w") as f:
+            f.write(out)
+        os.replace(tmp, path)  # a reader never sees half a file
+
+    def keep_writing() -> None:
+        while True:
+            time.sleep(every)
+            with contextlib.suppress(OSError):
+                write()
+
+    threading.Thread(target=keep_writing, name="account-storage", daemon=True).start()
+    return write
+
+
 def main() -> int:
     if not release_pages_after_each_statement():
         print(f"secantusd: SecantusDB {version('secantusdb')} is not {PATCHED_RELEASE}; "
               "running it without the page-release workaround", file=sys.stderr)
+    if os.environ.get("MPTF_SECANTUS_ACCOUNT"):
+        account_storage_calls(os.environ["MPTF_SECANTUS_ACCOUNT"])
     from secantus.cli import main as serve
 
     sys.argv[0] = "secantusd-py"

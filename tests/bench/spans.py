@@ -1,7 +1,7 @@
 """Where the pipeline's time goes at a given load, from the services' own spans (figures, not
 a test):
 
-    .venv/bin/python -m tests.bench.spans [--rate 8] [--seconds 30] [--root NAME ...]
+    .venv/bin/python -m tests.bench.spans [--rate 8] [--seconds 30] [--root NAME ...] [--store]
 
 Starts the four services as tests/bench/pipeline.py does (its servers, started empty, and its
 Steering Committee driver), offers `--rate` concept notes a second for `--seconds`, and prints
@@ -10,7 +10,10 @@ per service, the kinds of span that took the most time (count, total, p50, p95, 
 and for each `--root` (a span name such as "POST /v1/meetings"; by default the SC's meeting
 and each consumer's batch), the median root, how much of it was spent in client spans (the
 store's commands, the broker's), and each kind of span below it per root (time and calls).
-The span files are kept under `--keep` if given.
+The span files are kept under `--keep` if given. With `--store`, it also prints where the
+Mongo server's time went over the load, per collection: the CPU of its storage calls (insert,
+update, delete, find) by call and collection, per programme (the stack script's SecantusDB
+accounts them: deploy/local/secantusd.py), beside the server process's whole CPU.
 
 Infrastructure: as tests/bench/pipeline.py (KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL if set,
 else the stack script's own servers on bench ports).
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -30,7 +34,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from tests.bench.pipeline import ROOT, Pipeline, infra, pct
+from tests.bench.pipeline import ROOT, Pipeline, cpu_seconds, infra, pct, processes
 
 DEFAULT_ROOTS = ("POST /v1/meetings", " process")  # the meeting, and every consumer's batch
 
@@ -89,16 +93,65 @@ def breakdown(spans: list[dict[str, Any]], root: str) -> list[str]:
                     for k, v in total.most_common(10))]
 
 
-async def measure(rate: float, seconds: float, work: Path) -> dict[str, Any]:
-    """The hops of `rate` notes a second for `seconds`; the services' spans left in `work`."""
+class StoreAccount:
+    """The Mongo server's time per collection over the load (`--store`): the totals the
+    local SecantusDB writes (deploy/local/secantusd.py, account_storage_calls) before and
+    after it, and the server process's CPU over the same time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.before, self.cpu = path, {}, 0.0
+        self.after: dict[str, list[float]] = {}
+        self.pid = 0
+
+    async def read(self) -> dict[str, list[float]]:
+        await asyncio.sleep(1.5)  # (it writes every second)
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    async def start(self, pipe: Pipeline) -> None:
+        self.pid = processes(pipe).get("mongo", 0)
+        self.before = await self.read()
+        self.cpu = cpu_seconds(self.pid)
+
+    async def stop(self) -> None:
+        self.after = await self.read()
+        self.cpu = cpu_seconds(self.pid) - self.cpu
+
+    def table(self, programmes: int, tag: str) -> list[str]:
+        rows = {k.replace(f"{tag}_", ""): (v[0] - self.before.get(k, [0, 0])[0],
+                                           v[1] - self.before.get(k, [0, 0.0])[1])
+                for k, v in self.after.items()}
+        rows = {k: v for k, v in rows.items() if v[0]}
+        total = sum(cpu for _, cpu in rows.values())
+        if not rows or not programmes:
+            return ["== store: nothing accounted (--store needs the stack script's SecantusDB)"]
+        out = [f"== store: {total:.2f} s CPU in storage calls of {self.cpu:.2f} s of the "
+               f"server process, {1000 * total / programmes:.1f} ms per programme "
+               f"({programmes} programmes)",
+               f"  {'call and collection':48} {'share':>6} {'ms/prog':>8} {'calls/prog':>10} "
+               f"{'ms/call':>8}"]
+        for k, (calls, cpu) in sorted(rows.items(), key=lambda kv: -kv[1][1])[:30]:
+            out.append(f"  {k[:48]:48} {100 * cpu / total:5.1f}% {1000 * cpu / programmes:8.2f} "
+                       f"{calls / programmes:10.2f} {1000 * cpu / calls:8.2f}")
+        return out
+
+
+async def measure(rate: float, seconds: float, work: Path, store: StoreAccount | None = None
+                  ) -> tuple[dict[str, Any], list[str]]:
+    """The hops of `rate` notes a second for `seconds`; the services' spans left in `work`;
+    where the store's time went (`store`)."""
     pipe = Pipeline(f"spans{int(time.time())}", work)
     async with pipe.running():
         await pipe.offer(20, None, "warm")  # first batches, connections and caches
         await pipe.wait("warm", 20, 300)
         n = max(int(rate * seconds), 1)
+        if store:
+            await store.start(pipe)
         await pipe.offer(n, rate, "load")
         await pipe.wait("load", n, 600)
-        return pipe.by_hop("load")  # (the services write their last spans as they stop)
+        if store:
+            await store.stop()
+        # (the services write their last spans as they stop)
+        return pipe.by_hop("load"), store.table(n, pipe.tag) if store else []
 
 
 def main() -> None:
@@ -107,11 +160,16 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--root", action="append", help="span name (part) to break down")
     ap.add_argument("--keep", type=Path, help="copy the span files here")
+    ap.add_argument("--store", action="store_true", help="the store's time per collection "
+                    "(the stack script's SecantusDB only)")
     args = ap.parse_args()
-    env, started = infra()
     work = Path(tempfile.mkdtemp(prefix="mptf-spans-"))
+    store = StoreAccount(work / "store-account.json") if args.store else None
+    if store:
+        os.environ["MPTF_SECANTUS_ACCOUNT"] = str(store.path)  # (read by the stack's launcher)
+    env, started = infra()
     try:
-        hops = asyncio.run(measure(args.rate, args.seconds, work))
+        hops, store_table = asyncio.run(measure(args.rate, args.seconds, work, store))
         files = {f.name.split("-")[0]: read(f) for f in sorted(work.glob("*.spans"))}
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
@@ -127,6 +185,7 @@ def main() -> None:
         print("\n".join(kinds(spans)))
         for root in args.root or DEFAULT_ROOTS:
             print("\n".join(breakdown(spans, root)))
+    print("\n".join(store_table))
 
 
 if __name__ == "__main__":
