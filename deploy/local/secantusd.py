@@ -104,13 +104,10 @@ def account_storage_calls(path: str, every: float = 1.0) -> Callable[[], None]:
                     t[0] += 1
                     t[1] += spent
 
-        call.accounted = True  # type: ignore[attr-defined]
         return call
 
     for name in ACCOUNTED:
-        method = getattr(storage.Storage, name)
-        if not getattr(method, "accounted", False):
-            setattr(storage.Storage, name, counted(name, method))
+        setattr(storage.Storage, name, counted(name, getattr(storage.Storage, name)))
 
     def write() -> None:
         with lock:

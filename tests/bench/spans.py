@@ -185,7 +185,8 @@ def main() -> None:
         print("\n".join(kinds(spans)))
         for root in args.root or DEFAULT_ROOTS:
             print("\n".join(breakdown(spans, root)))
-    print("\n".join(store_table))
+    if store_table:
+        print("\n".join(store_table))
 
 
 if __name__ == "__main__":

@@ -112,7 +112,6 @@ def test_accounting_counts_each_statement_once_by_collection_with_its_cpu(
         monkeypatch.setattr(storage.Storage, name, getattr(storage.Storage, name))
     out = tmp_path / "account.json"
     write = module.account_storage_calls(str(out), every=3600)
-    assert module.account_storage_calls(str(out), every=3600)  # installing twice wraps once
     engine.insert("db", "other", [{"_id": 1}, {"_id": 2}])
     for i in range(3):
         engine.update_matching("db", "things", {"_id": f"t{i:03}"}, {"$inc": {"n": 1000}})
