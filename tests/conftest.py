@@ -20,6 +20,9 @@ TEST_ENV = {
     "MPTF_KAFKA_CONTROLLER_PORT": os.environ.get("MPTF_TEST_KAFKA_CONTROLLER_PORT", "29093"),
     "MPTF_MONGO_PORT": os.environ.get("MPTF_TEST_MONGO_PORT", "28117"),
     "MPTF_PYTHON": sys.executable,
+    # one SecantusDB for every service's database (the stack runs one per service by
+    # default): tests read several services' databases through one MONGODB_URL
+    "MPTF_MONGO_SERVERS": "one",
 }
 
 

@@ -2,9 +2,10 @@
 # The local stack without Docker: a real Apache Kafka cluster (Apache's own jars from Maven
 # Central: one KRaft node by default, MPTF_KAFKA_BROKERS=3 for three, each broker and
 # controller, with a three-voter controller quorum), a MongoDB wire-protocol server
-# (SecantusDB), and the four services.
+# (SecantusDB: one per service, or one for all), and the four services.
 #
-#   deploy/local/stack.sh infra-up | services-up | up | down | status | env
+#   deploy/local/stack.sh infra-up | services-up | up | down | status | env [SERVICE]
+#   deploy/local/stack.sh mongo-up | restart-mongo
 #   deploy/local/stack.sh kill-kafka-node N | start-kafka-node N | kafka-controller
 #
 # Everything it starts writes logs and pids under one run folder (MPTF_RUN_DIR, default
@@ -23,6 +24,19 @@ KAFKA_CONTROLLER_PORT="${MPTF_KAFKA_CONTROLLER_PORT:-19093}"
 # KAFKA_CONTROLLER_PORT+2(i-1); node 1 is named kafka, the others kafka-2, kafka-3
 KAFKA_BROKERS="${MPTF_KAFKA_BROKERS:-1}"
 MONGO_PORT="${MPTF_MONGO_PORT:-27117}"
+# Each service owns its database; where does each database live? per-service (the default):
+# each service its own SecantusDB (mongo-<service>, on MONGO_PORT+1..+4). SecantusDB serves
+# every client under one global lock, so one server does at most one core's work: at
+# capacity the one server for all was at 0.8 of the machine's 2 cores while the services
+# and the broker left the rest idle, and four servers took the pipeline from 39 to 46
+# programmes/s (docs/benchmarks.md). one: a single server (MONGO_PORT) for every service's
+# database, as the test suite runs it (its tests read several services' databases through
+# one MONGODB_URL). A real mongod (MONGODB_URL) serves every service either way.
+MONGO_SERVERS="${MPTF_MONGO_SERVERS:-per-service}"
+case "$MONGO_SERVERS" in one | per-service) ;;
+  *) echo "[stack] ERROR: MPTF_MONGO_SERVERS is one or per-service, not $MONGO_SERVERS" >&2; exit 1 ;;
+esac
+declare -A MONGO_OFFSET=([intake]=1 [funding]=2 [monitoring]=3 [notifications]=4)
 # SecantusDB's oplog (change streams, which we do not use) is capped by count; once over the
 # cap the server prunes the oldest ~1,000 entries every 1,000 writes under its global lock
 # (70-90 ms each, measured: 100-document inserts then took 30% longer). A million entries
@@ -51,6 +65,24 @@ LOCAL_BOOTSTRAP="$(for i in "${NODES[@]}"; do printf '127.0.0.1:%s,' "$(node_por
 LOCAL_BOOTSTRAP="${LOCAL_BOOTSTRAP%,}"
 BOOTSTRAP="${EXTERNAL_KAFKA:-$LOCAL_BOOTSTRAP}"
 MONGO_URL="${EXTERNAL_MONGO:-mongodb://127.0.0.1:$MONGO_PORT/?directConnection=true}"
+# the Mongo servers this stack runs (none with MONGODB_URL), by name, and their ports
+MONGO_NAMES=()
+declare -A MONGO_PORTS=()
+if [[ -z $EXTERNAL_MONGO ]]; then
+  if [[ $MONGO_SERVERS == one ]]; then MONGO_NAMES=(mongo); MONGO_PORTS[mongo]=$MONGO_PORT
+  else
+    for s in "${SERVICES[@]}"; do
+      MONGO_NAMES+=("mongo-$s"); MONGO_PORTS["mongo-$s"]=$((MONGO_PORT + MONGO_OFFSET[$s]))
+    done
+  fi
+fi
+mongo_url_of() {  # service (or console): the Mongo server its database lives on
+  if [[ -z $EXTERNAL_MONGO && $MONGO_SERVERS == per-service && -n ${MONGO_OFFSET[$1]:-} ]]; then
+    echo "mongodb://127.0.0.1:$((MONGO_PORT + MONGO_OFFSET[$1]))/?directConnection=true"
+  else
+    echo "$MONGO_URL"
+  fi
+}
 # Every Kafka principal's password (JSON, mode 0600): made once, on first start. With an
 # external broker, MPTF_KAFKA_CREDENTIALS names that deployment's file.
 CREDENTIALS="${MPTF_KAFKA_CREDENTIALS:-$RUN_DIR/kafka/credentials.json}"
@@ -164,22 +196,37 @@ print(best[1])
 PY
 }
 
-mongo_up() {
-  if [[ -n $EXTERNAL_MONGO ]]; then say "using MongoDB at $EXTERNAL_MONGO"; return; fi
-  if alive mongo; then say "Mongo server already running"; return; fi
-  port_open "$MONGO_PORT" && die "port $MONGO_PORT is taken by something this stack did not start"
-  mkdir -p "$RUN_DIR/mongo"
+mongo_server_up() {  # name port
+  local name=$1 port=$2
+  if alive "$name"; then say "$name already running"; return; fi
+  port_open "$port" && die "port $port is taken by something this stack did not start"
+  mkdir -p "$RUN_DIR/$name"
   # The oplog is trimmed by count only (MONGO_OPLOG_MAX above): trimmed by age (the default,
   # 1 h), an hour-old burst of writes expires at once and the server prunes it under its
   # global lock; we measured every client stalled for a minute.
   # SecantusDB's own server, with its transactions' pages released after each statement
   # (deploy/local/secantusd.py says why: without it, every client stalled for 4-14 s now
-  # and then, the CPUs idle)
-  start_bg mongo "$PY" "$ROOT/deploy/local/secantusd.py" --host 127.0.0.1 --port "$MONGO_PORT" \
-    --storage-path "$RUN_DIR/mongo/data" --log-level WARNING \
+  # and then, the CPUs idle). MPTF_SECANTUS_ACCOUNT (benchmarks): a file per server.
+  start_bg "$name" env ${MPTF_SECANTUS_ACCOUNT:+MPTF_SECANTUS_ACCOUNT=$MPTF_SECANTUS_ACCOUNT.$name} \
+    "$PY" "$ROOT/deploy/local/secantusd.py" --host 127.0.0.1 --port "$port" \
+    --storage-path "$RUN_DIR/$name/data" --log-level WARNING \
     --oplog-retention-seconds 315360000 --oplog-max-entries "$MONGO_OPLOG_MAX"
-  wait_for mongo 60 port_open "$MONGO_PORT"
-  say "SecantusDB ready on 127.0.0.1:$MONGO_PORT"
+}
+
+mongo_up() {
+  if [[ -n $EXTERNAL_MONGO ]]; then say "using MongoDB at $EXTERNAL_MONGO"; return; fi
+  local name
+  for name in "${MONGO_NAMES[@]}"; do mongo_server_up "$name" "${MONGO_PORTS[$name]}"; done
+  for name in "${MONGO_NAMES[@]}"; do
+    wait_for "$name" 60 port_open "${MONGO_PORTS[$name]}"
+    say "SecantusDB ready on 127.0.0.1:${MONGO_PORTS[$name]} ($name)"
+  done
+}
+
+mongo_down() {  # both arrangements' servers: the folder may hold an earlier run's other one
+  local s
+  stop_one mongo
+  for s in "${SERVICES[@]}"; do stop_one "mongo-$s"; done
 }
 
 cred() { "$PY" -c 'import json,sys;print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$CREDENTIALS" "$1"; }
@@ -223,7 +270,7 @@ ready_http_path() { curl -fsS "http://127.0.0.1:$1$2" >/dev/null 2>&1; }
 service_env() { # name
   local name=$1
   echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
-  echo "MONGODB_URL=$MONGO_URL"
+  echo "MONGODB_URL=$(mongo_url_of "$name")"
   echo "MPTF_HTTP_PORT=$((${PORTS[$name]:-8005} + PORT_OFFSET))"
   # the password is read from the credentials file, never put on a command line
   echo "MPTF_KAFKA_CREDENTIALS=$CREDENTIALS"
@@ -292,15 +339,15 @@ down() {
   stop_one console
   for s in "${SERVICES[@]}"; do stop_one "$s"; done
   for i in "${NODES[@]}"; do stop_one "$(node_name "$i")"; done
-  stop_one mongo
+  mongo_down
   stop_one zipkin
   stop_one prometheus
 }
 
 status() {
-  for n in $(for i in "${NODES[@]}"; do node_name "$i"; done) mongo zipkin prometheus "${SERVICES[@]}" console; do
-    if alive "$n"; then printf '%-14s running (pid %s)\n' "$n" "$(cat "$RUN_DIR/pids/$n.pid")"
-    else printf '%-14s stopped\n' "$n"; fi
+  for n in $(for i in "${NODES[@]}"; do node_name "$i"; done) "${MONGO_NAMES[@]}" zipkin prometheus "${SERVICES[@]}" console; do
+    if alive "$n"; then printf '%-20s running (pid %s)\n' "$n" "$(cat "$RUN_DIR/pids/$n.pid")"
+    else printf '%-20s stopped\n' "$n"; fi
   done
 }
 
@@ -309,7 +356,7 @@ summary() {
 
   Migration MPTF is running (run folder: $RUN_DIR)
     Kafka        $BOOTSTRAP        topics: mptf.inbound.concept-notes, mptf.programmes, ...
-    MongoDB      $MONGO_URL
+$(for s in "${SERVICES[@]}"; do printf '    MongoDB      %-13s %s\n' "$s" "$(mongo_url_of "$s")"; done)
     intake       http://127.0.0.1:$((8001 + PORT_OFFSET))/docs   (AsyncAPI: /asyncapi.json)
     funding      http://127.0.0.1:$((8002 + PORT_OFFSET))/docs
     monitoring   http://127.0.0.1:$((8003 + PORT_OFFSET))/docs
@@ -327,11 +374,20 @@ MSG
 cmd="${1:-status}"
 case "$cmd" in
   infra-up) mongo_up; kafka_up; topics_up ;;
+  mongo-up) mongo_up ;;
   services-up) services_up ;;
   up) mongo_up; kafka_up; topics_up; zipkin_up; prometheus_up; services_up; summary ;;
   down) down ;;
   status) status ;;
-  env) echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"; echo "MONGODB_URL=$MONGO_URL"
+  # env: the servers' addresses; MONGODB_URL is SERVICE's database server (env SERVICE),
+  # else the one server for all, else (one per service) MONGODB_URL_<SERVICE> for each
+  env) [[ -z ${2:-} || -n ${MONGO_OFFSET[${2:-}]:-} ]] || die "env: no service $2 (${SERVICES[*]})"
+       echo "KAFKA_BOOTSTRAP_SERVERS=$BOOTSTRAP"
+       if [[ -n ${2:-} ]]; then
+         echo "MONGODB_URL=$(mongo_url_of "$2")"
+       elif [[ -n $EXTERNAL_MONGO || $MONGO_SERVERS == one ]]; then echo "MONGODB_URL=$MONGO_URL"
+       else for s in "${SERVICES[@]}"; do echo "MONGODB_URL_${s^^}=$(mongo_url_of "$s")"; done
+       fi
        echo "MPTF_KAFKA_CREDENTIALS=$CREDENTIALS" ;;
   jars) kafka_jars ;;
   restart-kafka) for i in "${NODES[@]}"; do stop_one "$(node_name "$i")"; done; kafka_up ;;  # same data
@@ -340,6 +396,6 @@ case "$cmd" in
   # 15 s, catching up on the metadata log 33 s)
   start-kafka-node) kafka_jars; kafka_node_up "$2"; wait_for "$(node_name "$2")" 180 port_open "$(node_port "$2")" ;;
   kafka-controller) kafka_controller ;;
-  restart-mongo) stop_one mongo; mongo_up ;;
-  *) die "unknown command $cmd (infra-up | services-up | up | down | status | env | jars | kill-kafka-node N | start-kafka-node N | kafka-controller)" ;;
+  restart-mongo) mongo_down; mongo_up ;;  # (same data)
+  *) die "unknown command $cmd (infra-up | mongo-up | services-up | up | down | status | env [SERVICE] | jars | kill-kafka-node N | start-kafka-node N | kafka-controller)" ;;
 esac

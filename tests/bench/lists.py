@@ -48,7 +48,7 @@ from shared.consumer import Incoming
 from shared.contracts import REGISTRY
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from shared.envelope import Envelope, utcnow
-from tests.bench.pipeline import SERVICES, run, write_figures
+from tests.bench.pipeline import SERVICES, mongo_url, run, write_figures
 from tests.support import FMU, OPERATOR, free_port, provision, start_service, stop_all, wait_ready
 
 BATCH = 500
@@ -76,10 +76,14 @@ async def seed(tag: str, n: int) -> dict[str, float]:
     """`n` programmes in the four services' databases, by their own code; seconds per
     service."""
     kw = {"topic_prefix": f"{tag}.", "consumer_batch_max": BATCH}
-    si = IntakeSettings(mongodb_database=f"{tag}_intake", **kw)
-    sf = FundingSettings(mongodb_database=f"{tag}_funding", **kw)
-    sm = MonitoringSettings(mongodb_database=f"{tag}_monitoring", **kw)
-    sn = NotificationsSettings(mongodb_database=f"{tag}_notifications", **kw)
+    si = IntakeSettings(mongodb_database=f"{tag}_intake",
+                        mongodb_url=mongo_url("intake"), **kw)
+    sf = FundingSettings(mongodb_database=f"{tag}_funding",
+                         mongodb_url=mongo_url("funding"), **kw)
+    sm = MonitoringSettings(mongodb_database=f"{tag}_monitoring",
+                            mongodb_url=mongo_url("monitoring"), **kw)
+    sn = NotificationsSettings(mongodb_database=f"{tag}_notifications",
+                               mongodb_url=mongo_url("notifications"), **kw)
     i, f, m, no = IntakeStore(si), FundingStore(sf), MonitoringStore(sm), NotificationsStore(sn)
     took: dict[str, float] = {}
     for s in (i, f, m, no):
@@ -180,7 +184,8 @@ async def timed(http: httpx.AsyncClient, url: str, params: dict[str, Any]
 
 async def measure(tag: str, work: Path, walk_seconds: float) -> list[dict[str, Any]]:
     ports = {s: free_port() for s in SERVICES}
-    procs = [start_service(s, tag, p, work, MPTF_LOG_LEVEL="WARNING") for s, p in ports.items()]
+    procs = [start_service(s, tag, p, work, MONGODB_URL=mongo_url(s), MPTF_LOG_LEVEL="WARNING")
+             for s, p in ports.items()]
     rows = []
     try:
         async with httpx.AsyncClient(timeout=300) as http:

@@ -1,4 +1,5 @@
-"""The benchmark (figures, not a test). Runs against one broker and Mongo server:
+"""The benchmark (figures, not a test). Runs against one broker and the stack's Mongo
+servers (one per service, as deploy/local/stack.sh runs them by default):
 
     .venv/bin/python -m tests.bench.pipeline [--programmes 600] [--runs 5] [--seconds 20]
 
@@ -32,14 +33,16 @@ It starts the four services as processes under a fresh topic prefix and prints:
     the effect, envelopes validated, event ids checked and recorded, one transaction per
     batch; the like-for-like comparison with (b);
   * the store's own limit in the same run: this run's documents per programme (their
-    shapes and indexes copied) inserted in one transaction per service, nothing else; a
-    ceiling for the pipeline on this store;
+    shapes and indexes copied) inserted in one transaction per service, each on the
+    service's own server, the four at once, nothing else; a ceiling for the pipeline on
+    these servers;
   * the ratios: the pipeline's messages over (a), our consumer over (b), capacity over the
     store's limit;
 and writes them, with the machine, to docs/benchmarks.md.
 
-Infrastructure: KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL if set, else the stack script's own
-servers on bench ports (started here, stopped at the end).
+Infrastructure: KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL if set (one Mongo server for every
+service), else the stack script's own servers on bench ports (started here, stopped at the
+end; MPTF_MONGO_SERVERS=one for a single SecantusDB instead of one per service).
 """
 
 from __future__ import annotations
@@ -114,9 +117,16 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values or [0])[0]
 
 
+def mongo_url(service: str) -> str:
+    """The Mongo server a service's database lives on: its own (MONGODB_URL_<SERVICE>, when
+    the stack runs one per service), else the one server (MONGODB_URL)."""
+    return os.environ.get(f"MONGODB_URL_{service.upper()}") or os.environ["MONGODB_URL"]
+
+
 def infra(brokers: int = 1) -> tuple[dict[str, str], bool]:
-    """The stack script's servers on bench ports (`brokers` Kafka nodes), unless
-    KAFKA_BOOTSTRAP_SERVERS and MONGODB_URL name existing ones."""
+    """The stack script's servers on bench ports (`brokers` Kafka nodes; its Mongo servers,
+    by default one per service), unless KAFKA_BOOTSTRAP_SERVERS and MONGODB_URL name
+    existing ones."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("MONGODB_URL"):
         return {}, False
     # below 32768: Linux hands out 32768-60999 as clients' own ports
@@ -128,12 +138,17 @@ def infra(brokers: int = 1) -> tuple[dict[str, str], bool]:
     # every run starts from empty servers, as the test suite's do: the data earlier runs left
     # (3 GB of it once, in SecantusDB's shared tables) halved the same burst's throughput
     stack(env, "down")
-    for sub in ("mongo", "kafka", "kafka-2", "kafka-3"):
+    for sub in ("mongo", *(f"mongo-{s}" for s in SERVICES), "kafka", "kafka-2", "kafka-3"):
         shutil.rmtree(run_dir / sub, ignore_errors=True)
     subprocess.run([str(ROOT / "deploy/local/stack.sh"), "infra-up"], env=env, check=True)
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = ",".join(
         f"127.0.0.1:{24092 + 2 * i}" for i in range(brokers))
-    os.environ["MONGODB_URL"] = "mongodb://127.0.0.1:24117/?directConnection=true"
+    urls = dict(ln.split("=", 1) for ln in stack(env, "env").splitlines() if "=" in ln)
+    for s in SERVICES:  # each service's server (the one server, with MPTF_MONGO_SERVERS=one)
+        os.environ[f"MONGODB_URL_{s.upper()}"] = urls.get(f"MONGODB_URL_{s.upper()}",
+                                                          urls.get("MONGODB_URL", ""))
+    # the references (a), (b) and our consumer on (b)'s work: one server, like for like
+    os.environ["MONGODB_URL"] = os.environ["MONGODB_URL_INTAKE"]
     os.environ["MPTF_KAFKA_CREDENTIALS"] = str(run_dir / "kafka/credentials.json")
     os.environ["MPTF_BENCH_RUN_DIR"] = str(run_dir)  # whose pids the CPU accounting reads
     return env, True
@@ -225,6 +240,7 @@ class Pipeline:
                 for p in ports:  # a service is ready when its last replica is
                     t0 = time.perf_counter()
                     self.procs.append(start_service(s, self.tag, p, self.workdir,
+                                                    MONGODB_URL=mongo_url(s),
                                                     MPTF_LOG_LEVEL="WARNING", **DEFAULTS))
                     await wait_ready(http, p, every=0.02)
                     self.ready_s[s] = max(self.ready_s.get(s, 0), time.perf_counter() - t0)
@@ -491,7 +507,7 @@ async def batched_step(n: int, tag: str) -> float:
 
 class Profiler:
     """py-spy (PyPI) sampling every Python process of the run for one phase (the services,
-    the Mongo server when the stack script runs SecantusDB, this benchmark), each to a
+    the Mongo servers when the stack script runs SecantusDB, this benchmark), each to a
     speedscope file: where the time goes, seen rather than guessed."""
 
     def __init__(self, pipe: Pipeline, out: Path) -> None:
@@ -502,6 +518,8 @@ class Profiler:
         if not spy.exists():
             return
         self.out.mkdir(parents=True, exist_ok=True)
+        for old in self.out.glob("*.speedscope.json"):  # (an earlier run's processes)
+            old.unlink()
         for name, pid in processes(self.pipe).items():
             if not name.startswith((*SERVICES, "mongo", "benchmark")):
                 continue  # (the JVMs are not Python)
@@ -532,13 +550,14 @@ async def per_programme(pipe: Pipeline, programmes: int) -> dict[str, Any]:
     (round trips) and Kafka records published."""
     from motor.motor_asyncio import AsyncIOMotorClient
 
-    client = AsyncIOMotorClient(os.environ["MONGODB_URL"])
     out: dict[str, Any] = {}
     async with httpx.AsyncClient(timeout=5) as http:
         for svc in SERVICES:
+            client = AsyncIOMotorClient(mongo_url(svc))
             db = client[f"{pipe.tag}_{svc}"]
             docs = {c: await db[c].estimated_document_count()
                     for c in await db.list_collection_names()}
+            client.close()
             published = commands = 0
             by_command: dict[str, float] = {}
             seconds: dict[str, float] = {}
@@ -569,26 +588,26 @@ async def per_programme(pipe: Pipeline, programmes: int) -> dict[str, Any]:
                             c: round(v * 1000 / programmes, 1) for c, v in sorted(
                                 seconds.items(), key=lambda x: -x[1])[:10]},
                         "kafka_records": round(published / programmes, 1)}
-    client.close()
     return out
 
 
 async def store_limit(pipe: Pipeline, programmes: int, sample: int = 100) -> dict[str, Any]:
     """The store's own limit for this pipeline's documents, in the same run: every
     collection the services wrote is copied (its indexes, and its documents' shapes from
-    what the run stored) into a scratch database, and `sample` programmes' worth of new
-    documents (the run's documents per programme, each collection) are inserted, one
-    transaction per service, as a batch of the pipeline would. Inserts only: no reads, no
-    updates, no relay, so the programmes/s it gives is a ceiling the pipeline cannot reach on
-    this store, whatever its code does."""
+    what the run stored) into a scratch database on the service's own server, and `sample`
+    programmes' worth of new documents (the run's documents per programme, each collection)
+    are inserted, one transaction per service, as a batch of the pipeline would, the four
+    services' at once (on one server they take turns). Inserts only: no reads, no updates,
+    no relay, so the programmes/s it gives is a ceiling the pipeline cannot reach on these
+    servers, whatever its code does."""
     import uuid
 
     from motor.motor_asyncio import AsyncIOMotorClient
 
-    client = AsyncIOMotorClient(os.environ["MONGODB_URL"])
+    clients = {svc: AsyncIOMotorClient(mongo_url(svc)) for svc in SERVICES}
     plan: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {}
-    scratch = client[f"{pipe.tag}_limit"]
-    for svc in SERVICES:
+    scratch = f"{pipe.tag}_limit"
+    for svc, client in clients.items():
         db = client[f"{pipe.tag}_{svc}"]
         for name in sorted(await db.list_collection_names()):
             n = round(await db[name].estimated_document_count() * sample / programmes)
@@ -602,19 +621,24 @@ async def store_limit(pipe: Pipeline, programmes: int, sample: int = 100) -> dic
                 # the index's options but `unique`: the copies repeat the sampled values
                 opts = {k: v for k, v in ix.items() if k in ("sparse", "partialFilterExpression",
                                                               "expireAfterSeconds")}
-                await scratch[target].create_index(list(ix["key"].items()), name=ix["name"],
-                                                   **opts)
+                await client[scratch][target].create_index(list(ix["key"].items()),
+                                                           name=ix["name"], **opts)
             plan.setdefault(svc, []).append((target, [docs[i % len(docs)]
                                                       for i in range(n)]))
-    t0 = time.perf_counter()
-    for writes in plan.values():
+
+    async def insert(svc: str, writes: list[tuple[str, list[dict[str, Any]]]]) -> None:
+        client = clients[svc]
         async with await client.start_session() as s, s.start_transaction():
             for target, docs in writes:
-                await scratch[target].insert_many(
+                await client[scratch][target].insert_many(
                     [{**d, "_id": str(uuid.uuid4())} for d in docs], session=s)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(insert(svc, writes) for svc, writes in plan.items()))
     took = time.perf_counter() - t0
-    await client.drop_database(scratch.name)
-    client.close()
+    for client in clients.values():
+        await client.drop_database(scratch)
+        client.close()
     return {"programmes": sample, "seconds": round(took, 2),
             "programmes_per_s": round(sample / took, 1)}
 
@@ -625,8 +649,8 @@ async def ready_together(tag: str, work: Path) -> dict[str, float]:
     provision(tag)
     ports = {s: free_port() for s in SERVICES}
     t0 = time.perf_counter()
-    procs = [start_service(s, tag, ports[s], work, MPTF_LOG_LEVEL="WARNING", **DEFAULTS)
-             for s in SERVICES]
+    procs = [start_service(s, tag, ports[s], work, MONGODB_URL=mongo_url(s),
+                           MPTF_LOG_LEVEL="WARNING", **DEFAULTS) for s in SERVICES]
     out = {}
     try:
         async with httpx.AsyncClient(timeout=5) as http:
@@ -676,9 +700,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         capacity = statistics.median(bursts)
         # what bound the bursts: each process's CPU over their time, in cores (2 = the
         # whole machine here)
-        results["cpu_cores_during_bursts"] = {
-            n: round((cpu_seconds(p) - cpu0.get(n, 0.0)) / busy, 2)
-            for n, p in processes(pipe).items()}
+        cores = {n: round((cpu_seconds(p) - cpu0.get(n, 0.0)) / busy, 2)
+                 for n, p in processes(pipe).items()}
+        if sum(n.startswith("mongo") for n in cores) > 1:  # one Mongo server per service
+            cores["mongo, all servers"] = round(sum(
+                v for n, v in cores.items() if n.startswith("mongo")), 2)
+        cores["all processes"] = round(sum(v for n, v in cores.items()
+                                           if n != "mongo, all servers"), 2)
+        results["cpu_cores_during_bursts"] = cores
         results["throughput_programmes_per_s"] = capacity
         results["capacity_programmes_per_s"] = capacity
         results["bursts"] = {"programmes": args.programmes, "programmes_per_s": bursts,
@@ -812,7 +841,17 @@ def run(main_fn: Any, args: argparse.Namespace) -> dict[str, Any]:
         if started:
             subprocess.run([str(ROOT / "deploy/local/stack.sh"), "down"], env=env, check=False)
     res["machine"] = machine()
+    res["mongo_servers"] = mongo_servers(started)
     return res
+
+
+def mongo_servers(started: bool) -> str:
+    """Where the services' databases lived in the run."""
+    if not started:
+        return "given (MONGODB_URL)"
+    if os.environ.get("MPTF_MONGO_SERVERS", "per-service") == "one":
+        return "one SecantusDB for every service"
+    return "one SecantusDB per service"
 
 
 def write_figures(marker: str, intro: str, body: str) -> None:
@@ -844,6 +883,6 @@ if __name__ == "__main__":
     write_figures("figures", "Produced by `.venv/bin/python -m tests.bench.pipeline` (see the "
                   "script's docstring for what each figure measures).",
                   f"Machine: {res['machine']}. Kafka 4.1.1 (one KRaft node), SecantusDB "
-                  "0.7.0b3.\n\n" + table(res)
+                  f"0.7.0b3; Mongo servers: {res['mongo_servers']}.\n\n" + table(res)
                   + ("\n\n![latency by load](latency-by-load.png)" if plotted else "")
                   + "\n\n```json\n" + json.dumps(res, indent=2) + "\n```")

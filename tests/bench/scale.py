@@ -33,6 +33,7 @@ from typing import Any
 
 from tests.bench.pipeline import (
     ROOT,
+    SERVICES,
     Pipeline,
     infra,
     machine,
@@ -120,7 +121,8 @@ def main() -> dict[str, Any]:
                 stack(env, "down")
                 import os
 
-                for k in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "MPTF_KAFKA_CREDENTIALS"):
+                for k in ("KAFKA_BOOTSTRAP_SERVERS", "MONGODB_URL", "MPTF_KAFKA_CREDENTIALS",
+                          *(f"MONGODB_URL_{s.upper()}" for s in SERVICES)):
                     os.environ.pop(k, None)
     return {"rows": rows, "machine": machine(), "args": vars(args)}
 

@@ -11,9 +11,10 @@ and for each `--root` (a span name such as "POST /v1/meetings"; by default the S
 and each consumer's batch), the median root, how much of it was spent in client spans (the
 store's commands, the broker's), and each kind of span below it per root (time and calls).
 The span files are kept under `--keep` if given. With `--store`, it also prints where the
-Mongo server's time went over the load, per collection: the CPU of its storage calls (insert,
-update, delete, find) by call and collection, per programme (the stack script's SecantusDB
-accounts them: deploy/local/secantusd.py), beside the server process's whole CPU.
+Mongo servers' time went over the load, per collection: the CPU of their storage calls
+(insert, update, delete, find) by call and collection, per programme (the stack script's
+SecantusDB accounts them: deploy/local/secantusd.py), beside the server processes' whole
+CPU.
 
 Infrastructure: as tests/bench/pipeline.py (KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL if set,
 else the stack script's own servers on bench ports).
@@ -94,27 +95,37 @@ def breakdown(spans: list[dict[str, Any]], root: str) -> list[str]:
 
 
 class StoreAccount:
-    """The Mongo server's time per collection over the load (`--store`): the totals the
-    local SecantusDB writes (deploy/local/secantusd.py, account_storage_calls) before and
-    after it, and the server process's CPU over the same time."""
+    """The Mongo servers' time per collection over the load (`--store`): the totals each
+    local SecantusDB writes (deploy/local/secantusd.py, account_storage_calls; the stack
+    script gives each server `<path>.<its name>`) before and after it, and the server
+    processes' CPU over the same time."""
 
     def __init__(self, path: Path) -> None:
         self.path, self.before, self.cpu = path, {}, 0.0
         self.after: dict[str, list[float]] = {}
-        self.pid = 0
+        self.pids: list[int] = []
 
     async def read(self) -> dict[str, list[float]]:
-        await asyncio.sleep(1.5)  # (it writes every second)
-        return json.loads(self.path.read_text()) if self.path.exists() else {}
+        await asyncio.sleep(1.5)  # (they write every second)
+        out: dict[str, list[float]] = {}
+        for f in self.path.parent.glob(f"{self.path.name}.*"):
+            if f.suffix == ".tmp":
+                continue  # (being written)
+            for k, v in json.loads(f.read_text()).items():  # ("db.collection": disjoint)
+                out[k] = v
+        return out
+
+    def server_cpu(self) -> float:
+        return sum(cpu_seconds(p) for p in self.pids)
 
     async def start(self, pipe: Pipeline) -> None:
-        self.pid = processes(pipe).get("mongo", 0)
+        self.pids = [p for n, p in processes(pipe).items() if n.startswith("mongo")]
         self.before = await self.read()
-        self.cpu = cpu_seconds(self.pid)
+        self.cpu = self.server_cpu()
 
     async def stop(self) -> None:
         self.after = await self.read()
-        self.cpu = cpu_seconds(self.pid) - self.cpu
+        self.cpu = self.server_cpu() - self.cpu
 
     def table(self, programmes: int, tag: str) -> list[str]:
         rows = {k.replace(f"{tag}_", ""): (v[0] - self.before.get(k, [0, 0])[0],
@@ -125,7 +136,8 @@ class StoreAccount:
         if not rows or not programmes:
             return ["== store: nothing accounted (--store needs the stack script's SecantusDB)"]
         out = [f"== store: {total:.2f} s CPU in storage calls of {self.cpu:.2f} s of the "
-               f"server process, {1000 * total / programmes:.1f} ms per programme "
+               f"server processes ({len(self.pids)}), {1000 * total / programmes:.1f} ms per "
+               "programme "
                f"({programmes} programmes)",
                f"  {'call and collection':48} {'share':>6} {'ms/prog':>8} {'calls/prog':>10} "
                f"{'ms/call':>8}"]
