@@ -30,7 +30,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from pymongo import ASCENDING, DeleteOne, UpdateOne
 
 from shared.envelope import Envelope, utcnow
@@ -97,32 +97,51 @@ class OutboxRelay:
             return 0
         futures = []
         parents: dict[str, Context] = {}  # (a transaction's events share their traceparent)
-        for e in (e for d in docs for e in d["events"]):
-            env = Envelope.model_validate(e["envelope"])
-            parent = None
-            if env.traceparent:
-                parent = parents.get(env.traceparent)
-                if parent is None:
-                    parent = parents[env.traceparent] = context_from(env.traceparent)
-            # a span of its own per event, not made current (nothing runs under it)
-            sp = tracer().start_span(
-                f"publish {e['type']}", context=parent, kind=SpanKind.PRODUCER,
-                attributes={"messaging.system": "kafka",
-                            "messaging.destination.name": e["topic"],
-                            "mptf.event_type": e["type"], "mptf.event_id": env.id,
-                            **({"mptf.programme_id": env.subject} if env.subject else {})})
-            try:
-                # the consumer's span becomes a child of this publish span
-                env.traceparent = traceparent_of(sp) or env.traceparent
+        # One publish span per group of events that share their trace, topic, type and
+        # programme (a fact's notices: one span, not one per recipient), as OpenTelemetry's
+        # messaging conventions make a batch's send span: each event of the group carries
+        # that span's context, so its consumer's span is the span's child. Each event still
+        # goes out in its commit order; a span is begun at its group's first event.
+        spans: dict[tuple[Any, ...], tuple[Span, str | None, list[str]]] = {}
+        try:
+            for e in (e for d in docs for e in d["events"]):
+                env = Envelope.model_validate(e["envelope"])
+                group = (env.traceparent, e["topic"], e["type"], env.subject)
+                if group not in spans:
+                    parent = None
+                    if env.traceparent:
+                        parent = parents.get(env.traceparent)
+                        if parent is None:
+                            parent = parents[env.traceparent] = context_from(env.traceparent)
+                    # not made current (nothing runs under it)
+                    sp = tracer().start_span(
+                        f"publish {e['type']}", context=parent, kind=SpanKind.PRODUCER,
+                        attributes={"messaging.system": "kafka",
+                                    "messaging.destination.name": e["topic"],
+                                    "mptf.event_type": e["type"],
+                                    **({"mptf.programme_id": env.subject} if env.subject
+                                       else {})})
+                    spans[group] = (sp, traceparent_of(sp), [])
+                _, traceparent, ids = spans[group]
+                ids.append(env.id)
+                # the consumer's span becomes a child of the group's publish span
+                env.traceparent = traceparent or env.traceparent
                 futures.append(await self.producer.send(
                     self.settings.topic(e["topic"]), value=bytes(e["value"]),
                     key=e["key"].encode() if e["key"] else None, headers=env.headers()))
-            except BaseException as exc:
+                OUTBOX_PUBLISHED.labels(e["topic"]).inc()
+        except BaseException as exc:
+            for sp, _, _ in spans.values():  # (the round is published again, whole)
                 sp.set_status(Status(StatusCode.ERROR, str(exc)[:200]))
-                raise
-            finally:
+            raise
+        finally:
+            for sp, _, ids in spans.values():
+                if len(ids) == 1:
+                    sp.set_attribute("mptf.event_id", ids[0])
+                else:
+                    sp.set_attributes({"messaging.batch.message_count": len(ids),
+                                       "mptf.event_ids": ids})
                 sp.end()
-            OUTBOX_PUBLISHED.labels(e["topic"]).inc()
         await asyncio.gather(*futures)
         await self.after_publish(docs)
         # One write, no transaction and no fence: a document done with after it was

@@ -202,3 +202,92 @@ async def test_the_outbox_is_read_by_its_one_index_and_an_earlier_second_one_is_
     finally:
         await store.client.drop_database(store.db.name)
         await store.close()
+
+
+async def test_a_facts_events_share_one_publish_span_and_go_out_in_commit_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay makes one PRODUCER span per group of events that share their trace, topic,
+    type and programme (a fact's notices to its recipients), with how many and which events
+    it sent; each event carries that span's context (its consumer's span is the child), and
+    the events still go out one by one in their commit order."""
+    from datetime import UTC, datetime
+
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from services.notifications.store import NotificationsStore
+    from shared.contracts.notifications import NotificationDelivered, NotificationRead
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    settings = isolated(NotificationsSettings)
+    store = NotificationsStore(settings)
+    await store.ensure_indexes()
+    trace_a = f"00-{'a' * 32}-{'1' * 16}-01"
+    trace_b = f"00-{'b' * 32}-{'2' * 16}-01"
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+
+    def delivered(pid: str, who: str) -> NotificationDelivered:
+        return NotificationDelivered(notification_id=f"n-{pid}-{who}", fact_id=f"f-{pid}",
+                                     fact_type=ProgrammeSubmitted.TYPE, programme_id=pid,
+                                     recipient=who, channel="inbox", delivered_at=now)
+
+    emitted: list[tuple[str, str]] = []  # (event id, its trace) in commit order
+
+    async def work(uow):  # type: ignore[no-untyped-def]
+        emitted.clear()
+        for event, tp in ((delivered("jp-1", "IOM"), trace_a), (delivered("jp-1", "ILO"), trace_a),
+                          (NotificationRead(notification_id="n-jp-1-IOM", fact_id="f-jp-1",
+                                            fact_type=ProgrammeSubmitted.TYPE,
+                                            programme_id="jp-1", recipient="IOM",
+                                            channel="inbox", read_at=now), trace_a),
+                          (delivered("jp-2", "IOM"), trace_b),
+                          (delivered("jp-1", "UN-WOMEN"), trace_a)):
+            emitted.append((uow.emit(event, traceparent=tp).id, tp))
+
+    await store.transaction(work)
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        exporter.clear()
+        assert await OutboxRelay(store, producer).publish_pending() == 5
+    finally:
+        await producer.stop()
+        await store.close()
+
+    spans = {(s.name.split(" ", 1)[1], s.attributes.get("mptf.programme_id")): s
+             for s in exporter.get_finished_spans() if s.kind == trace.SpanKind.PRODUCER}
+    assert set(spans) == {(NotificationDelivered.TYPE, "jp-1"), (NotificationRead.TYPE, "jp-1"),
+                          (NotificationDelivered.TYPE, "jp-2")}
+    told = spans[(NotificationDelivered.TYPE, "jp-1")]  # the three recipients: one span
+    assert told.attributes["messaging.batch.message_count"] == 3
+    assert list(told.attributes["mptf.event_ids"]) == [emitted[i][0] for i in (0, 1, 4)]
+    read = spans[(NotificationRead.TYPE, "jp-1")]
+    assert read.attributes["mptf.event_id"] == emitted[2][0]
+    assert "messaging.batch.message_count" not in read.attributes
+    assert spans[(NotificationDelivered.TYPE, "jp-2")].attributes["mptf.event_id"] == emitted[3][0]
+    for s in spans.values():  # each in the trace its events were made in
+        assert s.attributes["messaging.destination.name"] == topics.NOTIFICATIONS
+        assert s.status.status_code == trace.StatusCode.UNSET
+    assert told.context.trace_id == read.context.trace_id == int("a" * 32, 16)
+    assert told.parent.span_id == int("1" * 16, 16)
+    assert spans[(NotificationDelivered.TYPE, "jp-2")].context.trace_id == int("b" * 32, 16)
+
+    records = await read_all(settings.topic(topics.NOTIFICATIONS), min_count=5)
+    by_id = {headers_of(r)["ce_id"]: r for r in records}
+    assert len(records) == 5 and set(by_id) == {i for i, _ in emitted}
+    # one programme's events in one partition, in commit order
+    jp1 = [headers_of(r)["ce_id"] for r in sorted(records, key=lambda r: r.offset)
+           if r.key == b"jp-1"]
+    assert jp1 == [emitted[i][0] for i in (0, 1, 2, 4)]
+    # each event carries its group's publish span as its parent
+    for (event_id, _), group in zip(emitted, (told, told, read,
+                                              spans[(NotificationDelivered.TYPE, "jp-2")], told),
+                                    strict=True):
+        tp = headers_of(by_id[event_id])["traceparent"]
+        assert tp.split("-")[1:3] == [f"{group.context.trace_id:032x}",
+                                      f"{group.context.span_id:016x}"]
