@@ -28,8 +28,8 @@ MONGO_PORT="${MPTF_MONGO_PORT:-27117}"
 # each service its own SecantusDB (mongo-<service>, on MONGO_PORT+1..+4). SecantusDB serves
 # every client under one global lock, so one server does at most one core's work: at
 # capacity the one server for all was at 0.8 of the machine's 2 cores while the services
-# and the broker left the rest idle, and four servers took the pipeline from 39 to 46
-# programmes/s (docs/benchmarks.md). one: a single server (MONGO_PORT) for every service's
+# and the broker left the rest idle; by turns, four servers took the pipeline from 31-32 to
+# 39.5-40 programmes/s (docs/benchmarks.md). one: a single server (MONGO_PORT) for every service's
 # database, as the test suite runs it (its tests read several services' databases through
 # one MONGODB_URL). A real mongod (MONGODB_URL) serves every service either way.
 MONGO_SERVERS="${MPTF_MONGO_SERVERS:-per-service}"
@@ -216,6 +216,10 @@ mongo_server_up() {  # name port
 mongo_up() {
   if [[ -n $EXTERNAL_MONGO ]]; then say "using MongoDB at $EXTERNAL_MONGO"; return; fi
   local name
+  if [[ $MONGO_SERVERS == per-service && -d $RUN_DIR/mongo/data ]]; then
+    say "note: $RUN_DIR/mongo holds the databases of a single server for all services" \
+      "(an earlier run's); MPTF_MONGO_SERVERS=one serves them"
+  fi
   for name in "${MONGO_NAMES[@]}"; do mongo_server_up "$name" "${MONGO_PORTS[$name]}"; done
   for name in "${MONGO_NAMES[@]}"; do
     wait_for "$name" 60 port_open "${MONGO_PORTS[$name]}"

@@ -36,8 +36,12 @@ def run_dir(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def test_each_service_gets_a_mongo_server_of_its_own_by_default(run_dir: Path) -> None:
+    (run_dir / "mongo" / "data").mkdir(parents=True)  # an earlier run's one server for all
     up = stack(run_dir, "mongo-up")
     assert up.returncode == 0, up.stderr
+    # its data is left where it is, and the operator told how to serve it
+    assert "MPTF_MONGO_SERVERS=one serves them" in up.stderr
+    assert (run_dir / "mongo" / "data").is_dir()
     urls = env_of(stack(run_dir, "env").stdout)
     assert "MONGODB_URL" not in urls  # no one server for all: one per service
     by_service = {s: urls[f"MONGODB_URL_{s.upper()}"] for s in SERVICES}
@@ -68,6 +72,7 @@ def test_each_service_gets_a_mongo_server_of_its_own_by_default(run_dir: Path) -
 def test_one_server_for_all_when_asked(run_dir: Path) -> None:
     up = stack(run_dir, "mongo-up", MPTF_MONGO_SERVERS="one")
     assert up.returncode == 0, up.stderr
+    assert "serves them" not in up.stderr
     urls = env_of(stack(run_dir, "env", MPTF_MONGO_SERVERS="one").stdout)
     assert urls["MONGODB_URL"] == f"mongodb://127.0.0.1:{BASE}/?directConnection=true"
     assert not any(k.startswith("MONGODB_URL_") for k in urls)
