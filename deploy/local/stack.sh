@@ -77,11 +77,9 @@ if [[ -z $EXTERNAL_MONGO ]]; then
   fi
 fi
 mongo_url_of() {  # service (or console): the Mongo server its database lives on
-  if [[ -z $EXTERNAL_MONGO && $MONGO_SERVERS == per-service && -n ${MONGO_OFFSET[$1]:-} ]]; then
-    echo "mongodb://127.0.0.1:$((MONGO_PORT + MONGO_OFFSET[$1]))/?directConnection=true"
-  else
-    echo "$MONGO_URL"
-  fi
+  local port=${MONGO_PORTS[mongo-$1]:-}  # (a server of its own)
+  if [[ -n $port ]]; then echo "mongodb://127.0.0.1:$port/?directConnection=true"
+  else echo "$MONGO_URL"; fi
 }
 # Every Kafka principal's password (JSON, mode 0600): made once, on first start. With an
 # external broker, MPTF_KAFKA_CREDENTIALS names that deployment's file.

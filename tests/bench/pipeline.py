@@ -702,12 +702,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # whole machine here)
         cores = {n: round((cpu_seconds(p) - cpu0.get(n, 0.0)) / busy, 2)
                  for n, p in processes(pipe).items()}
-        if sum(n.startswith("mongo") for n in cores) > 1:  # one Mongo server per service
-            cores["mongo, all servers"] = round(sum(
-                v for n, v in cores.items() if n.startswith("mongo")), 2)
-        cores["all processes"] = round(sum(v for n, v in cores.items()
-                                           if n != "mongo, all servers"), 2)
-        results["cpu_cores_during_bursts"] = cores
+        servers = [v for n, v in cores.items() if n.startswith("mongo")]
+        totals = {"all processes": round(sum(cores.values()), 2)}
+        if len(servers) > 1:  # one Mongo server per service
+            totals["mongo, all servers"] = round(sum(servers), 2)
+        results["cpu_cores_during_bursts"] = cores | totals
         results["throughput_programmes_per_s"] = capacity
         results["capacity_programmes_per_s"] = capacity
         results["bursts"] = {"programmes": args.programmes, "programmes_per_s": bursts,
@@ -841,17 +840,12 @@ def run(main_fn: Any, args: argparse.Namespace) -> dict[str, Any]:
         if started:
             subprocess.run([str(ROOT / "deploy/local/stack.sh"), "down"], env=env, check=False)
     res["machine"] = machine()
-    res["mongo_servers"] = mongo_servers(started)
+    # where the services' databases lived (as infra() found them)
+    res["mongo_servers"] = ("given (MONGODB_URL)" if not started
+                            else "one SecantusDB per service"
+                            if len({mongo_url(s) for s in SERVICES}) > 1
+                            else "one SecantusDB for every service")
     return res
-
-
-def mongo_servers(started: bool) -> str:
-    """Where the services' databases lived in the run."""
-    if not started:
-        return "given (MONGODB_URL)"
-    if os.environ.get("MPTF_MONGO_SERVERS", "per-service") == "one":
-        return "one SecantusDB for every service"
-    return "one SecantusDB per service"
 
 
 def write_figures(marker: str, intro: str, body: str) -> None:

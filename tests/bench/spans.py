@@ -111,8 +111,7 @@ class StoreAccount:
         for f in self.path.parent.glob(f"{self.path.name}.*"):
             if f.suffix == ".tmp":
                 continue  # (being written)
-            for k, v in json.loads(f.read_text()).items():  # ("db.collection": disjoint)
-                out[k] = v
+            out.update(json.loads(f.read_text()))  # (keyed "db.collection": disjoint)
         return out
 
     def server_cpu(self) -> float:
