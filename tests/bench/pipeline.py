@@ -15,7 +15,10 @@ It starts the four services as processes under a fresh topic prefix and prints:
     rate, end-to-end p50/p95/p99 and the median of each hop (note in -> screened fact
     published -> approved -> allocated -> notification logged, each fact timed when the
     relay published it), with the SC's wait for its next meeting (a timer) apart and the
-    end to end without it; a table and a plot (docs/latency-by-load.png);
+    end to end without it, and what each level cost: store round trips, batches handled
+    by the services' subscriptions and every process's CPU per programme, and the cores
+    used (how near saturation the paced flow ran, beside the bursts'); a table and a plot
+    (docs/latency-by-load.png);
   * per programme and service: documents stored, store round trips (commands sent) and
     Kafka records published;
   * a py-spy profile (speedscope) of every Python process (services, SecantusDB, this
@@ -681,6 +684,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         pauses: list[float] = []
         before = await pipe.consumed()
         commands = await pipe.metric("mptf_store_commands_total")
+        batches = await pipe.metric("mptf_handler_seconds_count")
         busy = 0.0
         profiler = Profiler(pipe, Path(args.profiles))
         rss: dict[str, float] = {}
@@ -717,10 +721,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # consumed per second by the four services during the bursts
         results["pipeline_steps_msgs_consumed_per_s"] = round(
             (await pipe.consumed() - before) / busy)
-        # the bursts' large batches: what each programme cost the store (round trips)
+        # the bursts' large batches: what each programme cost the store (round trips), the
+        # batches the services' subscriptions handled, and the CPU of every process
+        burst_programmes = max(sum(len(pipe.finished(f"burst{k}")) for k in range(args.runs)), 1)
         results["bursts"]["store_round_trips_per_programme"] = round(
-            (await pipe.metric("mptf_store_commands_total") - commands)
-            / max(sum(len(pipe.finished(f"burst{k}")) for k in range(args.runs)), 1), 1)
+            (await pipe.metric("mptf_store_commands_total") - commands) / burst_programmes, 1)
+        results["bursts"]["consumed_batches_per_programme"] = round(
+            (await pipe.metric("mptf_handler_seconds_count") - batches) / burst_programmes, 2)
+        results["bursts"]["cpu_ms_per_programme"] = round(
+            totals["all processes"] * busy * 1000 / burst_programmes, 1)
         # one step of the pipeline, comparable with reference (b): intake consuming the
         # inbound notes, screening each and writing it with its two facts (outbox), published
         screened = pipe.screened_by("burst0")
@@ -747,8 +756,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             n = max(int(offered * args.seconds), 5)
             run = f"load{int(share * 100)}"
             commands = await pipe.metric("mptf_store_commands_total")
+            batches = await pipe.metric("mptf_handler_seconds_count")
+            procs = processes(pipe)
+            cpu0 = {name: cpu_seconds(pid) for name, pid in procs.items()}
+            t0 = time.perf_counter()
             await pipe.offer(n, offered, run)
             await pipe.wait(run, n, 180)
+            took = time.perf_counter() - t0
+            cpu = sum(cpu_seconds(pid) - cpu0[name] for name, pid in procs.items())
             total += len(pipe.finished(run))
             lat = pipe.finished(run)
             levels.append({"load_share": share, "offered_per_s": offered, "programmes": n,
@@ -758,7 +773,14 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                            # a paced flow makes small batches: what each programme costs
                            "store_round_trips_per_programme": round(
                                (await pipe.metric("mptf_store_commands_total") - commands)
-                               / max(len(lat), 1), 1)})
+                               / max(len(lat), 1), 1),
+                           "consumed_batches_per_programme": round(
+                               (await pipe.metric("mptf_handler_seconds_count") - batches)
+                               / max(len(lat), 1), 2),
+                           # every process's CPU over the level (2 cores = the whole
+                           # machine here): how close to saturation the paced flow ran
+                           "cpu_cores": round(cpu / took, 2),
+                           "cpu_ms_per_programme": round(cpu * 1000 / max(len(lat), 1), 1)})
             print(json.dumps(levels[-1]), flush=True)
         results["latency_by_load"] = levels
         results["store_transaction_retries"] = await pipe.metric(
@@ -810,8 +832,9 @@ def plot(results: dict[str, Any], out: Path) -> bool:
 def table(results: dict[str, Any]) -> str:
     hops = [f"in->{HOP_ORDER[0]}"] + [f"{a}->{b}" for a, b in itertools.pairwise(HOP_ORDER)]
     rows = ["| load | offered/s | p50 ms | p95 ms | p99 ms | " + " | ".join(hops)
-            + " | SC wait | p99 without SC wait | store round trips per programme |",
-            "|---" * (8 + len(hops)) + "|"]
+            + " | SC wait | p99 without SC wait | store round trips per programme"
+            " | batches per programme | CPU ms per programme | cores used |",
+            "|---" * (11 + len(hops)) + "|"]
     for lv in results["latency_by_load"]:
         h = lv["hops"]
         rows.append(f"| {int(lv['load_share'] * 100)}% | {lv['offered_per_s']} | "
@@ -819,7 +842,16 @@ def table(results: dict[str, Any]) -> str:
                     + " | ".join(str(h.get(k)) for k in hops)
                     + f" | {h.get('sc_wait_for_meeting')} | "
                     f"{h.get('end_to_end_without_sc_wait_p99')} | "
-                    f"{lv.get('store_round_trips_per_programme')} |")
+                    f"{lv.get('store_round_trips_per_programme')} | "
+                    f"{lv.get('consumed_batches_per_programme')} | "
+                    f"{lv.get('cpu_ms_per_programme')} | {lv.get('cpu_cores')} |")
+    b = results.get("bursts", {})
+    if "cpu_ms_per_programme" in b:  # the bursts' large batches, for comparison
+        rows.append(f"| bursts | {results['capacity_programmes_per_s']} | | | | "
+                    + " | ".join("" for _ in hops) + " | | | "
+                    f"{b.get('store_round_trips_per_programme')} | "
+                    f"{b['consumed_batches_per_programme']} | {b['cpu_ms_per_programme']} | "
+                    f"{results['cpu_cores_during_bursts']['all processes']} |")
     return "\n".join(rows)
 
 
