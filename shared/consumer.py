@@ -172,6 +172,8 @@ class Subscription:
     to_commit: dict[TopicPartition, int] = field(default_factory=dict, init=False, repr=False)
     to_commit_of: Any = field(default=None, init=False, repr=False)
     committing: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
+    topics: tuple[str, ...] = field(default=(), init=False)  # (set by subscribe())
+    replaces: tuple[str, ...] = field(default=(), init=False)  # subscriptions it took over
 
     def _decode(self, rec: ConsumerRecord) -> Incoming | None:
         env, data = decode(rec.headers, rec.value, max_bytes=self.settings.max_body_bytes)
@@ -588,23 +590,37 @@ class PromptBatchSubscriber(BatchSubscriber):
         return ()
 
 
-def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, name: str,
-              accepts: Iterable[str], handler: Handler,
+def group_of(settings: ServiceSettings, name: str) -> str:
+    """The consumer group of a service's subscription `name`."""
+    return f"{settings.group_id}.{name}"
+
+
+def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str | tuple[str, ...],
+              name: str, accepts: Iterable[str], handler: Handler,
               dead_letters: Callable[[], DeadLetters], strict_types: bool = True,
-              description: str = "") -> Subscription:
-    sub = Subscription(settings.topic(topic), name, frozenset(accepts), handler, settings,
-                       dead_letters, strict_types)
+              description: str = "", replaces: tuple[str, ...] = ()) -> Subscription:
+    """A batch subscription of `topic` (several fact topics: one consumer and one handler for
+    them all, so a service's facts about one programme are not written by two of its own
+    transactions at once). `replaces`: the names of subscriptions it takes over, whose
+    groups' offsets it starts from (carry_offsets)."""
+    topics = (topic,) if isinstance(topic, str) else tuple(topic)
+    if len(topics) > 1 and any(t in T.INBOUND for t in topics):
+        raise ValueError("an inbound kind is subscribed by pattern, alone")
+    sub = Subscription(",".join(settings.topic(t) for t in topics), name, frozenset(accepts),
+                       handler, settings, dead_letters, strict_types)
+    sub.topics = tuple(settings.topic(t) for t in topics)
+    sub.replaces = replaces
     # an inbound kind is one topic per entity system: all of them, by pattern
-    where: dict[str, Any] = ({"pattern": T.inbound_pattern(settings.topic(topic))}
-                             if topic in T.INBOUND else {})
+    where: dict[str, Any] = ({"pattern": T.inbound_pattern(settings.topic(topics[0]))}
+                             if topics[0] in T.INBOUND else {})
 
     subscriber = broker.subscriber(
         # topics are provisioned by the operators' tooling; services may not create them
-        *(() if where else (Topic(settings.topic(topic), declare=False),)),
+        *(() if where else tuple(Topic(t, declare=False) for t in sub.topics)),
         **where,
         # one consumer group per subscription: handlers keep their own offsets, and one
         # joining does not make the service's other consumers rebalance
-        group_id=f"{settings.group_id}.{name}",
+        group_id=group_of(settings, name),
         batch=True,
         max_records=settings.consumer_batch_max,
         batch_timeout_ms=POLL_MS,
@@ -614,7 +630,7 @@ def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, nam
         ack_policy=AckPolicy.NACK_ON_ERROR,
         decoder=_raw,
         parser=_tolerant_parser,
-        title=f"{name}:{topic}",
+        title=f"{name}:{'+'.join(topics)}",
         description=description,
     )
     assert isinstance(subscriber, BatchSubscriber)
@@ -630,3 +646,54 @@ def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str, nam
         msg.committed = AckStatus.ACKED
 
     return sub
+
+
+async def carry_offsets(settings: ServiceSettings, sub: Subscription
+                        ) -> dict[TopicPartition, int]:
+    """A subscription that replaces others (one consumer for topics they read apart) starts
+    where they stopped: before its group first joins, the offsets their groups committed on
+    its topics are committed for it. Without this its new group would start at the topics'
+    beginning and apply again the facts whose inbox entries have expired. Nothing to do once
+    its group has offsets of its own (carried over before, or it has consumed). Returns what
+    it committed. Raises when the broker cannot be asked (the caller's start-up retries);
+    a commit refused because another replica's consumer has joined the group meanwhile is
+    fine when that group now has offsets."""
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    if not sub.replaces or not sub.topics:
+        return {}
+    group = group_of(settings, sub.name)
+    opts = {"bootstrap_servers": settings.kafka_bootstrap_servers,
+            "client_id": f"mptf-{settings.service_name}", **settings.kafka_options()}
+    admin = AIOKafkaAdminClient(**opts)
+    await admin.start()
+    try:
+        if any(o.offset >= 0 for o in (await admin.list_consumer_group_offsets(group)).values()):
+            return {}
+        offsets: dict[TopicPartition, int] = {}
+        for old in sub.replaces:
+            for tp, o in (await admin.list_consumer_group_offsets(
+                    group_of(settings, old))).items():
+                if tp.topic in sub.topics and o.offset >= 0:  # (the lower: nothing skipped)
+                    offsets[tp] = min(offsets.get(tp, o.offset), o.offset)
+        if not offsets:
+            return {}
+        consumer = AIOKafkaConsumer(group_id=group, enable_auto_commit=False, **opts)
+        await consumer.start()
+        try:
+            consumer.assign(list(offsets))
+            await consumer.commit(offsets)
+        except KafkaError as e:
+            if not any(o.offset >= 0 for o in (
+                    await admin.list_consumer_group_offsets(group)).values()):
+                raise
+            log.info("consumer_offsets_carried_by_another", group=group, error=repr(e)[:200])
+            return {}
+        finally:
+            await consumer.stop()
+        log.info("consumer_offsets_carried_over", group=group, replaced=list(sub.replaces),
+                 partitions=len(offsets))
+        return offsets
+    finally:
+        await admin.close()

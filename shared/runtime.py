@@ -23,7 +23,8 @@ from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from opentelemetry import trace
 
 from shared.asyncapi import document
-from shared.consumer import Handler, Subscription, subscribe
+from shared.consumer import Handler, Subscription, carry_offsets, subscribe
+from shared.contracts import REGISTRY
 from shared.envelope import utcnow
 from shared.kafka import DeadLetters, KafkaCredentialsMissing, make_producer
 from shared.logging import get_logger, setup_logging
@@ -101,13 +102,21 @@ class Runtime:
     def dead_letters(self, name: str) -> DeadLetters:
         return DeadLetters(self.producer, f"{self.settings.service_name}.{name}")
 
-    def subscribe(self, topic: str, name: str, accepts: Iterable[str], handler: Handler, *,
-                  strict_types: bool = True) -> Subscription:
+    def subscribe(self, topic: str | tuple[str, ...], name: str, accepts: Iterable[str],
+                  handler: Handler, *, strict_types: bool = True,
+                  replaces: tuple[str, ...] = ()) -> Subscription:
+        """`topic` several fact topics: one consumer for them (shared.consumer.subscribe);
+        `replaces`: the subscriptions it takes over, whose offsets it starts from."""
         accepts = list(accepts)
-        self.receives.setdefault(topic, []).extend(accepts)
+        if isinstance(topic, str):
+            self.receives.setdefault(topic, []).extend(accepts)
+        else:  # each topic's own types
+            for t in topic:
+                self.receives.setdefault(t, []).extend(
+                    a for a in accepts if REGISTRY[a].topic == t)
         sub = subscribe(self.broker, self.settings, topic=topic, name=name, accepts=accepts,
                         handler=handler, dead_letters=lambda: self.dead_letters(name),
-                        strict_types=strict_types)
+                        strict_types=strict_types, replaces=replaces)
         self.subscriptions.append(sub)
         return sub
 
@@ -144,6 +153,8 @@ class Runtime:
                 self.producer = make_producer(self.settings)
                 await self.producer.start()
                 t.append(time.perf_counter())
+                for sub in self.subscriptions:  # (before their groups first join)
+                    await carry_offsets(self.settings, sub)
                 await self.broker.start()
                 t.append(time.perf_counter())
                 break

@@ -23,9 +23,9 @@ def register(runtime: Runtime, store: FundingStore, rules: FundingRules) -> None
         return await service.handle_refunds(store, rules, batch)
 
     runtime.subscribe(topics.INBOUND_REFUNDS, "refunds", [SubmitRefund.TYPE], on_refunds)
-    runtime.subscribe(topics.PROGRAMMES, "programme-facts",
-                      [ProgrammeScreened.TYPE, ProgrammeWithdrawn.TYPE], on_programme_facts,
-                      strict_types=False)
-    runtime.subscribe(topics.MONITORING, "closure-facts",
-                      [ProgrammeOperationallyClosed.TYPE, ProgrammeFinanciallyClosed.TYPE],
-                      on_programme_facts, strict_types=False)
+    # both topics by one consumer (one transaction at a time writes a programme's record)
+    runtime.subscribe((topics.PROGRAMMES, topics.MONITORING), "facts",
+                      [ProgrammeScreened.TYPE, ProgrammeWithdrawn.TYPE,
+                       ProgrammeOperationallyClosed.TYPE, ProgrammeFinanciallyClosed.TYPE],
+                      on_programme_facts, strict_types=False,
+                      replaces=("programme-facts", "closure-facts"))

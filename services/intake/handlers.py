@@ -20,8 +20,8 @@ def register(runtime: Runtime, store: IntakeStore, rules: ScreeningRules) -> Non
     runtime.subscribe(topics.INBOUND_CONCEPT_NOTES, "concept-notes",
                       [SubmitConceptNote.TYPE], on_concept_notes)
     # decisions, allocations, transfers and closures move the status in our read model
-    # (shared.lifecycle): every fact of the lifecycle, and the changes the history shows
-    runtime.subscribe(topics.FUNDING, "lifecycle-facts", sorted(lifecycle.HISTORY_TYPES),
-                      on_lifecycle_facts, strict_types=False)
-    runtime.subscribe(topics.MONITORING, "closure-facts", sorted(lifecycle.HISTORY_TYPES),
-                      on_lifecycle_facts, strict_types=False)
+    # (shared.lifecycle): every fact of the lifecycle, and the changes the history shows;
+    # both topics by one consumer (one transaction at a time writes a programme's record)
+    runtime.subscribe((topics.FUNDING, topics.MONITORING), "facts",
+                      sorted(lifecycle.HISTORY_TYPES), on_lifecycle_facts, strict_types=False,
+                      replaces=("lifecycle-facts", "closure-facts"))

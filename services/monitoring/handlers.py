@@ -21,9 +21,10 @@ def register(runtime: Runtime, store: MonitoringStore, rules: MonitoringRules,
     async def on_reports(batch):  # type: ignore[no-untyped-def]
         return await service.handle_reports(store, rules, batch, clock)
 
-    runtime.subscribe(topics.PROGRAMMES, "programme-facts", service.PROGRAMME_FACTS, on_facts,
-                      strict_types=False)
-    runtime.subscribe(topics.FUNDING, "funding-facts", service.FUNDING_FACTS, on_facts,
-                      strict_types=False)
+    # the programme and funding facts by one consumer: the facts of one SC decision (on both
+    # topics) are not written by two transactions of ours at once, which conflicted
+    runtime.subscribe((topics.PROGRAMMES, topics.FUNDING), "facts",
+                      [*service.PROGRAMME_FACTS, *service.FUNDING_FACTS], on_facts,
+                      strict_types=False, replaces=("programme-facts", "funding-facts"))
     runtime.subscribe(topics.INBOUND_PROGRESS_REPORTS, "progress-reports",
                       [SubmitProgressReport.TYPE], on_reports)

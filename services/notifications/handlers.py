@@ -16,8 +16,9 @@ def register(runtime: Runtime, store: NotificationsStore, *, digest_hour: int,
     async def on_facts(batch):  # type: ignore[no-untyped-def]
         return await service.handle_facts(store, batch, digest_hour=digest_hour, wake=wake)
 
-    for topic, name in ((topics.PROGRAMMES, "programme-facts"),
-                        (topics.FUNDING, "funding-facts"),
-                        (topics.MONITORING, "monitoring-facts")):
-        types = [c.type for c in REGISTRY.values() if c.topic == topic]
-        runtime.subscribe(topic, name, types, on_facts, strict_types=False)
+    # the three fact topics by one consumer: the facts of one SC decision (on two topics) are
+    # not written by two transactions of ours at once, which conflicted
+    facts = (topics.PROGRAMMES, topics.FUNDING, topics.MONITORING)
+    runtime.subscribe(facts, "facts", [c.type for c in REGISTRY.values() if c.topic in facts],
+                      on_facts, strict_types=False,
+                      replaces=("programme-facts", "funding-facts", "monitoring-facts"))

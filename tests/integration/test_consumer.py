@@ -526,3 +526,59 @@ async def test_offsets_committed_are_the_batchs_own_not_the_records_read_ahead()
         await runtime.stop()
     assert await _committed(group, topic) == {
         p: len(offs) for p, offs in _per_partition(rec.done).items()}
+
+
+async def test_a_subscription_that_replaces_others_starts_where_they_stopped() -> None:
+    """One consumer taking over two topics that two subscriptions read apart (its own new
+    group) starts from the offsets their groups committed, not from the topics' beginning:
+    what they handled is not handed to it again, what was published since is; once its
+    group has offsets of its own, nothing is carried over again."""
+    from shared.consumer import carry_offsets, group_of
+    from shared.runtime import Runtime
+    from shared.store import Store
+
+    settings = isolated(NotificationsSettings)
+    kinds = (topics.PROGRAMMES, topics.FUNDING)
+    seen: dict[str, list[str]] = {"old-a": [], "old-b": [], "facts": []}
+
+    def recorder(name: str):  # type: ignore[no-untyped-def]
+        async def handle(batch: list[Any]) -> None:
+            seen[name] += [i.event.programme_id for i in batch]
+        return handle
+
+    async def publish(tag: str, n: int) -> list[str]:
+        pids = []
+        for kind in kinds:
+            batch = [f"jp-{tag}-{kind.split('.')[-1]}-{i}" for i in range(n)]
+            await produce(settings.topic(kind), [event_record(
+                submitted(p), source="/mptf/intake", key=p) for p in batch])
+            pids += batch
+        return pids
+
+    first = await publish("before", 6)
+    old = Runtime(settings, Store(settings))
+    for kind, name in zip(kinds, ("old-a", "old-b"), strict=True):
+        old.subscribe(kind, name, [ProgrammeSubmitted.TYPE], recorder(name))
+    await old.start()
+    try:
+        await eventually(lambda: _ready(len(seen["old-a"]) + len(seen["old-b"]) >= 12),
+                         timeout=60)
+    finally:
+        await old.stop()  # (a clean stop: the offsets of what was handled are committed)
+    assert sorted(seen["old-a"] + seen["old-b"]) == sorted(first)
+    later = await publish("after", 4)
+
+    new = Runtime(settings, Store(settings))
+    merged = new.subscribe(kinds, "facts", [ProgrammeSubmitted.TYPE], recorder("facts"),
+                           replaces=("old-a", "old-b"))
+    await new.start()
+    try:
+        await eventually(lambda: _ready(len(seen["facts"]) >= 8), timeout=60)
+        await asyncio.sleep(1.0)  # (nothing more comes)
+    finally:
+        await new.stop()
+    assert sorted(seen["facts"]) == sorted(later)  # none of the first twelve again
+    for kind in kinds:  # its own offsets now: the ends of both topics
+        assert sum((await _committed(group_of(settings, "facts"),
+                                     settings.topic(kind))).values()) == 10
+    assert await carry_offsets(settings, merged) == {}
