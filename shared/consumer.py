@@ -606,10 +606,10 @@ def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str | tu
     topics = (topic,) if isinstance(topic, str) else tuple(topic)
     if len(topics) > 1 and any(t in T.INBOUND for t in topics):
         raise ValueError("an inbound kind is subscribed by pattern, alone")
-    sub = Subscription(",".join(settings.topic(t) for t in topics), name, frozenset(accepts),
-                       handler, settings, dead_letters, strict_types)
-    sub.topics = tuple(settings.topic(t) for t in topics)
-    sub.replaces = replaces
+    full = tuple(settings.topic(t) for t in topics)
+    sub = Subscription(",".join(full), name, frozenset(accepts), handler, settings,
+                       dead_letters, strict_types)
+    sub.topics, sub.replaces = full, replaces
     # an inbound kind is one topic per entity system: all of them, by pattern
     where: dict[str, Any] = ({"pattern": T.inbound_pattern(settings.topic(topics[0]))}
                              if topics[0] in T.INBOUND else {})
@@ -667,9 +667,14 @@ async def carry_offsets(settings: ServiceSettings, sub: Subscription
     opts = {"bootstrap_servers": settings.kafka_bootstrap_servers,
             "client_id": f"mptf-{settings.service_name}", **settings.kafka_options()}
     admin = AIOKafkaAdminClient(**opts)
+
+    async def has_offsets() -> bool:
+        return any(o.offset >= 0 for o in
+                   (await admin.list_consumer_group_offsets(group)).values())
+
     await admin.start()
     try:
-        if any(o.offset >= 0 for o in (await admin.list_consumer_group_offsets(group)).values()):
+        if await has_offsets():
             return {}
         offsets: dict[TopicPartition, int] = {}
         for old in sub.replaces:
@@ -685,8 +690,7 @@ async def carry_offsets(settings: ServiceSettings, sub: Subscription
             consumer.assign(list(offsets))
             await consumer.commit(offsets)
         except KafkaError as e:
-            if not any(o.offset >= 0 for o in (
-                    await admin.list_consumer_group_offsets(group)).values()):
+            if not await has_offsets():
                 raise
             log.info("consumer_offsets_carried_by_another", group=group, error=repr(e)[:200])
             return {}
