@@ -582,3 +582,44 @@ async def test_a_subscription_that_replaces_others_starts_where_they_stopped() -
         assert sum((await _committed(group_of(settings, "facts"),
                                      settings.topic(kind))).values()) == 10
     assert await carry_offsets(settings, merged) == {}
+
+
+async def test_a_subscription_replacing_groups_that_do_not_exist_asks_no_group_its_offsets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a new deployment (or once the replaced groups' offsets have expired) the carry-over
+    finds none of the replaced groups among the cluster's groups and asks nothing more: no
+    group's offsets (which would have the broker find, and on a new cluster create, the
+    group's coordinator), no commit; the new group is not made by it."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from shared.consumer import carry_offsets, group_of
+    from shared.runtime import Runtime
+    from shared.store import Store
+
+    settings = isolated(NotificationsSettings)
+    asked: list[str] = []
+    fetch = AIOKafkaAdminClient.list_consumer_group_offsets
+
+    async def recorded(self: AIOKafkaAdminClient, group_id: str, *a: Any, **kw: Any) -> Any:
+        asked.append(group_id)
+        return await fetch(self, group_id, *a, **kw)
+
+    monkeypatch.setattr(AIOKafkaAdminClient, "list_consumer_group_offsets", recorded)
+    runtime = Runtime(settings, Store(settings))
+
+    async def handle(batch: list[Any]) -> None:
+        return None
+
+    merged = runtime.subscribe((topics.PROGRAMMES, topics.FUNDING), "facts",
+                               [ProgrammeSubmitted.TYPE], handle,
+                               replaces=("never-a", "never-b"))
+    assert await carry_offsets(settings, merged) == {}
+    assert asked == []
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                **settings.kafka_options())
+    await admin.start()
+    try:
+        listed = {g[0] for g in await admin.list_consumer_groups()}
+    finally:
+        await admin.close()
+    assert group_of(settings, "facts") not in listed
