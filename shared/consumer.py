@@ -56,7 +56,7 @@ from shared.contracts import REGISTRY
 from shared.contracts.base import RAW_CHECKED, raw_json_safe
 from shared.envelope import Envelope, decode
 from shared.errors import MptfError, PermanentMessageError
-from shared.kafka import DeadLetters
+from shared.kafka import DeadLetters, service_client
 from shared.logging import get_logger
 from shared.metrics import BATCHES_RUN_AGAIN, CONSUMER_LAG, EVENTS_CONSUMED, HANDLER_SECONDS
 from shared.settings import ServiceSettings
@@ -670,8 +670,7 @@ async def carry_offsets(settings: ServiceSettings, sub: Subscription
     if not sub.replaces or not sub.topics:
         return {}
     group = group_of(settings, sub.name)
-    opts = {"bootstrap_servers": settings.kafka_bootstrap_servers,
-            "client_id": f"mptf-{settings.service_name}", **settings.kafka_options()}
+    opts = service_client(settings)
     admin = AIOKafkaAdminClient(**opts)
 
     async def has_offsets() -> bool:
@@ -704,7 +703,7 @@ async def carry_offsets(settings: ServiceSettings, sub: Subscription
             return {}
         finally:
             await consumer.stop()
-        log.info("consumer_offsets_carried_over", group=group, replaced=list(sub.replaces),
+        log.info("consumer_offsets_carried_over", group=group, replaced=olds,
                  partitions=len(offsets))
         return offsets
     finally:

@@ -49,10 +49,16 @@ def client_options(username: str, password: str, *, protocol: str = "SASL_PLAINT
     return opts
 
 
+def service_client(settings: ServiceSettings) -> dict[str, Any]:
+    """aiokafka's keyword arguments naming a service's client: its brokers, its client id and
+    its authentication (any of its clients: producer, consumer, admin)."""
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers,
+            "client_id": f"mptf-{settings.service_name}", **settings.kafka_options()}
+
+
 def make_producer(settings: ServiceSettings, **kw: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        client_id=f"mptf-{settings.service_name}",
+        **service_client(settings),
         enable_idempotence=True,
         acks="all",
         # no lingering: a relay round sends all its records before it yields, so they are
@@ -60,7 +66,6 @@ def make_producer(settings: ServiceSettings, **kw: Any) -> AIOKafkaProducer:
         # at 6/s: allocated -> notified 43 / 39 ms against 46 / 44 at linger 2)
         linger_ms=0,
         max_request_size=2 * 1024 * 1024,
-        **settings.kafka_options(),
         **kw,
     )
 
