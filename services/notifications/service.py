@@ -128,6 +128,8 @@ async def read_programmes(store: NotificationsStore, uow: UnitOfWork, events: li
     for p in programmes:
         store.recent.put(p)
     await store.contacts(uow, codes)
+    await store.load_parked(uow, [inc.event.programme_id for inc in events
+                                  if isinstance(inc.event, ProgrammeSubmitted)])
 
 
 async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, digest_hour: int,
@@ -155,7 +157,10 @@ async def handle_facts(store: NotificationsStore, batch: list[Incoming], *, dige
             return
         queued += await notify(store, uow, inc.id, inc.type, ev, trace, digest_hour, at)
         if isinstance(ev, ProgrammeSubmitted):
-            for p in await store.unpark(uow, pid):
+            parked = await store.unpark(uow, pid)
+            if not careful:  # a parked fact has made no notice yet (see expect_new)
+                store.expect_new(uow, [p["_id"] for p in parked])
+            for p in parked:
                 fact = REGISTRY[p["type"]].model.model_validate(p["data"])
                 queued += await notify(store, uow, p["_id"], p["type"], fact,
                                         p.get("traceparent"), digest_hour,

@@ -219,12 +219,30 @@ class NotificationsStore(Store):
                                        "data": data, "traceparent": traceparent, "at": at}},
             upsert=True)
 
+    async def load_parked(self, uow: UnitOfWork, pids: list[str]) -> None:
+        """The facts parked for these programmes (their submissions are in the batch), read
+        in one query; unpark() then reads none. Only those whose documents (loaded) say
+        they have some: a pipeline running behind parks many (a programme's money facts
+        read before its submission, on another topic), and then each submission's query
+        was a round trip of its own inside the batch's transaction."""
+        programmes = uow.docs("programmes")
+        waiting = [pid for pid in dict.fromkeys(pids)
+                   if (programmes.cache.get(pid) or {}).get("parked")]
+        if waiting:
+            parked = uow.docs("parked")
+            await parked.load_where({"programme_id": {"$in": waiting}})
+            parked.covered.update(waiting)  # (every parked fact of theirs is cached now)
+
     async def unpark(self, uow: UnitOfWork, pid: str) -> list[dict[str, Any]]:
         prog = await uow.docs("programmes").get(pid)
         if not prog or not prog.get("parked"):
             return []  # nothing was ever parked for it: no query
         parked = uow.docs("parked")
-        docs = await parked.load_where({"programme_id": pid})
+        if pid in parked.covered:  # (load_parked; and those parked in the batch since)
+            docs = [d for d in parked.cache.values()
+                    if d is not None and d.get("programme_id") == pid]
+        else:
+            docs = await parked.load_where({"programme_id": pid})
         for d in docs:
             await parked.delete(d["_id"])
         await uow.docs("programmes").update(pid, {"$unset": {"parked": ""}})

@@ -432,6 +432,84 @@ async def test_a_batch_reads_the_directory_entries_of_programmes_it_recalls_besi
         await other.close()
 
 
+async def test_facts_parked_for_a_batchs_submissions_are_read_in_one_query_and_made_new(
+        ) -> None:
+    """A pipeline running behind reads a programme's money facts before its submission (on
+    another topic): they are parked. A batch of submissions then reads the parked facts of
+    all its programmes in one query, and makes their notices without looking each up (a
+    parked fact has made none), where it made a round trip for each programme and each
+    fact; the notices are the same. A parked fact that had made its notices after all
+    (never, but if) fails the insert on its unique id, and the batch runs again carefully:
+    no notice twice."""
+    from types import SimpleNamespace
+
+    from shared.consumer import Incoming
+    from shared.contracts import contract_for
+    from shared.envelope import Envelope
+
+    def incoming(topic: str, event: Any) -> Incoming:
+        env = Envelope(source="/mptf/test", type=contract_for(event).type,
+                       subject=event.programme_id)
+        return Incoming(SimpleNamespace(topic=topic, partition=0, offset=0), env,  # type: ignore[arg-type]
+                        event)
+
+    def approvals(rows: list[dict[str, Any]], fact_id: str | None = None) -> list[str]:
+        return sorted(r["recipient"] for r in rows if r["fact_type"] == ProgrammeApproved.TYPE
+                      and fact_id in (None, r["fact_id"]))
+
+    settings = isolated(NotificationsSettings)
+    finds = commands_started(settings.database, ("find",))
+    store = NotificationsStore(settings)
+    try:
+        await store.ensure_indexes()
+        await store.seed_directory()
+        pids = ["jp-k1", "jp-k2", "jp-k3"]
+        made = {pid: facts(pid) for pid in pids}
+        approved = {pid: incoming(topics.FUNDING, made[pid][1]) for pid in pids}
+        # the approvals first: nobody to address yet, so parked
+        assert await notifications.handle_facts(store, list(approved.values()),
+                                                digest_hour=6) == []
+        assert await store.db.parked.count_documents({}) == 3
+        assert await notices(store) == []
+
+        # the submissions (and one of a programme with nothing parked, and a second approval
+        # of jp-k3 parked in the batch before its submission): one query for the parked
+        # facts of all three, none for deliveries
+        later = incoming(topics.FUNDING, made["jp-k3"][1])
+        batch = [incoming(topics.PROGRAMMES, made[pid][0]) for pid in pids[:2]] + [
+            incoming(topics.PROGRAMMES, facts("jp-k4")[0]), later,
+            incoming(topics.PROGRAMMES, made["jp-k3"][0])]
+        finds.clear()
+        assert await notifications.handle_facts(store, batch, digest_hour=6) == []
+        assert [c["filter"] for c in finds if c["find"] == "parked"
+                and "programme_id" in c["filter"]] == [{"programme_id": {"$in": pids}}]
+        assert not [c for c in finds if c["find"] == "deliveries"]
+        assert await store.db.parked.count_documents({}) == 0
+        rows = await notices(store)
+        assert len({r["_id"] for r in rows}) == len(rows)
+        told = approvals(rows, approved["jp-k1"].id)  # (the PUNOs and the RC office)
+        assert set(told) > set(PUNOS)
+        for fact in (*approved.values(), later):
+            assert approvals(rows, fact.id) == told
+
+        # a parked fact whose notices exist (its document put back by hand) makes none again
+        fact = approved["jp-k1"]
+        await store.db.parked.insert_one({
+            "_id": fact.id, "type": ProgrammeApproved.TYPE, "programme_id": "jp-k1",
+            "data": made["jp-k1"][1].model_dump(mode="json"), "traceparent": None,
+            "at": datetime(2026, 11, 23, 11)})
+        await store.db.programmes.update_one({"_id": "jp-k1"}, {"$set": {"parked": 1}})
+        again = incoming(topics.PROGRAMMES, made["jp-k1"][0])  # (a new fact id)
+        assert await notifications.handle_facts(store, [again], digest_hour=6) == []
+        after = await notices(store)
+        assert approvals(after) == approvals(rows)
+        assert [r for r in after if r["fact_id"] == again.id]  # the submission's own
+        assert await store.db.parked.count_documents({}) == 0
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
+
+
 def test_recent_programmes_are_bounded_and_forget_the_oldest_first() -> None:
     from services.notifications.domain import Programme
     from services.notifications.store import Recent
