@@ -43,7 +43,6 @@ from faststream import AckPolicy
 from faststream._internal.endpoint.subscriber.mixins import TasksMixin
 from faststream.exceptions import NackMessage
 from faststream.kafka import KafkaBroker, Topic
-from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.subscriber.usecase import BatchSubscriber
 from faststream.message import AckStatus
 from opentelemetry import trace
@@ -637,8 +636,14 @@ def subscribe(broker: KafkaBroker, settings: ServiceSettings, *, topic: str | tu
     subscriber.__class__ = PromptBatchSubscriber  # (same slots: get_msg and stop differ)
     subscriber.subscription = sub
 
+    context = broker.context
+
+    # No parameters: FastStream resolves a handler's context parameter (`msg: KafkaMessage`)
+    # through fast_depends, which runs its resolver, a plain function, in a worker thread:
+    # a thread's round trip for every batch, at every hop. The message is the context's.
     @subscriber
-    async def _consume(msg: KafkaMessage) -> None:
+    async def _consume() -> None:
+        msg = context.get_local("message")
         records = msg.raw_message if isinstance(msg.raw_message, tuple) else (msg.raw_message,)
         await sub.process(records, msg.consumer)
         # process() committed the batch's own offsets: FastStream's ack would commit the

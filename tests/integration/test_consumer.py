@@ -63,6 +63,32 @@ async def test_redelivered_event_causes_no_second_effect() -> None:
         assert [m["programme_id"] for m in r.json()] == ["jp-redelivered"]
 
 
+async def test_a_consumed_batch_is_handled_on_the_event_loop_without_a_worker_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastStream resolves a handler's context parameters through fast_depends, which runs a
+    plain resolver in a worker thread: a thread's round trip for every batch. Our handler
+    takes none, so a batch is handled without one (counted at fast_depends' one way into
+    the thread pool)."""
+    import fast_depends.utils
+
+    threaded: list[str] = []
+    original = fast_depends.utils.run_in_threadpool
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        threaded.append(getattr(func, "__qualname__", repr(func)))
+        return await original(func, *args, **kwargs)
+
+    monkeypatch.setattr(fast_depends.utils, "run_in_threadpool", counted)
+    settings = isolated(NotificationsSettings)
+    topic = settings.topic(topics.PROGRAMMES)
+    async with running(build_notifications, settings) as (_, runtime, _http):
+        for n in range(3):  # three batches, one after another
+            pid = f"jp-nothread-{n}"
+            await produce(topic, [event_record(submitted(pid), source="/mptf/intake", key=pid)])
+            await eventually(lambda pid=pid: _n(runtime, pid, 3))
+    assert threaded == []
+
+
 async def test_an_event_id_reused_for_other_content_is_dead_lettered_as_a_conflict() -> None:
     """A producer that sets one id for a whole run: the first record is applied, the others
     (other content, the same id) are dead-lettered as conflicts, not dropped as redeliveries;
