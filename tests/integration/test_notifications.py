@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,9 +29,12 @@ from services.notifications.app import NotificationsSettings
 from services.notifications.app import build as build_notifications
 from services.notifications.store import NotificationsStore
 from shared import rebuild, topics
+from shared.consumer import Incoming
+from shared.contracts import contract_for
 from shared.contracts.funding import ProgrammeApproved
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, ProgrammeSubmitted
 from shared.contracts.notifications import NotificationFailed
+from shared.envelope import Envelope
 from tests.integration.conftest import running
 from tests.support import (
     DEU,
@@ -51,6 +55,14 @@ from tests.support import (
 )
 
 PUNOS = ["IOM", "ILO", "UNDP", "UNICEF"]
+
+
+def incoming(topic: str, event: Any, offset: int = 0, event_id: str | None = None) -> Incoming:
+    """A fact as the consumer hands it to notifications' handler (no broker in between)."""
+    env = Envelope(source="/mptf/test", type=contract_for(event).type,
+                   subject=event.programme_id, **({"id": event_id} if event_id else {}))
+    return Incoming(SimpleNamespace(topic=topic, partition=0, offset=offset), env,  # type: ignore[arg-type]
+                    event)
 
 
 class Receiver:
@@ -314,18 +326,6 @@ async def test_a_fact_seen_again_after_its_inbox_record_expired_makes_no_notice_
     facts). A fact that comes again after its inbox record expired fails that insert on the
     unique id of its inbox document; its batch then runs again, looking each notice up: no
     notice and no NotificationDelivered twice, and the batch's other facts are notified."""
-    from types import SimpleNamespace
-
-    from shared.consumer import Incoming
-    from shared.contracts import contract_for
-    from shared.envelope import Envelope
-
-    def incoming(topic: str, event: Any, n: int) -> Incoming:
-        env = Envelope(source="/mptf/test", type=contract_for(event).type,
-                       subject=event.programme_id)
-        return Incoming(SimpleNamespace(topic=topic, partition=0, offset=n), env,  # type: ignore[arg-type]
-                        event)
-
     store = NotificationsStore(isolated(NotificationsSettings))
     try:
         await store.ensure_indexes()
@@ -367,17 +367,7 @@ async def test_a_batch_reads_the_directory_entries_of_programmes_it_recalls_besi
     guess: a contact changed a moment before is seen all the same, and a process that
     recalls nothing (a restart, another replica) reads them in the transaction and makes the
     same notices."""
-    from types import SimpleNamespace
 
-    from shared.consumer import Incoming
-    from shared.contracts import contract_for
-    from shared.envelope import Envelope
-
-    def incoming(topic: str, event: Any) -> Incoming:
-        env = Envelope(source="/mptf/test", type=contract_for(event).type,
-                       subject=event.programme_id)
-        return Incoming(SimpleNamespace(topic=topic, partition=0, offset=0), env,  # type: ignore[arg-type]
-                        event)
 
     settings = isolated(NotificationsSettings)
     finds = commands_started(settings.database, ("find",))
@@ -441,17 +431,7 @@ async def test_facts_parked_for_a_batchs_submissions_are_read_in_one_query_and_m
     fact; the notices are the same. A parked fact that had made its notices after all
     (never, but if) fails the insert on its unique id, and the batch runs again carefully:
     no notice twice."""
-    from types import SimpleNamespace
 
-    from shared.consumer import Incoming
-    from shared.contracts import contract_for
-    from shared.envelope import Envelope
-
-    def incoming(topic: str, event: Any) -> Incoming:
-        env = Envelope(source="/mptf/test", type=contract_for(event).type,
-                       subject=event.programme_id)
-        return Incoming(SimpleNamespace(topic=topic, partition=0, offset=0), env,  # type: ignore[arg-type]
-                        event)
 
     def approvals(rows: list[dict[str, Any]], fact_id: str | None = None) -> list[str]:
         return sorted(r["recipient"] for r in rows if r["fact_type"] == ProgrammeApproved.TYPE
@@ -568,13 +548,7 @@ async def test_a_batch_reads_the_directory_entries_of_everyone_it_addresses_in_o
     """Three programmes in three countries submitted and approved in one batch: the PUNOs,
     the three RC offices and the FMU are read from the directory in one query, not one per
     programme as each fact found new recipients."""
-    from types import SimpleNamespace
-
     from prometheus_client import REGISTRY
-
-    from shared.consumer import Incoming
-    from shared.contracts import contract_for
-    from shared.envelope import Envelope
 
     def directory_reads() -> float:
         return REGISTRY.get_sample_value("mptf_store_commands_total", {
@@ -590,10 +564,7 @@ async def test_a_batch_reads_the_directory_entries_of_everyone_it_addresses_in_o
             submitted = submitted.model_copy(update={"note": submitted.note.model_copy(
                 update={"countries": [country]})})
             for event in (submitted, approved):
-                env = Envelope(source="/mptf/test", type=contract_for(event).type,
-                               subject=event.programme_id)
-                batch.append(Incoming(SimpleNamespace(topic="t", partition=0,  # type: ignore[arg-type]
-                                                      offset=len(batch)), env, event))
+                batch.append(incoming("t", event, len(batch)))
         before = directory_reads()
         assert await notifications.handle_facts(store, batch, digest_hour=6) == []
         assert directory_reads() - before == 1
@@ -657,18 +628,11 @@ async def test_a_facts_inbox_notices_are_one_document_read_as_rows_and_earlier_o
     document at start, ids and read marks kept, so a fact notified before the upgrade and
     seen again after its inbox record expired makes no notice twice."""
     from datetime import UTC
-    from types import SimpleNamespace
 
     from services.notifications.domain import Notice
-    from shared.consumer import Incoming
-    from shared.contracts import contract_for
-    from shared.envelope import Envelope
 
-    def incoming(event: Any, n: int, event_id: str | None = None) -> Incoming:
-        env = Envelope(source="/mptf/test", type=contract_for(event).type,
-                       subject=event.programme_id, **({"id": event_id} if event_id else {}))
-        return Incoming(SimpleNamespace(topic="t", partition=0, offset=n), env,  # type: ignore[arg-type]
-                        event)
+    def one(event: Any, n: int, event_id: str | None = None) -> Incoming:
+        return incoming("t", event, n, event_id)
 
     store = NotificationsStore(isolated(NotificationsSettings))
     try:
@@ -690,7 +654,7 @@ async def test_a_facts_inbox_notices_are_one_document_read_as_rows_and_earlier_o
         assert await store.db.deliveries.count_documents({"fact_id": "evt-old"}) == 1
         submitted, approved = facts("jp-new")
         assert await notifications.handle_facts(store, [
-            incoming(submitted, 0), incoming(approved, 1)], digest_hour=6) == []
+            one(submitted, 0), one(approved, 1)], digest_hour=6) == []
         rows = await notices(store)
         # 4 PUNOs told of the submission and of the approval, the RC office of the
         # approval; and the 4 of the old fact, newest first
@@ -737,7 +701,7 @@ async def test_a_facts_inbox_notices_are_one_document_read_as_rows_and_earlier_o
         # the old fact again, after its inbox record expired: nothing new
         before = len(await store.outbox_events())
         assert await notifications.handle_facts(store, [
-            incoming(old_submitted, 2, "evt-old")], digest_hour=6) == []
+            one(old_submitted, 2, "evt-old")], digest_hour=6) == []
         assert len(await notices(store)) == 13
         assert len(await store.outbox_events()) == before
     finally:
