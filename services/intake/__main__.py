@@ -1,3 +1,10 @@
-from services.intake.app import main
+"""`python -m services.intake`: skips what the process never uses, then runs the service."""
 
-main()
+from shared.startup import skip_unused_imports
+
+skip_unused_imports()
+
+from services.intake.app import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()

@@ -190,8 +190,8 @@ def register(*, topic: str, owner: str, key: str, example: dict[str, Any],
         if t in REGISTRY:
             raise RuntimeError(f"event type {t} registered twice")
         summary = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-        # the example must satisfy the contract it illustrates
-        model.model_validate(example)
+        # (that the example satisfies the contract it illustrates is a test, not a cost of
+        # every start: tests/contract/test_contracts.py)
         REGISTRY[t] = Contract(t, model, topic, owner, key, summary, example, inbound, also)
         return model
 

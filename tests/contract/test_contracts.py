@@ -33,6 +33,14 @@ def test_each_fact_topic_has_one_writer() -> None:
     assert owners[topics.NOTIFICATIONS] == {"notifications"}
 
 
+def test_every_example_satisfies_the_contract_it_illustrates() -> None:
+    for t, c in REGISTRY.items():
+        event = c.model.model_validate(c.example)
+        assert event.TYPE == t  # type: ignore[attr-defined]
+        # and says what it says again after a trip over the wire
+        assert c.model.model_validate_json(event.model_dump_json()) == event, t
+
+
 def test_money_travels_as_exact_strings() -> None:
     note = SubmitConceptNote.model_validate(CONCEPT_NOTE_EXAMPLE)
     assert note.punos[0].budget_usd == Decimal("1200000.00")

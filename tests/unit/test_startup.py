@@ -1,0 +1,78 @@
+"""shared/startup.py: a service process (`python -m services.<name>`) starts without importing
+what it would import only to fall back from it (cryptography through PyMongo's PyOpenSSL
+try, rich through structlog), and still has what it uses: PyMongo's TLS and structlog's
+JSON logging with tracebacks.
+
+Each check runs in a fresh interpreter: what a process has imported cannot be undone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("intake", "funding", "monitoring", "notifications")
+UNUSED = ("cryptography", "OpenSSL", "rich", "pygments", "pymongo.pyopenssl_context")
+
+PROBE = """
+import importlib, json, sys
+importlib.import_module(sys.argv[1])
+loaded = sorted({m.split(".")[0] if not m.startswith("pymongo.") else m
+                 for m, v in sys.modules.items() if v is not None})
+import pymongo.ssl_support as ssl_support
+main = importlib.import_module(f"services.{sys.argv[2]}.app").main
+print(json.dumps({"loaded": loaded, "have_ssl": ssl_support.HAVE_SSL,
+                  "main": callable(main)}))
+"""
+
+
+def probe(service: str, module: str) -> dict[str, object]:
+    out = subprocess.run([sys.executable, "-c", PROBE, module, service],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_process_starts_without_the_modules_it_would_only_fall_back_from(
+        service: str) -> None:
+    got = probe(service, f"services.{service}.__main__")  # not run as __main__: no start
+    assert not set(UNUSED) & set(got["loaded"]), got["loaded"]
+    assert got["have_ssl"] is True  # PyMongo still has TLS (the standard library's)
+    assert got["main"] is True
+
+
+def test_without_the_skip_the_service_would_import_them() -> None:
+    """The check above is not vacuous: importing a service's app directly (as the tests and
+    the command line tool do) still pulls in both. If this fails, a dependency stopped
+    importing them on its own and shared/startup.py can drop that name."""
+    got = probe("intake", "services.intake.app")
+    assert {"cryptography", "rich"} <= set(got["loaded"])
+
+
+def test_logging_still_renders_tracebacks_without_rich() -> None:
+    code = """
+from shared.startup import skip_unused_imports
+skip_unused_imports()
+import io, json, logging, sys
+from shared.logging import setup_logging, get_logger
+setup_logging("probe")
+buf = io.StringIO()
+logging.getLogger().handlers[0].setStream(buf)
+try:
+    raise ValueError("boom")
+except ValueError:
+    get_logger().exception("failed", programme_id="JP-1")
+line = json.loads(buf.getvalue().strip().splitlines()[-1])
+print(json.dumps({"rich": "rich" in sys.modules and sys.modules["rich"] is not None,
+                  "line": line}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["rich"] is False
+    assert got["line"]["event"] == "failed" and got["line"]["programme_id"] == "JP-1"
+    assert "ValueError: boom" in got["line"]["exception"]
