@@ -315,5 +315,34 @@ def restated(history: list[dict[str, Any]], timeline: list[dict[str, Any]]
     """A history whose entries for facts each say the status as of the fact's time (from the
     timeline), not as of when the fact happened to arrive: the same history in any order of
     arrival."""
-    return [{**h, "status": status_as_of(timeline, h["at"]) or h["status"]} if h.get("fact")
-            else h for h in history]
+    at = _statuses_as_of(timeline)
+    return [{**h, "status": at(h["at"]) or h["status"]} if h.get("fact") else h
+            for h in history]
+
+
+def _statuses_as_of(timeline: list[dict[str, Any]]) -> Any:
+    """`status_as_of(timeline, instant)` for many instants. The services keep their
+    timelines in time order (shared.rebuild.chronological), where the facts up to an instant
+    are a prefix of the timeline: each prefix's record is then the one before it folded with
+    one more fact, so a programme's whole history costs one fold per fact, not one per fact
+    and entry (a programme reporting for years has hundreds of each). A timeline out of time
+    order is folded again for each instant, as `status_as_of` does. Prefixes are folded only
+    as far as an instant asks (a fold that refuses a fact refuses it where as_of would)."""
+    from bisect import bisect_right
+    from itertools import pairwise
+    from types import SimpleNamespace
+
+    times = [e["at"] for e in timeline]
+    if any(b < a for a, b in pairwise(times)):
+        return lambda instant: status_as_of(timeline, instant)
+    records = [empty()]  # records[k]: the first k facts folded
+
+    def at(instant: Any) -> str | None:
+        k = bisect_right(times, instant)
+        while len(records) <= k:
+            e = timeline[len(records) - 1]
+            records.append(fold(records[-1], e["type"], e["id"], SimpleNamespace(
+                eligible=e.get("eligible", True)), e.get("decision_id")))
+        return status(records[k])
+
+    return at

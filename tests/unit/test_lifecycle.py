@@ -5,6 +5,7 @@ often they are redelivered, and the status it states follows the Fund's preceden
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +18,7 @@ from shared.contracts import funding as F
 from shared.contracts import intake as I
 from shared.contracts import monitoring as M
 from shared.errors import IllegalTransition, NotFound
+from shared.rebuild import chronological
 
 S = L.S
 ELIGIBLE = SimpleNamespace(eligible=True)
@@ -166,3 +168,72 @@ def test_join_is_the_record_of_both(xs: list[Any], ys: list[Any]) -> None:
     a, b = L.replay(xs), L.replay(ys)
     assert L.join(a, b) == L.join(b, a) == L.replay([*xs, *ys]) == L.replay([*ys, *xs])
     assert L.join(a, a) == a
+
+
+# -- a history restated from the timeline ------------------------------------------------------
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
+TIMELINE_TYPES = [*sorted(L.MARKS), L.SCREENED_TYPE]
+
+
+@st.composite
+def timelines(draw: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A timeline (times from a few seconds, so that facts share instants) and a history of
+    fact and non-fact entries at instants in and around it."""
+    n = draw(st.integers(0, 14))
+    entries = [L.timeline_entry(
+        draw(st.sampled_from(TIMELINE_TYPES)), f"f{i}",
+        T0 + timedelta(seconds=draw(st.integers(0, 6))),
+        SimpleNamespace(eligible=draw(st.booleans()),
+                        decision_id=draw(st.sampled_from([None, "d1", "d2"]))))
+        for i in range(n)]
+    history = [{"at": T0 + timedelta(seconds=draw(st.integers(-1, 7))),
+                "fact": draw(st.booleans()), "status": "as-arrived"}
+               for _ in range(draw(st.integers(0, 10)))]
+    return entries, history
+
+
+def restated_one_by_one(history: list[dict[str, Any]], timeline: list[dict[str, Any]]
+                        ) -> list[dict[str, Any]]:
+    """The definition: each fact's entry folded from the timeline up to its instant."""
+    return [{**h, "status": L.status_as_of(timeline, h["at"]) or h["status"]}
+            if h.get("fact") else h for h in history]
+
+
+def outcome(f: Any, *args: Any) -> Any:
+    try:
+        return f(*args)
+    except IllegalTransition as e:
+        return ("refused", str(e))
+
+
+@settings(max_examples=400, deadline=None)
+@given(timelines(), st.booleans())
+def test_a_restated_history_is_each_entry_as_of_its_instant(case: Any, in_order: bool) -> None:
+    """Whether the timeline is in time order (as the services keep it) or not, and whatever
+    facts it holds (a contradiction refused alike)."""
+    timeline, history = case
+    if in_order:
+        timeline = chronological(timeline)
+    assert outcome(L.restated, history, timeline) == outcome(
+        restated_one_by_one, history, timeline)
+
+
+def test_a_long_history_folds_each_fact_of_its_timeline_once(monkeypatch: Any) -> None:
+    """A programme reporting for years has hundreds of facts and history entries: restating
+    its history is one fold per fact, not one per fact and entry."""
+    timeline = chronological(
+        [L.timeline_entry(L.SCREENED_TYPE if i == 0 else I.ProgrammeSubmitted.TYPE, f"f{i}",
+                          T0 + timedelta(minutes=i), ELIGIBLE) for i in range(300)])
+    history = [{"at": e["at"], "fact": True, "status": "x"} for e in timeline]
+    folds = 0
+    real = L.fold
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        nonlocal folds
+        folds += 1
+        return real(*args, **kw)
+
+    monkeypatch.setattr(L, "fold", counted)
+    out = L.restated(history, timeline)
+    assert folds == len(timeline)
+    assert [h["status"] for h in out] == [S.ELIGIBLE] * len(history)
