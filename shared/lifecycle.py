@@ -30,7 +30,7 @@ Commands check what they may do with `allowed()`, against the same states.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -320,7 +320,7 @@ def restated(history: list[dict[str, Any]], timeline: list[dict[str, Any]]
             for h in history]
 
 
-def _statuses_as_of(timeline: list[dict[str, Any]]) -> Any:
+def _statuses_as_of(timeline: list[dict[str, Any]]) -> Callable[[Any], str | None]:
     """`status_as_of(timeline, instant)` for many instants. The services keep their
     timelines in time order (shared.rebuild.chronological), where the facts up to an instant
     are a prefix of the timeline: each prefix's record is then the one before it folded with

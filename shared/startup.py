@@ -11,7 +11,7 @@ process would import only to fall back from them.
   development renderer and its rich tracebacks import it (with Pygments and attrs) when it is
   there. Services log JSON with plain tracebacks (shared.logging) and never use it.
 
-About 0.15 s of CPU a service at every start (`python -X importtime`; docs/benchmarks.md).
+About 0.1 s of CPU a service at every start, measured by turns (docs/benchmarks.md).
 Only for the service processes: the tests and the command line tool import as usual.
 """
 
