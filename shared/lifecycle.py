@@ -296,14 +296,19 @@ def timeline_entry(fact_type: str, fact_id: str, at: Any, event: Any = None) -> 
 
 def as_of(timeline: Iterable[dict[str, Any]], instant: Any) -> dict[str, Any]:
     """The record of the facts of `timeline` that happened at or before `instant`."""
-    from types import SimpleNamespace
-
     rec = empty()
     for e in timeline:
         if e["at"] <= instant:
-            rec = fold(rec, e["type"], e["id"], SimpleNamespace(eligible=e.get("eligible", True)),
-                       e.get("decision_id"))
+            rec = _fold_entry(rec, e)
     return rec
+
+
+def _fold_entry(rec: dict[str, Any], e: dict[str, Any]) -> dict[str, Any]:
+    """`rec` folded with one timeline entry (what `timeline_entry` kept of its fact)."""
+    from types import SimpleNamespace
+
+    return fold(rec, e["type"], e["id"], SimpleNamespace(eligible=e.get("eligible", True)),
+                e.get("decision_id"))
 
 
 def status_as_of(timeline: Iterable[dict[str, Any]], instant: Any) -> str | None:
@@ -330,7 +335,6 @@ def _statuses_as_of(timeline: list[dict[str, Any]]) -> Callable[[Any], str | Non
     as far as an instant asks (a fold that refuses a fact refuses it where as_of would)."""
     from bisect import bisect_right
     from itertools import pairwise
-    from types import SimpleNamespace
 
     times = [e["at"] for e in timeline]
     if any(b < a for a, b in pairwise(times)):
@@ -340,9 +344,7 @@ def _statuses_as_of(timeline: list[dict[str, Any]]) -> Callable[[Any], str | Non
     def at(instant: Any) -> str | None:
         k = bisect_right(times, instant)
         while len(records) <= k:
-            e = timeline[len(records) - 1]
-            records.append(fold(records[-1], e["type"], e["id"], SimpleNamespace(
-                eligible=e.get("eligible", True)), e.get("decision_id")))
+            records.append(_fold_entry(records[-1], timeline[len(records) - 1]))
         return status(records[k])
 
     return at

@@ -367,8 +367,6 @@ async def test_a_batch_reads_the_directory_entries_of_programmes_it_recalls_besi
     guess: a contact changed a moment before is seen all the same, and a process that
     recalls nothing (a restart, another replica) reads them in the transaction and makes the
     same notices."""
-
-
     settings = isolated(NotificationsSettings)
     finds = commands_started(settings.database, ("find",))
 
@@ -431,7 +429,6 @@ async def test_facts_parked_for_a_batchs_submissions_are_read_in_one_query_and_m
     fact; the notices are the same. A parked fact that had made its notices after all
     (never, but if) fails the insert on its unique id, and the batch runs again carefully:
     no notice twice."""
-
 
     def approvals(rows: list[dict[str, Any]], fact_id: str | None = None) -> list[str]:
         return sorted(r["recipient"] for r in rows if r["fact_type"] == ProgrammeApproved.TYPE
@@ -631,9 +628,6 @@ async def test_a_facts_inbox_notices_are_one_document_read_as_rows_and_earlier_o
 
     from services.notifications.domain import Notice
 
-    def one(event: Any, n: int, event_id: str | None = None) -> Incoming:
-        return incoming("t", event, n, event_id)
-
     store = NotificationsStore(isolated(NotificationsSettings))
     try:
         # an earlier release's notices of an old fact: one document per recipient
@@ -654,7 +648,7 @@ async def test_a_facts_inbox_notices_are_one_document_read_as_rows_and_earlier_o
         assert await store.db.deliveries.count_documents({"fact_id": "evt-old"}) == 1
         submitted, approved = facts("jp-new")
         assert await notifications.handle_facts(store, [
-            one(submitted, 0), one(approved, 1)], digest_hour=6) == []
+            incoming("t", submitted, 0), incoming("t", approved, 1)], digest_hour=6) == []
         rows = await notices(store)
         # 4 PUNOs told of the submission and of the approval, the RC office of the
         # approval; and the 4 of the old fact, newest first
@@ -701,7 +695,7 @@ async def test_a_facts_inbox_notices_are_one_document_read_as_rows_and_earlier_o
         # the old fact again, after its inbox record expired: nothing new
         before = len(await store.outbox_events())
         assert await notifications.handle_facts(store, [
-            one(old_submitted, 2, "evt-old")], digest_hour=6) == []
+            incoming("t", old_submitted, 2, "evt-old")], digest_hour=6) == []
         assert len(await notices(store)) == 13
         assert len(await store.outbox_events()) == before
     finally:
