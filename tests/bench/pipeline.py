@@ -21,9 +21,10 @@ It starts the four services as processes under a fresh topic prefix and prints:
     (docs/latency-by-load.png);
   * per programme and service: documents stored, store round trips (commands sent) and
     Kafka records published;
-  * a py-spy profile (speedscope) of every Python process (services, SecantusDB, this
-    benchmark) during one more burst after the measured ones (sampling slows every process,
-    so its rate is printed apart), under .run/bench/profiles/; and the CPU each process used
+  * a profile (speedscope) of every process (py-spy: the services, SecantusDB, this
+    benchmark; the JDK's Flight Recorder: the broker, tests.bench.jfr) during one more
+    burst after the measured ones (sampling slows every process, so its rate is printed
+    apart), under .run/bench/profiles/; and the CPU each process used
     during the measured bursts, in cores (what bound them);
   * the pipeline's steps together, in reference (b)'s unit: messages consumed per second by
     the four services during the bursts; and one step, comparable with reference (b):
@@ -509,23 +510,31 @@ async def batched_step(n: int, tag: str) -> float:
 
 
 class Profiler:
-    """py-spy (PyPI) sampling every Python process of the run for one phase (the services,
-    the Mongo servers when the stack script runs SecantusDB, this benchmark), each to a
-    speedscope file: where the time goes, seen rather than guessed."""
+    """Every process of the run sampled for one phase, each to a speedscope file: where the
+    time goes, seen rather than guessed. py-spy (PyPI) samples the Python ones (the
+    services, the Mongo servers when the stack script runs SecantusDB, this benchmark);
+    the JDK's Flight Recorder the brokers' JVMs (tests.bench.jfr)."""
 
     def __init__(self, pipe: Pipeline, out: Path) -> None:
         self.pipe, self.out, self.procs = pipe, out, []
+        self.jvms: list[str] = []  # the brokers being recorded
+        self.until = 0.0  # when their recordings end
 
     def start(self, seconds: float) -> None:
+        from tests.bench import jfr
+
         spy = Path(sys.executable).parent / "py-spy"
-        if not spy.exists():
-            return
         self.out.mkdir(parents=True, exist_ok=True)
-        for old in self.out.glob("*.speedscope.json"):  # (an earlier run's processes)
-            old.unlink()
+        for old in (*self.out.glob("*.speedscope.json"), *self.out.glob("*.jf[rc]")):
+            old.unlink()  # (an earlier run's processes)
         for name, pid in processes(self.pipe).items():
-            if not name.startswith((*SERVICES, "mongo", "benchmark")):
-                continue  # (the JVMs are not Python)
+            if name.startswith("kafka"):
+                if jfr.start(pid, seconds, self.out / f"{name}.jfr"):
+                    self.jvms.append(name)
+                    self.until = time.monotonic() + max(1, int(seconds))
+                continue
+            if not name.startswith((*SERVICES, "mongo", "benchmark")) or not spy.exists():
+                continue
             self.procs.append(subprocess.Popen(
                 [str(spy), "record", "--pid", str(pid), "--format", "speedscope",
                  "--duration", str(max(1, int(seconds))), "--rate", "50", "--nonblocking",
@@ -533,11 +542,20 @@ class Profiler:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def stop(self) -> list[str]:
+        from tests.bench import jfr
+
         for p in self.procs:
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.terminate()
+        for name in self.jvms:  # (each recording is written when its duration ends)
+            rec = self.out / f"{name}.jfr"
+            jfr.written(rec, max(0.0, self.until - time.monotonic()) + 30)
+            try:
+                jfr.convert(rec, self.out / f"{name}.speedscope.json", name)
+            except (subprocess.SubprocessError, ValueError, KeyError) as e:
+                print(f"[bench] {name}'s recording not converted: {e!r}", file=sys.stderr)
         return sorted(str(f.relative_to(ROOT)) if f.is_relative_to(ROOT) else str(f)
                       for f in self.out.glob("*.speedscope.json"))
 
