@@ -40,9 +40,12 @@ def start(pid: int, seconds: float, out: Path) -> bool:
         return False
     settings = out.with_suffix(".jfc")
     settings.write_text(SETTINGS)
-    r = subprocess.run([jcmd, str(pid), "JFR.start", "name=mptf-bench",
-                        f"settings={settings}", f"duration={max(1, int(seconds))}s",
-                        f"filename={out}"], capture_output=True, text=True, timeout=60)
+    try:
+        r = subprocess.run([jcmd, str(pid), "JFR.start", "name=mptf-bench",
+                            f"settings={settings}", f"duration={max(1, int(seconds))}s",
+                            f"filename={out}"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):  # (a profile is not worth a failed run)
+        return False
     return r.returncode == 0 and "Started recording" in r.stdout
 
 

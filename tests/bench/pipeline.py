@@ -86,6 +86,7 @@ from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote  # n
 from shared.envelope import Envelope  # noqa: E402
 from shared.runtime import Runtime  # noqa: E402
 from shared.settings import ServiceSettings  # noqa: E402
+from tests.bench import jfr  # noqa: E402
 from tests.support import (  # noqa: E402
     bearer,
     credentials,
@@ -521,8 +522,6 @@ class Profiler:
         self.until = 0.0  # when their recordings end
 
     def start(self, seconds: float) -> None:
-        from tests.bench import jfr
-
         spy = Path(sys.executable).parent / "py-spy"
         self.out.mkdir(parents=True, exist_ok=True)
         for old in (*self.out.glob("*.speedscope.json"), *self.out.glob("*.jf[rc]")):
@@ -542,8 +541,6 @@ class Profiler:
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def stop(self) -> list[str]:
-        from tests.bench import jfr
-
         for p in self.procs:
             try:
                 p.wait(timeout=30)
