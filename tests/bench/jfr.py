@@ -32,9 +32,9 @@ SETTINGS = f"""<?xml version="1.0" encoding="UTF-8"?>
 """
 
 
-def start(pid: int, seconds: float, out: Path) -> bool:
-    """Record `pid`'s JVM for `seconds` into `out` (a .jfr file, written when it ends);
-    False where the JDK's jcmd is missing or the JVM refuses."""
+def start(pid: int, seconds: int, out: Path) -> bool:
+    """Record `pid`'s JVM for `seconds` (whole, at least 1) into `out` (a .jfr file, written
+    when it ends); False where the JDK's jcmd is missing or the JVM refuses."""
     jcmd = shutil.which("jcmd")
     if jcmd is None:
         return False
@@ -42,7 +42,7 @@ def start(pid: int, seconds: float, out: Path) -> bool:
     settings.write_text(SETTINGS)
     try:
         r = subprocess.run([jcmd, str(pid), "JFR.start", "name=mptf-bench",
-                            f"settings={settings}", f"duration={max(1, int(seconds))}s",
+                            f"settings={settings}", f"duration={seconds}s",
                             f"filename={out}"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):  # (a profile is not worth a failed run)
         return False

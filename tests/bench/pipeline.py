@@ -523,20 +523,21 @@ class Profiler:
 
     def start(self, seconds: float) -> None:
         spy = Path(sys.executable).parent / "py-spy"
+        duration = max(1, int(seconds))  # (whole seconds, for both samplers)
+        self.until = time.monotonic() + duration
         self.out.mkdir(parents=True, exist_ok=True)
         for old in (*self.out.glob("*.speedscope.json"), *self.out.glob("*.jf[rc]")):
             old.unlink()  # (an earlier run's processes)
         for name, pid in processes(self.pipe).items():
             if name.startswith("kafka"):
-                if jfr.start(pid, seconds, self.out / f"{name}.jfr"):
+                if jfr.start(pid, duration, self.out / f"{name}.jfr"):
                     self.jvms.append(name)
-                    self.until = time.monotonic() + max(1, int(seconds))
                 continue
             if not name.startswith((*SERVICES, "mongo", "benchmark")) or not spy.exists():
                 continue
             self.procs.append(subprocess.Popen(
                 [str(spy), "record", "--pid", str(pid), "--format", "speedscope",
-                 "--duration", str(max(1, int(seconds))), "--rate", "50", "--nonblocking",
+                 "--duration", str(duration), "--rate", "50", "--nonblocking",
                  "--output", str(self.out / f"{name}.speedscope.json")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
