@@ -63,7 +63,7 @@ class Runtime:
         self.settings = settings
         setup_logging(settings.service_name, settings.log_level, settings.log_file)
         setup_tracing(settings.service_name, settings.otel_exporter, settings.otel_endpoint,
-                      settings.otel_file)
+                      settings.otel_file, settings.otel_sample_ratio)
         self.store = store
         self.credentials_error: str | None = None  # set when Kafka credentials are missing
         # Consuming only: events go out through the outbox relay's producer (`make_producer`),

@@ -123,6 +123,11 @@ class ServiceSettings(BaseSettings):
     otel_exporter: Literal["none", "otlp", "zipkin", "file", "console"] = "none"
     otel_endpoint: str = ""  # OTLP/HTTP traces URL or Zipkin spans URL
     otel_file: str = ""  # JSON-lines span file for exporter=file
+    # The share of traces recorded and exported (head sampling, shared.telemetry.sampler):
+    # decided where a trace begins (a submission, a meeting) from its trace id, and followed
+    # by every span after it in every service, so a programme is traced whole or not at all.
+    # A trace not kept still has its ids in the logs and in the events' traceparent.
+    otel_sample_ratio: float = Field(1.0, ge=0, le=1)
     log_level: str = "INFO"
     log_file: str = ""  # also append JSON logs here (stdout always)
 

@@ -4,6 +4,9 @@ The exporter is a setting (MPTF_OTEL_EXPORTER): `otlp` (OTLP/HTTP, used with the
 and Jaeger in docker-compose), `zipkin` (the local Zipkin jar), `file` (JSON lines, one span
 a line: what tests read), `console`, or `none`. W3C trace context travels in Kafka headers
 (`traceparent`) and HTTP headers, so one trace follows a programme across services.
+
+Which traces are recorded is a setting too (MPTF_OTEL_SAMPLE_RATIO, 1 by default): see
+`sampler`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 _TRACER_NAME = "mptf"
@@ -85,13 +89,28 @@ def file_processor(path: str) -> BatchSpanProcessor:
                               max_queue_size=65536, max_export_batch_size=2048)
 
 
-def setup_tracing(service: str, exporter: str, endpoint: str = "", path: str = "") -> None:
+def sampler(ratio: float, exporter: str = "file") -> Sampler:
+    """Head sampling, the same rule in every service: a span whose parent is known (in this
+    process, or named by a traceparent from Kafka or HTTP) follows its parent's decision, and
+    a trace begun here is kept for `ratio` of trace ids. So a programme's trace is whole or
+    absent across the four services, and every service keeps the same programmes. A span not
+    kept is not recorded nor exported, but it has its ids: the logs' trace ids and the
+    traceparent an event carries (its sampled flag off) are there all the same.
+
+    Where nothing is exported (`none`), no trace begins kept; one kept upstream stays kept
+    downstream, its flag passed on."""
+    return ParentBased(root=TraceIdRatioBased(0.0 if exporter == "none" else ratio))
+
+
+def setup_tracing(service: str, exporter: str, endpoint: str = "", path: str = "",
+                  sample_ratio: float = 1.0) -> None:
     global _configured
     if _configured:
         return
     _configured = True
     provider = TracerProvider(resource=Resource.create({"service.name": f"mptf-{service}",
-                                                        "service.namespace": "mptf"}))
+                                                        "service.namespace": "mptf"}),
+                              sampler=sampler(sample_ratio, exporter))
     if exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -2,6 +2,7 @@
 servers (one per service, as deploy/local/stack.sh runs them by default):
 
     .venv/bin/python -m tests.bench.pipeline [--programmes 600] [--runs 5] [--seconds 20]
+                                             [--trace-ratio 1]
 
 It starts the four services as processes under a fresh topic prefix and prints:
   * time to ready and the largest RSS per service;
@@ -42,7 +43,9 @@ It starts the four services as processes under a fresh topic prefix and prints:
     these servers;
   * the ratios: the pipeline's messages over (a), our consumer over (b), capacity over the
     store's limit;
-and writes them, with the machine, to docs/benchmarks.md.
+and writes them, with the machine, to docs/benchmarks.md. The services record every trace,
+as they do by default; `--trace-ratio` sets their MPTF_OTEL_SAMPLE_RATIO (the share of traces
+recorded), printed with the figures.
 
 Infrastructure: KAFKA_BOOTSTRAP_SERVERS / MONGODB_URL if set (one Mongo server for every
 service), else the stack script's own servers on bench ports (started here, stopped at the
@@ -197,8 +200,11 @@ class Pipeline:
     """The four services, an SC driver that approves each screened note, and a watcher of
     the allocation notifications."""
 
-    def __init__(self, tag: str, workdir: Path, replicas: int = 1) -> None:
+    def __init__(self, tag: str, workdir: Path, replicas: int = 1,
+                 trace_ratio: float | None = None) -> None:
         self.tag, self.workdir = tag, workdir
+        self.trace_ratio = (ServiceSettings.model_fields["otel_sample_ratio"].default
+                            if trace_ratio is None else trace_ratio)
         self.ports = {s: [free_port() for _ in range(replicas)] for s in SERVICES}
         self.procs: list[Any] = []
         self.ready_s: dict[str, float] = {}
@@ -246,7 +252,9 @@ class Pipeline:
                     t0 = time.perf_counter()
                     self.procs.append(start_service(s, self.tag, p, self.workdir,
                                                     MONGODB_URL=mongo_url(s),
-                                                    MPTF_LOG_LEVEL="WARNING", **DEFAULTS))
+                                                    MPTF_LOG_LEVEL="WARNING",
+                                                    MPTF_OTEL_SAMPLE_RATIO=str(
+                                                        self.trace_ratio), **DEFAULTS))
                     await wait_ready(http, p, every=0.02)
                     self.ready_s[s] = max(self.ready_s.get(s, 0), time.perf_counter() - t0)
         # a token of the run's own (one made at import could expire during a long benchmark)
@@ -684,8 +692,8 @@ async def ready_together(tag: str, work: Path) -> dict[str, float]:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     tag = f"bench{int(time.time())}"
     work = Path(tempfile.mkdtemp(prefix="mptf-bench-"))
-    pipe = Pipeline(tag, work)
-    results: dict[str, Any] = {}
+    pipe = Pipeline(tag, work, trace_ratio=args.trace_ratio)
+    results: dict[str, Any] = {"trace_sample_ratio": pipe.trace_ratio}
     total = 0
     # the references first, on the empty servers: run after the pipeline, on a store holding
     # the whole run, (b)'s one round trip per message ran at 85/s instead of 270-390/s
@@ -918,6 +926,8 @@ if __name__ == "__main__":
     ap.add_argument("--reference", type=int, default=5000)
     ap.add_argument("--profiles", default=str(ROOT / ".run" / "bench" / "profiles"),
                     help="where py-spy's speedscope files go ('' for none)")
+    ap.add_argument("--trace-ratio", type=float, default=None,
+                    help="the services' MPTF_OTEL_SAMPLE_RATIO (default: theirs, every trace)")
     res = run(main, ap.parse_args())
     print(json.dumps(res, indent=2))
     png = ROOT / "docs" / "latency-by-load.png"
@@ -925,6 +935,7 @@ if __name__ == "__main__":
     write_figures("figures", "Produced by `.venv/bin/python -m tests.bench.pipeline` (see the "
                   "script's docstring for what each figure measures).",
                   f"Machine: {res['machine']}. Kafka 4.1.1 (one KRaft node), SecantusDB "
-                  f"0.7.0b3; Mongo servers: {res['mongo_servers']}.\n\n" + table(res)
+                  f"0.7.0b3; Mongo servers: {res['mongo_servers']}; share of traces "
+                  f"recorded: {res['trace_sample_ratio']}.\n\n" + table(res)
                   + ("\n\n![latency by load](latency-by-load.png)" if plotted else "")
                   + "\n\n```json\n" + json.dumps(res, indent=2) + "\n```")

@@ -117,3 +117,101 @@ def test_traceparent_of_a_span_is_what_inject_writes_while_it_is_current(tmp_pat
             if ctx is not None:  # the event's trace goes on, under the publish span
                 assert carrier["traceparent"].split("-")[1] == parent.split("-")[1]
     assert traceparent_of(trace.INVALID_SPAN) is None
+
+
+def _kept_ids(path: Path) -> set[str]:
+    return {s["trace_id"] for s in _lines(path)}
+
+
+def _sampled_provider(path: Path, ratio: float, exporter: str = "file") -> TracerProvider:
+    from shared.telemetry import sampler
+
+    provider = TracerProvider(sampler=sampler(ratio, exporter), shutdown_on_exit=False)
+    provider.add_span_processor(file_processor(str(path)))
+    return provider
+
+
+def test_a_trace_begun_here_is_kept_for_the_ratio_of_trace_ids(tmp_path: Path) -> None:
+    """Roots (a submission, a meeting) are kept by their trace id: none at 0, all at 1, and
+    at 0.25 those whose id falls in the lowest quarter (the same rule in every service)."""
+    for ratio in (0.0, 0.25, 1.0):
+        path = tmp_path / f"{ratio}.spans"
+        provider = _sampled_provider(path, ratio)
+        roots = []
+        for i in range(400):
+            with provider.get_tracer("t").start_as_current_span(f"POST {i}") as sp:
+                roots.append(sp.get_span_context())
+        provider.force_flush()
+        bound = round(ratio * 2**64)
+        expected = {format(c.trace_id, "032x") for c in roots
+                    if c.trace_id & (2**64 - 1) < bound}
+        assert _kept_ids(path) == expected
+        assert all(c.trace_flags.sampled == (format(c.trace_id, "032x") in expected)
+                   for c in roots)
+        if ratio == 0.25:  # about a quarter (400 ids: 100 +- 8.7)
+            assert 50 < len(expected) < 150
+        provider.shutdown()
+
+
+def test_a_span_follows_its_parent_whatever_the_ratio(tmp_path: Path) -> None:
+    """Whole traces or none: a record's consumer span is kept when its producer's was (even
+    at ratio 0, or where nothing is exported) and dropped when it was not (even at ratio 1),
+    and so is everything under it in this process."""
+    from shared.telemetry import context_from
+
+    kept = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    dropped = "00-5bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b8-00"
+    for ratio, exporter in ((0.0, "file"), (1.0, "file"), (0.5, "file"), (1.0, "none")):
+        path = tmp_path / f"{ratio}-{exporter}.spans"
+        provider = _sampled_provider(path, ratio, exporter)
+        tracer = provider.get_tracer("t")
+        for parent in (kept, dropped):
+            with tracer.start_as_current_span("consume x", context=context_from(parent)):
+                with tracer.start_as_current_span("find programmes"):
+                    pass
+        provider.force_flush()
+        assert [(s["name"], s["trace_id"]) for s in _lines(path)] == [
+            ("find programmes", kept.split("-")[1]), ("consume x", kept.split("-")[1])]
+        provider.shutdown()
+
+
+def test_nothing_exported_begins_no_kept_trace(tmp_path: Path) -> None:
+    path = tmp_path / "none.spans"
+    provider = _sampled_provider(path, 1.0, "none")
+    with provider.get_tracer("t").start_as_current_span("POST /v1/concept-notes") as sp:
+        pass
+    provider.force_flush()
+    assert not sp.is_recording() and not sp.get_span_context().trace_flags.sampled
+    assert _lines(path) == []
+    provider.shutdown()
+
+
+def test_a_trace_not_kept_still_names_itself_in_logs_and_events(tmp_path: Path) -> None:
+    """A span not kept records nothing, but its trace id goes to the log lines made under it
+    and, with the sampled flag off, to the traceparent of what it emits: downstream services
+    continue the same trace id and keep dropping it."""
+    from opentelemetry import trace
+
+    from shared.telemetry import context_from, current_traceparent, trace_ids
+
+    path = tmp_path / "dropped.spans"
+    provider = _sampled_provider(path, 0.0)
+    with provider.get_tracer("t").start_as_current_span("POST /v1/concept-notes") as sp:
+        assert not sp.is_recording()
+        ctx = sp.get_span_context()
+        assert trace_ids() == (format(ctx.trace_id, "032x"), format(ctx.span_id, "016x"))
+        emitted = current_traceparent()
+    assert emitted is not None
+    _, trace_id, span_id, flags = emitted.split("-")
+    assert (trace_id, span_id) == (f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}")
+    assert not int(flags, 16) & 1  # the sampled flag off
+    downstream = _sampled_provider(tmp_path / "downstream.spans", 1.0)
+    with downstream.get_tracer("t").start_as_current_span(
+            "consume x", context=context_from(emitted)) as child:
+        assert not child.is_recording()
+        assert child.get_span_context().trace_id == ctx.trace_id
+        assert trace.get_current_span() is child
+    for p in (provider, downstream):
+        p.force_flush()
+        p.shutdown()
+    assert _lines(path) == [] and _lines(tmp_path / "downstream.spans") == []
