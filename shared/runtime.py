@@ -31,6 +31,7 @@ from shared.logging import get_logger, setup_logging
 from shared.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
+from shared.startup import settle_heap
 from shared.store import Store, is_transient
 from shared.telemetry import setup_tracing, shutdown_tracing
 
@@ -283,7 +284,9 @@ async def keep_running(name: str, step: Callable[[], Awaitable[Any]],
 
 
 def run_service(build: Any, settings_cls: type[ServiceSettings]) -> None:
-    """A service's process entry point: its settings from the environment, then serve."""
+    """A service's process entry point: its settings from the environment, then serve (the
+    garbage collector tuned for the process's life once the app is built: shared.startup)."""
     settings = settings_cls()
     app, _ = build(settings)
+    settle_heap()
     serve(app, settings)

@@ -76,3 +76,44 @@ print(json.dumps({"rich": "rich" in sys.modules and sys.modules["rich"] is not N
     assert got["rich"] is False
     assert got["line"]["event"] == "failed" and got["line"]["programme_id"] == "JP-1"
     assert "ValueError: boom" in got["line"]["exception"]
+
+
+def test_a_service_settles_its_heap_once_built_and_before_it_serves() -> None:
+    """run_service: what was built to start is frozen (out of the collector's sight) and the
+    youngest generation's threshold raised, after the app is built and before it serves;
+    garbage made afterwards is still collected."""
+    code = """
+import gc, json, weakref
+import shared.runtime as runtime
+from shared.startup import GC_YOUNG_THRESHOLD
+seen = {"before": [gc.get_freeze_count(), gc.get_threshold()[0]]}
+
+class Node:
+    pass
+
+def build(settings):
+    seen["built"] = gc.get_freeze_count()
+    return object(), None
+
+def serve(app, settings):
+    seen["serving"] = [gc.get_freeze_count(), gc.get_threshold()[0]]
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the collector frees it
+    ref = weakref.ref(a)
+    del a, b
+    gc.collect()
+    seen["cycle_freed"] = ref() is None
+
+runtime.serve = serve
+runtime.run_service(build, lambda: None)
+seen["threshold"] = GC_YOUNG_THRESHOLD
+print(json.dumps(seen))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["before"] == [0, 700] and got["built"] == 0  # Python's own, until then
+    frozen, young = got["serving"]
+    assert frozen > 10_000  # the modules, classes and validators a service imports
+    assert young == got["threshold"] > 700
+    assert got["cycle_freed"] is True
