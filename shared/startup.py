@@ -52,10 +52,9 @@ def settle_heap() -> None:
     - The youngest generation is collected less often (GC_YOUNG_THRESHOLD).
 
     Measured by turns (docs/benchmarks.md, the twenty-ninth session): the collector's time
-    under load fell from 15-21% of a service's time to 5-10%, with no full collection left
-    under load, and latency fell at 10 and 20 programmes/s.
-    Freed objects are freed as before: by their reference counts, and cycles by the
-    collections that remain."""
+    under load fell from 13-21% of a service's time to 4-10%, with no full collection left
+    under load; latency fell in three sets of pairs of four. Objects are still freed by
+    their reference counts, and cycles by the collections that remain."""
     gc.collect()
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
