@@ -89,7 +89,7 @@ def file_processor(path: str) -> BatchSpanProcessor:
                               max_queue_size=65536, max_export_batch_size=2048)
 
 
-def sampler(ratio: float, exporter: str = "file") -> Sampler:
+def sampler(ratio: float, exporter: str) -> Sampler:
     """Head sampling, the same rule in every service: a span whose parent is known (in this
     process, or named by a traceparent from Kafka or HTTP) follows its parent's decision, and
     a trace begun here is kept for `ratio` of trace ids. So a programme's trace is whole or
