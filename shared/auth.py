@@ -124,6 +124,7 @@ def require(*roles: str):
             raise Forbidden(f"role {p.role!r} may not do this; needs one of {list(roles)}")
         return p
 
+    dep.roles = roles  # type: ignore[attr-defined]  # (read by shared.http.document_answers)
     return dep
 
 

@@ -5,16 +5,20 @@ server spans continuing the caller's W3C trace, RED metrics, and the operational
 from __future__ import annotations
 
 import json
+import re
 import time
+from datetime import datetime
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from opentelemetry import trace
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -148,7 +152,11 @@ def create_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
-        return problem(e.status_code, f"http-{e.status_code}", str(e.detail))
+        resp = problem(e.status_code, f"http-{e.status_code}", str(e.detail))
+        # the router's own headers: a 405 says which methods the path takes (`Allow`, RFC
+        # 9110 15.5.6)
+        resp.headers.update(e.headers or {})
+        return resp
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, e: Exception) -> JSONResponse:
@@ -167,7 +175,8 @@ def create_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
         return JSONResponse({"status": "ready" if ok else "not-ready", "checks": checks},
                             status_code=200 if ok else 503)
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
+             response_class=PlainTextResponse)
     async def metrics() -> Response:
         await runtime.refresh_gauges()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -194,6 +203,7 @@ def include_api(app: FastAPI, api: ModuleType) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         doc = generate()
+        document_answers([*app.routes, *api.router.routes], doc)
         for key, ex in examples.items():
             method, path = key.split(" ", 1)
             responses = doc["paths"][path][method.lower()]["responses"]
@@ -203,6 +213,100 @@ def include_api(app: FastAPI, api: ModuleType) -> None:
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# -- the answers each route can give, in its OpenAPI document ---------------------------------
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object", "title": "Problem",
+    "description": "RFC 9457 problem details; `errors` names each field at fault.",
+    "required": ["type", "title", "status", "code"],
+    "properties": {
+        "type": {"type": "string"}, "title": {"type": "string"},
+        "status": {"type": "integer"}, "code": {"type": "string"},
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "items": {
+            "type": "object", "properties": {"field": {"type": "string"},
+                                             "reason": {"type": "string"},
+                                             "type": {"type": "string"}}}}},
+}
+_ANSWERS = {
+    400: "Malformed: a body that is not a JSON object (or nested too deeply), or a cursor or "
+         "instant this API cannot read",
+    401: "No bearer token, or one that is expired or not ours (`WWW-Authenticate` says why)",
+    403: "Not allowed for this principal: its role, or what it is bound to",
+    413: "The body is over the size limit",
+    422: "Invalid input, each field at fault named in `errors`",
+}
+
+
+def _roles(route: APIRoute) -> tuple[str, ...] | None:
+    """The roles a route requires (shared.auth.require), or None if it takes no token."""
+    stack = [route.dependant]
+    while stack:
+        d = stack.pop()
+        if hasattr(d.call, "roles"):
+            return d.call.roles  # type: ignore[union-attr]
+        stack.extend(d.dependencies)
+    return None
+
+
+def document_answers(routes: list[Any], doc: dict[str, Any]) -> None:
+    """Every answer the edge can give a route, in its OpenAPI document, the same way for every
+    service: what EdgeMiddleware, the validation and authentication answer (400, 401, 403,
+    413, 422) added where they apply, and every error answer as what it is, a problem+json
+    body (FastAPI documents its own 422 as a JSON list of errors, which we never send)."""
+    doc.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    ref = {"$ref": "#/components/schemas/Problem"}
+    for route in routes:  # (a router's routes, as it was included: FastAPI wraps them)
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        for method in route.methods:
+            op = doc["paths"].get(route.path_format, {}).get(method.lower())
+            if op is None:
+                continue
+            codes: set[int] = set()
+            roles = _roles(route)
+            if roles is not None:  # a token is needed; a role among `roles` (if named) too
+                codes |= {401, 403} if roles else {401}
+            params = {p["name"] for p in op.get("parameters", ())}
+            if "requestBody" in op:
+                codes |= {400, 413, 422}
+            if params:
+                codes.add(422)
+            if params & {"cursor", "as_of"}:
+                codes.add(400)
+            answers = op.setdefault("responses", {})
+            for code in codes:
+                answers.setdefault(str(code), {"description": _ANSWERS[code]})
+            for code, answer in answers.items():
+                if code[0] in "45" and code != "503":
+                    examples = {k: v for c in answer.get("content", {}).values()
+                                for k, v in c.items() if k in ("example", "examples")}
+                    answer["content"] = {PROBLEM: {"schema": ref, **examples}}
+                    if answer.get("description") == "Validation Error":  # FastAPI's words
+                        answer["description"] = _ANSWERS[422]
+    # FastAPI's validation-error shapes, which no answer uses any more
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if unused not in json.dumps(doc["paths"]):
+            doc["components"]["schemas"].pop(unused, None)
+
+
+# -- query parameters every service reads the same way -----------------------------------------
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def _not_a_number(v: Any) -> Any:
+    """pydantic reads a number, or a string of one, as seconds since 1970: `as_of=0.5` would
+    be half a second into 1970. An instant here is ISO 8601 text and nothing else."""
+    if isinstance(v, str) and _NUMBER.fullmatch(v):
+        raise ValueError("an instant is ISO 8601 with its offset, e.g. 2026-01-01T00:00Z, "
+                         "not a number")
+    return v
+
+
+AsOf = Annotated[datetime | None, BeforeValidator(_not_a_number), Query(
+    description="An instant in ISO 8601 with its time zone (e.g. 2026-01-01T00:00Z): the "
+                "answer as it stood then")]
 
 
 def exact(obj: Any) -> Any:

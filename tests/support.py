@@ -404,3 +404,24 @@ def commands_started(database: str, names: tuple[str, ...]) -> list[dict[str, An
 
     monitoring.register(Started())
     return sent
+
+
+ROLES = ("anonymous", "entity", "fmu", "funder", "operator", "rco")
+
+
+def readme_authz_table(services: list[str]) -> dict[tuple[str, str, str], dict[str, str]]:
+    """(service, METHOD, path) -> {role: expected answer} from the README's table "Who may
+    call what" (a row for "all four" stands for each of `services`)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    start = text.index("| service | route | anonymous | entity | fmu | funder | operator | rco |")
+    out: dict[tuple[str, str, str], dict[str, str]] = {}
+    for line in text[start:].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for route in re.findall(r"`([A-Z]+) ([^`]+)`", cells[1]):
+            for svc in services if cells[0] == "all four" else [cells[0]]:
+                out[(svc, *route)] = dict(zip(ROLES, cells[2:], strict=True))
+    return out

@@ -3,7 +3,6 @@ funders read their own contributions and the allocations their money funded."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -26,7 +25,7 @@ from shared import paging
 from shared.access import contributor_lines
 from shared.auth import require
 from shared.errors import Forbidden, NotFound
-from shared.http import PROBLEM, check_instant, exact
+from shared.http import PROBLEM, AsOf, check_instant, exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
@@ -125,7 +124,7 @@ async def meet(cmd: Meeting, request: Request, _: Annotated[Principal, FMU]
             summary="Approved programmes waiting for money, in rank order")
 async def pipeline(request: Request, response: Response, _: Annotated[Principal, ANYONE],
                    cursor: str | None = None, limit: Limit = paging.DEFAULT_LIMIT,
-                   as_of: datetime | None = None) -> list[dict[str, Any]]:
+                   as_of: AsOf = None) -> list[dict[str, Any]]:
     """In rank order (priority, then approval time); pages of `limit` (next page: the
     `Link` and `X-Next-Cursor` headers), each item with its rank in the whole pipeline.
     `as_of`: the pipeline as it stood at that instant (from the facts funding had then)."""
@@ -189,7 +188,7 @@ async def allocations(request: Request, response: Response,
             summary="A programme's decision, allocation, transfers and refunds")
 async def programme_funding(programme_id: str, request: Request,
                             who: Annotated[Principal, ANYONE],
-                            as_of: datetime | None = None) -> dict[str, Any]:
+                            as_of: AsOf = None) -> dict[str, Any]:
     """`as_of`: as funding held it at that instant (state from the facts it had folded,
     money from the journal entries booked by then)."""
     doc = await _store(request).programme(programme_id)
@@ -229,7 +228,7 @@ async def refund(programme_id: str, cmd: Refund, request: Request, response: Res
 @router.get("/fund", tags=["fund"], responses=_problems(400, 401),
             summary="The Fund's status from its journal; as_of answers for a past moment")
 async def fund(request: Request, who: Annotated[Principal, ANYONE],
-               as_of: datetime | None = None) -> dict[str, Any]:
+               as_of: AsOf = None) -> dict[str, Any]:
     if as_of is not None:
         check_instant(as_of)
     store = _store(request)

@@ -18,7 +18,7 @@ from shared.auth import require
 from shared.contracts.base import SafeInput
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, Reason, SubmitConceptNote
 from shared.errors import NotFound
-from shared.http import PROBLEM, check_instant, exact
+from shared.http import PROBLEM, AsOf, check_instant, exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
@@ -110,8 +110,7 @@ async def submit_concept_note(
 async def get_programme(
     programme_id: str, request: Request,
     who: Annotated[Principal, Depends(require("entity", "fmu", "operator", "funder"))],
-    as_of: datetime | None = Query(None, description="An instant with its time zone: the "
-                                   "programme as it stood then, from the facts it had"),
+    as_of: AsOf = None,
 ) -> dict[str, Any]:
     doc = await _store(request).get(programme_id)
     # what a caller may not see is answered exactly like what does not exist

@@ -3,7 +3,6 @@ portfolio; the IATI export (open data, no token needed)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
@@ -19,7 +18,7 @@ from shared.auth import require
 from shared.contracts.monitoring import REPORT_EXAMPLE, SubmitProgressReport
 from shared.envelope import utcnow
 from shared.errors import InvalidInput, NotFound
-from shared.http import PROBLEM, check_instant, exact
+from shared.http import PROBLEM, AsOf, check_instant, exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
@@ -70,7 +69,7 @@ def _visible(doc: dict[str, Any], who: Principal) -> bool:
             summary="A programme's implementation: calendar, reports in, delivery, risks")
 async def get_programme(programme_id: str, request: Request,
                         who: Annotated[Principal, ANYONE],
-                        as_of: datetime | None = None) -> dict[str, Any]:
+                        as_of: AsOf = None) -> dict[str, Any]:
     """`as_of`: as monitoring held it at that instant (state from the facts it had, money
     moved and reports received by then)."""
     doc = await _store(request).programme(programme_id)
@@ -127,7 +126,7 @@ async def list_reports(programme_id: str, request: Request, response: Response,
             summary="Totals by status, country, thematic area, GCM objective and PUNO; "
                     "beneficiaries; objective coverage; results by year")
 async def get_portfolio(request: Request, _: Annotated[Principal, ANYONE],
-                        as_of: datetime | None = None) -> dict[str, Any]:
+                        as_of: AsOf = None) -> dict[str, Any]:
     """`as_of`: the portfolio as it stood at that instant."""
     store = _store(request)
     if as_of is not None:

@@ -4,7 +4,6 @@ the table does not list (or a listed route that no longer exists) fails the test
 
 from __future__ import annotations
 
-import re
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -17,13 +16,12 @@ from services.monitoring.app import build as build_monitoring
 from services.notifications.app import NotificationsSettings
 from services.notifications.app import build as build_notifications
 from tests.integration.conftest import running
-from tests.support import ROOT, bearer, isolated, unique
+from tests.support import bearer, isolated, readme_authz_table, unique
 
 SERVICES = {"intake": (build_intake, IntakeSettings),
             "funding": (build_funding, FundingSettings),
             "monitoring": (build_monitoring, MonitoringSettings),
             "notifications": (build_notifications, NotificationsSettings)}
-ROLES = ("anonymous", "entity", "fmu", "funder", "operator", "rco")
 CALLERS: dict[str, tuple[dict[str, str], str]] = {  # headers, the caller's own code
     "anonymous": ({}, "IOM"), "entity": (bearer("dev-iom"), "IOM"),
     "fmu": (bearer("dev-fmu"), "IOM"), "funder": (bearer("dev-funder-de"), "DEU"),
@@ -31,19 +29,7 @@ CALLERS: dict[str, tuple[dict[str, str], str]] = {  # headers, the caller's own 
 
 
 def readme_table() -> dict[tuple[str, str, str], dict[str, str]]:
-    """(service, METHOD, path) -> {role: expected} from the README's table."""
-    text = (ROOT / "README.md").read_text()
-    start = text.index("| service | route | anonymous | entity | fmu | funder | operator | rco |")
-    out: dict[tuple[str, str, str], dict[str, str]] = {}
-    for line in text[start:].splitlines()[2:]:
-        if not line.startswith("|"):
-            break
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        services = list(SERVICES) if cells[0] == "all four" else [cells[0]]
-        for route in re.findall(r"`([A-Z]+) ([^`]+)`", cells[1]):
-            for svc in services:
-                out[(svc, *route)] = dict(zip(ROLES, cells[2:], strict=True))
-    return out
+    return readme_authz_table(list(SERVICES))
 
 
 def concrete(path: str, own: str) -> str:

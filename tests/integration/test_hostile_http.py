@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+from services.funding.app import FundingSettings
+from services.funding.app import build as build_funding
 from services.intake.app import IntakeSettings
 from services.intake.app import build as build_intake
 from services.notifications.app import NotificationsSettings
@@ -14,7 +16,7 @@ from services.notifications.app import build as build_notifications
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE
 from shared.jsondepth import MAX_DEPTH
 from tests.integration.conftest import running
-from tests.support import IOM, OPERATOR, isolated
+from tests.support import FMU, IOM, OPERATOR, isolated
 
 
 async def test_hostile_bodies_are_answered_and_nothing_is_stored() -> None:
@@ -133,3 +135,34 @@ async def test_webhooks_to_private_addresses_or_weak_secrets_are_refused() -> No
         r = await http.put("/v1/directory/UNHCR", headers=OPERATOR, json={
             "webhook_url": "https://8.8.8.8/hook", "webhook_secret": "change-me-please"})
         assert r.status_code == 422 and "webhook_secret" in r.text
+
+
+async def test_an_instant_is_iso_8601_never_a_number_of_seconds() -> None:
+    """pydantic alone reads `as_of=0.5` as half a second after 1970 and answers the Fund as it
+    stood then; an instant here is ISO 8601 text (422 naming `as_of` otherwise), and one
+    without a time zone is a 400."""
+    s = isolated(FundingSettings)
+    async with running(build_funding, s) as (_, _rt, http):
+        for path in ("/v1/fund", "/v1/pipeline"):
+            for number in ("0.5", "1700000000", "-1", "1e9", " 42 "):
+                r = await http.get(path, headers=FMU, params={"as_of": number})
+                assert r.status_code == 422, (path, number, r.text)
+                assert r.headers["content-type"] == "application/problem+json"
+                assert [e["field"] for e in r.json()["errors"]] == ["query.as_of"]
+            r = await http.get(path, headers=FMU, params={"as_of": "2026-01-01T00:00:00"})
+            assert r.status_code == 400, r.text
+            r = await http.get(path, headers=FMU, params={"as_of": "2026-01-01T00:00:00Z"})
+            assert r.status_code == 200, r.text
+
+
+async def test_a_method_a_path_does_not_take_is_405_naming_those_it_does() -> None:
+    """RFC 9110: a 405 carries `Allow` with the methods the path takes, and is a problem."""
+    s = isolated(IntakeSettings)
+    async with running(build_intake, s) as (_, _rt, http):
+        for method, path, allowed in (("TRACE", "/v1/concept-notes", {"POST"}),
+                                      ("DELETE", "/v1/programmes", {"GET"}),
+                                      ("PUT", "/healthz", {"GET"})):
+            r = await http.request(method, path, headers=IOM)
+            assert r.status_code == 405, (method, path, r.text)
+            assert {m.strip() for m in r.headers["allow"].split(",")} == allowed
+            assert r.headers["content-type"] == "application/problem+json"
