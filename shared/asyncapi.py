@@ -149,7 +149,7 @@ def document(service: str | None = None, *, receives: dict[str, list[str]] | Non
     return {
         "asyncapi": "3.0.0",
         "info": {"title": "Migration MPTF events" + (f" ({service})" if service else ""),
-                 "version": "1.0.0",
+                 "version": "1.0.1",  # 1.0.1: what inputs refuse in text is stated (SAFE_TEXT)
                  "description": "CloudEvents over Kafka (binary mode). Key = programme id "
                                 "(contribution id for money not yet a programme's). Records "
                                 "that cannot be processed go to <topic>.dlq with headers "

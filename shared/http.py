@@ -128,7 +128,7 @@ def create_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
         # no default tokens outside development: a service without keys does not start
         raise RuntimeError("MPTF_AUTH_JWKS (a JWKS file or URL with the token issuer's public "
                            "keys) is required unless MPTF_AUTH_MODE=development")
-    app = FastAPI(title=title, description=description, version="1.0.0",
+    app = FastAPI(title=title, description=description, version="1.0.1",
                   lifespan=runtime.lifespan)
     app.state.settings = runtime.settings
     app.state.runtime = runtime
@@ -151,11 +151,17 @@ def create_app(runtime: Runtime, *, title: str, description: str) -> FastAPI:
         return problem(422, "invalid-input", "The input is not valid", errors=errs)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
         resp = problem(e.status_code, f"http-{e.status_code}", str(e.detail))
-        # the router's own headers: a 405 says which methods the path takes (`Allow`, RFC
-        # 9110 15.5.6)
         resp.headers.update(e.headers or {})
+        if e.status_code == 405:
+            # `Allow` names every method the path takes (RFC 9110 15.5.6), not only those of
+            # the first route the router tried (a path's GET and POST are two routes)
+            path = request.url.path
+            allowed = {m for r in getattr(app.state, "routes", ()) if r.path_regex.match(path)
+                       for m in r.methods}
+            if allowed:
+                resp.headers["Allow"] = ", ".join(sorted(allowed))
         return resp
 
     @app.exception_handler(Exception)
@@ -196,6 +202,8 @@ def include_api(app: FastAPI, api: ModuleType) -> None:
     "example": ...}}` (with `"media_type"` where the answer is not JSON); one naming a route
     that does not exist fails when the document is built."""
     app.include_router(api.router)
+    # every route as declared (FastAPI wraps an included router's): for `Allow` on a 405
+    app.state.routes = [r for r in [*app.routes, *api.router.routes] if isinstance(r, APIRoute)]
     examples = json.loads(Path(api.__file__).with_name("openapi_examples.json").read_text())
     generate = app.openapi
 

@@ -11,6 +11,8 @@ import re
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from shared import topics
 from shared.asyncapi import document
 from shared.contracts import REGISTRY
@@ -84,3 +86,32 @@ def test_generated_asyncapi_matches_the_committed_document() -> None:
     assert document() == committed, (
         "the event contracts changed: regenerate docs/asyncapi.json "
         "(python -m shared.asyncapi > docs/asyncapi.json) and version the change")
+
+
+def test_what_input_models_refuse_in_text_is_in_their_documents() -> None:
+    """The control characters, lone surrogates and non-characters every input model refuses
+    (shared.contracts.base.refuse_unsafe) are stated in the documents, as a pattern on each
+    of its strings that has no narrower rule: the AsyncAPI payload of each inbound kind, and
+    an HTTP body alike (tests/contract/test_openapi.py). The pattern and the model agree."""
+    from pydantic import ValidationError
+
+    from shared.contracts.base import SAFE_TEXT
+
+    inbound = [c for c in REGISTRY.values() if c.inbound]
+    assert inbound
+    safe = re.compile(SAFE_TEXT)
+    for bad in ("a\x00b", "\x1b[31m", "c1 \x85", "lone \ud800", "\uffff"):
+        assert not safe.match(bad), repr(bad)
+    for ok in ("Plain text, with a tab\tand lines\r\n", "Ciudad de México — 中文 😀"):
+        assert safe.match(ok), repr(ok)
+    for c in inbound:
+        props = c.model.model_json_schema()["properties"]
+        free = [name for name, p in props.items()
+                if p.get("type") == "string" and p.get("pattern") == SAFE_TEXT]
+        assert free, c.type
+        for name, p in props.items():  # no string without a rule
+            if p.get("type") == "string":
+                assert {"pattern", "format", "enum", "const"} & set(p), (c.type, name)
+        for name in free:
+            with pytest.raises(ValidationError):
+                c.model.model_validate({**c.example, name: "Migration\x00 data"})

@@ -156,13 +156,18 @@ async def test_an_instant_is_iso_8601_never_a_number_of_seconds() -> None:
 
 
 async def test_a_method_a_path_does_not_take_is_405_naming_those_it_does() -> None:
-    """RFC 9110: a 405 carries `Allow` with the methods the path takes, and is a problem."""
-    s = isolated(IntakeSettings)
-    async with running(build_intake, s) as (_, _rt, http):
-        for method, path, allowed in (("TRACE", "/v1/concept-notes", {"POST"}),
-                                      ("DELETE", "/v1/programmes", {"GET"}),
-                                      ("PUT", "/healthz", {"GET"})):
-            r = await http.request(method, path, headers=IOM)
-            assert r.status_code == 405, (method, path, r.text)
-            assert {m.strip() for m in r.headers["allow"].split(",")} == allowed
-            assert r.headers["content-type"] == "application/problem+json"
+    """RFC 9110: a 405 carries `Allow` with every method the path takes (a path's GET and
+    POST are two routes: both named), and is a problem."""
+    for build, settings, cases in (
+            (build_intake, IntakeSettings, (("TRACE", "/v1/concept-notes", {"POST"}),
+                                            ("DELETE", "/v1/programmes", {"GET"}),
+                                            ("PUT", "/healthz", {"GET"}))),
+            (build_funding, FundingSettings, (("OPTIONS", "/v1/contributions", {"GET", "POST"}),
+                                              ("DELETE", "/v1/contributions", {"GET", "POST"}),
+                                              ("TRACE", "/v1/fund", {"GET"})))):
+        async with running(build, isolated(settings)) as (_, _rt, http):
+            for method, path, allowed in cases:
+                r = await http.request(method, path, headers=FMU)
+                assert r.status_code == 405, (method, path, r.text)
+                assert {m.strip() for m in r.headers["allow"].split(",")} == allowed, path
+                assert r.headers["content-type"] == "application/problem+json"
