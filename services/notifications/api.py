@@ -12,6 +12,7 @@ from pydantic import ConfigDict, EmailStr, Field, field_validator
 
 from services.notifications.domain import (
     FMU,
+    SECRET_PATTERN,
     check_address,
     check_webhook_secret,
     check_webhook_url,
@@ -129,7 +130,8 @@ class ContactIn(SafeInput):
     kind: Literal["entity", "rco", "fmu", "contributor"] | None = None
     webhook_url: str | None = Field(None, max_length=2000)
     # Standard Webhooks: whsec_<base64 of >= 32 random bytes>; made here when not given
-    webhook_secret: str | None = Field(None, max_length=200)
+    webhook_secret: Annotated[str, Field(max_length=200, json_schema_extra={
+        "pattern": SECRET_PATTERN})] | None = None
 
     @field_validator("webhook_secret")
     @classmethod

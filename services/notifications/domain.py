@@ -270,6 +270,11 @@ def channels(contact: Contact | None, fact_type: str) -> list[str]:
 # with the recipient's secret `whsec_<base64 of at least 32 random bytes>`.
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the scheme's prefix, not a secret
 MIN_SECRET_BYTES = 32
+# what check_webhook_secret accepts, as a JSON Schema pattern for the documents: whsec_, then
+# padded base64 of at least 32 bytes (ten groups of four make 30; then at least 2 more bytes)
+_B64 = "[A-Za-z0-9+/]"
+SECRET_PATTERN = (f"^{SECRET_PREFIX}(?:{_B64}{{4}}){{10}}"
+                  f"(?:{_B64}{{3}}=|(?:{_B64}{{4}})+(?:{_B64}{{2}}==|{_B64}{{3}}=)?)$")
 REPLAY_WINDOW_SECONDS = 300  # the standard's tolerance, which its verifiers apply
 
 

@@ -7,8 +7,11 @@ import random
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.notifications.domain import (
+    SECRET_PATTERN,
     CircuitBreaker,
     Contact,
     Notice,
@@ -207,3 +210,35 @@ def test_money_facts_reach_the_contributors_whose_money_it_is() -> None:
     m = message_for(transfer.model.model_validate(transfer.example),
                     Programme("jp-1", "T", ("IOM", "ILO"), "IOM", ("PH",), ()))
     assert m is not None and m.recipients == ("IOM",)  # nobody funded it: nobody else
+
+
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_ \n"
+
+
+@given(st.one_of(
+    st.binary(min_size=0, max_size=60).map(
+        lambda b: "whsec_" + __import__("base64").b64encode(b).decode()),
+    st.text(alphabet=_ALPHABET, max_size=90).map(lambda t: "whsec_" + t),
+    st.text(max_size=60)))
+@settings(max_examples=400, deadline=None)
+def test_the_documented_secret_pattern_is_exactly_what_is_accepted(secret: str) -> None:
+    """The webhook secret's pattern in the OpenAPI document accepts exactly the secrets
+    check_webhook_secret accepts: whsec_ and padded base64 of at least 32 bytes."""
+    import re
+
+    try:
+        check_webhook_secret(secret)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert bool(re.fullmatch(SECRET_PATTERN, secret)) == accepted, secret
+
+
+def test_the_secret_pattern_takes_new_secrets_and_refuses_short_ones() -> None:
+    import base64
+    import re
+
+    assert re.fullmatch(SECRET_PATTERN, new_webhook_secret())
+    for n in (31, 32, 33, 34, 35, 48):
+        s = "whsec_" + base64.b64encode(bytes(range(n))).decode()
+        assert bool(re.fullmatch(SECRET_PATTERN, s)) == (n >= 32), n
