@@ -211,7 +211,7 @@ def include_api(app: FastAPI, api: ModuleType) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         doc = generate()
-        document_answers([*app.routes, *api.router.routes], doc)
+        document_answers(app.state.routes, doc)
         for key, ex in examples.items():
             method, path = key.split(" ", 1)
             responses = doc["paths"][path][method.lower()]["responses"]
@@ -258,15 +258,15 @@ def _roles(route: APIRoute) -> tuple[str, ...] | None:
     return None
 
 
-def document_answers(routes: list[Any], doc: dict[str, Any]) -> None:
+def document_answers(routes: list[APIRoute], doc: dict[str, Any]) -> None:
     """Every answer the edge can give a route, in its OpenAPI document, the same way for every
     service: what EdgeMiddleware, the validation and authentication answer (400, 401, 403,
     413, 422) added where they apply, and every error answer as what it is, a problem+json
     body (FastAPI documents its own 422 as a JSON list of errors, which we never send)."""
     doc.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
     ref = {"$ref": "#/components/schemas/Problem"}
-    for route in routes:  # (a router's routes, as it was included: FastAPI wraps them)
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
+    for route in routes:
+        if not route.include_in_schema:
             continue
         for method in route.methods:
             op = doc["paths"].get(route.path_format, {}).get(method.lower())
