@@ -53,7 +53,8 @@ def settle_heap() -> None:
 
     Measured by turns (docs/benchmarks.md, the twenty-ninth session): the collector's time
     under load fell from 13-21% of a service's time to 4-10%, with no full collection left
-    under load; latency fell in three sets of pairs of four. Objects are still freed by
+    under load. Latency was lower in three sets of pairs of six and not in the others: no
+    gain in it is claimed (the thirtieth session's pairs). Objects are still freed by
     their reference counts, and cycles by the collections that remain."""
     gc.collect()
     gc.freeze()
