@@ -25,7 +25,7 @@ from shared import paging
 from shared.access import contributor_lines
 from shared.auth import require
 from shared.errors import Forbidden, NotFound
-from shared.http import PROBLEM, AsOf, check_instant, exact
+from shared.http import AsOf, check_instant, exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
@@ -40,7 +40,7 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
              409: "Conflicts with the current state (already decided, not eligible, "
                   "exceeds the pledge or the amount held)",
              422: "Invalid fields (each named in errors[])"}
-    return {c: {"description": words[c], "content": {PROBLEM: {}}} for c in codes}
+    return {c: {"description": words[c]} for c in codes}  # (as problem+json: document_answers)
 
 
 def _store(request: Request) -> FundingStore:

@@ -18,7 +18,7 @@ from shared.auth import require
 from shared.contracts.base import SafeInput
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, Reason, SubmitConceptNote
 from shared.errors import NotFound
-from shared.http import PROBLEM, AsOf, check_instant, exact
+from shared.http import AsOf, check_instant, exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
@@ -30,7 +30,7 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
              403: "Wrong role, or not a PUNO of this note", 404: "No such programme (or not "
              "yours to see)", 409: "Conflicts with the programme's state", 413: "Body too large",
              422: "Invalid fields, or personal data (each named in errors[])"}
-    return {c: {"description": words[c], "content": {PROBLEM: {}}} for c in codes}
+    return {c: {"description": words[c]} for c in codes}  # (as problem+json: document_answers)
 
 
 class SubmissionAccepted(BaseModel):

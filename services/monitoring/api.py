@@ -18,7 +18,7 @@ from shared.auth import require
 from shared.contracts.monitoring import REPORT_EXAMPLE, SubmitProgressReport
 from shared.envelope import utcnow
 from shared.errors import InvalidInput, NotFound
-from shared.http import PROBLEM, AsOf, check_instant, exact
+from shared.http import AsOf, check_instant, exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
@@ -30,7 +30,7 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
              404: "Unknown programme (or not yours)",
              409: "Not funded yet, or this period's report is already in",
              422: "Invalid or inconsistent figures, a period out of range, or personal data"}
-    return {c: {"description": words[c], "content": {PROBLEM: {}}} for c in codes}
+    return {c: {"description": words[c]} for c in codes}  # (as problem+json: document_answers)
 
 
 def _store(request: Request) -> MonitoringStore:

@@ -25,7 +25,7 @@ from shared.auth import require
 from shared.contracts.base import SafeInput
 from shared.envelope import utcnow
 from shared.errors import Forbidden, InvalidInput, NotFound
-from shared.http import PROBLEM, exact
+from shared.http import exact
 from shared.settings import Principal
 
 router = APIRouter(prefix="/v1")
@@ -36,7 +36,7 @@ INBOX = Depends(require("entity", "funder", "fmu", "rco"))  # each its own
 def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     words = {401: "No or unknown bearer token", 403: "Wrong role, or not your entry",
              404: "Not found", 422: "Invalid fields (a webhook URL that is not allowed, say)"}
-    return {c: {"description": words[c], "content": {PROBLEM: {}}} for c in codes}
+    return {c: {"description": words[c]} for c in codes}  # (as problem+json: document_answers)
 
 
 def _store(request: Request) -> NotificationsStore:
