@@ -187,7 +187,8 @@ class Members:
 
         url = self.store.settings.mongodb_url
         client: Any = MongoClient(url, tz_aware=True, serverSelectionTimeoutMS=3000,
-                                  connectTimeoutMS=3000, **retry_writes(url))
+                                  connectTimeoutMS=3000, **retry_writes(url),
+                                  **self.store.settings.mongo_options())
         coll = client[self.store.settings.database].members
         try:
             while not self._stop.wait(self.beat_every):

@@ -74,6 +74,17 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("MONGODB_URL", "MPTF_MONGODB_URL"),
     )
     mongodb_database: str = ""  # defaults to mptf_<service_name>
+    # Every Mongo client authenticates (SCRAM-SHA-256, in `admin`): the local stack's servers
+    # refuse anonymous ones, and each service's user may read and write its own database
+    # alone. The user name defaults to the service's own (svc-<service>); its password is
+    # MONGODB_PASSWORD, else read from the JSON file {user: password} MPTF_MONGODB_CREDENTIALS
+    # names (the local stack's). With neither, the client uses what MONGODB_URL says (a URL
+    # may carry its own user and password).
+    mongodb_username: str = Field(
+        "", validation_alias=AliasChoices("MONGODB_USERNAME", "MPTF_MONGODB_USERNAME"))
+    mongodb_password: SecretStr = Field(
+        SecretStr(""), validation_alias=AliasChoices("MONGODB_PASSWORD", "MPTF_MONGODB_PASSWORD"))
+    mongodb_credentials: str = ""
     # a transaction's closing writes in one command where the Mongo server takes client-level
     # bulk writes (8.0 and later: "auto"), or one per collection ("off")
     mongo_client_bulk_write: Literal["auto", "off"] = "auto"
@@ -161,16 +172,39 @@ class ServiceSettings(BaseSettings):
         """The security options of every aiokafka client this process makes."""
         from shared.kafka import client_options
 
-        password = self.kafka_password.get_secret_value()
-        if not password and self.kafka_credentials:
-            try:
-                password = json.loads(Path(self.kafka_credentials).read_text()).get(
-                    self.kafka_user, "")
-            except (OSError, ValueError):
-                password = ""
+        password = _password(self.kafka_password, self.kafka_credentials, self.kafka_user)
         return client_options(self.kafka_user, password,
                               protocol=self.kafka_security_protocol,
                               mechanism=self.kafka_sasl_mechanism, ca_file=self.kafka_ca_file)
 
+    @property
+    def mongo_user(self) -> str:
+        return self.mongodb_username or f"svc-{self.service_name}"
+
+    def mongo_options(self) -> dict[str, Any]:
+        """The credentials of every Mongo client this process makes (PyMongo's keyword
+        arguments, which take precedence over a user in MONGODB_URL); none when no password
+        is given, and then the URL's own, if any, apply."""
+        password = _password(self.mongodb_password, self.mongodb_credentials, self.mongo_user)
+        if not password:
+            return {}
+        out: dict[str, Any] = {"username": self.mongo_user, "password": password,
+                               "authMechanism": "SCRAM-SHA-256"}
+        if "authsource=" not in self.mongodb_url.lower():
+            out["authSource"] = "admin"
+        return out
+
     def topic(self, base: str) -> str:
         return f"{self.topic_prefix}{base}"
+
+
+def _password(given: SecretStr, credentials_file: str, user: str) -> str:
+    """A client's password: the one given, else `user`'s in the JSON file {user: password}
+    (an unreadable file or a missing user: none, and the server refuses the client)."""
+    password = given.get_secret_value()
+    if not password and credentials_file:
+        try:
+            password = json.loads(Path(credentials_file).read_text()).get(user, "")
+        except (OSError, ValueError):
+            password = ""
+    return password

@@ -144,9 +144,9 @@ def retry_writes(url: str) -> dict[str, Any]:
     return {} if "retrywrites=" in url.lower() else {"retryWrites": False}
 
 
-def _make_client(url: str, driver: str) -> Any:
+def _make_client(url: str, driver: str, auth: dict[str, Any]) -> Any:
     kw = dict(tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=3000,
-              event_listeners=[_CommandWatch()], **retry_writes(url))
+              event_listeners=[_CommandWatch()], **retry_writes(url), **auth)
     if driver == "pymongo":
         from pymongo import AsyncMongoClient
 
@@ -1051,7 +1051,7 @@ class Store:
     def __init__(self, settings: ServiceSettings, *, driver: str | None = None) -> None:
         self.settings = settings
         self.driver = driver or os.environ.get("MPTF_MONGO_DRIVER", "pymongo")
-        self.client = _make_client(settings.mongodb_url, self.driver)
+        self.client = _make_client(settings.mongodb_url, self.driver, settings.mongo_options())
         self.db = self.client[settings.database]
         self.outbox_signal = asyncio.Event()
         # the outbox shards this process's commits wrote since the relay last looked: it

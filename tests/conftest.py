@@ -41,12 +41,16 @@ os.environ.pop("MPTF_AUTH_MODE", None)
 OWN_SERVERS = not (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("MONGODB_URL"))
 
 
+from tests.support import mongo_admin_url  # noqa: E402
+
+
 def _stack(cmd: str, *args: str) -> str:
     env = {**os.environ, **TEST_ENV}
     if OWN_SERVERS:  # the endpoints exported below are ours, not external ones
         env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
         env.pop("MONGODB_URL", None)
         env.pop("MPTF_KAFKA_CREDENTIALS", None)
+        env.pop("MPTF_MONGODB_CREDENTIALS", None)
     out = subprocess.run([str(ROOT / "deploy/local/stack.sh"), cmd, *args], env=env, check=True,
                          capture_output=True, text=True, timeout=600)
     return out.stdout + out.stderr
@@ -68,7 +72,12 @@ def infra() -> dict[str, str]:
     try:
         env = dict(line.split("=", 1) for line in _stack("env").splitlines() if "=" in line)
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = env["KAFKA_BOOTSTRAP_SERVERS"]
-        os.environ["MONGODB_URL"] = env["MONGODB_URL"]
+        # the harness is the Mongo server's administrator (its services get users of their
+        # own: tests.support.start_service): mptf-admin of the stack's credentials file, or,
+        # against an external server without one, whoever MONGODB_URL names
+        os.environ["MONGODB_URL"] = (
+            mongo_admin_url(env["MONGODB_URL"], env["MPTF_MONGODB_CREDENTIALS"])
+            if env.get("MPTF_MONGODB_CREDENTIALS") else env["MONGODB_URL"])
         # every principal's password (the services read theirs; the harness uses admin's)
         os.environ["MPTF_KAFKA_CREDENTIALS"] = env["MPTF_KAFKA_CREDENTIALS"]
         yield env

@@ -7,9 +7,11 @@ import json
 import os
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pymongo.errors import OperationFailure
 
 from shared.envelope import Envelope
 from shared.settings import DEV_TOKENS
@@ -58,6 +60,41 @@ def kafka_auth(user: str = "admin") -> dict[str, Any]:
     from shared.kafka import client_options
 
     return client_options(user, credentials()[user])
+
+
+# -- the store: the harness is the servers' administrator; each started service its own user --
+def mongo_admin_url(url: str, credentials_file: str, user: str = "mptf-admin") -> str:
+    """`url` with `user`'s name and password (from the stack's credentials file) in it."""
+    from urllib.parse import quote_plus
+
+    password = json.loads(Path(credentials_file).read_text())[user]
+    scheme, rest = url.split("://", 1)
+    rest = rest.split("@", 1)[-1]  # (a user the URL named is replaced)
+    sep = "&" if "?" in rest else ("?" if "/" in rest else "/?")
+    return (f"{scheme}://{quote_plus(user)}:{quote_plus(password)}@{rest}{sep}authSource=admin"
+            if "authsource=" not in rest.lower() else
+            f"{scheme}://{quote_plus(user)}:{quote_plus(password)}@{rest}")
+
+
+def service_user(admin_url: str, database: str) -> dict[str, str]:
+    """A Mongo user who may read and write `database` alone, as the local stack gives each
+    service (deploy/local/stack.sh, mongo_grants), made through `admin_url`: the settings a
+    started service authenticates with (MONGODB_USERNAME / MONGODB_PASSWORD, which take
+    precedence over a user in its MONGODB_URL)."""
+    import secrets
+
+    from pymongo import MongoClient
+
+    user, password = f"svc.{database}", secrets.token_urlsafe(18)
+    with MongoClient(admin_url, serverSelectionTimeoutMS=10000) as c:
+        roles = [{"role": "readWrite", "db": database}]
+        try:
+            c.admin.command("createUser", user, pwd=password, roles=roles)
+        except OperationFailure as e:
+            if e.code not in (11000, 51003):  # exists (mongod, SecantusDB): a new password
+                raise
+            c.admin.command("updateUser", user, pwd=password, roles=roles)
+    return {"MONGODB_USERNAME": user, "MONGODB_PASSWORD": password}
 
 
 def provision(tag: str) -> None:
@@ -290,8 +327,12 @@ def start_service(service: str, tag: str, port: int, workdir: Any, *,
     import sys
 
     provision(tag)
+    # its own Mongo user, on its own database alone: what each service needs of its store is
+    # proven by every test that starts one
+    database = env.get("MPTF_MONGODB_DATABASE", f"{tag}_{service}")
+    user = service_user(env.get("MONGODB_URL", os.environ["MONGODB_URL"]), database)
     full = {**os.environ, "MPTF_TOPIC_PREFIX": f"{tag}.",
-            "MPTF_MONGODB_DATABASE": f"{tag}_{service}", "MPTF_HTTP_PORT": str(port),
+            "MPTF_MONGODB_DATABASE": database, **user, "MPTF_HTTP_PORT": str(port),
             "MPTF_OTEL_EXPORTER": "file",
             "MPTF_OTEL_FILE": str(workdir / f"{service}-{port}.spans"),
             "MPTF_OUTBOX_POLL_SECONDS": "0.2", **env}

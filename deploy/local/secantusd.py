@@ -27,6 +27,15 @@ SecantusDB releases its transactions' pages itself. Test: tests/unit/test_secant
 
 For benchmarks, MPTF_SECANTUS_ACCOUNT=FILE also has the server write where its time goes, per
 collection (`account_storage_calls`; tests/bench/spans.py --store).
+
+Users. With MPTF_SECANTUS_USERS=FILE (a JSON object {user: password}, mode 0600) and
+MPTF_SECANTUS_GRANTS="user=role-or-database ..." the server requires SCRAM-SHA-256 (`--auth`)
+and holds exactly those users before it opens its port (`provision_users`): `root` makes the
+user the server's administrator; a database name gives the user `readWrite` on that database
+alone (a service's own). SecantusDB has no localhost exception (no way to make the first user
+over the wire once `--auth` is on), so they are written into its user table at start; a
+password changed in the file is the user's password from the next start. Passwords never go
+on a command line.
 """
 
 from __future__ import annotations
@@ -127,7 +136,50 @@ def account_storage_calls(path: str, every: float = 1.0) -> Callable[[], None]:
     return write
 
 
+def grants_of(spec: str) -> dict[str, list[dict[str, str]]]:
+    """MPTF_SECANTUS_GRANTS ("admin=root svc-intake=mptf_intake") as each user's roles."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for item in spec.split():
+        user, sep, what = item.partition("=")
+        if not (user and sep and what):
+            raise ValueError(f"a grant is user=root or user=database, not {item!r}")
+        out[user] = ([{"role": "root", "db": "admin"}] if what == "root"
+                     else [{"role": "readWrite", "db": what}])
+    return out
+
+
+def provision_users(passwords: dict[str, str], grants: dict[str, list[dict[str, str]]]) -> None:
+    """Have the server hold these users (in `admin`, SCRAM-SHA-256, each with its password
+    from `passwords` and its roles from `grants`) before it opens its port, and require
+    authentication: installed on SecantusDB's server class, run once its storage is open."""
+    from secantus import server as secantus_server
+    from secantus.auth import SCRAM_SHA_256, derive_credentials
+
+    missing = sorted(u for u in grants if not passwords.get(u))
+    if missing:
+        raise ValueError(f"no password for {', '.join(missing)}")
+    records = [{"_id": f"admin.{user}", "user": user, "db": "admin",
+                "credentials": derive_credentials(passwords[user], mechanism=SCRAM_SHA_256,
+                                                  username=user).to_doc(),
+                "roles": roles, "mechanisms": [SCRAM_SHA_256]}
+               for user, roles in grants.items()]
+    cls = secantus_server.SecantusDBServer
+    original = cls.start
+
+    def start(self: Any) -> None:
+        self.require_auth = True
+        for record in records:
+            self.storage.add_user("admin", record["user"], record, replace=True)
+        original(self)
+
+    cls.start = start  # type: ignore[method-assign]
+
+
 def main() -> int:
+    if os.environ.get("MPTF_SECANTUS_USERS"):
+        with open(os.environ["MPTF_SECANTUS_USERS"]) as f:
+            passwords = json.load(f)
+        provision_users(passwords, grants_of(os.environ.get("MPTF_SECANTUS_GRANTS", "")))
     if not release_pages_after_each_statement():
         print(f"secantusd: SecantusDB {version('secantusdb')} is not {PATCHED_RELEASE}; "
               "running it without the page-release workaround", file=sys.stderr)

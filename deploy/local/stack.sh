@@ -85,6 +85,14 @@ mongo_url_of() {  # service (or console): the Mongo server its database lives on
 # external broker, MPTF_KAFKA_CREDENTIALS names that deployment's file.
 CREDENTIALS="${MPTF_KAFKA_CREDENTIALS:-$RUN_DIR/kafka/credentials.json}"
 
+# Every Mongo user's password (JSON {user: password}, mode 0600), made on first start for the
+# servers this stack runs: mptf-admin, each server's administrator, and svc-<service>, who may
+# read and write its own database alone (deploy/local/secantusd.py). The servers refuse
+# anonymous clients. With MONGODB_URL, MPTF_MONGODB_CREDENTIALS names that deployment's file
+# (else the URL carries the user).
+MONGO_CREDENTIALS="${MPTF_MONGODB_CREDENTIALS:-}"
+[[ -z $EXTERNAL_MONGO && -z $MONGO_CREDENTIALS ]] && MONGO_CREDENTIALS="$RUN_DIR/auth/mongo-credentials.json"
+
 say() { printf '[stack] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
 
@@ -194,11 +202,36 @@ print(best[1])
 PY
 }
 
+mongo_credentials() {  # every user's password, made once (kept across restarts)
+  mkdir -p "$(dirname "$MONGO_CREDENTIALS")"
+  "$PY" - "$MONGO_CREDENTIALS" mptf-admin "${SERVICES[@]/#/svc-}" <<'PY' || die "could not make the Mongo users' passwords"
+import json, os, secrets, sys
+path, users = sys.argv[1], sys.argv[2:]
+have = json.load(open(path)) if os.path.exists(path) else {}
+if any(u not in have for u in users):
+    have.update({u: secrets.token_urlsafe(24) for u in users if u not in have})
+    fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(have, f)
+    os.replace(f"{path}.tmp", path)
+PY
+}
+
+mongo_grants() {  # server name: its users (deploy/local/secantusd.py's MPTF_SECANTUS_GRANTS)
+  local s out="mptf-admin=root"
+  for s in "${SERVICES[@]}"; do
+    [[ $1 == mongo || $1 == "mongo-$s" ]] && out+=" svc-$s=mptf_$s"
+  done
+  echo "$out"
+}
+
 mongo_server_up() {  # name port
   local name=$1 port=$2
   if alive "$name"; then say "$name already running"; return; fi
   port_open "$port" && die "port $port is taken by something this stack did not start"
   mkdir -p "$RUN_DIR/$name"
+  # Only authenticated clients, each user with its grants (mongo_grants), made before the
+  # port opens; the passwords come from MONGO_CREDENTIALS, never a command line.
   # The oplog is trimmed by count only (MONGO_OPLOG_MAX above): trimmed by age (the default,
   # 1 h), an hour-old burst of writes expires at once and the server prunes it under its
   # global lock; we measured every client stalled for a minute.
@@ -206,6 +239,7 @@ mongo_server_up() {  # name port
   # (deploy/local/secantusd.py says why: without it, every client stalled for 4-14 s now
   # and then, the CPUs idle). MPTF_SECANTUS_ACCOUNT (benchmarks): a file per server.
   start_bg "$name" env ${MPTF_SECANTUS_ACCOUNT:+MPTF_SECANTUS_ACCOUNT=$MPTF_SECANTUS_ACCOUNT.$name} \
+    MPTF_SECANTUS_USERS="$MONGO_CREDENTIALS" MPTF_SECANTUS_GRANTS="$(mongo_grants "$name")" \
     "$PY" "$ROOT/deploy/local/secantusd.py" --host 127.0.0.1 --port "$port" \
     --storage-path "$RUN_DIR/$name/data" --log-level WARNING \
     --oplog-retention-seconds 315360000 --oplog-max-entries "$MONGO_OPLOG_MAX"
@@ -218,6 +252,7 @@ mongo_up() {
     say "note: $RUN_DIR/mongo holds the databases of a single server for all services" \
       "(an earlier run's); MPTF_MONGO_SERVERS=one serves them"
   fi
+  mongo_credentials
   for name in "${MONGO_NAMES[@]}"; do mongo_server_up "$name" "${MONGO_PORTS[$name]}"; done
   for name in "${MONGO_NAMES[@]}"; do
     wait_for "$name" 60 port_open "${MONGO_PORTS[$name]}"
@@ -276,6 +311,8 @@ service_env() { # name
   echo "MPTF_HTTP_PORT=$((${PORTS[$name]:-8005} + PORT_OFFSET))"
   # the password is read from the credentials file, never put on a command line
   echo "MPTF_KAFKA_CREDENTIALS=$CREDENTIALS"
+  # its Mongo user's password, from the same kind of file (the console has no database)
+  [[ $name != console && -n $MONGO_CREDENTIALS ]] && echo "MPTF_MONGODB_CREDENTIALS=$MONGO_CREDENTIALS"
   # bearer tokens are JWTs signed by the local issuer (mptf token); no development tokens
   echo "MPTF_AUTH_JWKS=$RUN_DIR/auth/jwks.json"
   # only the console signs (its own operator tokens); services hold no private key
@@ -390,7 +427,8 @@ case "$cmd" in
        elif [[ -n $EXTERNAL_MONGO || $MONGO_SERVERS == one ]]; then echo "MONGODB_URL=$MONGO_URL"
        else for s in "${SERVICES[@]}"; do echo "MONGODB_URL_${s^^}=$(mongo_url_of "$s")"; done
        fi
-       echo "MPTF_KAFKA_CREDENTIALS=$CREDENTIALS" ;;
+       echo "MPTF_KAFKA_CREDENTIALS=$CREDENTIALS"
+       [[ -z $MONGO_CREDENTIALS ]] || echo "MPTF_MONGODB_CREDENTIALS=$MONGO_CREDENTIALS" ;;
   jars) kafka_jars ;;
   restart-kafka) for i in "${NODES[@]}"; do stop_one "$(node_name "$i")"; done; kafka_up ;;  # same data
   kill-kafka-node) kill -KILL "$(cat "$RUN_DIR/pids/$(node_name "$2").pid")"; rm -f "$RUN_DIR/pids/$(node_name "$2").pid" ;;

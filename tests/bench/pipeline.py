@@ -95,6 +95,7 @@ from tests.support import (  # noqa: E402
     credentials,
     free_port,
     kafka_auth,
+    mongo_admin_url,
     provision,
     start_service,
     stop_all,
@@ -143,6 +144,7 @@ def infra(brokers: int = 1) -> tuple[dict[str, str], bool]:
            "MPTF_KAFKA_CONTROLLER_PORT": "24093", "MPTF_MONGO_PORT": "24117",
            "MPTF_KAFKA_BROKERS": str(brokers), "MPTF_PYTHON": sys.executable}
     env.pop("MPTF_KAFKA_CREDENTIALS", None)
+    env.pop("MPTF_MONGODB_CREDENTIALS", None)
     # every run starts from empty servers, as the test suite's do: the data earlier runs left
     # (3 GB of it once, in SecantusDB's shared tables) halved the same burst's throughput
     stack(env, "down")
@@ -152,9 +154,11 @@ def infra(brokers: int = 1) -> tuple[dict[str, str], bool]:
     os.environ["KAFKA_BOOTSTRAP_SERVERS"] = ",".join(
         f"127.0.0.1:{24092 + 2 * i}" for i in range(brokers))
     urls = dict(ln.split("=", 1) for ln in stack(env, "env").splitlines() if "=" in ln)
-    for s in SERVICES:  # each service's server (the one server, with MPTF_MONGO_SERVERS=one)
-        os.environ[f"MONGODB_URL_{s.upper()}"] = urls.get(f"MONGODB_URL_{s.upper()}",
-                                                          urls.get("MONGODB_URL", ""))
+    for s in SERVICES:  # each service's server (the one server, with MPTF_MONGO_SERVERS=one),
+        # as its administrator (each service started gets a user of its own: start_service)
+        os.environ[f"MONGODB_URL_{s.upper()}"] = mongo_admin_url(
+            urls.get(f"MONGODB_URL_{s.upper()}", urls.get("MONGODB_URL", "")),
+            urls["MPTF_MONGODB_CREDENTIALS"])
     # the references (a), (b) and our consumer on (b)'s work: one server, like for like
     os.environ["MONGODB_URL"] = os.environ["MONGODB_URL_INTAKE"]
     os.environ["MPTF_KAFKA_CREDENTIALS"] = str(run_dir / "kafka/credentials.json")
