@@ -453,8 +453,8 @@ async def _rebuild(service: str, into: str | None, replace: bool, compare: bool,
         existing = await store.db.list_collection_names()
         if existing and not replace:
             raise typer.BadParameter(f"database {target} is not empty; --replace drops it")
-        if existing:
-            await store.client.drop_database(target)
+        for name in existing:  # its collections (a service's user may drop those, not a database)
+            await store.db.drop_collection(name)
         carried = await carry(live, store.db, plan.carried)
         if plan.carried:
             console.print(f"carried over from {live_settings.database} (configuration, not "

@@ -4,9 +4,10 @@ docker-compose's init container; `mptf kafka provision` runs it by hand.
 
 It speaks librdkafka (confluent-kafka), whose admin API creates SCRAM credentials and ACLs;
 aiokafka's has neither. Passwords live in a credentials file (JSON {user: password}, mode
-0600) that `credentials` creates with random passwords and never overwrites.
+0600) that `credentials` creates with random passwords and never overwrites; `--split DIR`
+also writes each service's own password alone (DIR/kafka-<service>.json).
 
-    python -m mptf_cli.provision credentials FILE [--entity IOM ...] [--funder DEU ...]
+    python -m mptf_cli.provision credentials FILE [--entity ...] [--funder ...] [--split DIR]
     python -m mptf_cli.provision apply FILE [--prefix P] [--entity ...] [--funder ...]
     python -m mptf_cli.provision strimzi > deploy/k8s/kafka-access.yaml
 """
@@ -44,13 +45,30 @@ def ensure_credentials(path: str | Path, entities: Iterable[str] = DEFAULT_ENTIT
     creds = load_credentials(p) if p.exists() else {}
     for user in kafka_acl.principals(entities, funders):
         creds.setdefault(user, secrets.token_urlsafe(24))
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
+    write_secret(p, json.dumps(creds, indent=1, sort_keys=True))
+    return creds
+
+
+def write_secret(path: Path, text: str) -> None:
+    """`text` at `path`, readable by its owner alone, replaced whole (never half written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump(creds, f, indent=1, sort_keys=True)
-    tmp.replace(p)
-    return creds
+        f.write(text)
+    tmp.replace(path)
+
+
+def split(creds: dict[str, str], into: str | Path) -> list[Path]:
+    """Each service's own password alone, DIR/kafka-<service>.json (what docker-compose gives
+    the service: never another principal's)."""
+    out = []
+    for service in kafka_acl.SERVICES:
+        user = kafka_acl.service_user(service)
+        path = Path(into) / f"kafka-{service}.json"
+        write_secret(path, json.dumps({user: creds[user]}))
+        out.append(path)
+    return out
 
 
 def admin_client(bootstrap: str, user: str, password: str, *,
@@ -259,7 +277,9 @@ def main(argv: list[str]) -> int:
     entities = opts.get("entity") or list(DEFAULT_ENTITIES)
     funders = opts.get("funder") or list(DEFAULT_FUNDERS)
     if pos[0] == "credentials":
-        ensure_credentials(pos[1], entities, funders)
+        creds = ensure_credentials(pos[1], entities, funders)
+        for d in opts.get("split", []):
+            split(creds, d)
         return 0
     creds = load_credentials(pos[1])
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")

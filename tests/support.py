@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from pymongo.errors import OperationFailure
 
 from shared.envelope import Envelope
 from shared.settings import DEV_TOKENS
@@ -76,25 +75,29 @@ def mongo_admin_url(url: str, credentials_file: str, user: str = "mptf-admin") -
             f"{scheme}://{quote_plus(user)}:{quote_plus(password)}@{rest}")
 
 
+_service_users: dict[tuple[str, str], dict[str, str]] = {}
+
+
 def service_user(admin_url: str, database: str) -> dict[str, str]:
     """A Mongo user who may read and write `database` alone, as the local stack gives each
     service (deploy/local/stack.sh, mongo_grants), made through `admin_url`: the settings a
     started service authenticates with (MONGODB_USERNAME / MONGODB_PASSWORD, which take
-    precedence over a user in its MONGODB_URL)."""
+    precedence over a user in its MONGODB_URL). Made once per database and server: the
+    replicas of one service (and a restarted one) share it, so a later replica never changes
+    the password an earlier one still connects with."""
     import secrets
 
     from pymongo import MongoClient
 
-    user, password = f"svc.{database}", secrets.token_urlsafe(18)
-    with MongoClient(admin_url, serverSelectionTimeoutMS=10000) as c:
-        roles = [{"role": "readWrite", "db": database}]
-        try:
-            c.admin.command("createUser", user, pwd=password, roles=roles)
-        except OperationFailure as e:
-            if e.code not in (11000, 51003):  # exists (mongod, SecantusDB): a new password
-                raise
-            c.admin.command("updateUser", user, pwd=password, roles=roles)
-    return {"MONGODB_USERNAME": user, "MONGODB_PASSWORD": password}
+    from mptf_cli.mongo_users import ensure_user, roles
+
+    key = (admin_url.split("@", 1)[-1], database)
+    if key not in _service_users:
+        user, password = f"svc.{database}", secrets.token_urlsafe(18)
+        with MongoClient(admin_url, serverSelectionTimeoutMS=10000) as c:
+            ensure_user(c, user, password, roles(database))
+        _service_users[key] = {"MONGODB_USERNAME": user, "MONGODB_PASSWORD": password}
+    return dict(_service_users[key])
 
 
 def provision(tag: str) -> None:

@@ -31,11 +31,12 @@ collection (`account_storage_calls`; tests/bench/spans.py --store).
 Users. With MPTF_SECANTUS_USERS=FILE (a JSON object {user: password}, mode 0600) and
 MPTF_SECANTUS_GRANTS="user=role-or-database ..." the server requires SCRAM-SHA-256 (`--auth`)
 and holds exactly those users before it opens its port (`provision_users`): `root` makes the
-user the server's administrator; a database name gives the user `readWrite` on that database
-alone (a service's own). SecantusDB has no localhost exception (no way to make the first user
-over the wire once `--auth` is on), so they are written into its user table at start; a
-password changed in the file is the user's password from the next start. Passwords never go
-on a command line.
+user the server's administrator; a database name gives the user a service's roles on it
+(`readWrite` on that database and on the same rebuilt from the log, nothing else:
+mptf_cli.mongo_users.roles, as a deployment's). SecantusDB has no localhost exception (no way
+to make the first user over the wire once `--auth` is on), so they are written into its user
+table at start; a password changed in the file is the user's password from the next start.
+Passwords never go on a command line.
 """
 
 from __future__ import annotations
@@ -137,14 +138,16 @@ def account_storage_calls(path: str, every: float = 1.0) -> Callable[[], None]:
 
 
 def grants_of(spec: str) -> dict[str, list[dict[str, str]]]:
-    """MPTF_SECANTUS_GRANTS ("admin=root svc-intake=mptf_intake") as each user's roles."""
+    """MPTF_SECANTUS_GRANTS ("admin=root svc-intake=mptf_intake") as each user's roles: a
+    database gives a service's roles on it (mptf_cli.mongo_users.roles, as a deployment's)."""
+    from mptf_cli.mongo_users import roles
+
     out: dict[str, list[dict[str, str]]] = {}
     for item in spec.split():
         user, sep, what = item.partition("=")
         if not (user and sep and what):
             raise ValueError(f"a grant is user=root or user=database, not {item!r}")
-        out[user] = ([{"role": "root", "db": "admin"}] if what == "root"
-                     else [{"role": "readWrite", "db": what}])
+        out[user] = [{"role": "root", "db": "admin"}] if what == "root" else roles(what)
     return out
 
 

@@ -203,18 +203,8 @@ PY
 }
 
 mongo_credentials() {  # every user's password, made once (kept across restarts)
-  mkdir -p "$(dirname "$MONGO_CREDENTIALS")"
-  "$PY" - "$MONGO_CREDENTIALS" mptf-admin "${SERVICES[@]/#/svc-}" <<'PY' || die "could not make the Mongo users' passwords"
-import json, os, secrets, sys
-path, users = sys.argv[1], sys.argv[2:]
-have = json.load(open(path)) if os.path.exists(path) else {}
-if any(u not in have for u in users):
-    have.update({u: secrets.token_urlsafe(24) for u in users if u not in have})
-    fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(have, f)
-    os.replace(f"{path}.tmp", path)
-PY
+  "$PY" -m mptf_cli.mongo_users credentials "$MONGO_CREDENTIALS" \
+    || die "could not make the Mongo users' passwords"
 }
 
 mongo_grants() {  # server name: its users (deploy/local/secantusd.py's MPTF_SECANTUS_GRANTS)

@@ -98,3 +98,54 @@ def test_the_manifests_set_what_a_cluster_needs() -> None:
     mongo = by[("StatefulSet", "mongo")]["spec"]["template"]["spec"]["containers"][0]
     assert by[("StatefulSet", "mongo")]["spec"]["replicas"] == 3  # a replica set
     assert "transactionLifetimeLimitSeconds=15" in mongo.get("args", [])
+
+
+def test_the_store_requires_authentication_and_each_service_has_its_own_user_alone() -> None:
+    """Kubernetes and docker-compose alike: mongod runs with users (its administrator from a
+    secret, the members' key file), mongo-init makes mptf_cli.mongo_users' plan, and each
+    service is given its own Mongo password and Kafka password, nobody else's."""
+    from mptf_cli.mongo_users import ADMIN, plan
+
+    services = ("intake", "funding", "monitoring", "notifications")
+    assert set(plan()) == {f"svc-{s}" for s in services}
+    by = {(d["kind"], d["metadata"]["name"]): d for d in (d for _, d in manifests())}
+    pod = by[("StatefulSet", "mongo")]["spec"]["template"]["spec"]
+    (mongod,) = pod["containers"]
+    env = {e["name"]: e for e in mongod["env"]}
+    assert env["MONGO_INITDB_ROOT_USERNAME"]["value"] == ADMIN
+    assert env["MONGO_INITDB_ROOT_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mongo-admin"
+    assert "--keyFile" in mongod["args"] and "--noauth" not in mongod["args"]
+    job = by[("Job", "mongo-init")]["spec"]["template"]["spec"]
+    (init,) = job["containers"]
+    assert init["command"][:4] == ["python", "-m", "mptf_cli.mongo_users", "apply"]
+    (users,) = job["volumes"]
+    assert {item["path"] for src in users["projected"]["sources"]
+            for item in src["secret"]["items"]} == {ADMIN, *plan()}
+    secrets = {name for kind, name in by if kind == "Secret"}
+    for s in services:
+        (c,) = by[("Deployment", s)]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in c["env"]}
+        assert env["MONGODB_USERNAME"]["value"] == f"svc-{s}"
+        assert env["MONGODB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == f"mongo-svc-{s}"
+        assert f"mongo-svc-{s}" in secrets
+        refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "valueFrom" in e}
+        assert refs == {f"svc-{s}", f"mongo-svc-{s}"}, s  # its own Kafka and Mongo secrets
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mongo = compose["services"]["mongo"]
+    assert mongo["environment"]["MONGO_INITDB_ROOT_USERNAME"] == ADMIN
+    assert "--keyFile" in mongo["command"]
+    assert all(p.startswith("127.0.0.1:") for p in mongo.get("ports", []))  # this host alone
+    assert compose["services"]["mongo-init"]["command"][:4] == init["command"][:4]
+    files = {name: s["file"] for name, s in compose["secrets"].items()}
+    for s in services:
+        svc = compose["services"][s]
+        mounted = {(m["source"], m["target"]) if isinstance(m, dict) else (m, m)
+                   for m in svc["secrets"]}
+        assert mounted == {(f"kafka_{s}", "kafka_credentials"),
+                           (f"mongo_{s}", "mongo_credentials"), ("auth_jwks", "auth_jwks")}
+        assert files[f"kafka_{s}"].endswith(f"kafka-{s}.json")
+        assert files[f"mongo_{s}"].endswith(f"mongo-{s}.json")
+    env = compose["x-service"]["environment"]
+    assert env["MPTF_MONGODB_CREDENTIALS"] == "/run/secrets/mongo_credentials"
+    assert env["MPTF_KAFKA_CREDENTIALS"] == "/run/secrets/kafka_credentials"

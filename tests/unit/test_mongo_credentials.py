@@ -72,12 +72,14 @@ def test_an_unreadable_file_or_a_missing_user_gives_no_credentials(
     assert s.mongo_options() == {}
 
 
-def test_grants_give_root_or_read_write_on_one_database() -> None:
+def test_grants_give_root_or_read_write_on_a_services_own_database_and_its_rebuild() -> None:
     grants = launcher().grants_of("mptf-admin=root svc-intake=mptf_intake svc-funding=mptf_funding")
     assert grants == {
         "mptf-admin": [{"role": "root", "db": "admin"}],
-        "svc-intake": [{"role": "readWrite", "db": "mptf_intake"}],
-        "svc-funding": [{"role": "readWrite", "db": "mptf_funding"}],
+        "svc-intake": [{"role": "readWrite", "db": "mptf_intake"},
+                       {"role": "readWrite", "db": "mptf_intake_rebuilt"}],
+        "svc-funding": [{"role": "readWrite", "db": "mptf_funding"},
+                        {"role": "readWrite", "db": "mptf_funding_rebuilt"}],
     }
 
 
