@@ -176,6 +176,53 @@ def provision_users(passwords: dict[str, str], grants: dict[str, list[dict[str, 
         original(self)
 
     cls.start = start  # type: ignore[method-assign]
+    authorize_bulk_write_namespaces()
+
+
+def authorize_bulk_write_namespaces() -> None:
+    """Check a client-level `bulkWrite` against every namespace it writes, as mongod does.
+    SecantusDB (0.7.0b3) authorizes it as a command on `admin` and then writes wherever its
+    `nsInfo` says: a service's user could have written into another service's database on
+    the same server. Each operation now needs its action (insert, update, remove; an upsert
+    insert too) on its namespace's database, else the whole command is refused (13), before
+    anything is written. Test: tests/integration/test_store_auth.py."""
+    from secantus import commands, rbac
+
+    original = commands._HANDLERS["bulkWrite"]
+
+    def actions(op: Any) -> list[str]:
+        if not isinstance(op, dict):
+            return []
+        if "insert" in op:
+            return [rbac.A_INSERT]
+        if "update" in op:
+            return [rbac.A_UPDATE, *([rbac.A_INSERT] if op.get("upsert") else [])]
+        if "delete" in op:
+            return [rbac.A_REMOVE]
+        return []
+
+    def bulk_write(doc: dict[str, Any], ctx: Any) -> dict[str, Any]:
+        auth = ctx.connection_auth
+        ns_info, ops = doc.get("nsInfo"), doc.get("ops")
+        if (ctx.require_auth and auth is not None and auth.is_authenticated
+                and isinstance(ns_info, list) and isinstance(ops, list)):
+            needed: set[tuple[str, str]] = set()  # (action, database), each checked once
+            for op in ops:
+                i = op.get("insert", op.get("update", op.get("delete"))) if isinstance(
+                    op, dict) else None
+                entry = ns_info[i] if isinstance(i, int) and 0 <= i < len(ns_info) else {}
+                ns = entry.get("ns") if isinstance(entry, dict) else None
+                if isinstance(ns, str):  # (malformed: the handler answers it)
+                    needed.update((action, ns.split(".", 1)[0]) for action in actions(op))
+            for action, db in sorted(needed):
+                if not rbac.check_privilege(auth.effective_roles, action, target_db=db,
+                                            cluster=False, role_resolver=ctx.storage.get_role):
+                    return {"ok": 0.0, "code": 13, "codeName": "Unauthorized",
+                            "errmsg": f"not authorized on {db} to execute command "
+                                      f"(action: {action} in bulkWrite)"}
+        return original(doc, ctx)
+
+    commands._HANDLERS["bulkWrite"] = bulk_write
 
 
 def main() -> int:

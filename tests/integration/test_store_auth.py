@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import DeleteMany, InsertOne, UpdateOne
 from pymongo.errors import OperationFailure, PyMongoError
 
 from services.funding.store import FundingStore
@@ -54,8 +55,27 @@ async def test_a_service_reads_and_writes_its_own_database_alone() -> None:
         await refused(theirs.probe.insert_one({"_id": "not-mine"}), 13)
         await refused(theirs.drop_collection("outbox"), 13)
         await refused(store.client.list_database_names(), 13)
+        # one client-level bulkWrite (sent to `admin`, as the store's transactions close)
+        # may write its own database, never another's, not even beside its own
+        mine, not_mine = f"{tag}_intake.probe", f"{tag}_funding.probe"
+        await store.client.bulk_write([InsertOne({"_id": "bulk"}, namespace=mine)])
+        assert await store.db.probe.find_one({"_id": "bulk"}) == {"_id": "bulk"}
+        for models in ([InsertOne({"_id": "x"}, namespace=not_mine)],
+                       [InsertOne({"_id": "y"}, namespace=mine),
+                        UpdateOne({"_id": "z"}, {"$set": {"n": 1}}, upsert=True,
+                                  namespace=not_mine)],
+                       [DeleteMany({}, namespace=not_mine)]):
+            with pytest.raises(PyMongoError) as e:
+                await store.client.bulk_write(models)
+            assert "not authorized" in str(e.value) or getattr(e.value, "code", 0) == 13
+        assert await store.db.probe.find_one({"_id": "y"}) is None  # nothing of it written
     finally:
         await store.client.close()
+    check = FundingStore(isolated(ServiceSettings, tag=tag, service_name="funding"))
+    try:  # (as the administrator) funding's database holds nothing intake's user sent
+        assert await check.db.probe.count_documents({}) == 0
+    finally:
+        await check.client.close()
 
 
 async def test_the_password_comes_from_the_credentials_file_by_the_services_own_name(
