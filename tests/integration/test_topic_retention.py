@@ -8,7 +8,7 @@ import os
 
 from confluent_kafka.admin import ConfigResource
 
-from mptf_cli.provision import admin_client, apply
+from mptf_cli.provision import admin_client, apply, remove
 from shared import topics
 from tests.support import TEST_ENTITIES, TEST_FUNDERS, credentials, unique
 
@@ -37,3 +37,4 @@ def test_facts_are_kept_for_good_inbound_and_dead_letters_for_days() -> None:
     got = retention(admin, facts + inbound + dead)
     assert {got[t] for t in facts} == {-1} and {got[t] for t in inbound} == {7 * day}
     assert {got[t] for t in dead} == {30 * day}
+    remove(admin, [f"{tag}."], entities=TEST_ENTITIES, funders=TEST_FUNDERS)
