@@ -5,7 +5,8 @@ servers (one per service, as deploy/local/stack.sh runs them by default):
                                              [--trace-ratio 1]
 
 It starts the four services as processes under a fresh topic prefix and prints:
-  * time to ready and the largest RSS per service;
+  * time to ready and the largest RSS per service (during the bursts, and at the end of the
+    run, after every programme of it);
   * capacity: the pipeline's throughput, concept note in (inbound topic) -> screened ->
     approved (an SC driver meets every 100 ms and approves in one meeting every note
     screened since) -> allocated -> the allocation notification logged, in programmes per
@@ -816,6 +817,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results["per_programme"] = await per_programme(pipe, max(total, 1))
         results["store_limit_inserts_only"] = await store_limit(pipe, max(total, 1))
         results["rss_mb_max"] = {s: round(v) for s, v in rss.items()}
+        # and at the end of the run, every programme of it handled: a service's memory
+        # still rises slowly after the bursts (the run's first thousands of programmes),
+        # which the bursts' maximum alone would hide
+        names = [svc for svc in SERVICES for _ in pipe.ports[svc]]
+        results["rss_mb_at_end"] = {"programmes": total} | {
+            name: round(max(rss_mb(p.pid) for n, p in zip(names, pipe.procs, strict=True)
+                            if n == name)) for name in dict.fromkeys(names)}
     results["sc_meetings"] = pipe.meetings
     results["time_to_ready_together_s"] = await ready_together(f"{tag}r", work)
     results["ratios"] = {
