@@ -62,6 +62,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -900,7 +901,10 @@ def machine() -> str:
 
 def run(main_fn: Any, args: argparse.Namespace) -> dict[str, Any]:
     """A benchmark's `main_fn(args)` on the infrastructure (started here if need be, and
-    stopped after), with the machine it ran on."""
+    stopped after), with the machine it ran on. Stopped by SIGTERM (a timeout, a CI job
+    cancelled) as by Ctrl-C: the services it spawned and the servers are stopped too, not
+    left running against a broker that is gone."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     env, started = infra()
     try:
         res = asyncio.run(main_fn(args))
