@@ -197,7 +197,7 @@ def remove(admin: Any, prefixes: Iterable[str], *, entities: Iterable[str] = DEF
         ResourceType,
     )
 
-    prefixes = [p for p in prefixes]
+    prefixes = list(prefixes)
     if not prefixes or any(not p for p in prefixes):
         raise ValueError("remove needs prefixes, none of them empty (it never removes all)")
     entities, funders = list(entities), list(funders)

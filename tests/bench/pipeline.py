@@ -124,6 +124,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def services_rss_mb(pipe: Pipeline) -> dict[str, float]:
+    """Each service's RSS now (MB), the largest of its replicas'."""
+    out: dict[str, float] = {}
+    names = [svc for svc in SERVICES for _ in pipe.ports[svc]]
+    for name, p in zip(names, pipe.procs, strict=True):
+        out[name] = max(out.get(name, 0.0), rss_mb(p.pid))
+    return out
+
+
 def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values or [0])[0]
 
@@ -728,9 +737,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             total += len(pipe.finished(f"burst{k}"))
             bursts.append(round(len(pipe.finished(f"burst{k}")) / took, 1))
             pauses.append(pipe.longest_pause(f"burst{k}", t0))
-            names = [svc for svc in SERVICES for _ in pipe.ports[svc]]
-            for name, p in zip(names, pipe.procs, strict=True):
-                rss[name] = max(rss.get(name, 0), rss_mb(p.pid))
+            for name, mb in services_rss_mb(pipe).items():
+                rss[name] = max(rss.get(name, 0.0), mb)
         capacity = statistics.median(bursts)
         # what bound the bursts: each process's CPU over their time, in cores (2 = the
         # whole machine here)
@@ -821,10 +829,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         # and at the end of the run, every programme of it handled: a service's memory
         # still rises slowly after the bursts (the run's first thousands of programmes),
         # which the bursts' maximum alone would hide
-        names = [svc for svc in SERVICES for _ in pipe.ports[svc]]
         results["rss_mb_at_end"] = {"programmes": total} | {
-            name: round(max(rss_mb(p.pid) for n, p in zip(names, pipe.procs, strict=True)
-                            if n == name)) for name in dict.fromkeys(names)}
+            name: round(mb) for name, mb in services_rss_mb(pipe).items()}
     results["sc_meetings"] = pipe.meetings
     results["time_to_ready_together_s"] = await ready_together(f"{tag}r", work)
     results["ratios"] = {
