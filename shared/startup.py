@@ -1,6 +1,8 @@
-"""What a service process leaves unimported: each service's `__main__` calls
-`skip_unused_imports()` before anything else, so start-up does not pay for modules the
-process would import only to fall back from them.
+"""How a service process starts. Each service's `__main__` calls `begin()` before anything
+else, and `run_service` calls `settle_heap()` once the app is built, before it serves.
+
+`begin()` leaves unimported what the process would import only to fall back from it
+(`skip_unused_imports`):
 
 * `pymongo.pyopenssl_context`: PyMongo tries PyOpenSSL (for OCSP stapling) before the
   standard library's `ssl`, and the try imports `cryptography.x509` before it finds that
@@ -14,8 +16,14 @@ process would import only to fall back from them.
 About 0.1 s of CPU a service at every start, measured by turns (docs/benchmarks.md).
 Only for the service processes: the tests and the command line tool import as usual.
 
-And once a service has built what it runs with, `settle_heap()` tunes the garbage collector
-for a long-lived process (below).
+`begin()` also pauses the garbage collector until `settle_heap()`. Importing and building a
+service makes about 150,000 objects that the collector tracks and that live as long as the
+process. With the collector on, a collection ran after every 700 of them and freed almost
+nothing, and some of those collections walked everything made so far. `settle_heap()`
+freezes what was built without collecting it first (below) and turns the collector back
+on, tuned for a long-lived process. Measured by turns (docs/benchmarks.md, the
+thirty-second session): four services started together used 3.02 s of CPU against 3.65,
+and the last was ready at 1.96 s against 2.29 (medians of six pairs).
 """
 
 from __future__ import annotations
@@ -24,6 +32,13 @@ import gc
 import sys
 
 SKIPPED = ("pymongo.pyopenssl_context", "rich")
+
+
+def begin() -> None:
+    """A service process's first call (its `__main__`): the imports it skips, and the
+    collector paused until `settle_heap()` (run_service calls it once the app is built)."""
+    skip_unused_imports()
+    gc.disable()
 
 
 def skip_unused_imports() -> None:
@@ -43,20 +58,24 @@ GC_YOUNG_THRESHOLD = 10_000
 
 def settle_heap() -> None:
     """Called once a service has built what it runs with (its modules, classes, pydantic's
-    validators, the app: about 95,000 objects the garbage collector tracks, all kept for the
-    life of the process).
+    validators, the app: about 150,000 objects the garbage collector tracks, all kept for the
+    life of the process), with the collector paused since `begin()`.
 
     - They are moved out of the collector's sight (`gc.freeze`), so that a full collection
       walks only what was made since. Before, each full collection under load walked them
       all and held the event loop for 100-250 ms.
-    - The youngest generation is collected less often (GC_YOUNG_THRESHOLD).
+    - No collection first: it took 80-100 ms of CPU at every start, to free about 1,000
+      objects (about 360 KiB: temporary classes and functions of the imports), which are
+      now frozen with the rest and kept.
+    - The youngest generation is collected less often (GC_YOUNG_THRESHOLD), and the collector
+      is turned back on.
 
     Measured by turns (docs/benchmarks.md, the twenty-ninth session): the collector's time
     under load fell from 13-21% of a service's time to 4-10%, with no full collection left
     under load. Latency was lower in three sets of pairs of six and not in the others: no
     gain in it is claimed (the thirtieth session's pairs). Objects are still freed by
     their reference counts, and cycles by the collections that remain."""
-    gc.collect()
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+    gc.enable()  # (paused by begin(), in a service process)

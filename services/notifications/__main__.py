@@ -1,8 +1,9 @@
-"""`python -m services.notifications`: skips what the process never uses, then runs the service."""
+"""`python -m services.notifications`: begins as every service process does (shared.startup),
+then runs the service."""
 
-from shared.startup import skip_unused_imports
+from shared.startup import begin
 
-skip_unused_imports()
+begin()
 
 from services.notifications.app import main  # noqa: E402
 

@@ -1,7 +1,8 @@
 """shared/startup.py: a service process (`python -m services.<name>`) starts without importing
 what it would import only to fall back from it (cryptography through PyMongo's PyOpenSSL
 try, rich through structlog), and still has what it uses: PyMongo's TLS and structlog's
-JSON logging with tracebacks.
+JSON logging with tracebacks. Its garbage collector is paused until the service is built,
+then the built heap is frozen and the collector runs again, tuned.
 
 Each check runs in a fresh interpreter: what a process has imported cannot be undone."""
 
@@ -19,14 +20,15 @@ SERVICES = ("intake", "funding", "monitoring", "notifications")
 UNUSED = ("cryptography", "OpenSSL", "rich", "pygments", "pymongo.pyopenssl_context")
 
 PROBE = """
-import importlib, json, sys
+import gc, importlib, json, sys
 importlib.import_module(sys.argv[1])
+collector_on = gc.isenabled()
 loaded = sorted({m.split(".")[0] if not m.startswith("pymongo.") else m
                  for m, v in sys.modules.items() if v is not None})
 import pymongo.ssl_support as ssl_support
 main = importlib.import_module(f"services.{sys.argv[2]}.app").main
 print(json.dumps({"loaded": loaded, "have_ssl": ssl_support.HAVE_SSL,
-                  "main": callable(main)}))
+                  "main": callable(main), "collector_on": collector_on}))
 """
 
 
@@ -43,6 +45,7 @@ def test_a_service_process_starts_without_the_modules_it_would_only_fall_back_fr
     assert not set(UNUSED) & set(got["loaded"]), got["loaded"]
     assert got["have_ssl"] is True  # PyMongo still has TLS (the standard library's)
     assert got["main"] is True
+    assert got["collector_on"] is False  # paused until run_service has built the service
 
 
 def test_without_the_skip_the_service_would_import_them() -> None:
@@ -51,6 +54,7 @@ def test_without_the_skip_the_service_would_import_them() -> None:
     importing them on its own and shared/startup.py can drop that name."""
     got = probe("intake", "services.intake.app")
     assert {"cryptography", "rich"} <= set(got["loaded"])
+    assert got["collector_on"] is True  # and the collector is left as Python starts it
 
 
 def test_logging_still_renders_tracebacks_without_rich() -> None:
@@ -97,6 +101,7 @@ def build(settings):
 
 def serve(app, settings):
     seen["serving"] = [gc.get_freeze_count(), gc.get_threshold()[0]]
+    seen["collector_on"] = gc.isenabled()
     a, b = Node(), Node()
     a.other, b.other = b, a  # a cycle: only the collector frees it
     ref = weakref.ref(a)
@@ -116,4 +121,56 @@ print(json.dumps(seen))
     frozen, young = got["serving"]
     assert frozen > 10_000  # the modules, classes and validators a service imports
     assert young == got["threshold"] > 700
+    assert got["collector_on"] is True
+    assert got["cycle_freed"] is True
+
+
+def test_a_service_process_builds_with_the_collector_paused_and_serves_with_it_on() -> None:
+    """begin() (a service's `__main__`) pauses the collector: no collection runs while the
+    service imports and builds; run_service then freezes what was built, with no
+    collection first either, and serves with the collector on; a cycle made then is freed."""
+    code = """
+import gc, json, weakref
+
+def collections():
+    return sum(s["collections"] for s in gc.get_stats())
+
+from shared.startup import begin
+begin()
+at_begin = collections()
+seen = {"on_after_begin": gc.isenabled()}
+import services.funding.app  # (a whole service's imports)
+import shared.runtime as runtime
+
+class Node:
+    pass
+
+def build(settings):
+    seen["collections_while_importing"] = collections() - at_begin
+    seen["on_while_building"] = gc.isenabled()
+    return object(), None
+
+def serve(app, settings):
+    seen["collections_before_serving"] = collections() - at_begin
+    seen["on_when_serving"] = gc.isenabled()
+    seen["frozen"] = gc.get_freeze_count()
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle: only the collector frees it
+    ref = weakref.ref(a)
+    del a, b
+    gc.collect()
+    seen["cycle_freed"] = ref() is None
+
+runtime.serve = serve
+runtime.run_service(build, lambda: None)
+print(json.dumps(seen))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["on_after_begin"] is False and got["on_while_building"] is False
+    assert got["collections_while_importing"] == 0
+    assert got["collections_before_serving"] == 0  # frozen as built, not collected first
+    assert got["on_when_serving"] is True
+    assert got["frozen"] > 100_000  # a service's imports and what it built
     assert got["cycle_freed"] is True
