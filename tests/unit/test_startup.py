@@ -38,6 +38,30 @@ def probe(service: str, module: str) -> dict[str, object]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def python(code: str) -> dict[str, object]:
+    """`code` run in a fresh interpreter: the JSON object its last line printed."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# the collector still frees what only it can (a cycle made once the service serves)
+CYCLE_FREED = """
+import gc, weakref
+
+class Node:
+    pass
+
+def cycle_freed():
+    a, b = Node(), Node()
+    a.other, b.other = b, a
+    ref = weakref.ref(a)
+    del a, b
+    gc.collect()
+    return ref() is None
+"""
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_service_process_starts_without_the_modules_it_would_only_fall_back_from(
         service: str) -> None:
@@ -74,9 +98,7 @@ line = json.loads(buf.getvalue().strip().splitlines()[-1])
 print(json.dumps({"rich": "rich" in sys.modules and sys.modules["rich"] is not None,
                   "line": line}))
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, check=True)
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+    got = python(code)
     assert got["rich"] is False
     assert got["line"]["event"] == "failed" and got["line"]["programme_id"] == "JP-1"
     assert "ValueError: boom" in got["line"]["exception"]
@@ -86,14 +108,11 @@ def test_a_service_settles_its_heap_once_built_and_before_it_serves() -> None:
     """run_service: what was built to start is frozen (out of the collector's sight) and the
     youngest generation's threshold raised, after the app is built and before it serves;
     garbage made afterwards is still collected."""
-    code = """
-import gc, json, weakref
+    got = python(CYCLE_FREED + """
+import json
 import shared.runtime as runtime
 from shared.startup import GC_YOUNG_THRESHOLD
 seen = {"before": [gc.get_freeze_count(), gc.get_threshold()[0]]}
-
-class Node:
-    pass
 
 def build(settings):
     seen["built"] = gc.get_freeze_count()
@@ -102,21 +121,13 @@ def build(settings):
 def serve(app, settings):
     seen["serving"] = [gc.get_freeze_count(), gc.get_threshold()[0]]
     seen["collector_on"] = gc.isenabled()
-    a, b = Node(), Node()
-    a.other, b.other = b, a  # a cycle: only the collector frees it
-    ref = weakref.ref(a)
-    del a, b
-    gc.collect()
-    seen["cycle_freed"] = ref() is None
+    seen["cycle_freed"] = cycle_freed()
 
 runtime.serve = serve
 runtime.run_service(build, lambda: None)
 seen["threshold"] = GC_YOUNG_THRESHOLD
 print(json.dumps(seen))
-"""
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, check=True)
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+""")
     assert got["before"] == [0, 700] and got["built"] == 0  # Python's own, until then
     frozen, young = got["serving"]
     assert frozen > 10_000  # the modules, classes and validators a service imports
@@ -129,8 +140,8 @@ def test_a_service_process_builds_with_the_collector_paused_and_serves_with_it_o
     """begin() (a service's `__main__`) pauses the collector: no collection runs while the
     service imports and builds; run_service then freezes what was built, with no
     collection first either, and serves with the collector on; a cycle made then is freed."""
-    code = """
-import gc, json, weakref
+    got = python(CYCLE_FREED + """
+import json
 
 def collections():
     return sum(s["collections"] for s in gc.get_stats())
@@ -142,9 +153,6 @@ seen = {"on_after_begin": gc.isenabled()}
 import services.funding.app  # (a whole service's imports)
 import shared.runtime as runtime
 
-class Node:
-    pass
-
 def build(settings):
     seen["collections_while_importing"] = collections() - at_begin
     seen["on_while_building"] = gc.isenabled()
@@ -154,20 +162,12 @@ def serve(app, settings):
     seen["collections_before_serving"] = collections() - at_begin
     seen["on_when_serving"] = gc.isenabled()
     seen["frozen"] = gc.get_freeze_count()
-    a, b = Node(), Node()
-    a.other, b.other = b, a  # a cycle: only the collector frees it
-    ref = weakref.ref(a)
-    del a, b
-    gc.collect()
-    seen["cycle_freed"] = ref() is None
+    seen["cycle_freed"] = cycle_freed()
 
 runtime.serve = serve
 runtime.run_service(build, lambda: None)
 print(json.dumps(seen))
-"""
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120, check=True)
-    got = json.loads(out.stdout.strip().splitlines()[-1])
+""")
     assert got["on_after_begin"] is False and got["on_while_building"] is False
     assert got["collections_while_importing"] == 0
     assert got["collections_before_serving"] == 0  # frozen as built, not collected first
