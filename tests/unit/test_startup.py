@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,17 +33,16 @@ print(json.dumps({"loaded": loaded, "have_ssl": ssl_support.HAVE_SSL,
 """
 
 
-def probe(service: str, module: str) -> dict[str, object]:
-    out = subprocess.run([sys.executable, "-c", PROBE, module, service],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def python(code: str) -> dict[str, object]:
-    """`code` run in a fresh interpreter: the JSON object its last line printed."""
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+def python(code: str, *args: str) -> dict[str, Any]:
+    """`code` run in a fresh interpreter (with `args` as its sys.argv[1:]): the JSON object
+    its last line printed."""
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True,
                          text=True, timeout=120, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def probe(service: str, module: str) -> dict[str, Any]:
+    return python(PROBE, module, service)
 
 
 # the collector still frees what only it can (a cycle made once the service serves)
