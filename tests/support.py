@@ -246,6 +246,42 @@ def value_json(record: Any) -> Any:
     return json.loads(record.value)
 
 
+def asyncapi_document() -> dict[str, Any]:
+    """The committed AsyncAPI document (docs/asyncapi.json; a contract test keeps it equal to
+    what the registry generates)."""
+    return json.loads((Path(__file__).resolve().parents[1] / "docs" / "asyncapi.json")
+                      .read_text())
+
+
+def asyncapi_violations(document: dict[str, Any], record: Any) -> list[str]:
+    """What an AsyncAPI validator finds wrong with a real record against `document` (ours,
+    AsyncAPI 3): its message is the one whose example names the record's CloudEvents type;
+    its payload and its headers are validated against that message's schemas as the
+    AsyncAPI schema format defines them (JSON Schema draft 07), formats (date-time, ...)
+    included. An empty list: the record is what the document says."""
+    import jsonschema
+
+    headers = headers_of(record)
+    messages = {m["examples"][0]["headers"]["ce_type"]: m
+                for m in document["components"]["messages"].values()}
+    message = messages.get(headers.get("ce_type", ""))
+    if message is None:
+        return [f"no message in the document for type {headers.get('ce_type')!r}"]
+    try:
+        payload = json.loads(record.value)
+    except ValueError as e:
+        return [f"payload is not JSON: {e}"]
+    found = []
+    for part, schema, instance in (("payload", message["payload"], payload),
+                                   ("headers", message["headers"], headers)):
+        validator = jsonschema.Draft7Validator(
+            {**schema, "components": document["components"]},
+            format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
+        found += [f"{headers['ce_type']} {part} /{'/'.join(map(str, e.absolute_path))}: "
+                  f"{e.message[:200]}" for e in validator.iter_errors(instance)]
+    return found
+
+
 def consumed(topic: str, type_: str, outcome: str = "ok") -> float:
     """How many events of `type_` this process's consumers handled from `topic`."""
     from prometheus_client import REGISTRY

@@ -20,6 +20,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -28,6 +29,7 @@ from typer.testing import CliRunner
 from mptf_cli import kafka_tools
 from mptf_cli.main import app as cli
 from shared import kafka_acl, topics
+from shared.contracts import REGISTRY
 from shared.contracts.funding import SubmitRefund
 from shared.contracts.intake import CONCEPT_NOTE_EXAMPLE, SubmitConceptNote
 from tests.support import (
@@ -35,6 +37,8 @@ from tests.support import (
     OPERATOR,
     TEST_ENTITIES,
     all_pages,
+    asyncapi_document,
+    asyncapi_violations,
     bearer,
     documented_fields_missing,
     event_record,
@@ -43,6 +47,7 @@ from tests.support import (
     headers_of,
     kafka_auth,
     produce,
+    read_to_end,
     start_service,
     stop_all,
     unique,
@@ -456,6 +461,29 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
     for p, expected in moved.items():
         seen = [t.split(".", 2)[2] for t, k in funders if k == pid[p]]
         assert seen[0] == "allocation.made.v1" and expected <= set(seen), (p, seen)
+    # every fact the year published is what the AsyncAPI document says it is: its payload
+    # and headers, as an AsyncAPI validator reading the topics would check them (the
+    # document's own examples are checked apart: tests/contract)
+    document = asyncapi_document()
+    published = [r for t in topics.FACTS for r in await read_to_end(f"{tag}.{t}")]
+    assert [v for r in published for v in asyncapi_violations(document, r)] == []
+    kinds = {headers_of(r)["ce_type"] for r in published}
+    untold = {c.type for c in REGISTRY.values() if not c.inbound} - kinds
+    # every fact type the Fund publishes, but those this year's story has no occasion for
+    # (every delivery succeeds at once, nobody reads an inbox notice, nothing is cancelled)
+    assert untold == {f"org.migrationmptf.{t}.v1" for t in (
+        "notification.failed", "notification.read", "notification.requeued",
+        "notification.retrying", "programme.cancelled")}, sorted(untold)
+    # (and the check finds what is wrong: a real record with its programme id a number and
+    # its time not a date-time)
+    real = next(r for r in published if headers_of(r)["ce_type"].endswith("allocation.made.v1"))
+    broken = SimpleNamespace(
+        value=json.dumps({**json.loads(real.value), "programme_id": 7}).encode(),
+        headers=[(k, b"yesterday" if k == "ce_time" else v) for k, v in real.headers])
+    found = asyncapi_violations(document, broken)
+    assert any("payload /programme_id" in v for v in found), found
+    assert any("headers /ce_time" in v for v in found), found
+
     for service in ("intake", "funding", "monitoring", "notifications"):
         out = await asyncio.to_thread(CliRunner().invoke, cli, ["rebuild", service, "--compare"],
                                       env={"MPTF_TOPIC_PREFIX": f"{tag}.", "COLUMNS": "200",

@@ -41,6 +41,8 @@ from tests.support import (
     IOM,
     OPERATOR,
     UNDP,
+    asyncapi_document,
+    asyncapi_violations,
     bearer,
     commands_started,
     event_record,
@@ -279,6 +281,9 @@ async def test_webhooks_and_email_to_every_puno_with_retries_and_dead_letters() 
               if headers_of(f)["ce_type"] == NotificationFailed.TYPE]
     assert [(f["recipient"], f["channel"], f["attempts"]) for f in failed] == [
         ("UNICEF", "webhook", 4)]
+    # the failures' facts, as the AsyncAPI document says them (the year end to end has none)
+    document = asyncapi_document()
+    assert [v for f in fails for v in asyncapi_violations(document, f)] == []
 
 
 async def test_inbox_is_private_and_can_be_marked_read() -> None:
