@@ -470,7 +470,8 @@ async def test_a_fund_year_end_to_end(tmp_path: Path) -> None:
     kinds = {headers_of(r)["ce_type"] for r in published}
     untold = {c.type for c in REGISTRY.values() if not c.inbound} - kinds
     # every fact type the Fund publishes, but those this year's story has no occasion for
-    # (every delivery succeeds at once, nobody reads an inbox notice, nothing is cancelled)
+    # (every delivery succeeds at once, nobody reads an inbox notice, nothing is cancelled;
+    # those are checked where they are told: test_funding_changes, test_notifications)
     assert untold == {f"org.migrationmptf.{t}.v1" for t in (
         "notification.failed", "notification.read", "notification.requeued",
         "notification.retrying", "programme.cancelled")}, sorted(untold)
