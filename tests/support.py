@@ -246,39 +246,38 @@ def value_json(record: Any) -> Any:
     return json.loads(record.value)
 
 
-def asyncapi_document() -> dict[str, Any]:
-    """The committed AsyncAPI document (docs/asyncapi.json; a contract test keeps it equal to
-    what the registry generates)."""
-    return json.loads((Path(__file__).resolve().parents[1] / "docs" / "asyncapi.json")
-                      .read_text())
-
-
-def asyncapi_violations(document: dict[str, Any], record: Any) -> list[str]:
-    """What an AsyncAPI validator finds wrong with a real record against `document` (ours,
-    AsyncAPI 3): its message is the one whose example names the record's CloudEvents type;
-    its payload and its headers are validated against that message's schemas as the
+def asyncapi_violations(records: list[Any]) -> list[str]:
+    """What an AsyncAPI validator finds wrong with real records against the committed
+    document (docs/asyncapi.json, AsyncAPI 3; a contract test keeps it equal to what the
+    registry generates): each record's message is the one whose example names its CloudEvents
+    type; its payload and headers are validated against that message's schemas as the
     AsyncAPI schema format defines them (JSON Schema draft 07), formats (date-time, ...)
-    included. An empty list: the record is what the document says."""
+    included. An empty list: every record is what the document says."""
     import jsonschema
 
-    headers = headers_of(record)
-    messages = {m["examples"][0]["headers"]["ce_type"]: m
-                for m in document["components"]["messages"].values()}
-    message = messages.get(headers.get("ce_type", ""))
-    if message is None:
-        return [f"no message in the document for type {headers.get('ce_type')!r}"]
-    try:
-        payload = json.loads(record.value)
-    except ValueError as e:
-        return [f"payload is not JSON: {e}"]
-    found = []
-    for part, schema, instance in (("payload", message["payload"], payload),
-                                   ("headers", message["headers"], headers)):
-        validator = jsonschema.Draft7Validator(
-            {**schema, "components": document["components"]},
-            format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
-        found += [f"{headers['ce_type']} {part} /{'/'.join(map(str, e.absolute_path))}: "
-                  f"{e.message[:200]}" for e in validator.iter_errors(instance)]
+    document = json.loads((ROOT / "docs" / "asyncapi.json").read_text())
+    validators = {
+        m["examples"][0]["headers"]["ce_type"]: [
+            (part, jsonschema.Draft7Validator(
+                {**m[part], "components": document["components"]},
+                format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER))
+            for part in ("payload", "headers")]
+        for m in document["components"]["messages"].values()}
+    found: list[str] = []
+    for record in records:
+        headers = headers_of(record)
+        kind = headers.get("ce_type", "")
+        if kind not in validators:
+            found.append(f"no message in the document for type {kind!r}")
+            continue
+        try:
+            payload = json.loads(record.value)
+        except ValueError as e:
+            found.append(f"{kind} payload is not JSON: {e}")
+            continue
+        for part, validator in validators[kind]:
+            found += [f"{kind} {part} /{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}"
+                      for e in validator.iter_errors(payload if part == "payload" else headers)]
     return found
 
 
